@@ -1,0 +1,1 @@
+"""hems: home energy management daemon."""

@@ -1,0 +1,41 @@
+"""The `hems` command. Each area registers its own subcommands from its `cli` module."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+# Each module has `register(subparsers)`, adding parsers whose `func(args) -> int` runs them.
+COMMAND_MODULES = (
+    "hems.cli_core",  # run, check-config
+    "hems.devices.modbus.cli",  # scan
+    "hems.devices.ocpp.cli",  # charger test
+    "hems.planning.cli",  # optimise, plan, schema problem
+    "hems.flex.cli",  # baseline
+    "hems.uplink.cli",  # keys show, schema uplink
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="hems", description="Home energy management daemon for a home gateway."
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

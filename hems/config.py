@@ -1,0 +1,328 @@
+"""The site configuration: one YAML file validated by pydantic models.
+
+`load_config(path)` returns a `Config` or raises `ConfigErrors`, whose `problems` each read
+like `devices[2].port: must be 1..65535 (line 14)`.
+
+Secrets never need to sit in the file: any string value may be `${env:NAME}` (an environment
+variable) or `${file:/path}` (the file's content, stripped; relative paths are taken from
+the config file's folder, and systemd's $CREDENTIALS_DIRECTORY works as `${cred:NAME}`).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import yaml
+from pydantic import Field, ValidationError, field_validator
+
+from hems.configbase import Port, Strict
+from hems.control.config import ControlConfig
+from hems.devices.config import DeviceConfig
+from hems.devices.ocpp.config import OcppConfig
+from hems.errors import ConfigError
+from hems.flex.config import FlexConfig
+from hems.planning.config import PlannerConfig
+from hems.uplink.config import UplinkConfig
+
+
+class SiteConfig(Strict):
+    id: str = Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    name: str = ""
+    timezone: str = "Europe/London"
+    latitude: float = Field(default=51.5, ge=-90, le=90)
+    longitude: float = Field(default=-0.1, ge=-180, le=180)
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown time zone {value!r}") from exc
+        return value
+
+
+class LimitsConfig(Strict):
+    """Hard limits the control loop never breaches."""
+
+    fuse_a: float = Field(default=60.0, gt=0, le=400, description="main fuse per phase [A]")
+    phases: Literal[1, 3] = 1
+    voltage_v: float = Field(default=230.0, gt=0, le=500)
+    export_limit_w: float = Field(default=3680.0, ge=0, description="agreed export limit [W]")
+    battery_reserve_pct: float = Field(default=10.0, ge=0, le=100)
+
+    @property
+    def import_limit_w(self) -> float:
+        return self.fuse_a * self.voltage_v * self.phases
+
+
+class StorageConfig(Strict):
+    path: Path = Path("/var/lib/hems/hems.db")
+    batch_interval_s: float = Field(default=5.0, gt=0, le=600)
+    raw_retention_h: float = Field(default=48.0, gt=0)
+    rollup_retention_days: float = Field(default=396.0, gt=0, description="13 months")
+
+
+class WebConfig(Strict):
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: Port = 8080
+
+
+class LoggingConfig(Strict):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["auto", "json", "console"] = "auto"
+
+
+class Config(Strict):
+    site: SiteConfig
+    devices: list[DeviceConfig] = Field(default_factory=list)
+    limits: LimitsConfig = Field(default_factory=LimitsConfig)
+    storage: StorageConfig = Field(default_factory=StorageConfig)
+    web: WebConfig = Field(default_factory=WebConfig)
+    logging: LoggingConfig = Field(default_factory=LoggingConfig)
+    ocpp: OcppConfig = Field(default_factory=OcppConfig)
+    planner: PlannerConfig = Field(default_factory=PlannerConfig)
+    control: ControlConfig = Field(default_factory=ControlConfig)
+    uplink: UplinkConfig = Field(default_factory=UplinkConfig)
+    flex: FlexConfig = Field(default_factory=FlexConfig)
+
+    @field_validator("devices")
+    @classmethod
+    def _unique_ids(cls, devices: list[Any]) -> list[Any]:
+        seen: set[str] = set()
+        for device in devices:
+            if device.id in seen:
+                raise ValueError(f"device id {device.id!r} is used twice")
+            seen.add(device.id)
+        return devices
+
+
+class ConfigErrors(ConfigError):
+    """Every problem found in one file, so the user fixes them in one pass."""
+
+    def __init__(self, problems: list[str]) -> None:
+        Exception.__init__(self, "\n".join(problems))
+        self.problems = problems
+
+
+# -- loading ---------------------------------------------------------------------------------
+
+_SECRET = re.compile(r"^\$\{(env|file|cred):([^}]+)\}$")
+Loc = tuple[str | int, ...]
+
+
+class _LineLoader(yaml.SafeLoader):
+    """A SafeLoader that remembers the line of every mapping value and list item."""
+
+
+def _compose_lines(node: yaml.Node, loc: Loc, lines: dict[Loc, int]) -> None:
+    lines[loc] = node.start_mark.line + 1
+    if isinstance(node, yaml.MappingNode):
+        for key_node, value_node in node.value:
+            key = key_node.value
+            lines[(*loc, key)] = key_node.start_mark.line + 1
+            _compose_lines(value_node, (*loc, key), lines)
+            lines[(*loc, key)] = key_node.start_mark.line + 1
+    elif isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            _compose_lines(item, (*loc, index), lines)
+
+
+def _parse_yaml(text: str, source: str) -> tuple[Any, dict[Loc, int]]:
+    try:
+        node = yaml.compose(text, Loader=_LineLoader)
+        data = yaml.load(text, Loader=_LineLoader)  # noqa: S506 - SafeLoader subclass
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark
+        line = f" (line {mark.line + 1})" if mark is not None else ""
+        raise ConfigErrors([f"{source}: not valid YAML: {exc.problem}{line}"]) from exc
+    except yaml.YAMLError as exc:
+        raise ConfigErrors([f"{source}: not valid YAML: {exc}"]) from exc
+    lines: dict[Loc, int] = {}
+    if node is not None:
+        _compose_lines(node, (), lines)
+    return data, lines
+
+
+def _resolve_secrets(value: Any, loc: Loc, base: Path, problems: list[tuple[Loc, str]]) -> Any:
+    if isinstance(value, dict):
+        return {k: _resolve_secrets(v, (*loc, k), base, problems) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_resolve_secrets(v, (*loc, i), base, problems) for i, v in enumerate(value)]
+    if isinstance(value, str):
+        m = _SECRET.match(value.strip())
+        if not m:
+            return value
+        kind, ref = m.groups()
+        if kind == "env":
+            if ref not in os.environ:
+                problems.append((loc, f"environment variable {ref} is not set"))
+                return None
+            return os.environ[ref]
+        if kind == "cred":
+            cred_dir = os.environ.get("CREDENTIALS_DIRECTORY")
+            if not cred_dir:
+                problems.append((loc, "CREDENTIALS_DIRECTORY is not set (systemd LoadCredential=)"))
+                return None
+            path = Path(cred_dir) / ref
+        else:
+            path = Path(ref) if Path(ref).is_absolute() else base / ref
+        try:
+            return path.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            problems.append((loc, f"cannot read secret file {path}: {exc.strerror}"))
+            return None
+    return value
+
+
+def format_loc(loc: Loc) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out or "(top level)"
+
+
+def _line_for(loc: Loc, lines: dict[Loc, int]) -> int | None:
+    # The deepest known ancestor: a missing key is reported at its parent's line.
+    for end in range(len(loc), -1, -1):
+        if loc[:end] in lines:
+            return lines[loc[:end]]
+    return None
+
+
+def _clean_loc(loc: tuple[Any, ...]) -> Loc:
+    # A discriminated union puts its tag in the path (devices.2.sunspec.port); the file has
+    # no such key, so drop a tag that directly follows a list index.
+    tags = _device_tags()
+    out: list[str | int] = []
+    for part in loc:
+        if isinstance(part, str) and out and isinstance(out[-1], int) and part in tags:
+            continue
+        out.append(part)
+    return tuple(out)
+
+
+def _device_tags() -> set[str]:
+    from typing import get_args
+
+    tags: set[str] = set()
+    for model in _models_of(DeviceConfig):
+        tags.update(get_args(model.model_fields["type"].annotation))
+    return tags
+
+
+def _message(err: dict[str, Any]) -> str:
+    kind = err.get("type", "")
+    ctx = err.get("ctx") or {}
+    if kind == "extra_forbidden":
+        return "unknown key"
+    if kind == "missing":
+        return "is required"
+    if kind in ("greater_than_equal", "less_than_equal") and "ge" in ctx and "le" in ctx:
+        return f"must be {ctx['ge']}..{ctx['le']}"
+    if kind == "greater_than_equal":
+        return f"must be >= {ctx['ge']}"
+    if kind == "less_than_equal":
+        return f"must be <= {ctx['le']}"
+    if kind == "greater_than":
+        return f"must be > {ctx['gt']}"
+    if kind == "less_than":
+        return f"must be < {ctx['lt']}"
+    if kind == "union_tag_invalid":
+        return f"unknown type {ctx.get('tag')!r}; expected one of {ctx.get('expected_tags')}"
+    if kind == "union_tag_not_found":
+        return f"needs a '{ctx.get('discriminator', 'type').strip(chr(39))}' key"
+    msg = str(err.get("msg", "invalid"))
+    return msg.removeprefix("Value error, ")
+
+
+def validate(data: Any, lines: dict[Loc, int] | None = None, source: str = "config") -> Config:
+    """Validate already-parsed data. Raises ConfigErrors listing every problem."""
+    lines = lines or {}
+    if not isinstance(data, dict):
+        raise ConfigErrors([f"{source}: must be a mapping of sections (site, devices, …)"])
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            loc = _clean_loc(err["loc"])
+            line = _line_for(loc, lines)
+            where = f" (line {line})" if line is not None else ""
+            problems.append(f"{format_loc(loc)}: {_describe(err, loc)}{where}")
+        raise ConfigErrors(problems) from None
+
+
+def _describe(err: dict[str, Any], loc: Loc) -> str:
+    # pydantic reports ge and le separately; state the full range when the field has both.
+    kind = err.get("type", "")
+    if kind in ("greater_than_equal", "less_than_equal", "greater_than", "less_than"):
+        bounds = _field_bounds(loc)
+        if bounds is not None:
+            return f"must be {bounds}"
+    return _message(err)
+
+
+def _field_bounds(loc: Loc) -> str | None:
+    from annotated_types import Ge, Le
+
+    models: list[Any] = [Config]
+    field_info = None
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        if field_info is not None:
+            models = _models_of(field_info.annotation)
+        field_info = next(
+            (m.model_fields[part] for m in models if part in m.model_fields), None
+        )
+        if field_info is None:
+            return None
+    if field_info is None:
+        return None
+    lo = next((m.ge for m in field_info.metadata if isinstance(m, Ge)), None)
+    hi = next((m.le for m in field_info.metadata if isinstance(m, Le)), None)
+    return f"{lo}..{hi}" if lo is not None and hi is not None else None
+
+
+def _models_of(annotation: Any) -> list[Any]:
+    """Every pydantic model class inside an annotation (unions, lists, Annotated)."""
+    from typing import get_args
+
+    if isinstance(annotation, type) and hasattr(annotation, "model_fields"):
+        return [annotation]
+    return [m for arg in get_args(annotation) for m in _models_of(arg)]
+
+
+def load_config(path: Path | str) -> Config:
+    """Read, resolve secrets in, and validate one config file."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigErrors([f"{path}: no such file"]) from None
+    except OSError as exc:
+        raise ConfigErrors([f"{path}: cannot read: {exc.strerror}"]) from None
+    data, lines = _parse_yaml(text, str(path))
+    if data is None:
+        raise ConfigErrors([f"{path}: is empty; it needs at least a 'site:' section"])
+    secret_problems: list[tuple[Loc, str]] = []
+    data = _resolve_secrets(data, (), path.parent, secret_problems)
+    problems = [
+        f"{format_loc(loc)}: {msg} (line {_line_for(loc, lines)})" for loc, msg in secret_problems
+    ]
+    try:
+        config = validate(data, lines, str(path))
+    except ConfigErrors as exc:
+        raise ConfigErrors(problems + exc.problems) from None
+    if problems:
+        raise ConfigErrors(problems)
+    return config

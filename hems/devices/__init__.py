@@ -1,0 +1,1 @@
+"""Device adapters: protocol engines that turn the outside world into capabilities."""

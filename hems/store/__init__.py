@@ -1,0 +1,1 @@
+"""SQLite storage: schema, migrations, time series, roll-ups, retention."""

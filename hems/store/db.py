@@ -1,0 +1,163 @@
+"""SQLite access: one connection, one thread, WAL, numbered migrations.
+
+All database work runs on a single dedicated thread so the asyncio loop never blocks on the
+SD card and SQLite never sees two writers. Callers use the async methods.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import sqlite3
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from importlib import resources
+from pathlib import Path
+from typing import Any, TypeVar
+
+import structlog
+
+from hems.errors import StoreError
+
+log = structlog.get_logger(__name__)
+T = TypeVar("T")
+_MIGRATION_NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
+
+
+def migrations() -> list[tuple[int, str, str]]:
+    """(number, name, sql) of every shipped migration, in order. Numbers must be unique."""
+    found: dict[int, tuple[str, str]] = {}
+    for entry in resources.files("hems.store.migrations").iterdir():
+        m = _MIGRATION_NAME.match(entry.name)
+        if not m:
+            continue
+        number = int(m.group(1))
+        if number in found:
+            raise StoreError(f"migration {number:04d}: defined twice ({entry.name})")
+        found[number] = (entry.name, entry.read_text(encoding="utf-8"))
+    return [(n, *found[n]) for n in sorted(found)]
+
+
+def connect(path: Path | str) -> sqlite3.Connection:
+    conn = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+    conn.row_factory = sqlite3.Row
+    conn.execute("PRAGMA journal_mode=WAL")
+    # NORMAL in WAL mode: a power cut may lose the last transaction, never corrupt the file.
+    conn.execute("PRAGMA synchronous=NORMAL")
+    conn.execute("PRAGMA foreign_keys=ON")
+    conn.execute("PRAGMA busy_timeout=5000")
+    return conn
+
+
+def migrate(conn: sqlite3.Connection) -> list[int]:
+    """Apply pending migrations, each in its own transaction. Returns the numbers applied."""
+    conn.execute(
+        "CREATE TABLE IF NOT EXISTS schema_migrations ("
+        " number INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL"
+        " DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ','now')))"
+    )
+    done = {row[0] for row in conn.execute("SELECT number FROM schema_migrations")}
+    applied: list[int] = []
+    for number, name, sql in migrations():
+        if number in done:
+            continue
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            for statement in _split_sql(sql):
+                conn.execute(statement)
+            conn.execute(
+                "INSERT INTO schema_migrations(number, name) VALUES (?, ?)", (number, name)
+            )
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            conn.execute("ROLLBACK")
+            raise StoreError(f"migration {name}: {exc}") from exc
+        applied.append(number)
+    return applied
+
+
+def _split_sql(sql: str) -> list[str]:
+    # executescript would commit implicitly; split on complete statements instead.
+    statements: list[str] = []
+    buf = ""
+    for line in sql.splitlines(keepends=True):
+        buf += line
+        if sqlite3.complete_statement(buf):
+            if buf.strip():
+                statements.append(buf.strip())
+            buf = ""
+    if buf.strip():
+        statements.append(buf.strip())
+    return statements
+
+
+class Database:
+    """The async face of one SQLite file."""
+
+    def __init__(self, conn: sqlite3.Connection, executor: ThreadPoolExecutor) -> None:
+        self._conn = conn
+        self._executor = executor
+
+    @classmethod
+    async def open(cls, path: Path | str) -> Database:
+        executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite")
+        loop = asyncio.get_running_loop()
+        try:
+            if str(path) != ":memory:":
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
+            conn = await loop.run_in_executor(executor, connect, path)
+            applied = await loop.run_in_executor(executor, migrate, conn)
+        except (sqlite3.Error, OSError) as exc:
+            executor.shutdown(wait=False)
+            raise StoreError(f"storage.path: cannot open {path}: {exc}") from exc
+        if applied:
+            log.info("store migrated", path=str(path), applied=applied)
+        return cls(conn, executor)
+
+    async def close(self) -> None:
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._executor, self._close_sync)
+        self._executor.shutdown(wait=True)
+
+    def _close_sync(self) -> None:
+        try:
+            self._conn.execute("PRAGMA optimize")
+        except sqlite3.Error:
+            pass
+        self._conn.close()
+
+    async def call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run `fn(conn)` inside one transaction on the database thread."""
+
+        def run() -> T:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                result = fn(self._conn)
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            self._conn.execute("COMMIT")
+            return result
+
+        return await asyncio.get_running_loop().run_in_executor(self._executor, run)
+
+    async def execute(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> int:
+        return await self.call(lambda c: c.execute(sql, params).rowcount)
+
+    async def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> int:
+        rows = list(rows)
+        return await self.call(lambda c: c.executemany(sql, rows).rowcount)
+
+    async def fetchall(
+        self, sql: str, params: Sequence[Any] | dict[str, Any] = ()
+    ) -> list[sqlite3.Row]:
+        def run() -> list[sqlite3.Row]:
+            return self._conn.execute(sql, params).fetchall()
+
+        return await asyncio.get_running_loop().run_in_executor(self._executor, run)
+
+    async def fetchone(
+        self, sql: str, params: Sequence[Any] | dict[str, Any] = ()
+    ) -> sqlite3.Row | None:
+        rows = await self.fetchall(sql, params)
+        return rows[0] if rows else None
