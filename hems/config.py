@@ -116,10 +116,6 @@ _SECRET = re.compile(r"^\$\{(env|file|cred):([^}]+)\}$")
 Loc = tuple[str | int, ...]
 
 
-class _LineLoader(yaml.SafeLoader):
-    """A SafeLoader that remembers the line of every mapping value and list item."""
-
-
 def _compose_lines(node: yaml.Node, loc: Loc, lines: dict[Loc, int]) -> None:
     lines[loc] = node.start_mark.line + 1
     if isinstance(node, yaml.MappingNode):
@@ -135,8 +131,12 @@ def _compose_lines(node: yaml.Node, loc: Loc, lines: dict[Loc, int]) -> None:
 
 def _parse_yaml(text: str, source: str) -> tuple[Any, dict[Loc, int]]:
     try:
-        node = yaml.compose(text, Loader=_LineLoader)
-        data = yaml.load(text, Loader=_LineLoader)  # noqa: S506 - SafeLoader subclass
+        loader = yaml.SafeLoader(text)
+        try:
+            node = loader.get_single_node()
+            data = loader.construct_document(node) if node is not None else None
+        finally:
+            loader.dispose()
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark
         line = f" (line {mark.line + 1})" if mark is not None else ""
@@ -281,9 +281,7 @@ def _field_bounds(loc: Loc) -> str | None:
             continue
         if field_info is not None:
             models = _models_of(field_info.annotation)
-        field_info = next(
-            (m.model_fields[part] for m in models if part in m.model_fields), None
-        )
+        field_info = next((m.model_fields[part] for m in models if part in m.model_fields), None)
         if field_info is None:
             return None
     if field_info is None:

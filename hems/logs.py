@@ -31,7 +31,9 @@ def configure(level: str = "info", fmt: str = "auto", stream: Any = None) -> Non
     if fmt == "json":
         renderer: list[Any] = [
             structlog.stdlib.ProcessorFormatter.remove_processors_meta,
-            structlog.processors.dict_tracebacks,
+            structlog.processors.ExceptionRenderer(
+                structlog.tracebacks.ExceptionDictTransformer(show_locals=False)
+            ),
             structlog.processors.JSONRenderer(),
         ]
     else:

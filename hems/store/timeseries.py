@@ -1,0 +1,266 @@
+"""Readings to SQLite: batched writes, 1-min and 30-min roll-ups, retention.
+
+SD cards wear with every write, so readings are buffered in memory and written in one
+transaction every `batch_interval_s`. A failed write (disk full, I/O error) keeps the batch in
+memory and retries; the buffer is bounded and reports what it had to drop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections import deque
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import structlog
+
+from hems.core.clock import Clock
+from hems.core.readings import Quantity, Reading
+from hems.store.db import Database
+from hems.store.rollup import (
+    HALF_HOUR_MS,
+    MINUTE_MS,
+    Bucket,
+    bucket_samples,
+    floor_ms,
+    merge_buckets,
+)
+
+log = structlog.get_logger(__name__)
+
+_INTEGRATED = {q for q in Quantity if q.value.endswith("_w")}
+
+
+def to_ms(at: datetime) -> int:
+    return int(at.timestamp() * 1000)
+
+
+def from_ms(at_ms: int) -> datetime:
+    return datetime.fromtimestamp(at_ms / 1000, UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class StoreStats:
+    buffered: int
+    written: int
+    dropped: int
+    failed_flushes: int
+    last_error: str | None
+
+
+class ReadingStore:
+    def __init__(
+        self,
+        db: Database,
+        clock: Clock,
+        batch_interval_s: float = 5.0,
+        raw_retention_h: float = 48.0,
+        rollup_retention_days: float = 396.0,
+        max_buffer: int = 200_000,
+        max_hold_s: float = 60.0,
+    ) -> None:
+        self._db = db
+        self._clock = clock
+        self._interval_s = batch_interval_s
+        self._raw_retention = timedelta(hours=raw_retention_h)
+        self._rollup_retention = timedelta(days=rollup_retention_days)
+        self._buffer: deque[Reading] = deque()
+        self._max_buffer = max_buffer
+        self._max_hold_ms = int(max_hold_s * 1000)
+        self._ids: dict[tuple[str, str], int] = {}
+        self._roles: dict[str, str] = {}
+        self._written = 0
+        self._dropped = 0
+        self._failed = 0
+        self._last_error: str | None = None
+        self._flush_lock = asyncio.Lock()
+
+    # -- input ----------------------------------------------------------------------------
+    def add(self, readings: list[Reading]) -> None:
+        """SiteState listener: enqueue only, never block the loop."""
+        self._buffer.extend(readings)
+        overflow = len(self._buffer) - self._max_buffer
+        if overflow > 0:
+            for _ in range(overflow):
+                self._buffer.popleft()
+            self._dropped += overflow
+            log.error("store buffer full, oldest readings dropped", dropped=overflow)
+
+    def set_role(self, device_id: str, role: str) -> None:
+        self._roles[device_id] = role
+
+    @property
+    def stats(self) -> StoreStats:
+        return StoreStats(
+            len(self._buffer), self._written, self._dropped, self._failed, self._last_error
+        )
+
+    # -- the loop -------------------------------------------------------------------------
+    async def run(self) -> None:
+        try:
+            while True:
+                # Real seconds on purpose: this paces writes to the SD card, whatever the
+                # simulated clock's speed.
+                await asyncio.sleep(self._interval_s)
+                await self.flush()
+        finally:
+            # SIGTERM or shutdown: the last batch is written before we go.
+            await asyncio.shield(self.flush())
+
+    async def flush(self) -> int:
+        async with self._flush_lock:
+            if not self._buffer:
+                return 0
+            batch = list(self._buffer)
+            try:
+                await self._db.call(lambda conn: self._write(conn, batch))
+            except sqlite3.Error as exc:
+                self._failed += 1
+                if self._last_error is None:
+                    log.error("store write failed; readings kept in memory", error=str(exc))
+                self._last_error = str(exc)
+                return 0
+            for _ in range(len(batch)):
+                self._buffer.popleft()
+            self._written += len(batch)
+            if self._last_error is not None:
+                log.info("store write recovered", written=len(batch))
+                self._last_error = None
+            return len(batch)
+
+    # -- on the database thread -----------------------------------------------------------
+    def _pk(self, conn: sqlite3.Connection, table: str, key: str, role: str = "") -> int:
+        cached = self._ids.get((table, key))
+        if cached is not None:
+            return cached
+        if table == "devices":
+            conn.execute(
+                "INSERT INTO devices(device_id, role) VALUES (?, ?) "
+                "ON CONFLICT(device_id) DO UPDATE SET role = excluded.role",
+                (key, role),
+            )
+            pk = conn.execute("SELECT device_pk FROM devices WHERE device_id=?", (key,))
+        else:
+            conn.execute("INSERT OR IGNORE INTO quantities(name) VALUES (?)", (key,))
+            pk = conn.execute("SELECT quantity_pk FROM quantities WHERE name=?", (key,))
+        value = int(pk.fetchone()[0])
+        self._ids[(table, key)] = value
+        return value
+
+    def _write(self, conn: sqlite3.Connection, batch: list[Reading]) -> None:
+        rows = []
+        touched: dict[tuple[int, int, bool], int] = {}
+        for r in batch:
+            dpk = self._pk(conn, "devices", r.device_id, self._roles.get(r.device_id, ""))
+            qpk = self._pk(conn, "quantities", str(r.quantity))
+            at_ms = to_ms(r.at)
+            rows.append((dpk, qpk, at_ms, r.value))
+            key = (dpk, qpk, r.quantity in _INTEGRATED)
+            touched[key] = min(touched.get(key, at_ms), at_ms)
+        conn.executemany("INSERT OR REPLACE INTO readings VALUES (?, ?, ?, ?)", rows)
+        for (dpk, qpk, integrate), first_ms in touched.items():
+            self._rollup(conn, dpk, qpk, integrate, first_ms)
+
+    def _rollup(
+        self, conn: sqlite3.Connection, dpk: int, qpk: int, integrate: bool, first_ms: int
+    ) -> None:
+        # Recompute every 1-min bucket from the first touched one; a hold from the sample
+        # before it may reach in, so fetch that much context.
+        m0 = floor_ms(first_ms, MINUTE_MS)
+        samples = conn.execute(
+            "SELECT at_ms, value FROM readings WHERE device_pk=? AND quantity_pk=? "
+            "AND at_ms >= ? ORDER BY at_ms",
+            (dpk, qpk, m0 - self._max_hold_ms),
+        ).fetchall()
+        minutes = bucket_samples(
+            [(int(a), float(v)) for a, v in samples],
+            MINUTE_MS,
+            self._max_hold_ms,
+            first_bucket_ms=m0,
+            integrate=integrate,
+        )
+        self._upsert(conn, 60, dpk, qpk, minutes)
+        h0 = floor_ms(m0, HALF_HOUR_MS)
+        finer = conn.execute(
+            "SELECT start_ms, n, mean, min, max, last, pos_wh, neg_wh FROM rollups "
+            "WHERE resolution_s=60 AND device_pk=? AND quantity_pk=? AND start_ms >= ? "
+            "ORDER BY start_ms",
+            (dpk, qpk, h0),
+        ).fetchall()
+        halves = merge_buckets([Bucket(*row) for row in finer], HALF_HOUR_MS)
+        self._upsert(conn, 1800, dpk, qpk, halves)
+
+    @staticmethod
+    def _upsert(
+        conn: sqlite3.Connection, resolution_s: int, dpk: int, qpk: int, buckets: list[Bucket]
+    ) -> None:
+        conn.executemany(
+            "INSERT OR REPLACE INTO rollups VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                (
+                    resolution_s,
+                    dpk,
+                    qpk,
+                    b.start_ms,
+                    b.n,
+                    b.mean,
+                    b.min,
+                    b.max,
+                    b.last,
+                    b.pos_wh,
+                    b.neg_wh,
+                )
+                for b in buckets
+            ],
+        )
+
+    # -- retention and queries ------------------------------------------------------------
+    async def apply_retention(self) -> tuple[int, int]:
+        """Delete raw readings older than 48 h and roll-ups older than 13 months (defaults)."""
+        now = self._clock.now()
+        raw_cut = to_ms(now - self._raw_retention)
+        rollup_cut = to_ms(now - self._rollup_retention)
+
+        def run(conn: sqlite3.Connection) -> tuple[int, int]:
+            raw = conn.execute("DELETE FROM readings WHERE at_ms < ?", (raw_cut,)).rowcount
+            agg = conn.execute("DELETE FROM rollups WHERE start_ms < ?", (rollup_cut,)).rowcount
+            return raw, agg
+
+        raw, agg = await self._db.call(run)
+        if raw or agg:
+            log.info("retention applied", raw_deleted=raw, rollups_deleted=agg)
+        return raw, agg
+
+    async def series(
+        self,
+        device_id: str,
+        quantity: Quantity,
+        since: datetime,
+        until: datetime,
+        resolution_s: int = 60,
+    ) -> list[dict[str, float | int | str]]:
+        rows = await self._db.fetchall(
+            "SELECT r.start_ms, r.n, r.mean, r.min, r.max, r.last, r.pos_wh, r.neg_wh "
+            "FROM rollups r JOIN devices d USING(device_pk) JOIN quantities q USING(quantity_pk) "
+            "WHERE r.resolution_s=? AND d.device_id=? AND q.name=? AND r.start_ms>=? "
+            "AND r.start_ms<? ORDER BY r.start_ms",
+            (resolution_s, device_id, str(quantity), to_ms(since), to_ms(until)),
+        )
+        return [
+            {
+                "start": from_ms(row[0]).isoformat(),
+                "n": row[1],
+                "mean": row[2],
+                "min": row[3],
+                "max": row[4],
+                "last": row[5],
+                "import_wh": row[6],
+                "export_wh": row[7],
+            }
+            for row in rows
+        ]
+
+    async def count_raw(self) -> int:
+        row = await self._db.fetchone("SELECT count(*) FROM readings")
+        return int(row[0]) if row else 0
