@@ -114,6 +114,7 @@ class ConfigErrors(ConfigError):
 
 _SECRET = re.compile(r"^\$\{(env|file|cred):([^}]+)\}$")
 Loc = tuple[str | int, ...]
+_NAMED_FIELD = re.compile(r"^([a-z_][a-z0-9_]*): (.+)$")
 
 
 def _compose_lines(node: yaml.Node, loc: Loc, lines: dict[Loc, int]) -> None:
@@ -255,9 +256,15 @@ def validate(data: Any, lines: dict[Loc, int] | None = None, source: str = "conf
         problems = []
         for err in exc.errors():
             loc = _clean_loc(err["loc"])
+            message = _describe(err, loc)
+            # A model-level check names its field first ("host: required when …"): put the
+            # field into the path so the line number points at it.
+            named = _NAMED_FIELD.match(message) if err.get("type") == "value_error" else None
+            if named:
+                loc, message = (*loc, named.group(1)), named.group(2)
             line = _line_for(loc, lines)
             where = f" (line {line})" if line is not None else ""
-            problems.append(f"{format_loc(loc)}: {_describe(err, loc)}{where}")
+            problems.append(f"{format_loc(loc)}: {message}{where}")
         raise ConfigErrors(problems) from None
 
 

@@ -96,4 +96,6 @@ class ManualClock:
         async with self._changed:
             self._elapsed_s += seconds
             self._changed.notify_all()
-        await asyncio.sleep(0)
+        # Woken sleepers need a few loop turns to re-take the lock and run on.
+        for _ in range(4):
+            await asyncio.sleep(0)
