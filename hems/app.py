@@ -15,7 +15,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 from hems.config import Config
 from hems.core.clock import Clock
 from hems.core.state import SiteState
-from hems.devices.factory import build_devices
+from hems.devices.factory import DeviceLayer, build_devices
 from hems.sdnotify import Notifier, watchdog_interval_s
 from hems.store.db import Database
 from hems.store.timeseries import ReadingStore
@@ -40,6 +40,7 @@ class Daemon:
         self.store: ReadingStore | None = None
         self.web: WebServer | None = None
         self.services: dict[str, Service] = {}
+        self.layer = DeviceLayer()
         self.started = asyncio.Event()
         self._healthy: Callable[[], bool] = lambda: True
 
@@ -57,10 +58,10 @@ class Daemon:
             )
             self.state.add_listener(self.store.add)
 
-            devices = build_devices(cfg, self.state, self.clock, stack)
-            for device in devices:
-                self.store.set_role(device.device_id, str(self.state.devices[device.device_id]))
-                self.services[f"device:{device.device_id}"] = device
+            self.layer = build_devices(cfg, self.state, self.clock, self.db)
+            self.services.update(self.layer.services)
+            for device_id, role in self.state.devices.items():
+                self.store.set_role(device_id, str(role))
 
             scheduler = AsyncIOScheduler(
                 timezone=cfg.site.timezone,
@@ -80,7 +81,7 @@ class Daemon:
             log.info(
                 "hems started",
                 site=cfg.site.id,
-                devices=len(devices),
+                devices=len(self.state.devices),
                 web=f"http://{cfg.web.host}:{self.web.bound_port}/" if self.web else None,
             )
             self.notifier.ready()

@@ -1,24 +1,44 @@
-"""Builds device adapters from the `devices:` config list."""
+"""Builds the device services from the `devices:` config list.
+
+Modbus devices (SunSpec and profiles) share one `ModbusService`, which owns one connection
+per bus; smart meters (P1, Glow) and the half-hour interval recorder run in `MeterService`.
+"""
 
 from __future__ import annotations
 
-import contextlib
-from typing import Protocol
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 from hems.config import Config
 from hems.core.clock import Clock
 from hems.core.state import SiteState
+from hems.devices.meters.service import MeterService
+from hems.devices.modbus.profile_device import profile_device
+from hems.devices.modbus.service import ModbusService
+from hems.store.db import Database
 
 
-class DeviceService(Protocol):
-    device_id: str
-
+class Service(Protocol):
     async def run(self) -> None: ...
 
 
+@dataclass
+class DeviceLayer:
+    services: dict[str, Service] = field(default_factory=dict)
+    # device id -> adapter object, for capability look-ups (isinstance(dev, BatteryControl))
+    devices: dict[str, Any] = field(default_factory=dict)
+
+
 def build_devices(
-    cfg: Config, state: SiteState, clock: Clock, stack: contextlib.AsyncExitStack
-) -> list[DeviceService]:
-    """One adapter per configured device, registered with the site state."""
-    devices: list[DeviceService] = []
-    return devices
+    cfg: Config, state: SiteState, clock: Clock, db: Database | None
+) -> DeviceLayer:
+    layer = DeviceLayer()
+    modbus = ModbusService(cfg.devices, state, clock, factories={"modbus-profile": profile_device})
+    if modbus.devices:
+        layer.services["modbus"] = modbus
+        layer.devices.update(modbus.devices)
+    meters = MeterService(cfg.devices, state, clock, db)
+    if meters.meters or meters.recorders:
+        layer.services["meters"] = meters
+        layer.devices.update(meters.meters)
+    return layer

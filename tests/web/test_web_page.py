@@ -1,0 +1,83 @@
+"""The local page in headless Chromium: live values, stale devices, bad API input."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+from playwright.async_api import Browser
+
+from hems.core import ManualClock, Quantity, Reading, Role, SiteState
+from hems.store.db import Database
+from hems.store.timeseries import ReadingStore
+from hems.web import WebServer
+
+T0 = datetime(2026, 7, 1, 12, tzinfo=UTC)
+
+
+async def serve(tmp_path: Path) -> tuple[WebServer, SiteState, ManualClock, Database]:
+    clock = ManualClock(T0)
+    state = SiteState(clock, stale_after_s=30)
+    state.register_device("grid", Role.GRID)
+    state.register_device("battery", Role.BATTERY)
+    state.register_device("pv", Role.PV, stale_after_s=5)
+    db = await Database.open(tmp_path / "hems.db")
+    store = ReadingStore(db, clock)
+    state.add_listener(store.add)
+    web = WebServer("127.0.0.1", 0, state, clock, store, "Test home")
+    await web.start()
+    return web, state, clock, db
+
+
+async def test_page_shows_live_values_and_flags_stale_device(
+    tmp_path: Path, browser: Browser
+) -> None:
+    web, state, clock, db = await serve(tmp_path)
+    try:
+        state.publish(
+            [
+                Reading("grid", Quantity.POWER_W, -1234.0, clock.now()),
+                Reading("battery", Quantity.POWER_W, 2500.0, clock.now()),
+                Reading("battery", Quantity.SOC_PCT, 56.5, clock.now()),
+                Reading("pv", Quantity.POWER_W, 3700.0, clock.now()),
+            ]
+        )
+        page = await browser.new_page()
+        await page.goto(f"http://127.0.0.1:{web.bound_port}/")
+        await page.wait_for_function(
+            "document.getElementById('grid_power_w').textContent !== '–'"
+        )
+        assert await page.inner_text("#grid_power_w") == "-1.23 kW"
+        assert await page.inner_text("#battery_power_w") == "2.50 kW"
+        assert await page.inner_text("#battery_soc_pct") == "56.5 %"
+        assert await page.inner_text("#pv_power_w") == "3.70 kW"
+        assert "Test home" in await page.inner_text("header")
+
+        await clock.advance(10)  # pv's limit is 5 s, the others 30 s
+        await page.wait_for_selector("#devices tr.stale", timeout=5000)
+        stale_rows = await page.locator("#devices tr.stale td:first-child").all_inner_texts()
+        assert stale_rows == ["pv"]
+        assert await page.inner_text("#pv_power_w") == "–"  # stale is unknown, not zero
+    finally:
+        await web.stop()
+        await db.close()
+
+
+async def test_api_rejects_bad_input_with_the_field_named(tmp_path: Path) -> None:
+    web, _, _, db = await serve(tmp_path)
+    try:
+        base = f"http://127.0.0.1:{web.bound_port}"
+        async with httpx.AsyncClient(base_url=base) as client:
+            r = await client.get("/api/series", params={"device": "grid", "quantity": "volts"})
+            assert r.status_code == 400
+            assert r.json()["error"].startswith("quantity: unknown quantity")
+            r = await client.get("/api/series", params={"device": "grid", "minutes": "-5"})
+            assert r.status_code == 400 and r.json()["error"].startswith("minutes:")
+            r = await client.post("/api/nothing", json={})
+            assert r.status_code == 404
+            r = await client.get("/api/health")
+            assert r.status_code == 200 and r.json()["ok"] is True
+    finally:
+        await web.stop()
+        await db.close()
