@@ -99,6 +99,11 @@ class ReadingStore:
     # -- the loop -------------------------------------------------------------------------
     async def run(self) -> None:
         try:
+            # The first batch goes out as soon as readings arrive, so a fresh install shows
+            # stored data at once; after that, one transaction per interval.
+            while not self._buffer:
+                await asyncio.sleep(min(0.2, self._interval_s))
+            await self.flush()
             while True:
                 # Real seconds on purpose: this paces writes to the SD card, whatever the
                 # simulated clock's speed.

@@ -181,3 +181,24 @@ async def test_unopenable_database_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(StoreError, match="storage.path: cannot open"):
         await Database.open(blocker / "hems.db")
     assert sqlite3.sqlite_version
+
+
+async def test_first_batch_is_written_at_once_then_batched(tmp_path: Path) -> None:
+    clock = ManualClock(T0)
+    db = await Database.open(tmp_path / "hems.db")
+    store = ReadingStore(db, clock, batch_interval_s=3600)
+    task = asyncio.create_task(store.run())
+    store.add([power(1, T0)])
+    for _ in range(50):
+        if await store.count_raw():
+            break
+        await asyncio.sleep(0.05)
+    assert await store.count_raw() == 1  # not an hour later
+    store.add([power(2, T0 + timedelta(seconds=1))])
+    await asyncio.sleep(0.5)
+    assert await store.count_raw() == 1  # the next one waits for its batch
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert await store.count_raw() == 2
+    await db.close()

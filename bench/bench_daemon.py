@@ -1,0 +1,128 @@
+"""Issue 2 benchmark: start-up and memory of the daemon against the HIL rig.
+
+* time from process start to READY=1 and to the first reading committed to SQLite
+  (default batch interval, 5 s: the figure a user sees);
+* RSS of the daemon process after one hour of simulated time at 60× (one real minute),
+  polling three SunSpec units every simulated second.
+
+Run: .venv/bin/python bench/bench_daemon.py [--minutes 1] [--speed 60]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import socket
+import sqlite3
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from hems.core.clock import AcceleratedClock  # noqa: E402
+from hil.rig import HilRig  # noqa: E402
+
+CONFIG = """\
+site: {{id: bench}}
+devices:
+  - {{type: sunspec, id: pv, role: pv, host: 127.0.0.1, port: {port}, unit_id: 1}}
+  - {{type: sunspec, id: battery, role: battery, host: 127.0.0.1, port: {port}, unit_id: 2}}
+  - {{type: sunspec, id: grid, role: grid, host: 127.0.0.1, port: {port}, unit_id: 3}}
+storage: {{path: {db}, batch_interval_s: {batch}}}
+web: {{host: 127.0.0.1, port: {web}}}
+logging: {{level: warning, format: json}}
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def count(db: Path) -> int:
+    try:
+        with sqlite3.connect(db) as conn:
+            return int(conn.execute("SELECT count(*) FROM readings").fetchone()[0])
+    except sqlite3.Error:
+        return 0
+
+
+async def run(minutes: float, speed: float, batch_s: float) -> dict[str, float]:
+    start = datetime(2026, 6, 21, 9, 0, tzinfo=UTC)
+    clock = AcceleratedClock(speed, start)
+    with tempfile.TemporaryDirectory() as tmp:
+        db = Path(tmp) / "hems.db"
+        notify_path = Path(tmp) / "notify.sock"
+        notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        notify.bind(str(notify_path))
+        notify.setblocking(False)
+        async with HilRig(clock, fault_proxy=False) as rig:
+            cfg = Path(tmp) / "hems.yaml"
+            cfg.write_text(
+                CONFIG.format(port=rig.sunspec_port, db=db, web=free_port(), batch=batch_s)
+            )
+            t0 = time.monotonic()
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "hems.cli", "run", "-c", str(cfg),
+                "--speed", str(speed), "--start", clock.now().isoformat(),
+                env=dict(os.environ, NOTIFY_SOCKET=str(notify_path)),
+                stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+            )  # fmt: skip
+            ready_s = first_s = float("nan")
+            while first_s != first_s:  # NaN until the first committed reading
+                try:
+                    if notify.recv(64).startswith(b"READY=1"):
+                        ready_s = time.monotonic() - t0
+                except BlockingIOError:
+                    pass
+                if count(db) > 0:
+                    first_s = time.monotonic() - t0
+                await asyncio.sleep(0.02)
+            await asyncio.sleep(max(0.0, minutes * 60 - (time.monotonic() - t0)))
+            rss = rss_mib(proc.pid)
+            rows = count(db)
+            proc.terminate()
+            await proc.wait()
+            notify.close()
+    return {
+        "ready_s": ready_s,
+        "first_reading_s": first_s,
+        "rss_mib": rss,
+        "readings": rows,
+        "simulated_h": minutes * speed / 60,
+    }
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--minutes", type=float, default=1.0, help="real minutes to run")
+    p.add_argument("--speed", type=float, default=60.0)
+    p.add_argument("--batch-s", type=float, default=5.0)
+    a = p.parse_args()
+    r = asyncio.run(run(a.minutes, a.speed, a.batch_s))
+    print("| figure | value |\n|---|---|")
+    print(f"| start → READY=1 | {r['ready_s']:.2f} s |")
+    print(
+        f"| start → first reading in SQLite (batch {a.batch_s:g} s) | {r['first_reading_s']:.2f} s |"
+    )
+    print(
+        f"| RSS after {r['simulated_h']:.1f} h simulated at {a.speed:g}× | {r['rss_mib']:.1f} MiB |"
+    )
+    print(f"| readings stored | {r['readings']} |")
+
+
+if __name__ == "__main__":
+    main()
