@@ -6,6 +6,11 @@ from typing import Annotated
 
 from pydantic import Field
 
+from hems.devices.meters.config import GlowMeterConfig, P1MeterConfig
 from hems.devices.modbus.config import SunSpecDeviceConfig
+from hems.devices.modbus.profile_config import ProfileDeviceConfig
 
-DeviceConfig = Annotated[SunSpecDeviceConfig, Field(discriminator="type")]
+DeviceConfig = Annotated[
+    SunSpecDeviceConfig | ProfileDeviceConfig | P1MeterConfig | GlowMeterConfig,
+    Field(discriminator="type"),
+]

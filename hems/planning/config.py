@@ -1,9 +1,219 @@
-"""Config of the planner (tariffs, forecasts, optimiser)."""
+"""Config of the planner (tariffs, forecasts, optimiser).
+
+Example (config/demo.yaml):
+
+    planner:
+      enabled: true
+      horizon_h: 48
+      step_min: 30
+      tariff:
+        kind: octopus_agile
+        octopus: {product_code: AGILE-24-10-01, tariff_code: E-1R-AGILE-24-10-01-C,
+                  export_product_code: AGILE-OUTGOING-19-05-13,
+                  export_tariff_code: E-1R-AGILE-OUTGOING-19-05-13-C}
+        fallback_import_per_kwh: 0.25
+        fallback_export_per_kwh: 0.15
+      forecast:
+        arrays: [{kwp: 4.2, tilt_deg: 35, azimuth_deg: 180}]
+      batteries: [{device_id: battery, capacity_wh: 9500, max_charge_w: 3600,
+                   max_discharge_w: 3600}]
+      evs: [{charger_id: wallbox, default_departure: "07:00", target_energy_wh: 20000}]
+"""
 
 from __future__ import annotations
 
-from hems.configbase import Strict
+import re
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, Field, field_validator, model_validator
+
+from hems.configbase import DeviceId, Strict
+
+_HHMM = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
+
+
+def _check_hhmm(value: str) -> str:
+    if not _HHMM.match(value):
+        raise ValueError(f"must be a time HH:MM (24 h), got {value!r}")
+    return value
+
+
+HhMm = Annotated[str, AfterValidator(_check_hhmm)]
+
+
+class TouBand(Strict):
+    """One time-of-use price band. `start`/`end` are local HH:MM; end <= start wraps midnight."""
+
+    start: HhMm = Field(description="local time HH:MM")
+    end: HhMm = Field(description="local time HH:MM; equal to start means all day")
+    import_per_kwh: float = Field(ge=-10, le=10, description="price [currency/kWh]")
+    export_per_kwh: float | None = Field(default=None, ge=-10, le=10)
+    days: Literal["all", "weekday", "weekend"] = "all"
+    months: list[int] = Field(
+        default_factory=lambda: list(range(1, 13)), description="months 1..12 (seasons)"
+    )
+
+    @field_validator("months")
+    @classmethod
+    def _months(cls, value: list[int]) -> list[int]:
+        if not value or any(m < 1 or m > 12 for m in value):
+            raise ValueError("must list months 1..12")
+        return value
+
+
+class OctopusConfig(Strict):
+    base_url: str = "https://api.octopus.energy"
+    product_code: str = Field(default="AGILE-24-10-01", pattern=r"^[A-Z0-9-]{3,64}$")
+    tariff_code: str = Field(
+        default="E-1R-AGILE-24-10-01-C",
+        pattern=r"^E-[12]R-[A-Z0-9-]+-[A-P]$",
+        description="tariff code ending in the region letter A..P",
+    )
+    export_product_code: str | None = Field(default=None, pattern=r"^[A-Z0-9-]{3,64}$")
+    export_tariff_code: str | None = Field(default=None, pattern=r"^E-[12]R-[A-Z0-9-]+-[A-P]$")
+    timeout_s: float = Field(default=10.0, gt=0, le=120)
+    retries: int = Field(default=3, ge=0, le=10)
+    backoff_s: float = Field(default=2.0, ge=0, le=300)
+    fetch_cron: str = Field(
+        default="5,35 * * * *", description="crontab for fetching prices (UK prices ~16:00)"
+    )
+
+
+class TariffConfig(Strict):
+    kind: Literal["fixed", "tou", "octopus_agile"] = "fixed"
+    currency: str = "GBP"
+    fixed_import_per_kwh: float = Field(default=0.25, ge=-10, le=10)
+    fixed_export_per_kwh: float = Field(default=0.15, ge=-10, le=10)
+    bands: list[TouBand] = Field(default_factory=list)
+    octopus: OctopusConfig = Field(default_factory=OctopusConfig)
+    fallback_import_per_kwh: float = Field(
+        default=0.25, ge=-10, le=10, description="used where no price is known [currency/kWh]"
+    )
+    fallback_export_per_kwh: float = Field(default=0.0, ge=-10, le=10)
+    standing_charge_per_day: float = Field(
+        default=0.0, ge=0, le=100, description="shown to the user, not optimised"
+    )
+
+    @model_validator(mode="after")
+    def _bands_for_tou(self) -> TariffConfig:
+        if self.kind == "tou" and not self.bands:
+            raise ValueError("bands: kind 'tou' needs at least one band")
+        return self
+
+
+class PvArrayConfig(Strict):
+    kwp: float = Field(gt=0, le=1000, description="DC peak power [kWp]")
+    tilt_deg: float = Field(default=35.0, ge=0, le=90)
+    azimuth_deg: float = Field(
+        default=180.0, ge=0, le=360, description="compass bearing: 180 = south"
+    )
+    loss_factor: float = Field(default=0.86, gt=0, le=1, description="system efficiency η_sys")
+    gamma_per_c: float = Field(default=-0.004, ge=-0.01, le=0, description="power temp coeff")
+
+
+class ForecastConfig(Strict):
+    base_url: str = "https://api.open-meteo.com"
+    timeout_s: float = Field(default=10.0, gt=0, le=120)
+    arrays: list[PvArrayConfig] = Field(default_factory=list)
+    pv_device_ids: list[DeviceId] = Field(
+        default_factory=list, description="PV meters whose history calibrates the forecast"
+    )
+    calibration_min: float = Field(default=0.5, gt=0, le=1)
+    calibration_max: float = Field(default=1.5, ge=1, le=5)
+    history_days: int = Field(default=28, ge=1, le=120)
+    recency_half_life_days: float = Field(default=7.0, gt=0, le=120)
+    default_load_w: float = Field(default=400.0, ge=0, le=50000)
+
+
+class BatteryPlanConfig(Strict):
+    device_id: DeviceId
+    capacity_wh: float = Field(gt=0, le=1e6)
+    max_charge_w: float = Field(gt=0, le=1e6)
+    max_discharge_w: float = Field(gt=0, le=1e6)
+    charge_efficiency: float = Field(default=0.95, gt=0, le=1)
+    discharge_efficiency: float = Field(default=0.95, gt=0, le=1)
+    min_soc_pct: float = Field(default=5.0, ge=0, le=100)
+    max_soc_pct: float = Field(default=100.0, ge=0, le=100)
+    degradation_cost_per_kwh: float = Field(default=0.0, ge=0, le=10)
+    terminal_value_per_kwh: float | None = Field(
+        default=None, ge=-10, le=10, description="None: median import price × η_discharge"
+    )
+
+    @model_validator(mode="after")
+    def _soc_order(self) -> BatteryPlanConfig:
+        if self.min_soc_pct > self.max_soc_pct:
+            raise ValueError("min_soc_pct: must be <= max_soc_pct")
+        return self
+
+
+class EvPlanConfig(Strict):
+    charger_id: DeviceId
+    default_departure: HhMm = "07:00"
+    target_energy_wh: float | None = Field(default=20000.0, gt=0, le=300000)
+    target_soc_pct: float | None = Field(default=None, ge=0, le=100)
+    battery_capacity_wh: float = Field(default=60000.0, gt=0, le=300000)
+    phases: Literal[1, 3] = 1
+    voltage_v: float = Field(default=230.0, gt=0, le=500)
+    min_current_a: float = Field(default=6.0, ge=0, le=80)
+    max_current_a: float = Field(default=32.0, gt=0, le=80)
+    shortfall_penalty_per_kwh: float = Field(default=2.0, ge=0, le=100)
+
+    @model_validator(mode="after")
+    def _currents(self) -> EvPlanConfig:
+        if self.min_current_a > self.max_current_a:
+            raise ValueError("min_current_a: must be <= max_current_a")
+        return self
+
+    @property
+    def min_power_w(self) -> float:
+        return self.min_current_a * self.phases * self.voltage_v
+
+    @property
+    def max_power_w(self) -> float:
+        return self.max_current_a * self.phases * self.voltage_v
+
+
+class DeferrableLoadConfig(Strict):
+    device_id: DeviceId
+    power_w: float = Field(gt=0, le=50000)
+    run_time_min: float = Field(gt=0, le=24 * 60)
+    window_start: HhMm = Field(default="00:00", description="local HH:MM")
+    window_end: HhMm = Field(default="00:00", description="local HH:MM; equal = all day")
+    contiguous: bool = False
+    min_on_min: float = Field(default=0.0, ge=0, le=24 * 60)
+
+
+class ReplanConfig(Strict):
+    on_slot_boundary: bool = True
+    forecast_error_fraction: float = Field(
+        default=0.3, gt=0, le=10, description="replan when measured differs by this fraction"
+    )
+    forecast_error_min_w: float = Field(default=500.0, ge=0, le=1e6)
+    min_interval_s: float = Field(default=30.0, ge=0, le=3600, description="debounce")
+    check_interval_s: float = Field(default=30.0, gt=0, le=3600)
 
 
 class PlannerConfig(Strict):
     enabled: bool = False
+    horizon_h: float = Field(default=48.0, gt=0, le=96)
+    step_min: Literal[15, 30] = 30
+    time_limit_s: float = Field(default=5.0, gt=0, le=600)
+    mip_rel_gap: float = Field(default=0.005, ge=0, le=1)
+    tariff: TariffConfig = Field(default_factory=TariffConfig)
+    forecast: ForecastConfig = Field(default_factory=ForecastConfig)
+    batteries: list[BatteryPlanConfig] = Field(default_factory=list)
+    evs: list[EvPlanConfig] = Field(default_factory=list)
+    loads: list[DeferrableLoadConfig] = Field(default_factory=list)
+    replan: ReplanConfig = Field(default_factory=ReplanConfig)
+    retention_days: float = Field(
+        default=14.0, gt=0, le=400, description="keep stored plans and forecasts this long"
+    )
+
+    @model_validator(mode="after")
+    def _unique_ids(self) -> PlannerConfig:
+        ids = [b.device_id for b in self.batteries] + [e.charger_id for e in self.evs]
+        ids += [ld.device_id for ld in self.loads]
+        dup = {i for i in ids if ids.count(i) > 1}
+        if dup:
+            raise ValueError(f"device id {sorted(dup)[0]!r} is planned twice")
+        return self

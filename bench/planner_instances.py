@@ -1,0 +1,106 @@
+"""Random, realistic GB planning instances for the planner benchmark (shared with EMHASS run).
+
+48 h at 15 min from 00:00 UTC: Agile-like half-hourly prices (cheap nights, 16–19 h peak,
+some negative slots), PV 0–8 kWp, a 5–15 kWh battery, one EV session (evening to 07:00)
+and two deferrable loads.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from datetime import UTC, datetime, timedelta
+
+from hems.planning.problem import BatterySpec, DeferrableLoad, EvSession, Problem
+
+START = datetime(2026, 6, 1, tzinfo=UTC)
+
+
+def agile_like(rng: random.Random, n_half_hours: int) -> tuple[list[float], list[float]]:
+    imp, exp = [], []
+    windy = [rng.random() < 0.3 for _ in range(n_half_hours // 48 + 1)]
+    for k in range(n_half_hours):
+        h = (k % 48) / 2
+        base = 0.16 + 0.05 * math.sin((h - 9) / 24 * 2 * math.pi) + rng.gauss(0, 0.02)
+        if 16 <= h < 19:
+            base += 0.15 + rng.gauss(0, 0.03)
+        if 0 <= h < 6:
+            base -= 0.06
+        if windy[k // 48] and (1 <= h < 5 or 11 <= h < 15):
+            base -= 0.2 + rng.random() * 0.05
+        p = round(base, 4)
+        imp.append(p)
+        exp.append(round(0.55 * p - 0.01 if p > 0 else p, 4))
+    return imp, exp
+
+
+def instance(seed: int, step_min: int = 15, hours: int = 48) -> Problem:
+    rng = random.Random(seed)
+    n = hours * 60 // step_min
+    per_half = 30 // step_min
+    imp_hh, exp_hh = agile_like(rng, hours * 2)
+    imp = [imp_hh[i // per_half] for i in range(n)]
+    exp = [exp_hh[i // per_half] for i in range(n)]
+    kwp = rng.uniform(0, 8)
+    pv, load = [], []
+    for i in range(n):
+        h = (i * step_min / 60) % 24
+        sun = max(0.0, math.sin((h - 5) / 16 * math.pi)) ** 1.5
+        cloud = rng.uniform(0.3, 1.0)
+        pv.append(round(kwp * 1000 * 0.8 * sun * cloud, 1))
+        peak = 600 * math.exp(-((h - 18.5) ** 2) / 3) + 350 * math.exp(-((h - 7.5) ** 2) / 1.5)
+        load.append(round(250 + peak + rng.uniform(0, 150), 1))
+    cap_kwh = rng.uniform(5, 15)
+    bat = BatterySpec(
+        id="battery",
+        capacity_wh=round(cap_kwh * 1000),
+        initial_soc_pct=rng.uniform(10, 90),
+        max_charge_w=round(cap_kwh * 1000 * rng.uniform(0.3, 0.5)),
+        max_discharge_w=round(cap_kwh * 1000 * rng.uniform(0.3, 0.5)),
+        charge_efficiency=0.95,
+        discharge_efficiency=0.95,
+        min_soc_pct=10,
+        reserve_pct=rng.choice([0, 20]),
+        degradation_cost_per_kwh=0.02,
+    )
+    arrive = START + timedelta(hours=rng.choice([17, 17.5, 18, 18.5, 19]))
+    ev = EvSession(
+        id="wallbox",
+        arrival=arrive,
+        departure=START + timedelta(hours=31),
+        energy_wh=round(rng.uniform(8, 35)) * 1000,
+        min_power_w=6 * 230,
+        max_power_w=32 * 230,
+        shortfall_penalty_per_kwh=1.0,
+    )
+    loads = [
+        DeferrableLoad(
+            id="dishwasher",
+            power_w=1800,
+            run_time_min=120,
+            window_start=START + timedelta(hours=20),
+            window_end=START + timedelta(hours=31),
+            contiguous=True,
+        ),
+        DeferrableLoad(
+            id="immersion",
+            power_w=3000,
+            run_time_min=rng.choice([60, 90, 120]),
+            window_start=START + timedelta(hours=24),
+            window_end=START + timedelta(hours=48),
+            min_on_min=30,
+        ),
+    ]
+    return Problem(
+        start=START,
+        step_min=step_min,
+        import_price_per_kwh=imp,
+        export_price_per_kwh=exp,
+        import_cap_w=60 * 230,
+        export_cap_w=3680,
+        pv_w=pv,
+        load_w=load,
+        batteries=[bat],
+        evs=[ev],
+        loads=loads,
+    )

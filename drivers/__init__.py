@@ -1,0 +1,1 @@
+"""Device profiles as data: one YAML file per device family (see README.md)."""

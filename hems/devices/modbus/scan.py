@@ -1,0 +1,244 @@
+"""`hems scan`: find what answers on a Modbus endpoint and say how to configure it.
+
+For each unit id: SunSpec discovery, every model's start address and length, the common
+model's identity, a decoded snapshot of the main quantities for the role the models suggest,
+and a ready-to-paste `devices:` entry. Every reachable unit is also offered to the device profiles'
+matcher (`profile_device.match_profile`); a unit that is not SunSpec but matches a profile is
+reported with the profile's decoded registers and a `modbus-profile` entry.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from hems.core.readings import Role
+from hems.devices.modbus.engine import Endpoint
+from hems.devices.modbus.sunspec import (
+    INVERTER_MODELS,
+    METER_MODELS,
+    ModelData,
+    NotSunSpec,
+    discover,
+    read_models,
+)
+from hems.devices.modbus.sunspec_device import readings_from_models
+from hems.errors import DeviceError
+
+_KNOWN_MODEL_NAMES = {
+    1: "common",
+    101: "inverter 1-phase",
+    102: "inverter split-phase",
+    103: "inverter 3-phase",
+    111: "inverter 1-phase (float)",
+    112: "inverter split-phase (float)",
+    113: "inverter 3-phase (float)",
+    120: "nameplate",
+    121: "basic settings",
+    122: "measurements/status",
+    123: "immediate controls",
+    124: "storage",
+    160: "MPPT",
+    201: "meter 1-phase",
+    202: "meter split-phase",
+    203: "meter 3-phase wye",
+    204: "meter 3-phase delta",
+    211: "meter 1-phase (float)",
+    212: "meter split-phase (float)",
+    213: "meter 3-phase wye (float)",
+    214: "meter 3-phase delta (float)",
+    701: "DER AC measurement",
+    702: "DER capacity",
+    703: "DER enter service",
+    704: "DER AC controls",
+    713: "DER storage capacity",
+    802: "battery",
+}
+
+
+@dataclass
+class ModelReport:
+    model_id: int
+    name: str
+    address: int
+    length: int
+    error: str | None = None
+
+
+@dataclass
+class UnitReport:
+    endpoint: str
+    unit_id: int
+    kind: str  # "sunspec", "profile", "none"
+    manufacturer: str | None = None
+    model: str | None = None
+    serial: str | None = None
+    version: str | None = None
+    base_address: int | None = None
+    models: list[ModelReport] = field(default_factory=list)
+    roles: list[str] = field(default_factory=list)
+    snapshot: dict[str, dict[str, float]] = field(default_factory=dict)  # role -> quantity
+    profiles: list[str] = field(default_factory=list)  # matching drivers/*.yaml families
+    profile_values: dict[str, float | str] = field(default_factory=dict)
+    error: str | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def suggest_roles(model_ids: list[int]) -> list[Role]:
+    """The roles a unit's models can serve, most specific first."""
+    roles: list[Role] = []
+    if any(m in model_ids for m in METER_MODELS):
+        roles.append(Role.GRID)
+    if any(m in model_ids for m in (124, 802, 713)):
+        roles.append(Role.BATTERY)
+    elif any(m in model_ids for m in INVERTER_MODELS):
+        roles.append(Role.PV)
+    return roles
+
+
+async def scan_unit(endpoint: Endpoint, unit_id: int, profiles: bool = True) -> UnitReport:
+    report = UnitReport(endpoint=endpoint.key, unit_id=unit_id, kind="none")
+    try:
+        smap = await discover(endpoint, unit_id)
+    except NotSunSpec as exc:
+        report.error = str(exc)
+        if profiles:
+            await _match_profiles(endpoint, unit_id, report, snapshot=True)
+        return report
+    except DeviceError as exc:  # nothing answers: do not try 15 profiles into the void
+        report.error = str(exc)
+        return report
+    report.kind = "sunspec"
+    report.base_address = smap.base
+    decoded: dict[int, ModelData] = {}
+    for loc in smap.models:
+        mr = ModelReport(
+            loc.model_id, _KNOWN_MODEL_NAMES.get(loc.model_id, "?"), loc.address, loc.length
+        )
+        try:
+            decoded.update(await read_models(endpoint, unit_id, [loc]))
+        except DeviceError as exc:
+            mr.error = exc.reason
+        report.models.append(mr)
+    common = decoded.get(1)
+    if common is not None:
+        report.manufacturer = _text(common.get("Mn"))
+        report.model = _text(common.get("Md"))
+        report.serial = _text(common.get("SN"))
+        report.version = _text(common.get("Vr"))
+    now = datetime.now(UTC)  # a one-shot tool: wall time only labels the snapshot
+    for role in suggest_roles(smap.ids):
+        report.roles.append(str(role))
+        try:
+            readings = readings_from_models(role, decoded, "scan", now)
+        except DeviceError as exc:
+            report.snapshot[str(role)] = {}
+            report.error = (report.error + "; " if report.error else "") + exc.reason
+            continue
+        report.snapshot[str(role)] = {str(r.quantity): r.value for r in readings}
+    if profiles:  # SunSpec devices with vendor extras (storage control) also have a profile
+        await _match_profiles(endpoint, unit_id, report, snapshot=False)
+    return report
+
+
+async def _match_profiles(
+    endpoint: Endpoint, unit_id: int, report: UnitReport, snapshot: bool
+) -> None:
+    # Imported here: the profile layer is optional for scanning SunSpec devices.
+    from hems.devices.modbus.profile_device import match_profile, profile_snapshot
+
+    try:
+        found = await match_profile(endpoint, unit_id)
+    except DeviceError as exc:
+        report.error = (report.error + "; " if report.error else "") + exc.reason
+        return
+    if not snapshot:
+        # On a SunSpec unit many vendor profiles identify by the SunS marker alone; list
+        # only those whose brand is the manufacturer the common model names.
+        maker = (report.manufacturer or "").lower()
+        found = [p for p in found if maker and any(b.brand.lower() in maker for b in p.products)]
+    report.profiles = [p.family for p in found]
+    if not found or not snapshot:
+        return
+    report.kind = "profile"
+    report.roles = sorted(str(r) for r in found[0].roles())
+    values, errors = await profile_snapshot(endpoint, unit_id, found[0])
+    report.profile_values = values
+    if errors:
+        report.error = "; ".join(f"{k}: {v}" for k, v in errors.items())
+
+
+def _text(value: object) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+def config_snippet(report: UnitReport, host: str, port: int) -> str:
+    """A `devices:` entry per suggested role, ready to paste into the config."""
+    lines: list[str] = []
+    for role in report.roles or ["grid"]:
+        ident = f"{role}-{report.unit_id}" if len(report.roles) > 1 else f"{role}"
+        lines += [f"  - id: {ident}"]
+        if report.kind == "profile":
+            lines += ["    type: modbus-profile", f"    profile: {report.profiles[0]}"]
+        else:
+            lines += ["    type: sunspec"]
+        lines += [
+            f"    role: {role}",
+            f"    host: {host}",
+            f"    port: {port}",
+            f"    unit_id: {report.unit_id}",
+        ]
+        if report.kind == "sunspec" and report.base_address is not None:
+            lines.append(f"    base_address: {report.base_address}")
+        lines.append("    poll_interval_s: 1.0")
+    return "\n".join(lines)
+
+
+def format_text(reports: list[UnitReport], host: str, port: int) -> str:
+    out: list[str] = []
+    for r in reports:
+        out.append(f"{r.endpoint} unit {r.unit_id}: {r.kind}")
+        if r.kind == "none":
+            out.append(f"  {r.error or 'nothing recognised'}")
+            continue
+        if r.kind == "profile":
+            out.append(f"  matches profile(s): {', '.join(r.profiles)}")
+            out.append(f"  snapshot ({r.profiles[0]}):")
+            for name, v in r.profile_values.items():
+                shown = f"{v:.10g}" if isinstance(v, float) else str(v)
+                out.append(f"    {name:<28} {shown}")
+            if r.error:
+                out.append(f"  problems: {r.error}")
+            out += ["  config:", "devices:", config_snippet(r, host, port), ""]
+            continue
+        ident = " / ".join(x for x in (r.manufacturer, r.model, r.serial) if x)
+        out.append(f"  device: {ident or '(no common model)'}  version: {r.version or '-'}")
+        out.append(f"  SunSpec base {r.base_address}; models:")
+        for m in r.models:
+            flag = f"  !! {m.error}" if m.error else ""
+            out.append(f"    {m.model_id:>5}  {m.name:<28} at {m.address:>5}  L={m.length}{flag}")
+        for role, values in r.snapshot.items():
+            out.append(f"  snapshot as {role}:")
+            for q, v in values.items():
+                out.append(f"    {q:<20} {v:.10g}")
+        if r.profiles:
+            out.append(f"  also matches profile(s): {', '.join(r.profiles)}")
+        if r.error:
+            out.append(f"  problems: {r.error}")
+        out.append("  config:")
+        out.append("devices:")
+        out.append(config_snippet(r, host, port))
+        out.append("")
+    return "\n".join(out)
+
+
+def format_json(reports: list[UnitReport], host: str, port: int) -> str:
+    data = [
+        {**r.as_json(), "config": config_snippet(r, host, port) if r.kind != "none" else None}
+        for r in reports
+    ]
+    return json.dumps(data, indent=2)

@@ -1,0 +1,446 @@
+"""Flexibility events: the model, the acceptance policy, the SQLite event book and offers.
+
+An event asks the home to turn down (or up) for a window: an import cap, an export floor, a
+grid setpoint or a price. It is identified by (event_id, modification_number); a higher
+modification replaces a lower one. The policy checks it against the home's limits: unsafe
+instructions are clamped to what is safe (and the response says so); events the home should
+not take (too long, the EV would miss its target, the battery would go below its reserve)
+are opted out of.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import math
+import sqlite3
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from datetime import UTC, date, datetime, timedelta
+from typing import Any, Literal, TypeVar
+from zoneinfo import ZoneInfo
+
+from hems.errors import HemsError, PlanningError
+from hems.flex.config import PolicyConfig
+from hems.store.db import Database
+
+Kind = Literal["turn_down", "turn_up"]
+_FIELDS = ("import_cap_w", "export_floor_w", "setpoint_w", "price_per_kwh")
+
+
+class EventError(HemsError):
+    """A malformed event; the message names the field."""
+
+
+def _ms(t: datetime) -> int:
+    return int(t.timestamp() * 1000)
+
+
+def _from_ms(ms: int) -> datetime:
+    return datetime.fromtimestamp(ms / 1000, UTC)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FlexEvent:
+    event_id: str
+    modification_number: int
+    kind: Kind
+    start: datetime  # aware
+    end: datetime  # aware
+    cancelled: bool = False
+    import_cap_w: float | None = None  # import at most [W]
+    export_floor_w: float | None = None  # export at least [W]
+    setpoint_w: float | None = None  # grid setpoint, + = import [W]
+    price_per_kwh: float | None = None
+    currency: str | None = None
+
+    @classmethod
+    def from_any(cls, obj: Mapping[str, Any] | Any) -> FlexEvent:
+        """From a dict (e.g. a down/event payload) or an object with the same attributes."""
+
+        def get(name: str, default: Any = None) -> Any:
+            if isinstance(obj, Mapping):
+                return obj.get(name, default)
+            return getattr(obj, name, default)
+
+        try:
+            start, end = get("start"), get("end")
+            if isinstance(start, str):
+                start = datetime.fromisoformat(start)
+            if isinstance(end, str):
+                end = datetime.fromisoformat(end)
+        except ValueError as exc:
+            raise EventError(f"event.start/end: not ISO 8601: {exc}") from None
+        if not isinstance(start, datetime) or start.tzinfo is None:
+            raise EventError("event.start: must be an ISO 8601 time with offset")
+        if not isinstance(end, datetime) or end.tzinfo is None:
+            raise EventError("event.end: must be an ISO 8601 time with offset")
+        if end <= start:
+            raise EventError("event.end: must be after start")
+        kind = get("kind")
+        if kind not in ("turn_down", "turn_up"):
+            raise EventError(f"event.kind: must be turn_down or turn_up, got {kind!r}")
+        event_id = get("event_id")
+        if not isinstance(event_id, str) or not event_id:
+            raise EventError("event.event_id: must be a non-empty string")
+        mod = get("modification_number")
+        if not isinstance(mod, int) or isinstance(mod, bool) or mod < 0:
+            raise EventError(f"event.modification_number: must be an integer >= 0, got {mod!r}")
+        values: dict[str, float | None] = {}
+        for name in _FIELDS:
+            v = get(name)
+            if v is not None and (not isinstance(v, int | float) or not math.isfinite(v)):
+                raise EventError(f"event.{name}: must be a finite number, got {v!r}")
+            values[name] = None if v is None else float(v)
+        return cls(
+            event_id=event_id,
+            modification_number=mod,
+            kind=kind,
+            start=start.astimezone(UTC),
+            end=end.astimezone(UTC),
+            cancelled=bool(get("cancelled", False)),
+            currency=get("currency"),
+            **values,
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["start"] = self.start.isoformat()
+        d["end"] = self.end.isoformat()
+        return d
+
+
+def as_planner_constraint(event: FlexEvent) -> Any | None:
+    """The planner's `FlexConstraint` for an accepted event, or None if it has no power
+    instruction (a price-only event changes the tariff, not the constraints).
+
+    A setpoint >= 0 becomes an import cap, a negative one an export floor.
+    """
+    from hems.planning.problem import FlexConstraint  # the planner is optional for flex
+
+    cap, floor = event.import_cap_w, event.export_floor_w
+    if event.setpoint_w is not None:
+        if event.setpoint_w >= 0:
+            cap = event.setpoint_w if cap is None else min(cap, event.setpoint_w)
+        else:
+            floor = -event.setpoint_w if floor is None else max(floor, -event.setpoint_w)
+    if cap is None and floor is None:
+        return None
+    return FlexConstraint(
+        id=f"{event.event_id}#{event.modification_number}",
+        start=event.start,
+        end=event.end,
+        import_cap_w=cap,
+        export_floor_w=floor,
+    )
+
+
+# -- policy ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Feasibility:
+    """The planner's estimate of the home's state if it follows the event."""
+
+    ev_target_reachable: bool | None = None  # None: no EV session or unknown
+    min_battery_soc_pct: float | None = None  # lowest SoC planned during/after the event [%]
+    battery_reserve_pct: float | None = None  # the reserve it must respect [%]
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    status: Literal["accepted", "opted_out"]
+    effective: FlexEvent  # the event as the home will follow it (clamped)
+    reasons: tuple[str, ...] = ()
+    clamped: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def reason(self) -> str | None:
+        return "; ".join(self.reasons) or None
+
+
+def evaluate(
+    event: FlexEvent,
+    policy: PolicyConfig,
+    *,
+    now: datetime,
+    import_limit_w: float,
+    export_limit_w: float,
+    feasibility: Feasibility | None = None,
+) -> Decision:
+    """Accept, clamp or opt out of `event` (pure).
+
+    import_limit_w: the fuse limit [W]; export_limit_w: the agreed export limit [W].
+    Clamping never opts out: an unsafe instruction is replaced by the nearest safe one and
+    named in `clamped` / `reasons`.
+    """
+    if event.cancelled:
+        return Decision("accepted", event, ("cancelled",))
+    duration_h = (event.end - event.start).total_seconds() / 3600
+    if event.end <= now:
+        return Decision("opted_out", event, ("the event window has already ended",))
+    if duration_h > policy.max_event_duration_h:
+        return Decision(
+            "opted_out",
+            event,
+            (
+                f"duration {duration_h:g} h exceeds max_event_duration_h "
+                f"{policy.max_event_duration_h:g}",
+            ),
+        )
+    if (event.start - now).total_seconds() < policy.min_notice_s:
+        return Decision("opted_out", event, (f"less than {policy.min_notice_s:g} s notice",))
+
+    reasons: list[str] = []
+    clamped: dict[str, float] = {}
+    max_import = min(import_limit_w, policy.max_import_cap_w or math.inf)
+    max_export = min(export_limit_w, policy.max_export_floor_w or math.inf)
+    eff = event
+
+    def clamp(name: str, value: float, lo: float, hi: float, why_lo: str, why_hi: str) -> None:
+        nonlocal eff
+        safe = min(max(value, lo), hi)
+        if safe != value:
+            clamped[name] = safe
+            reasons.append(
+                f"{name} {value:g} W clamped to {safe:g} W ({why_lo if safe == lo else why_hi})"
+            )
+            eff = replace(eff, **{name: safe})
+
+    if event.import_cap_w is not None:
+        clamp("import_cap_w", event.import_cap_w, policy.min_import_cap_w, max_import,
+              "minimum the home needs", "fuse / configured maximum")  # fmt: skip
+    if event.export_floor_w is not None:
+        clamp("export_floor_w", event.export_floor_w, 0.0, max_export,
+              "not negative", "export limit")  # fmt: skip
+    if event.setpoint_w is not None:
+        clamp("setpoint_w", event.setpoint_w, -max_export, max_import,
+              "export limit", "fuse / configured maximum")  # fmt: skip
+
+    if feasibility is not None:
+        if policy.opt_out_if_ev_cannot_reach_target and feasibility.ev_target_reachable is False:
+            return Decision("opted_out", eff, ("the EV could not be charged by its departure",))
+        if (
+            policy.respect_battery_reserve
+            and feasibility.min_battery_soc_pct is not None
+            and feasibility.battery_reserve_pct is not None
+            and feasibility.min_battery_soc_pct < feasibility.battery_reserve_pct
+        ):
+            return Decision(
+                "opted_out",
+                eff,
+                (
+                    f"the battery would fall to {feasibility.min_battery_soc_pct:g} % below its "
+                    f"reserve {feasibility.battery_reserve_pct:g} %",
+                ),
+            )
+    return Decision("accepted", eff, tuple(reasons), clamped)
+
+
+# -- the event book ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class StoredEvent:
+    event: FlexEvent  # effective (clamped)
+    received: FlexEvent  # as received
+    status: str
+    reasons: tuple[str, ...]
+
+
+def _row_to_stored(row: sqlite3.Row) -> StoredEvent:
+    return StoredEvent(
+        event=FlexEvent.from_any(json.loads(row["effective_json"])),
+        received=FlexEvent.from_any(json.loads(row["constraint_json"])),
+        status=row["status"],
+        reasons=tuple(json.loads(row["reasons_json"])),
+    )
+
+
+class EventBook:
+    """Events and reports in SQLite (migration 0005)."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def record(self, received: FlexEvent, decision: Decision, at: datetime) -> bool:
+        """Store a decided event. False (and nothing changed) if a modification at least as
+        high is already stored for this event_id: higher modifications replace lower ones."""
+
+        def run(conn: sqlite3.Connection) -> bool:
+            row = conn.execute(
+                "SELECT MAX(modification_number) FROM flex_events WHERE event_id = ?",
+                (received.event_id,),
+            ).fetchone()
+            if row[0] is not None and row[0] >= received.modification_number:
+                return False
+            conn.execute(
+                "UPDATE flex_events SET status = 'superseded' WHERE event_id = ? "
+                "AND status != 'reported'",
+                (received.event_id,),
+            )
+            status = "cancelled" if received.cancelled else decision.status
+            conn.execute(
+                "INSERT INTO flex_events(event_id, modification_number, kind, start_ms, end_ms,"
+                " constraint_json, effective_json, status, reasons_json, received_at_ms)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    received.event_id,
+                    received.modification_number,
+                    received.kind,
+                    _ms(received.start),
+                    _ms(received.end),
+                    json.dumps(received.to_json()),
+                    json.dumps(decision.effective.to_json()),
+                    status,
+                    json.dumps(list(decision.reasons)),
+                    _ms(at),
+                ),
+            )
+            return True
+
+        return await self._db.call(run)
+
+    async def current(self, event_id: str) -> StoredEvent | None:
+        """The highest modification of `event_id`."""
+        row = await self._db.fetchone(
+            "SELECT * FROM flex_events WHERE event_id = ? ORDER BY modification_number DESC "
+            "LIMIT 1",
+            (event_id,),
+        )
+        return None if row is None else _row_to_stored(row)
+
+    async def accepted(self, *, ending_after: datetime) -> list[FlexEvent]:
+        """Accepted events (effective form) whose window ends after `ending_after`: the
+        constraints for the planner and the control loop."""
+        rows = await self._db.fetchall(
+            "SELECT * FROM flex_events WHERE status = 'accepted' AND end_ms > ? ORDER BY start_ms",
+            (_ms(ending_after),),
+        )
+        return [_row_to_stored(r).event for r in rows]
+
+    async def due_for_report(self, *, ended_before: datetime) -> list[StoredEvent]:
+        rows = await self._db.fetchall(
+            "SELECT * FROM flex_events WHERE status = 'accepted' AND end_ms <= ? ORDER BY end_ms",
+            (_ms(ended_before),),
+        )
+        return [_row_to_stored(r) for r in rows]
+
+    async def event_days(self, tz: ZoneInfo, *, before: datetime) -> frozenset[date]:
+        """Local days touched by accepted or reported events starting before `before`."""
+        rows = await self._db.fetchall(
+            "SELECT start_ms, end_ms FROM flex_events WHERE status IN ('accepted', 'reported')"
+            " AND start_ms < ?",
+            (_ms(before),),
+        )
+        days: set[date] = set()
+        for r in rows:
+            d = _from_ms(r["start_ms"]).astimezone(tz).date()
+            last = (_from_ms(r["end_ms"]) - timedelta(milliseconds=1)).astimezone(tz).date()
+            while d <= last:
+                days.add(d)
+                d += timedelta(days=1)
+        return frozenset(days)
+
+    async def save_report(
+        self, event: FlexEvent, payload: dict[str, Any], method: str, at: datetime
+    ) -> None:
+        total = payload.get("total_delivered_kwh")
+
+        def run(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "INSERT OR REPLACE INTO flex_reports(event_id, modification_number, created_at_ms,"
+                " method, total_delivered_wh, payload_json) VALUES (?, ?, ?, ?, ?, ?)",
+                (
+                    event.event_id,
+                    event.modification_number,
+                    _ms(at),
+                    method,
+                    None if total is None else total * 1000.0,
+                    json.dumps(payload, sort_keys=True),
+                ),
+            )
+            conn.execute(
+                "UPDATE flex_events SET status = 'reported' WHERE event_id = ? "
+                "AND modification_number = ?",
+                (event.event_id, event.modification_number),
+            )
+
+        await self._db.call(run)
+
+    async def report(self, event_id: str, modification_number: int) -> dict[str, Any] | None:
+        row = await self._db.fetchone(
+            "SELECT payload_json FROM flex_reports WHERE event_id = ? AND modification_number = ?",
+            (event_id, modification_number),
+        )
+        return None if row is None else json.loads(row[0])
+
+
+# -- offers ------------------------------------------------------------------------------------
+
+P = TypeVar("P")
+
+
+@dataclass(frozen=True, slots=True)
+class OfferPeriod:
+    period_start: datetime
+    period_end: datetime
+    turn_down_w: float  # largest turn-down found feasible [W]
+    turn_up_w: float  # not modelled yet: 0
+    turn_down_cost: float | None  # extra cost per kWh turned down [currency/kWh]
+    turn_up_cost: float | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["period_start"] = self.period_start.isoformat()
+        d["period_end"] = self.period_end.isoformat()
+        return d
+
+
+def planner_add_cap(problem: Any, start: datetime, end: datetime, cap_w: float) -> Any:
+    """Add an import cap for [start, end) to a `hems.planning.problem.Problem`."""
+    from hems.planning.problem import FlexConstraint  # the planner is optional for flex
+
+    event = FlexConstraint(id="offer", start=start, end=end, import_cap_w=max(0.0, cap_w))
+    return problem.model_copy(update={"events": [*problem.events, event]})
+
+
+def build_offers(
+    problem: P,
+    expected_import_w: Mapping[datetime, float],
+    periods: Sequence[tuple[datetime, datetime]],
+    solve: Callable[[P], float],
+    sizes_w: Sequence[float],
+    add_cap: Callable[[P, datetime, datetime, float], P] = planner_add_cap,
+) -> list[OfferPeriod]:
+    """Per period, the largest turn-down in `sizes_w` the home can do and what it costs.
+
+    expected_import_w: planned grid import per period start [W] (from the current Plan).
+    solve(problem) -> cost [currency]; it raises PlanningError when the problem is
+    infeasible. The cost of a turn-down is the cost difference of re-solving with an import
+    cap of (expected - size) in that period, per kWh turned down.
+    """
+    base = solve(problem)
+    out: list[OfferPeriod] = []
+    for start, end in periods:
+        hours = (end - start).total_seconds() / 3600
+        expected = expected_import_w.get(start, 0.0)
+        best_w, best_cost = 0.0, None
+        for size in sizes_w:
+            if size > expected:
+                break  # cannot reduce import below zero
+            try:
+                cost = solve(add_cap(problem, start, end, expected - size))
+            except PlanningError:
+                break
+            best_w = size
+            best_cost = (cost - base) / (size * hours / 1000.0)
+        out.append(OfferPeriod(start, end, best_w, 0.0, best_cost))
+    return out
+
+
+async def maybe_await(value: Any) -> Any:
+    return await value if inspect.isawaitable(value) else value
+
+
+EstimateFn = Callable[[FlexEvent], Feasibility | Awaitable[Feasibility]]

@@ -1,0 +1,260 @@
+"""FlexService: answers events, keeps the event book, sends offers and delivery reports."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import uuid
+from collections.abc import Awaitable, Callable
+from datetime import datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import structlog
+
+from hems.core.clock import Clock
+from hems.flex.calendar import WorkingDayCalendar, day_periods
+from hems.flex.config import FlexConfig
+from hems.flex.events import (
+    Decision,
+    EstimateFn,
+    EventBook,
+    EventError,
+    FlexEvent,
+    build_offers,
+    evaluate,
+    maybe_await,
+)
+from hems.flex.meterdata import MeterData
+from hems.flex.presets import method as preset_method
+from hems.flex.report import DeliveryReport, report_for_event
+from hems.store.db import Database
+
+log = structlog.get_logger(__name__)
+
+SendFn = Callable[[str, dict[str, Any]], Awaitable[Any] | Any]
+# () -> (problem, expected import per period start [W]) or None when no plan is available
+OfferSource = Callable[[], Awaitable[tuple[Any, dict[datetime, float]] | None]]
+
+
+class FlexService:
+    """The flex area's entry class.
+
+    - `await on_event(event)`: the uplink's `on_event` handler; decides, stores and returns an
+      `EventDecision` (accepted / opted_out, reason, clamped).
+    - `await active_events()`: accepted events still to come, for the planner / control loop.
+    - `run()`: after each accepted event ends and its meter data are in `meter_intervals`,
+      builds the delivery report and hands it to `send("delivery_report", payload)`; when
+      offers are enabled, sends `send("flex_offer", payload)` every `offers.interval_s`.
+    """
+
+    def __init__(
+        self,
+        cfg: FlexConfig,
+        site_tz: str | ZoneInfo,
+        db: Database,
+        clock: Clock,
+        send: SendFn,
+        *,
+        import_limit_w: float,
+        export_limit_w: float,
+        estimate: EstimateFn | None = None,
+        on_change: Callable[[list[FlexEvent]], Awaitable[None] | None] | None = None,
+        offer_source: OfferSource | None = None,
+        solve: Callable[[Any], float] | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self.tz = site_tz if isinstance(site_tz, ZoneInfo) else ZoneInfo(site_tz)
+        self.book = EventBook(db)
+        self._db = db
+        self._clock = clock
+        self._send = send
+        self._import_limit_w = import_limit_w
+        self._export_limit_w = export_limit_w
+        self._estimate = estimate
+        self._on_change = on_change
+        self._offer_source = offer_source
+        self._solve = solve
+        self.calendar = WorkingDayCalendar(cfg.calendar.region, cfg.calendar.extra_holidays)
+        self.method = preset_method(
+            cfg.baseline_method,
+            adjustment=cfg.baseline_adjustment,
+            settlement=None if cfg.settlement == "preset" else cfg.settlement,
+        )
+        self._meter_table_missing = False
+
+    # -- events ---------------------------------------------------------------------------
+
+    async def decide(self, event: FlexEvent) -> Decision:
+        """Run the policy (with the planner's estimate when one is wired). Does not store."""
+        feasibility = None
+        if self._estimate is not None and not event.cancelled:
+            try:
+                feasibility = await maybe_await(self._estimate(event))
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the estimate is advisory; say so and go on
+                log.warning("flex estimate failed", event_id=event.event_id, error=str(exc))
+        return evaluate(
+            event,
+            self.cfg.policy,
+            now=self._clock.now(),
+            import_limit_w=self._import_limit_w,
+            export_limit_w=self._export_limit_w,
+            feasibility=feasibility,
+        )
+
+    async def on_event(self, event: Any) -> Any:
+        """Handler for a down/event (a wire model or dict). Returns an uplink EventDecision."""
+        from hems.uplink.messages import EventDecision  # the wire model of the answer
+
+        try:
+            ev = FlexEvent.from_any(event)
+        except EventError as exc:
+            return EventDecision(status="opted_out", reason=str(exc))
+        if not self.cfg.enabled:
+            return EventDecision(status="opted_out", reason="flexibility is not enabled")
+        current = await self.book.current(ev.event_id)
+        if current is not None and current.received.modification_number >= ev.modification_number:
+            # The uplink rejects outdated modifications first; answer consistently anyway.
+            return EventDecision(
+                status="opted_out",
+                reason=f"modification {ev.modification_number} is not above "
+                f"{current.received.modification_number}",
+            )
+        decision = await self.decide(ev)
+        if await self.book.record(ev, decision, self._clock.now()):
+            log.info(
+                "flex event decided",
+                event_id=ev.event_id,
+                modification=ev.modification_number,
+                status=decision.status,
+                reason=decision.reason,
+            )
+            await self._changed()
+        return EventDecision(
+            status=decision.status, reason=decision.reason, clamped=decision.clamped or None
+        )
+
+    async def active_events(self) -> list[FlexEvent]:
+        return await self.book.accepted(ending_after=self._clock.now())
+
+    async def _changed(self) -> None:
+        if self._on_change is not None:
+            await maybe_await(self._on_change(await self.active_events()))
+
+    # -- reports --------------------------------------------------------------------------
+
+    async def meter_data(self, start: datetime, end: datetime) -> MeterData:
+        """Half-hourly intervals of the configured meter in [start, end) from `meter_intervals`
+        (migration 0002). 'missing' rows are gaps; see `MeterData.from_rows`."""
+        if self.cfg.meter_device_id is None:
+            return MeterData()
+
+        def run(conn: sqlite3.Connection) -> list[tuple[int, float | None, float | None, str]]:
+            return conn.execute(
+                "SELECT period_start_ms, import_wh, export_wh, quality FROM meter_intervals"
+                " WHERE device_id = ? AND period_start_ms >= ? AND period_start_ms < ?",
+                (self.cfg.meter_device_id, int(start.timestamp() * 1000),
+                 int(end.timestamp() * 1000)),
+            ).fetchall()  # fmt: skip
+
+        try:
+            rows = await self._db.call(run)
+        except sqlite3.OperationalError as exc:
+            if not self._meter_table_missing:
+                log.error("flex cannot read meter intervals", error=str(exc))
+            self._meter_table_missing = True
+            return MeterData()
+        if self._meter_table_missing:
+            log.info("flex meter intervals readable again")
+        self._meter_table_missing = False
+        return MeterData.from_rows(rows, use_estimated=self.cfg.use_estimated_intervals)
+
+    async def build_report(self, ev: FlexEvent) -> tuple[DeliveryReport, bool]:
+        """The report of one event and whether the event window's meter data are complete."""
+        first_day = ev.start.astimezone(self.tz).date() - timedelta(
+            days=self.method.lookback_days + 1
+        )
+        data = await self.meter_data(day_periods(first_day, self.tz)[0], ev.end)
+        event_days = await self.book.event_days(self.tz, before=ev.start)
+        report = report_for_event(
+            data, ev.start, ev.end, self.method, self.calendar, self.tz,
+            quantity=self.cfg.quantity, direction=ev.kind, event_days=event_days,
+            event_id=ev.event_id, modification_number=ev.modification_number,
+        )  # fmt: skip
+        complete = all(p.metered_kwh is not None for p in report.periods)
+        return report, complete
+
+    async def report_due(self) -> int:
+        """Build and send the reports that are due. Returns how many were sent."""
+        now = self._clock.now()
+        due = await self.book.due_for_report(
+            ended_before=now - timedelta(seconds=self.cfg.report_delay_s)
+        )
+        sent = 0
+        for stored in due:
+            ev = stored.event
+            report, complete = await self.build_report(ev)
+            give_up = now >= ev.end + timedelta(seconds=self.cfg.report_give_up_s)
+            if not complete and not give_up:
+                continue  # wait for the meter data to arrive
+            payload = report.payload()
+            # Sent before it is marked reported: after a crash in between the report is sent
+            # again (identical payload) rather than never.
+            await maybe_await(self._send("delivery_report", payload))
+            await self.book.save_report(ev, payload, report.method, now)
+            log.info(
+                "flex delivery report sent",
+                event_id=ev.event_id,
+                modification=ev.modification_number,
+                delivered_kwh=report.total_delivered_kwh,
+                complete=complete,
+            )
+            sent += 1
+        return sent
+
+    # -- offers ---------------------------------------------------------------------------
+
+    async def send_offer(self) -> dict[str, Any] | None:
+        """Compute and send one offer for the next `offers.horizon_h`. None if not possible."""
+        if self._offer_source is None or self._solve is None:
+            return None
+        source = await self._offer_source()
+        if source is None:
+            return None
+        problem, expected = source
+        period = timedelta(seconds=self.method.period_s)
+        now = self._clock.now()
+        first = datetime.fromtimestamp(
+            (int(now.timestamp()) // self.method.period_s + 1) * self.method.period_s, now.tzinfo
+        )
+        n = int(self.cfg.offers.horizon_h * 3600) // self.method.period_s
+        periods = [(first + i * period, first + (i + 1) * period) for i in range(n)]
+        offers = await asyncio.to_thread(
+            build_offers, problem, expected, periods, self._solve, self.cfg.offers.sizes_w
+        )
+        payload = {"offer_id": str(uuid.uuid4()), "periods": [o.to_json() for o in offers]}
+        await maybe_await(self._send("flex_offer", payload))
+        return payload
+
+    async def run(self) -> None:
+        """Until cancelled: send due reports (and offers) every `check_interval_s`."""
+        next_offer = self._clock.monotonic()
+        failing = False
+        while True:
+            try:
+                await self.report_due()
+                if self.cfg.offers.enabled and self._clock.monotonic() >= next_offer:
+                    next_offer = self._clock.monotonic() + self.cfg.offers.interval_s
+                    await self.send_offer()
+                if failing:
+                    log.info("flex service recovered")
+                failing = False
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # keep the daemon up; log the transition once
+                if not failing:
+                    log.exception("flex service pass failed", error=str(exc))
+                failing = True
+            await self._clock.sleep(self.cfg.check_interval_s)

@@ -1,0 +1,459 @@
+"""Forecasts: PV from open-meteo tilted irradiance, household load from the site's history.
+
+Both come out as a `Forecast` (mean power per planning slot [W], where it came from, and
+flags for anything cleaned or substituted) and are stored in the `forecasts` table.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import httpx
+import structlog
+
+from hems.core.clock import Clock
+from hems.planning.config import ForecastConfig, PvArrayConfig
+from hems.store.db import Database
+
+log = structlog.get_logger(__name__)
+
+HALF_HOUR_S = 1800
+
+
+@dataclass(frozen=True, slots=True)
+class Forecast:
+    start: datetime
+    step_min: int
+    values_w: list[float]
+    source: str  # "open-meteo", "history", "default"
+    flags: tuple[str, ...] = ()
+
+
+# -- the PV model ----------------------------------------------------------------------
+
+
+def cell_temperature_c(gti_w_m2: float, temp_air_c: float, noct_c: float = 45.0) -> float:
+    """Cell temperature from the NOCT model [°C].
+
+    T_cell = T_air + (NOCT − 20) · G / 800, with G the plane-of-array irradiance [W/m²] and
+    NOCT the nominal operating cell temperature [°C] (at 800 W/m², 20 °C, 1 m/s wind).
+
+    References: J. A. Duffie, W. A. Beckman, Solar Engineering of Thermal Processes, 4th ed.,
+    Wiley 2013, §23.3 (doi:10.1002/9781118671603).
+    """
+    return temp_air_c + (noct_c - 20.0) * gti_w_m2 / 800.0
+
+
+def pv_ac_power_w(
+    gti_w_m2: float,
+    temp_air_c: float,
+    kwp: float,
+    loss_factor: float = 0.86,
+    gamma_per_c: float = -0.004,
+) -> float:
+    """AC power of one array from plane-of-array irradiance, PVWatts-like [W].
+
+    gti_w_m2: global tilted irradiance on the array's plane [W/m²].
+    temp_air_c: air temperature [°C].
+    kwp: DC rating at STC [kWp]. loss_factor: system efficiency η_sys incl. inverter [-].
+    gamma_per_c: power temperature coefficient [1/°C].
+
+    Notes
+    -----
+    P = kWp · 1000 · G/1000 · (1 + γ (T_cell − 25)) · η_sys, with T_cell from
+    `cell_temperature_c`. Negative irradiance (sensor/model noise) is clipped to 0 by the
+    caller, which flags it; NaN in gives NaN out, never 0.
+
+    References: A. P. Dobos, PVWatts Version 5 Manual, NREL/TP-6A20-62641, 2014
+    (doi:10.2172/1158421).
+    """
+    if math.isnan(gti_w_m2) or math.isnan(temp_air_c):
+        return math.nan
+    t_cell = cell_temperature_c(gti_w_m2, temp_air_c)
+    return max(0.0, kwp * gti_w_m2 * (1.0 + gamma_per_c * (t_cell - 25.0)) * loss_factor)
+
+
+def open_meteo_azimuth(compass_deg: float) -> float:
+    """Compass bearing (180 = south) → open-meteo's convention (0 = south, −90 = east)."""
+    return ((compass_deg - 180.0 + 180.0) % 360.0) - 180.0
+
+
+def parse_open_meteo(payload: Any) -> tuple[list[datetime], list[float], list[float], int]:
+    """(times, GTI, air temperature, step in s) from a 15-minutely or hourly reply.
+
+    Each value is the mean over the interval *ending* at its timestamp. Nulls become NaN.
+    Raises ValueError naming the field on malformed replies.
+    """
+    if not isinstance(payload, dict):
+        raise ValueError("reply: not a JSON object")
+    for key, step_s in (("minutely_15", 900), ("hourly", 3600)):  # noqa: B007 (used below)
+        block = payload.get(key)
+        if isinstance(block, dict):
+            break
+    else:
+        raise ValueError("minutely_15/hourly: missing")
+    offset = timedelta(seconds=int(payload.get("utc_offset_seconds", 0) or 0))
+    try:
+        times = [datetime.fromisoformat(t).replace(tzinfo=UTC) - offset for t in block["time"]]
+        gti = [math.nan if v is None else float(v) for v in block["global_tilted_irradiance"]]
+        temp = [math.nan if v is None else float(v) for v in block["temperature_2m"]]
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"{key}: {exc!r}") from exc
+    if not (len(times) == len(gti) == len(temp)):
+        raise ValueError(f"{key}: series of different lengths")
+    return times, gti, temp, step_s
+
+
+def resample_mean(
+    times_end: Sequence[datetime],
+    values: Sequence[float],
+    step_s: int,
+    start: datetime,
+    n: int,
+    slot_min: int,
+) -> list[float]:
+    """Time-weighted mean per slot of interval-mean values ending at `times_end`.
+
+    NaN where a slot is not fully covered or any overlapping value is NaN.
+    """
+    out: list[float] = []
+    slot = timedelta(minutes=slot_min)
+    src = [(t - timedelta(seconds=step_s), t, v) for t, v in zip(times_end, values, strict=True)]
+    j = 0
+    for i in range(n):
+        a, b = start + i * slot, start + (i + 1) * slot
+        while j < len(src) and src[j][1] <= a:
+            j += 1
+        covered = total = 0.0
+        bad = False
+        k = j
+        while k < len(src) and src[k][0] < b:
+            s, e, v = src[k]
+            d = (min(e, b) - max(s, a)).total_seconds()
+            if d > 0:
+                if math.isnan(v):
+                    bad = True
+                covered += d
+                total += d * v
+            k += 1
+        span = slot.total_seconds()
+        out.append(total / span if not bad and covered >= span - 1e-6 else math.nan)
+    return out
+
+
+def calibration_ratio(
+    measured_w: Sequence[float], modelled_w: Sequence[float], lo: float, hi: float
+) -> float | None:
+    """Σ measured / Σ modelled over pairs where both are known, clipped to [lo, hi].
+
+    None when the model predicts (almost) nothing over the period (night-only history).
+    """
+    m = s = 0.0
+    for a, b in zip(measured_w, modelled_w, strict=True):
+        if math.isnan(a) or math.isnan(b):
+            continue
+        m += a
+        s += b
+    if s < 1000.0:  # under ~1 kWh·(slot) of modelled output: the ratio would be noise
+        return None
+    return min(hi, max(lo, m / s))
+
+
+def profile_w(
+    history: dict[datetime, float],
+    slots: Sequence[datetime],
+    zone: ZoneInfo,
+    half_life_days: float,
+    now: datetime,
+    by_weekday: bool,
+) -> list[float]:
+    """Recency-weighted mean of past values at the same local time of day (and weekday).
+
+    history: slot start (UTC) → mean power [W] of past slots. Weight 0.5^(age / half life).
+    Falls back from the weekday profile to the all-days profile; NaN when neither exists.
+    """
+    buckets: dict[tuple[int, int], list[tuple[float, float]]] = {}
+    for t, v in history.items():
+        if math.isnan(v):
+            continue
+        local = t.astimezone(zone)
+        tod = local.hour * 60 + local.minute
+        w = 0.5 ** ((now - t).total_seconds() / 86400.0 / half_life_days)
+        buckets.setdefault((local.weekday(), tod), []).append((w, v))
+        buckets.setdefault((-1, tod), []).append((w, v))
+    out = []
+    for t in slots:
+        local = t.astimezone(zone)
+        tod = local.hour * 60 + local.minute
+        pts = buckets.get((local.weekday(), tod), []) if by_weekday else []
+        if len(pts) < 2:
+            pts = buckets.get((-1, tod), [])
+        wsum = sum(w for w, _ in pts)
+        out.append(sum(w * v for w, v in pts) / wsum if wsum > 0 else math.nan)
+    return out
+
+
+# -- history from the store ------------------------------------------------------------
+
+
+async def half_hour_means(
+    db: Database, device_ids: Sequence[str], since: datetime, until: datetime
+) -> dict[str, dict[datetime, float]]:
+    """device → {half-hour start: mean power [W]} from the 30-min roll-ups."""
+    if not device_ids:
+        return {}
+    marks = ",".join("?" for _ in device_ids)
+    rows = await db.fetchall(
+        "SELECT d.device_id, r.start_ms, r.mean FROM rollups r"
+        " JOIN devices d USING(device_pk) JOIN quantities q USING(quantity_pk)"
+        f" WHERE r.resolution_s = 1800 AND q.name = 'power_w' AND d.device_id IN ({marks})"
+        " AND r.start_ms >= ? AND r.start_ms < ?",
+        (*device_ids, int(since.timestamp() * 1000), int(until.timestamp() * 1000)),
+    )
+    out: dict[str, dict[datetime, float]] = {d: {} for d in device_ids}
+    for device_id, start_ms, mean in rows:
+        out[device_id][datetime.fromtimestamp(start_ms / 1000, UTC)] = float(mean)
+    return out
+
+
+def expand_to_slots(values_half_hour: list[float], step_min: int) -> list[float]:
+    return [v for v in values_half_hour for _ in range(30 // step_min)]
+
+
+@dataclass
+class SiteDevices:
+    """The metered devices behind the household load.
+
+    base load = grid + pv − battery − ev − deferrable (signs as the readings).
+    """
+
+    grid: list[str] = field(default_factory=list)
+    pv: list[str] = field(default_factory=list)
+    battery: list[str] = field(default_factory=list)
+    ev: list[str] = field(default_factory=list)
+    deferrable: list[str] = field(default_factory=list)
+
+
+# -- the forecaster --------------------------------------------------------------------
+
+
+class Forecaster:
+    """Makes (and stores) PV and base-load forecasts for the planner."""
+
+    def __init__(
+        self,
+        cfg: ForecastConfig,
+        *,
+        latitude: float,
+        longitude: float,
+        db: Database,
+        clock: Clock,
+        http: httpx.AsyncClient | None,
+        timezone: str = "Europe/London",
+        devices: SiteDevices | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self.lat, self.lon = latitude, longitude
+        self.db = db
+        self.clock = clock
+        self.http = http
+        self.zone = ZoneInfo(timezone)
+        self.devices = devices or SiteDevices()
+        self.online: bool | None = None
+        self._weather: dict[int, tuple[list[datetime], list[float], list[float], int]] = {}
+        self._weather_at: datetime | None = None
+
+    # PV --------------------------------------------------------------------------------
+    async def _fetch_array(
+        self, a: PvArrayConfig
+    ) -> tuple[list[datetime], list[float], list[float], int]:
+        assert self.http is not None
+        r = await self.http.get(
+            f"{self.cfg.base_url.rstrip('/')}/v1/forecast",
+            params={
+                "latitude": f"{self.lat:.4f}",
+                "longitude": f"{self.lon:.4f}",
+                "minutely_15": "global_tilted_irradiance,temperature_2m",
+                "tilt": f"{a.tilt_deg:g}",
+                "azimuth": f"{open_meteo_azimuth(a.azimuth_deg):g}",
+                "past_days": "7",
+                "forecast_days": "3",
+                "timezone": "GMT",
+            },
+            timeout=self.cfg.timeout_s,
+        )
+        r.raise_for_status()
+        return parse_open_meteo(r.json())
+
+    async def refresh_weather(self, max_age_s: float = 3600.0) -> bool:
+        """Fetch irradiance per array at most every `max_age_s`; False when offline."""
+        now = self.clock.now()
+        if self._weather_at and (now - self._weather_at).total_seconds() < max_age_s:
+            return True
+        if self.http is None or not self.cfg.arrays:
+            return False
+        try:
+            fresh = {i: await self._fetch_array(a) for i, a in enumerate(self.cfg.arrays)}
+        except (httpx.HTTPError, ValueError) as exc:
+            if self.online is not False:
+                log.warning("pv forecast fetch failed", reason=f"{type(exc).__name__}: {exc}")
+            self.online = False
+            return bool(self._weather)
+        if self.online is False:
+            log.info("pv forecast fetch recovered")
+        self.online = True
+        self._weather, self._weather_at = fresh, now
+        return True
+
+    def modelled_pv_w(
+        self, start: datetime, n: int, step_min: int
+    ) -> tuple[list[float], list[str]]:
+        """Sum over arrays of the model's AC power per slot; cleaned, with flags."""
+        total = [0.0] * n
+        flags: list[str] = []
+        for i, a in enumerate(self.cfg.arrays):
+            times, gti, temp, step_s = self._weather[i]
+            negative = sum(1 for g in gti if not math.isnan(g) and g < 0)
+            if negative:
+                flags.append(f"pv: {negative} negative irradiance values of array {i} set to 0")
+            gti = [max(0.0, g) if not math.isnan(g) else g for g in gti]
+            power = [
+                pv_ac_power_w(g, t, a.kwp, a.loss_factor, a.gamma_per_c)
+                for g, t in zip(gti, temp, strict=True)
+            ]
+            per_slot = resample_mean(times, power, step_s, start, n, step_min)
+            total = [x + y for x, y in zip(total, per_slot, strict=True)]
+        return total, flags
+
+    async def pv(self, start: datetime, n: int, step_min: int) -> Forecast:
+        flags: list[str] = []
+        now = self.clock.now()
+        history = await self._pv_history(now)
+        hist_profile = profile_w(
+            history, [start + timedelta(minutes=step_min * i) for i in range(n)],
+            self.zone, self.cfg.recency_half_life_days, now, by_weekday=False,
+        )  # fmt: skip
+        have_weather = await self.refresh_weather()
+        if not self.cfg.arrays:
+            values = [0.0 if math.isnan(v) else v for v in hist_profile]
+            fc = Forecast(start, step_min, values, "history", ("pv: no arrays configured",))
+        elif not have_weather:
+            values = [0.0 if math.isnan(v) else max(0.0, v) for v in hist_profile]
+            flags.append("pv: open-meteo unreachable; history-only forecast")
+            fc = Forecast(start, step_min, values, "history", tuple(flags))
+        else:
+            values, model_flags = self.modelled_pv_w(start, n, step_min)
+            flags += model_flags
+            ratio = await self._calibration(history, step_min)
+            if ratio is not None:
+                values = [v * ratio for v in values]
+                flags.append(f"pv: calibrated × {ratio:.2f} against measured PV")
+            nan = [i for i, v in enumerate(values) if math.isnan(v)]
+            if nan:
+                flags.append(f"pv: {len(nan)} slots without irradiance; history used there")
+                for i in nan:
+                    h = hist_profile[i]
+                    values[i] = 0.0 if math.isnan(h) else max(0.0, h)
+            fc = Forecast(start, step_min, values, "open-meteo", tuple(flags))
+        await store_forecast(self.db, "pv", now, fc)
+        return fc
+
+    async def _pv_history(self, now: datetime) -> dict[datetime, float]:
+        since = now - timedelta(days=self.cfg.history_days)
+        per_device = await half_hour_means(self.db, self.cfg.pv_device_ids, since, now)
+        return _sum_devices(per_device, len(self.cfg.pv_device_ids))
+
+    async def _calibration(self, history: dict[datetime, float], step_min: int) -> float | None:
+        if not history:
+            return None
+        first = min(history)
+        n = int((max(history) - first).total_seconds() // HALF_HOUR_S) + 1
+        modelled, _ = self.modelled_pv_w(first, n, 30)
+        measured = [history.get(first + timedelta(minutes=30 * i), math.nan) for i in range(n)]
+        return calibration_ratio(
+            measured, modelled, self.cfg.calibration_min, self.cfg.calibration_max
+        )
+
+    # load ------------------------------------------------------------------------------
+    async def load(self, start: datetime, n: int, step_min: int) -> Forecast:
+        """Base load = grid + PV − battery − EV − deferrable loads, profiled from history."""
+        now = self.clock.now()
+        d = self.devices
+        since = now - timedelta(days=self.cfg.history_days)
+        ids = [*d.grid, *d.pv, *d.battery, *d.ev, *d.deferrable]
+        per_device = await half_hour_means(self.db, ids, since, now)
+        flags: list[str] = []
+        history: dict[datetime, float] = {}
+        if d.grid:
+            for t in set().union(*(per_device[g].keys() for g in d.grid)):
+                v = sum(per_device[g].get(t, math.nan) for g in d.grid)
+                v += sum(per_device[p].get(t, 0.0) for p in d.pv)
+                v -= sum(per_device[b].get(t, 0.0) for b in d.battery)
+                v -= sum(per_device[e].get(t, 0.0) for e in d.ev)
+                v -= sum(per_device[x].get(t, 0.0) for x in d.deferrable)
+                if not math.isnan(v):
+                    history[t] = v
+        negative = sum(1 for v in history.values() if v < 0)
+        if negative:
+            flags.append(f"load: {negative} negative history values set to 0")
+            history = {t: max(0.0, v) for t, v in history.items()}
+        # Profile at half-hour resolution, then repeat for 15-min slots.
+        half_start = start.replace(minute=0 if start.minute < 30 else 30)
+        n_half = math.ceil((n * step_min + (start - half_start).total_seconds() / 60) / 30)
+        halves = [half_start + timedelta(minutes=30 * i) for i in range(n_half)]
+        prof = profile_w(
+            history, halves, self.zone, self.cfg.recency_half_life_days, now, by_weekday=True
+        )
+        missing = sum(1 for v in prof if math.isnan(v))
+        source = "history"
+        if missing:
+            flags.append(
+                f"load: no history for {missing} half-hours; "
+                f"{self.cfg.default_load_w:g} W assumed there"
+            )
+            prof = [self.cfg.default_load_w if math.isnan(v) else v for v in prof]
+            if missing == len(prof):
+                source = "default"
+        values = []
+        for i in range(n):
+            t = start + timedelta(minutes=step_min * i)
+            values.append(prof[int((t - half_start).total_seconds() // HALF_HOUR_S)])
+        fc = Forecast(start, step_min, values, source, tuple(flags))
+        await store_forecast(self.db, "load", now, fc)
+        return fc
+
+
+def _sum_devices(
+    per_device: dict[str, dict[datetime, float]], expected: int
+) -> dict[datetime, float]:
+    out: dict[datetime, float] = {}
+    if not per_device:
+        return out
+    for t in set().union(*(s.keys() for s in per_device.values())):
+        vals = [s[t] for s in per_device.values() if t in s]
+        if len(vals) == expected:
+            out[t] = max(0.0, sum(vals))  # a PV meter's night draw is not negative PV
+    return out
+
+
+async def store_forecast(db: Database, kind: str, made_at: datetime, fc: Forecast) -> None:
+    values = [None if math.isnan(v) else round(v, 1) for v in fc.values_w]
+    await db.execute(
+        "INSERT INTO forecasts(kind, made_at_ms, start_ms, step_s, values_json, source,"
+        " flags_json) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (
+            kind,
+            int(made_at.timestamp() * 1000),
+            int(fc.start.timestamp() * 1000),
+            fc.step_min * 60,
+            json.dumps(values),
+            fc.source,
+            json.dumps(list(fc.flags)),
+        ),
+    )

@@ -1,0 +1,554 @@
+"""The rolling-horizon planner: the one entry class of this area, `PlannerService`.
+
+It replans at every slot boundary and whenever an input changes (an EV plugged in or its
+target changed, new prices, a forecast off by more than a threshold, a flexibility event),
+stores every plan with the full `Problem` that produced it, and publishes the plan to
+subscribers (the control loop reads `current_plan`).
+
+Time comes only from the injected clock. Tariff fetches are clock-driven (every 30 min,
+every 5 min after 16:00 UK while tomorrow's prices are missing) rather than APScheduler
+cron jobs, so the accelerated demo clock and the tests drive them too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import sqlite3
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, time, timedelta
+from typing import TYPE_CHECKING
+from zoneinfo import ZoneInfo
+
+import httpx
+import structlog
+
+from hems.core.clock import Clock
+from hems.core.plan import Plan
+from hems.core.readings import Quantity, Role
+from hems.core.state import SiteState
+from hems.errors import Infeasible, PlanningError
+from hems.planning.config import DeferrableLoadConfig, PlannerConfig
+from hems.planning.forecast import Forecast, Forecaster, SiteDevices
+from hems.planning.optimiser import Result, optimise
+from hems.planning.planio import plan_to_dict
+from hems.planning.problem import (
+    BatterySpec,
+    DeferrableLoad,
+    EvSession,
+    FlexConstraint,
+    Problem,
+)
+from hems.planning.tariffs import AgileTariff, Tariff, build_tariff
+from hems.store.db import Database
+
+if TYPE_CHECKING:
+    from hems.config import LimitsConfig, SiteConfig
+
+log = structlog.get_logger(__name__)
+
+PlanListener = Callable[[Plan], None]
+
+
+@dataclass
+class _EvRequest:
+    arrival: datetime
+    departure: datetime | None
+    energy_wh: float | None
+
+
+def slot_floor(t: datetime, step_min: int) -> datetime:
+    """Start of the settlement period holding `t` (UTC; 15/30 min divide the hour)."""
+    return t.replace(minute=t.minute - t.minute % step_min, second=0, microsecond=0)
+
+
+def next_local(now: datetime, hhmm: str, zone: ZoneInfo) -> datetime:
+    """The next time (after `now`) the local clock shows `hhmm`."""
+    local = now.astimezone(zone)
+    h, m = int(hhmm[:2]), int(hhmm[3:])
+    cand = datetime.combine(local.date(), time(h, m), tzinfo=zone)
+    if cand <= local:
+        cand = datetime.combine(local.date() + timedelta(days=1), time(h, m), tzinfo=zone)
+    return cand.astimezone(now.tzinfo)
+
+
+def load_window(
+    cfg: DeferrableLoadConfig, now: datetime, zone: ZoneInfo
+) -> tuple[datetime, datetime]:
+    """The current window if open, else the next one: (start, end) aware UTC."""
+    end = next_local(now, cfg.window_end, zone)
+    start = next_local(end - timedelta(days=1), cfg.window_start, zone)
+    if start >= end:
+        start -= timedelta(days=1)
+    return start, end
+
+
+class PlannerService:
+    """Plans the site over a rolling horizon and publishes `Plan`s.
+
+    Construct with the planner config, the site limits, the live state, the database and
+    the clock; `http` is the shared httpx.AsyncClient (None = offline, fixed/TOU only).
+    """
+
+    def __init__(
+        self,
+        cfg: PlannerConfig,
+        limits: LimitsConfig,
+        state: SiteState,
+        db: Database,
+        clock: Clock,
+        http: httpx.AsyncClient | None = None,
+        *,
+        site: SiteConfig | None = None,
+        devices: SiteDevices | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self.limits = limits
+        self.state = state
+        self.db = db
+        self.clock = clock
+        self.http = http
+        tz = site.timezone if site is not None else "Europe/London"
+        self.zone = ZoneInfo(tz)
+        self.tariff: Tariff = build_tariff(cfg.tariff, db=db, http=http, clock=clock, timezone=tz)
+        self.forecaster = Forecaster(
+            cfg.forecast,
+            latitude=site.latitude if site is not None else 51.5,
+            longitude=site.longitude if site is not None else -0.1,
+            db=db,
+            clock=clock,
+            http=http,
+            timezone=tz,
+            devices=devices or self._devices_from_state(),
+        )
+        self._explicit_devices = devices
+        self._plan: Plan | None = None
+        self._problem: Problem | None = None
+        self._listeners: list[PlanListener] = []
+        self._reasons: list[str] = []
+        self._wake = asyncio.Event()
+        self._events: dict[str, FlexConstraint] = {}
+        self._evs: dict[str, _EvRequest] = {}
+        self._load_done_min: dict[tuple[str, datetime], float] = {}
+        self._last_plan_mono: float | None = None
+        self._next_tariff_s = 0.0
+        self._tariff_version = -1
+        self._pv_fc: Forecast | None = None
+        self._load_fc: Forecast | None = None
+        self._deviation_slot: datetime | None = None
+        self._slot: datetime | None = None  # the slot the loop last saw
+        self.plans_made = 0
+
+    # -- public surface ------------------------------------------------------------------
+    @property
+    def current_plan(self) -> Plan | None:
+        return self._plan
+
+    @property
+    def last_problem(self) -> Problem | None:
+        return self._problem
+
+    def subscribe(self, listener: PlanListener) -> None:
+        """`listener(plan)` is called (synchronously) for every new plan; it must only enqueue."""
+        self._listeners.append(listener)
+
+    def request_replan(self, reason: str) -> None:
+        self._reasons.append(reason)
+        self._wake.set()
+
+    def add_event_constraint(
+        self,
+        event_id: str,
+        start: datetime,
+        end: datetime,
+        *,
+        import_cap_w: float | None = None,
+        export_floor_w: float | None = None,
+    ) -> None:
+        """An accepted flexibility event becomes a hard constraint of every plan."""
+        self._events[event_id] = FlexConstraint(
+            id=event_id,
+            start=start,
+            end=end,
+            import_cap_w=import_cap_w,
+            export_floor_w=export_floor_w,
+        )
+        self.request_replan(f"flex event {event_id}")
+
+    def remove_event_constraint(self, event_id: str) -> None:
+        if self._events.pop(event_id, None) is not None:
+            self.request_replan(f"flex event {event_id} removed")
+
+    def ev_plugged(
+        self,
+        charger_id: str,
+        *,
+        energy_wh: float | None = None,
+        departure: datetime | None = None,
+    ) -> None:
+        """An EV was plugged in (or its target/departure changed)."""
+        prev = self._evs.get(charger_id)
+        arrival = prev.arrival if prev else self.clock.now()
+        self._evs[charger_id] = _EvRequest(arrival, departure, energy_wh)
+        self.request_replan(f"ev {charger_id} plugged/target changed")
+
+    def ev_unplugged(self, charger_id: str) -> None:
+        if self._evs.pop(charger_id, None) is not None:
+            self.request_replan(f"ev {charger_id} unplugged")
+
+    def inject_price_signal(
+        self,
+        start: datetime,
+        step_min: int,
+        import_per_kwh: list[float],
+        export_per_kwh: list[float] | None = None,
+    ) -> None:
+        """An aggregator's price series; overrides the tariff where given."""
+        self.tariff.inject_signal(start, step_min, import_per_kwh, export_per_kwh)
+        self.request_replan("aggregator price signal")
+
+    # -- the loop ------------------------------------------------------------------------
+    async def run(self) -> None:
+        if not self.cfg.enabled:
+            log.info("planner disabled")
+            return
+        if isinstance(self.tariff, AgileTariff):
+            await self.tariff.load_cache()
+        self.request_replan("start")
+        while True:
+            self._check_slot_boundary()
+            await self._maybe_refresh_tariff()
+            self._check_forecast_deviation()
+            if self._reasons and self._debounced():
+                reasons, self._reasons = self._reasons, []
+                await self.plan_once(", ".join(dict.fromkeys(reasons)))
+            await self._sleep_until_due()
+
+    def _check_slot_boundary(self) -> None:
+        slot = slot_floor(self.clock.now(), self.cfg.step_min)
+        if self._slot is not None and slot > self._slot:
+            self._account_load_runs(self._slot)
+            if self.cfg.replan.on_slot_boundary:
+                self.request_replan("slot boundary")
+        self._slot = slot
+
+    def _debounced(self) -> bool:
+        if self._last_plan_mono is None:
+            return True
+        return self.clock.monotonic() - self._last_plan_mono >= self.cfg.replan.min_interval_s
+
+    async def _sleep_until_due(self) -> None:
+        now = self.clock.now()
+        if self._slot is not None and slot_floor(now, self.cfg.step_min) > self._slot:
+            return  # time moved past a boundary while we planned: handle it first
+        step = timedelta(minutes=self.cfg.step_min)
+        to_boundary = (slot_floor(now, self.cfg.step_min) + step - now).total_seconds()
+        wait_s = min(self.cfg.replan.check_interval_s, max(to_boundary, 0.0))
+        if self._reasons and not self._debounced():
+            assert self._last_plan_mono is not None
+            left = self.cfg.replan.min_interval_s - (self.clock.monotonic() - self._last_plan_mono)
+            wait_s = min(wait_s, max(left, 0.0))
+        self._wake.clear()
+        sleeper = asyncio.ensure_future(self.clock.sleep(wait_s))
+        waker = asyncio.ensure_future(self._wake.wait())
+        try:
+            await asyncio.wait({sleeper, waker}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (sleeper, waker):
+                task.cancel()
+            await asyncio.gather(sleeper, waker, return_exceptions=True)
+
+    async def _maybe_refresh_tariff(self) -> None:
+        mono = self.clock.monotonic()
+        if isinstance(self.tariff, AgileTariff) and mono >= self._next_tariff_s:
+            await self.tariff.refresh()
+            now_local = self.clock.now().astimezone(ZoneInfo("Europe/London"))
+            tomorrow_end = datetime.combine(
+                now_local.date() + timedelta(days=1), time(23, 0), tzinfo=now_local.tzinfo
+            )
+            known = self.tariff.known_until()
+            waiting = now_local.hour >= 16 and (known is None or known < tomorrow_end)
+            self._next_tariff_s = mono + (300.0 if waiting else 1800.0)
+        if self.tariff.version != self._tariff_version:
+            if self._tariff_version >= 0:
+                self.request_replan("new prices")
+            self._tariff_version = self.tariff.version
+
+    def _check_forecast_deviation(self) -> None:
+        """Replan (once per slot) when measured PV or load is far off the forecast."""
+        if self._pv_fc is None or self._load_fc is None:
+            return
+        now = self.clock.now()
+        slot = slot_floor(now, self.cfg.step_min)
+        if slot == self._deviation_slot:
+            return
+        i = int((slot - self._pv_fc.start).total_seconds() // (self.cfg.step_min * 60))
+        if not 0 <= i < len(self._pv_fc.values_w):
+            return
+        r = self.cfg.replan
+        pv = self.state.role_total(Role.PV)
+        grid = self.state.role_total(Role.GRID)
+        measured: list[tuple[str, float | None, float]] = [("pv", pv, self._pv_fc.values_w[i])]
+        if grid is not None:
+            load = grid + (pv or 0.0)
+            load -= self.state.role_total(Role.BATTERY) or 0.0
+            load -= self.state.role_total(Role.EV) or 0.0
+            measured.append(("load", load, self._load_fc.values_w[i]))
+        for name, value, forecast in measured:
+            if value is None or math.isnan(forecast):
+                continue
+            off = abs(value - forecast)
+            if off > max(r.forecast_error_fraction * abs(forecast), r.forecast_error_min_w):
+                self._deviation_slot = slot
+                self.request_replan(f"{name} forecast off by {off:.0f} W")
+                return
+
+    def _account_load_runs(self, finished_slot: datetime) -> None:
+        """Count the run time the plan gave each deferrable load in the slot just ended."""
+        if self._plan is None:
+            return
+        slot = self._plan.slot_at(finished_slot)
+        if slot is None:
+            return
+        for d in self.cfg.loads:
+            if slot.switches.get(d.device_id):
+                start, _end = load_window(d, finished_slot, self.zone)
+                key = (d.device_id, start)
+                self._load_done_min[key] = self._load_done_min.get(key, 0.0) + self.cfg.step_min
+
+    # -- one plan ------------------------------------------------------------------------
+    async def plan_once(self, reason: str) -> Plan | None:
+        """Build the problem from the current inputs, solve it in a thread, store, publish."""
+        self._last_plan_mono = self.clock.monotonic()
+        now = self.clock.now()
+        start = slot_floor(now, self.cfg.step_min)
+        n = int(self.cfg.horizon_h * 60 // self.cfg.step_min)
+        if self._explicit_devices is None:  # devices register after we are built
+            self.forecaster.devices = self._devices_from_state()
+        self._pv_fc = await self.forecaster.pv(start, n, self.cfg.step_min)
+        self._load_fc = await self.forecaster.load(start, n, self.cfg.step_min)
+        problem, notes = self.build_problem(start, n)
+        dropped: list[str] = []
+        result: Result | None = None
+        error: str | None = None
+        for _attempt in range(4):
+            try:
+                result = await asyncio.to_thread(
+                    optimise,
+                    problem,
+                    time_limit_s=self.cfg.time_limit_s,
+                    mip_rel_gap=self.cfg.mip_rel_gap,
+                    created_at=now,
+                )
+                break
+            except Infeasible as exc:
+                group = exc.field.split("[")[0].split(".")[0]
+                if group not in ("loads", "events", "evs") or not getattr(problem, group):
+                    error = str(exc)
+                    break
+                # Keep planning without the impossible part; say so on the plan.
+                dropped.append(f"{exc} (left out of this plan)")
+                problem = problem.model_copy(update={group: _without(problem, exc.field)})
+            except PlanningError as exc:
+                error = str(exc)
+                break
+        self._problem = problem
+        if result is None:
+            error = error or "no plan"
+            log.error("planning failed", reason=reason, error=error)
+            await self._store(now, reason, "infeasible", problem, None, None, [error])
+            return None
+        plan = result.plan
+        extra = tuple(notes + dropped)
+        if extra:
+            plan = Plan(plan.created_at, plan.slots, plan.cost, plan.status, extra + plan.notes)
+        await self._store(now, reason, plan.status, problem, plan, result.solve_time_s, None)
+        self._plan = plan
+        self.plans_made += 1
+        log.info(
+            "plan",
+            reason=reason,
+            status=plan.status,
+            cost=round(plan.cost, 4),
+            solve_ms=round(result.solve_time_s * 1000, 1),
+            notes=len(plan.notes),
+        )
+        for listener in self._listeners:
+            listener(plan)
+        return plan
+
+    def build_problem(self, start: datetime, n: int) -> tuple[Problem, list[str]]:
+        """The `Problem` for now, from the tariff, the latest forecasts and the state."""
+        assert self._pv_fc is not None and self._load_fc is not None
+        notes: list[str] = []
+        step = self.cfg.step_min
+        end = start + timedelta(minutes=step * n)
+        prices = self.tariff.prices(start, n, step)
+        notes += prices.notes
+        notes += self._pv_fc.flags + self._load_fc.flags
+        batteries = []
+        for i, b in enumerate(self.cfg.batteries):
+            soc = self.state.fresh_value(b.device_id, Quantity.SOC_PCT)
+            if soc is None or math.isnan(soc):
+                notes.append(f"batteries[{i}] {b.device_id}: SoC unknown (stale); not planned")
+                continue
+            batteries.append(
+                BatterySpec(
+                    id=b.device_id,
+                    capacity_wh=b.capacity_wh,
+                    initial_soc_pct=min(100.0, max(0.0, soc)),
+                    max_charge_w=b.max_charge_w,
+                    max_discharge_w=b.max_discharge_w,
+                    charge_efficiency=b.charge_efficiency,
+                    discharge_efficiency=b.discharge_efficiency,
+                    min_soc_pct=b.min_soc_pct,
+                    max_soc_pct=b.max_soc_pct,
+                    reserve_pct=self.limits.battery_reserve_pct,
+                    degradation_cost_per_kwh=b.degradation_cost_per_kwh,
+                    terminal_value_per_kwh=b.terminal_value_per_kwh,
+                )
+            )
+        evs = []
+        for e in self.cfg.evs:
+            req = self._evs.get(e.charger_id)
+            if req is None:
+                continue
+            departure = req.departure or next_local(
+                self.clock.now(), e.default_departure, self.zone
+            )
+            if req.energy_wh is not None:
+                need = req.energy_wh
+            elif e.target_energy_wh is not None:
+                need = e.target_energy_wh
+            else:
+                need = (e.target_soc_pct or 100.0) / 100.0 * e.battery_capacity_wh
+            done = self.state.fresh_value(e.charger_id, Quantity.SESSION_ENERGY_WH) or 0.0
+            evs.append(
+                EvSession(
+                    id=e.charger_id,
+                    arrival=min(req.arrival, start),
+                    departure=min(departure, end),
+                    energy_wh=max(0.0, need - done),
+                    min_power_w=e.min_power_w,
+                    max_power_w=e.max_power_w,
+                    battery_capacity_wh=e.battery_capacity_wh,
+                    shortfall_penalty_per_kwh=e.shortfall_penalty_per_kwh,
+                )
+            )
+        loads = []
+        for d in self.cfg.loads:
+            w_start, w_end = load_window(d, self.clock.now(), self.zone)
+            w_start, w_end = max(w_start, start), min(w_end, end)
+            if w_end <= w_start:
+                continue
+            done_min = self._load_done_min.get((d.device_id, load_window(d, start, self.zone)[0]))
+            remaining = d.run_time_min - (done_min or 0.0)
+            if remaining <= 0:
+                continue
+            window_min = (w_end - w_start).total_seconds() / 60
+            if remaining > window_min:
+                notes.append(
+                    f"loads {d.device_id}: {remaining:g} min left but only {window_min:g} min "
+                    "of the window remain in the horizon; run time shortened"
+                )
+                remaining = window_min - window_min % step
+                if remaining <= 0:
+                    continue
+            loads.append(
+                DeferrableLoad(
+                    id=d.device_id,
+                    power_w=d.power_w,
+                    run_time_min=remaining,
+                    window_start=w_start,
+                    window_end=w_end,
+                    contiguous=d.contiguous,
+                    min_on_min=min(d.min_on_min, remaining),
+                )
+            )
+        events = [ev for ev in self._events.values() if ev.end > start]
+        pv_w = [max(0.0, v) for v in self._pv_fc.values_w]
+        load_w = [max(0.0, v) for v in self._load_fc.values_w]
+        # A forecast base load above what the connection can supply is a forecast error, not
+        # a reason to give up planning: clip it and say so.
+        most_w = [self.limits.import_limit_w + p for p in pv_w]
+        clipped = [i for i, (ld, mx) in enumerate(zip(load_w, most_w, strict=True)) if ld > mx]
+        if clipped:
+            notes.append(
+                f"load: forecast above the import limit in {len(clipped)} slots from "
+                f"{(start + timedelta(minutes=step * clipped[0])).astimezone(self.zone):%H:%M}"
+                "; clipped"
+            )
+            load_w = [min(ld, mx) for ld, mx in zip(load_w, most_w, strict=True)]
+        problem = Problem(
+            start=start,
+            step_min=step,
+            import_price_per_kwh=prices.import_per_kwh,
+            export_price_per_kwh=prices.export_per_kwh,
+            import_cap_w=self.limits.import_limit_w,
+            export_cap_w=self.limits.export_limit_w,
+            pv_w=pv_w,
+            load_w=load_w,
+            batteries=batteries,
+            evs=evs,
+            loads=loads,
+            events=events,
+            timezone=str(self.zone.key),
+        )
+        return problem, notes
+
+    async def _store(
+        self,
+        now: datetime,
+        reason: str,
+        status: str,
+        problem: Problem,
+        plan: Plan | None,
+        solve_time_s: float | None,
+        notes: list[str] | None,
+    ) -> None:
+        row = (
+            int(now.timestamp() * 1000),
+            reason,
+            status,
+            plan.cost if plan else None,
+            solve_time_s * 1000 if solve_time_s is not None else None,
+            problem.model_dump_json(),
+            json.dumps(plan_to_dict(plan)) if plan else None,
+            json.dumps(notes if notes is not None else list(plan.notes if plan else [])),
+        )
+        cutoff_ms = int((now - timedelta(days=self.cfg.retention_days)).timestamp() * 1000)
+
+        def write(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "INSERT INTO plans(created_at_ms, reason, status, cost, solve_time_ms,"
+                " problem_json, plan_json, notes_json) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                row,
+            )
+            # ~100 plans a day with their inputs: keep the SD card from filling up.
+            conn.execute("DELETE FROM plans WHERE created_at_ms < ?", (cutoff_ms,))
+            conn.execute("DELETE FROM forecasts WHERE made_at_ms < ?", (cutoff_ms,))
+
+        await self.db.call(write)
+
+    def _devices_from_state(self) -> SiteDevices:
+        roles = self.state.devices
+        planned = {ld.device_id for ld in self.cfg.loads}
+        return SiteDevices(
+            grid=[d for d, r in roles.items() if r is Role.GRID],
+            pv=[d for d, r in roles.items() if r is Role.PV],
+            battery=[d for d, r in roles.items() if r is Role.BATTERY],
+            ev=[d for d, r in roles.items() if r is Role.EV],
+            deferrable=[d for d, r in roles.items() if r is Role.LOAD and d in planned],
+        )
+
+
+def _without(problem: Problem, field: str) -> list[object]:
+    """The list named by `field` (e.g. 'loads[1].run_time_min') without that entry."""
+    group = field.split("[")[0].split(".")[0]
+    items = list(getattr(problem, group))
+    if "[" in field:
+        index = int(field.split("[", 1)[1].split("]", 1)[0])
+        return [x for i, x in enumerate(items) if i != index]
+    return []

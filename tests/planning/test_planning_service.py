@@ -1,0 +1,213 @@
+"""Rolling-horizon service: real SQLite, Agile replayed over local HTTP, a manual clock."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import httpx
+import pytest
+
+from hems.config import LimitsConfig, SiteConfig
+from hems.core.clock import ManualClock
+from hems.core.plan import Plan
+from hems.core.readings import Quantity, Reading, Role
+from hems.core.state import SiteState
+from hems.planning.config import PlannerConfig
+from hems.planning.optimiser import optimise
+from hems.planning.planio import plan_from_dict
+from hems.planning.problem import Problem
+from hems.planning.service import PlannerService, load_window
+from hems.store.db import Database
+
+NOW = datetime(2026, 11, 27, 16, 5, tzinfo=UTC)
+
+
+def planner_cfg(base_url: str) -> PlannerConfig:
+    return PlannerConfig.model_validate(
+        {
+            "enabled": True,
+            "horizon_h": 24,
+            "step_min": 30,
+            "tariff": {
+                "kind": "octopus_agile",
+                "octopus": {
+                    "base_url": base_url,
+                    "backoff_s": 0,
+                    "export_product_code": "AGILE-OUTGOING-19-05-13",
+                    "export_tariff_code": "E-1R-AGILE-OUTGOING-19-05-13-C",
+                },
+            },
+            "forecast": {"base_url": base_url, "arrays": [{"kwp": 4.0}]},
+            "batteries": [
+                {"device_id": "house-battery", "capacity_wh": 9500, "max_charge_w": 3600,
+                 "max_discharge_w": 3600}
+            ],
+            "evs": [{"charger_id": "wallbox", "default_departure": "07:00",
+                     "target_energy_wh": 20000, "phases": 1}],
+            "loads": [{"device_id": "dishwasher", "power_w": 1800, "run_time_min": 120,
+                       "window_start": "20:00", "window_end": "07:00", "contiguous": True}],
+            "replan": {"min_interval_s": 0, "check_interval_s": 60},
+        }
+    )  # fmt: skip
+
+
+async def next_plan(queue: asyncio.Queue[Plan]) -> Plan:
+    async with asyncio.timeout(10):
+        return await queue.get()
+
+
+@pytest.fixture
+async def db(tmp_path: Path):  # type: ignore[no-untyped-def]
+    database = await Database.open(tmp_path / "hems.db")
+    yield database
+    await database.close()
+
+
+async def test_rolling_horizon_plans_stores_and_replans(replay, db) -> None:  # type: ignore[no-untyped-def]
+    clock = ManualClock(NOW)
+    state = SiteState(clock, stale_after_s=3600)
+    state.register_device("house-battery", Role.BATTERY)
+    state.publish([Reading("house-battery", Quantity.SOC_PCT, 40.0, NOW)])
+    limits = LimitsConfig(fuse_a=60, export_limit_w=3680, battery_reserve_pct=10)
+    seen: asyncio.Queue[Plan] = asyncio.Queue()
+    async with httpx.AsyncClient() as http:
+        svc = PlannerService(planner_cfg(replay.base_url), limits, state, db, clock, http,
+                             site=SiteConfig(id="demo", timezone="Europe/London"))  # fmt: skip
+        svc.subscribe(seen.put_nowait)
+        svc.ev_plugged("wallbox")
+        task = asyncio.create_task(svc.run())
+        try:
+            plan = await next_plan(seen)
+            assert plan is svc.current_plan and plan.status == "optimal"
+            first = plan.slots[0]
+            assert first.start == datetime(2026, 11, 27, 16, 0, tzinfo=UTC)
+            assert set(first.targets_w) == {"house-battery", "wallbox", "dishwasher"}
+            # The evening peak (16–19 h) is never where the car charges.
+            assert all(s.targets_w["wallbox"] == 0 for s in plan.slots[:6])
+            ev_kwh = sum(s.targets_w["wallbox"] for s in plan.slots) * 0.5 / 1000
+            assert ev_kwh == pytest.approx(20.0, abs=0.01)
+            dish = [s.switches["dishwasher"] for s in plan.slots]
+            assert sum(dish) == 4 and "TrueTrueTrueTrue" in "".join(map(str, dish))
+
+            # The stored problem reproduces the plan.
+            row = await db.fetchone(
+                "SELECT reason, problem_json, plan_json FROM plans ORDER BY plan_pk DESC"
+            )
+            assert row is not None and "start" in row[0]
+            again = optimise(Problem.model_validate_json(row[1]))
+            assert again.plan.cost == pytest.approx(plan.cost, abs=1e-3)
+            assert plan_from_dict(__import__("json").loads(row[2])).slots == plan.slots
+
+            # A slot boundary brings a new plan starting at the new slot.
+            await clock.advance(30 * 60)
+            p = await next_plan(seen)
+            assert p.slots[0].start == datetime(2026, 11, 27, 16, 30, tzinfo=UTC)
+
+            # An accepted flex event: no import 17:00–18:00.
+            svc.add_event_constraint(
+                "ev-1", datetime(2026, 11, 27, 17, 0, tzinfo=UTC),
+                datetime(2026, 11, 27, 18, 0, tzinfo=UTC), import_cap_w=0,
+            )  # fmt: skip
+            p = await next_plan(seen)
+            for s in p.slots[1:3]:
+                assert s.grid_import_w == 0
+
+            # Measured PV far above the forecast (it is dark) triggers a replan.
+            state.register_device("pv", Role.PV)
+            state.publish([Reading("pv", Quantity.POWER_W, 2500.0, clock.now())])
+            await clock.advance(61)
+            await clock.advance(61)  # the loop may have begun its 60 s sleep after the first
+            await next_plan(seen)
+            last = await db.fetchone("SELECT reason FROM plans ORDER BY plan_pk DESC")
+            assert last is not None and "pv forecast off by 2500 W" in last[0]
+        finally:
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+
+
+async def test_impossible_event_is_left_out_and_named(replay, db) -> None:  # type: ignore[no-untyped-def]
+    clock = ManualClock(NOW)
+    state = SiteState(clock, stale_after_s=3600)  # battery SoC unknown: not planned
+    limits = LimitsConfig()
+    async with httpx.AsyncClient() as http:
+        svc = PlannerService(planner_cfg(replay.base_url), limits, state, db, clock, http)
+        svc.add_event_constraint("turn-up", NOW, NOW + timedelta(hours=1), export_floor_w=5000)
+        await db.execute(
+            "INSERT INTO plans(created_at_ms, reason, status, problem_json) VALUES (0, 'old',"
+            " 'optimal', '{}')"
+        )
+        plan = await svc.plan_once("test")
+    assert plan is not None
+    # Retention: plans older than retention_days (14) are gone, the new one is stored.
+    rows = await db.fetchall("SELECT reason FROM plans")
+    assert [r[0] for r in rows] == ["test"]
+    assert any(
+        # The event starts 16:05, so the first slot fully inside it is 16:30.
+        n.startswith("events[0].export_floor_w: at 16:30 needs 5000 W net export but export")
+        and n.endswith("(left out of this plan)")
+        for n in plan.notes
+    )
+    assert "batteries[0] house-battery: SoC unknown (stale); not planned" in plan.notes
+    assert "house-battery" not in plan.slots[0].targets_w
+    # Offline tariff (never fetched here): fallback prices, flagged on the plan.
+    assert plan.notes[0].startswith("tariff.import: no price for 48 slots from 2026-11-27 16:00")
+
+
+def test_load_window_wraps_midnight() -> None:
+    from zoneinfo import ZoneInfo
+
+    cfg = planner_cfg("http://x").loads[0]
+    z = ZoneInfo("Europe/London")
+    assert load_window(cfg, NOW, z) == (
+        datetime(2026, 11, 27, 20, 0, tzinfo=UTC),
+        datetime(2026, 11, 28, 7, 0, tzinfo=UTC),
+    )
+    inside = datetime(2026, 11, 28, 1, 0, tzinfo=UTC)
+    assert load_window(cfg, inside, z)[0] == datetime(2026, 11, 27, 20, 0, tzinfo=UTC)
+
+
+async def test_tariff_polls_every_5_min_after_16h_until_tomorrow_is_known(replay, db) -> None:  # type: ignore[no-untyped-def]
+    # The recording ends 2026-11-28 23:00: on the 28th after 16:00, the 29th is still missing.
+    clock = ManualClock(datetime(2026, 11, 28, 16, 5, tzinfo=UTC))
+    state = SiteState(clock)
+    seen: asyncio.Queue[Plan] = asyncio.Queue()
+
+    def agile_fetches() -> int:
+        return sum("AGILE-24-10-01/" in r and "page=2" not in r for r in replay.requests)
+
+    async with httpx.AsyncClient() as http:
+        svc = PlannerService(planner_cfg(replay.base_url), LimitsConfig(), state, db, clock, http)
+        svc.subscribe(seen.put_nowait)
+        task = asyncio.create_task(svc.run())
+        try:
+            await next_plan(seen)
+            assert agile_fetches() == 1
+            await clock.advance(200)
+            await clock.advance(1)
+            await asyncio.sleep(0.05)
+            assert agile_fetches() == 1  # not yet: 5 min between tries
+            await clock.advance(120)
+            await clock.advance(1)
+            async with asyncio.timeout(5):
+                while agile_fetches() < 2:  # noqa: ASYNC110 (the HTTP server runs in a thread)
+                    await asyncio.sleep(0.01)
+        finally:
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+
+
+async def test_load_forecast_above_the_fuse_is_clipped_not_fatal(replay, db) -> None:  # type: ignore[no-untyped-def]
+    clock = ManualClock(NOW)
+    limits = LimitsConfig(fuse_a=1)  # 230 W, below the default 400 W base load
+    cfg = planner_cfg(replay.base_url).model_copy(update={"evs": [], "loads": []})
+    async with httpx.AsyncClient() as http:
+        svc = PlannerService(cfg, limits, SiteState(clock), db, clock, http)
+        plan = await svc.plan_once("test")
+    assert plan is not None
+    # Daylight slots where PV covers the rest are not clipped: 35 of 48 are.
+    assert "load: forecast above the import limit in 35 slots from 16:00; clipped" in plan.notes
+    assert all(s.grid_import_w <= 230 + 1e-6 for s in plan.slots)
