@@ -1,0 +1,128 @@
+"""The control loop over real OCPP: hems' central system and the HIL charge-point simulator
+(hil/chargepoint.py) on websockets at 127.0.0.1, feeding the HIL home's physics.
+
+A 9 kW load step and a kettle on a 60 A single-phase supply while the car charges at 16 A:
+the loop must take the car's current down (SetChargingProfile) so the supply is back under
+its fuse within 2 s, and give it back after the step. Real time (about 10 s).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+import pytest
+
+from hems.config import LimitsConfig
+from hems.control.config import ControlConfig
+from hems.control.devices import ControlledDevices
+from hems.control.loop import ControlLoop
+from hems.core.clock import RealClock
+from hems.core.readings import Quantity as Q
+from hems.core.readings import Reading, Role
+from hems.core.state import SiteState
+from hems.devices.ocpp.config import OcppConfig
+from hems.devices.ocpp.server import OcppCentralSystem
+
+hil_cp = pytest.importorskip("hil.chargepoint", reason="HIL rig not in this checkout")
+hil_ev = pytest.importorskip("hil.ev", reason="HIL rig not in this checkout")
+hil_home = pytest.importorskip("hil.home", reason="HIL rig not in this checkout")
+
+PASSWORD = "correct-horse-battery-1"
+FUSE_A = 60.0
+
+
+async def _until(pred, timeout_s: float, what: str) -> None:  # type: ignore[no-untyped-def]
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while not pred():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"timed out after {timeout_s} s: {what}")
+        await asyncio.sleep(0.02)
+
+
+async def test_control_loop_sheds_an_ocpp_charger_on_fuse_overload() -> None:
+    clock = RealClock()
+    home = hil_home.Home(
+        hil_home.HomeConfig(pv_kwp=0.0, battery_capacity_wh=0.0, fuse_a=FUSE_A), start=clock.now()
+    )
+    ocpp_cfg = OcppConfig.model_validate(
+        {
+            "enabled": True,
+            "host": "127.0.0.1",
+            "meter_value_sample_interval_s": 1,
+            "response_timeout_s": 2,
+            "chargers": [{"id": "cp1", "identity": "CP1", "password": PASSWORD}],
+        }
+    ).model_copy(update={"port": 0})
+    state = SiteState(clock)
+    state.register_device("grid", Role.GRID, stale_after_s=2)
+    cs = OcppCentralSystem(ocpp_cfg, state, clock)
+    ev = hil_ev.EvModel(battery_kwh=60, soc_pct=30, max_ac_power_w=7400, phases=1)
+    over_s = longest_over_s = 0.0
+    stop = asyncio.Event()
+
+    async def rig() -> None:  # the physics at 10 Hz, and the grid meter it feeds
+        nonlocal over_s, longest_over_s
+        last = clock.monotonic()
+        while not stop.is_set():
+            await asyncio.sleep(0.1)
+            now_s = clock.monotonic()
+            dt = now_s - last
+            last = now_s
+            st = home.step(clock.now(), dt)
+            now = clock.now()
+            state.publish(
+                [
+                    Reading("grid", Q.POWER_W, st.grid_w, now),
+                    Reading("grid", Q.VOLTAGE_V, st.voltage_phase_v[0], now),
+                ]
+            )
+            over_s = over_s + dt if st.over_current else 0.0
+            longest_over_s = max(longest_over_s, over_s)
+
+    async with contextlib.AsyncExitStack() as stack:
+        tg = await stack.enter_async_context(asyncio.TaskGroup())
+        cs_task = tg.create_task(cs.run())
+        await asyncio.wait_for(cs.started.wait(), 5)
+        sim = hil_cp.SimChargePoint(
+            hil_cp.SimConfig(
+                url=f"ws://127.0.0.1:{cs.port}",
+                identity="CP1",
+                version="1.6",
+                password=PASSWORD,
+                phases=1,
+                max_current_a=16,
+                meter_interval_s=0.2,
+            ),
+            clock,
+            ev=ev,
+            on_power=lambda w: home.set_external_load_w("ev", w),
+        )
+        sim_task = tg.create_task(sim.run())
+        rig_task = tg.create_task(rig())
+        charger = cs.charger("cp1")
+        devs = ControlledDevices()
+        devs.add_charger(charger, min_current_a=6, max_current_a=16, phases=(1,))
+        limits = LimitsConfig(fuse_a=FUSE_A, phases=1, export_limit_w=3680)
+        loop = ControlLoop(
+            ControlConfig(ev_strategy="fast", cycle_s=0.5), limits, state, devs, clock, lambda: None
+        )
+        loop_task = tg.create_task(loop.run())
+        try:
+            await _until(lambda: sim.power_w > 3000, 8, "the car charging at 16 A")
+            longest_over_s = 0.0
+            home.step_load(9_000, 4)  # with the kettle: 55 A without the car, 71 A with it
+            home.kettle(4)
+            await _until(lambda: sim.current_a < 16, 2.5, "the car's current shed")
+            await asyncio.sleep(4.5)  # the step ends; the car gets its current back
+            await _until(lambda: sim.current_a >= 15.9, 5, "the car's current restored")
+            acts = loop.recent_interventions()
+        finally:
+            stop.set()
+            for t in (loop_task, sim_task, cs_task):
+                t.cancel()
+            sim.stop()
+            await rig_task
+    assert longest_over_s <= 2.0, longest_over_s
+    assert any(a["rule"] == "fuse" and a["device_id"] == "cp1" for a in acts)
+    assert loop.status()["errors"] == 0
