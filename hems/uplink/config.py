@@ -1,9 +1,108 @@
-"""Config of the aggregator channel."""
+"""Config of the aggregator channel (section `uplink:`)."""
 
 from __future__ import annotations
 
-from hems.configbase import Strict
+from pathlib import Path
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+
+from hems.configbase import Port, Strict
+
+
+class UplinkTlsConfig(Strict):
+    """TLS with a client certificate per gateway. Leave `uplink.tls` out for plain TCP."""
+
+    ca_path: Path = Field(description="CA bundle that signed the broker's certificate (PEM)")
+    cert_path: Path = Field(description="this gateway's client certificate (PEM)")
+    key_path: Path = Field(description="this gateway's client key (PEM)")
+    insecure_skip_hostname_check: bool = False
+
+
+class HomeAssistantConfig(Strict):
+    """Optional MQTT discovery for Home Assistant on a local broker."""
+
+    enabled: bool = False
+    broker_host: str = "localhost"
+    broker_port: Port = 1883
+    username: str | None = None
+    password: SecretStr | None = None
+    discovery_prefix: str = Field(default="homeassistant", pattern=r"^[A-Za-z0-9_/-]{1,64}$")
+    state_interval_s: float = Field(default=10.0, ge=1, le=600)
 
 
 class UplinkConfig(Strict):
     enabled: bool = False
+    broker_host: str = "localhost"
+    broker_port: Port = 8883
+    tls: UplinkTlsConfig | None = None
+    client_id: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z0-9_.:-]{1,64}$",
+        description="fixed MQTT client id (persistent session); default hems-{site_id}",
+    )
+    topic_prefix: str = Field(
+        default="hems/v1/{site_id}/",
+        description="every topic starts with this; {site_id} is replaced",
+    )
+    keepalive_s: int = Field(default=60, ge=5, le=3600)
+    session_expiry_s: int = Field(default=7 * 86400, ge=0, le=4294967295)
+    telemetry_interval_s: float = Field(default=30.0, ge=10, le=60)
+    aggregator_public_key: str | None = Field(
+        default=None,
+        description="Ed25519 public key of the aggregator: base64url (32 bytes) or PEM",
+    )
+    gateway_key_path: Path | None = Field(
+        default=None,
+        description="this gateway's Ed25519 private key; generated on first use; "
+        "default gateway_ed25519.pem next to storage.path",
+    )
+    outbox_max_rows: int = Field(default=50_000, ge=10, le=10_000_000)
+    message_ttl_s: float = Field(
+        default=30 * 86400, ge=60, le=365 * 86400, description="expires_at of outgoing messages"
+    )
+    resend_after_s: float = Field(default=60.0, ge=1, le=3600)
+    backoff_min_s: float = Field(default=1.0, ge=0.05, le=60)
+    backoff_max_s: float = Field(default=300.0, ge=0.1, le=3600)
+    connect_timeout_s: float = Field(default=10.0, ge=1, le=120)
+    clock_skew_max_s: float = Field(default=120.0, ge=1, le=120)
+    home_assistant: HomeAssistantConfig = Field(default_factory=HomeAssistantConfig)
+
+    @field_validator("topic_prefix")
+    @classmethod
+    def _prefix_shape(cls, value: str) -> str:
+        if "{site_id}" not in value or not value.endswith("/"):
+            raise ValueError("must contain {site_id} and end with '/'")
+        if any(c in value for c in "#+"):
+            raise ValueError("must not contain MQTT wildcards")
+        return value
+
+    @field_validator("aggregator_public_key")
+    @classmethod
+    def _key_parses(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        from hems.uplink.envelope import load_public_key
+
+        load_public_key(value)  # raises ValueError with the reason
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> UplinkConfig:
+        if self.backoff_max_s < self.backoff_min_s:
+            raise ValueError("backoff_max_s: must be >= backoff_min_s")
+        if self.enabled and self.aggregator_public_key is None:
+            raise ValueError("aggregator_public_key: is required when uplink is enabled")
+        return self
+
+    def prefix(self, site_id: str) -> str:
+        return self.topic_prefix.replace("{site_id}", site_id)
+
+    def client_identifier(self, site_id: str) -> str:
+        return self.client_id or f"hems-{site_id}"
+
+    def key_path(self, storage_path: Path | None) -> Path:
+        """Where the gateway key lives: configured, else next to the database file."""
+        if self.gateway_key_path is not None:
+            return self.gateway_key_path
+        base = storage_path.parent if storage_path is not None else Path("/var/lib/hems")
+        return base / "gateway_ed25519.pem"

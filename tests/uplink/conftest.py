@@ -1,0 +1,205 @@
+"""Fixtures for the uplink tests: a real Mosquitto on a free port (plain or TLS with client
+certificates), certificates made with `cryptography`, and keys for both ends."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import ipaddress
+import os
+import pwd
+import shutil
+import socket
+import ssl
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.x509.oid import NameOID
+
+MOSQUITTO = "/usr/sbin/mosquitto"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Mosquitto:
+    """One broker process; `stop()` and `start()` again on the same port for outages."""
+
+    def __init__(self, workdir: Path, tls: TlsFiles | None = None) -> None:
+        self.port = free_port()
+        self.workdir = workdir
+        self.proc: subprocess.Popen[bytes] | None = None
+        # Run as ourselves: as root, mosquitto would switch to a user that cannot read tmp.
+        user = pwd.getpwuid(os.getuid()).pw_name
+        lines = [f"listener {self.port} 127.0.0.1", "persistence false", f"user {user}"]
+        if tls is None:
+            lines.append("allow_anonymous true")
+        else:
+            lines += [
+                f"cafile {tls.ca}",
+                f"certfile {tls.server_cert}",
+                f"keyfile {tls.server_key}",
+                "require_certificate true",
+                "use_identity_as_username true",
+                "allow_anonymous false",
+            ]
+        self.conf = workdir / f"mosquitto-{self.port}.conf"
+        self.conf.write_text("\n".join(lines) + "\n")
+        self.log = workdir / f"mosquitto-{self.port}.log"
+
+    def start(self) -> None:
+        with self.log.open("ab") as out:
+            self.proc = subprocess.Popen(
+                [MOSQUITTO, "-c", str(self.conf)], stdout=out, stderr=subprocess.STDOUT
+            )
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            with (
+                contextlib.suppress(OSError),
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2),
+            ):
+                return
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"mosquitto exited: {self.log.read_text()[-2000:]}")
+            time.sleep(0.05)
+        raise RuntimeError("mosquitto did not start listening")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        self.proc = None
+
+
+@dataclass(frozen=True)
+class TlsFiles:
+    ca: Path
+    server_cert: Path
+    server_key: Path
+    dir: Path
+
+    def client(self, name: str) -> tuple[Path, Path]:
+        return self.dir / f"{name}.crt", self.dir / f"{name}.key"
+
+    def context(self, name: str) -> ssl.SSLContext:
+        ctx = ssl.create_default_context(cafile=str(self.ca))
+        cert, key = self.client(name)
+        ctx.load_cert_chain(str(cert), str(key))
+        return ctx
+
+
+def _write_key(key: ec.EllipticCurvePrivateKey, path: Path) -> None:
+    path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+
+
+def _issue(
+    subject_cn: str,
+    ca_key: ec.EllipticCurvePrivateKey,
+    ca_name: x509.Name,
+    key: ec.EllipticCurvePrivateKey,
+    *,
+    is_ca: bool = False,
+    server: bool = False,
+) -> x509.Certificate:
+    now = dt.datetime.now(dt.UTC)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject_cn)]))
+        .issuer_name(ca_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=2))
+        .add_extension(x509.BasicConstraints(ca=is_ca, path_length=None), critical=True)
+    )
+    if server:
+        builder = builder.add_extension(
+            x509.SubjectAlternativeName(
+                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+            ),
+            critical=False,
+        )
+    if is_ca:
+        builder = builder.add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+    return builder.sign(ca_key, hashes.SHA256())
+
+
+def make_tls(directory: Path, clients: list[str]) -> TlsFiles:
+    directory.mkdir(parents=True, exist_ok=True)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "hems test CA")])
+    ca = _issue("hems test CA", ca_key, ca_name, ca_key, is_ca=True)
+    (directory / "ca.crt").write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    for name, server in [("server", True)] + [(c, False) for c in clients]:
+        key = ec.generate_private_key(ec.SECP256R1())
+        cert = _issue(name if not server else "localhost", ca_key, ca_name, key, server=server)
+        (directory / f"{name}.crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        _write_key(key, directory / f"{name}.key")
+    return TlsFiles(
+        ca=directory / "ca.crt",
+        server_cert=directory / "server.crt",
+        server_key=directory / "server.key",
+        dir=directory,
+    )
+
+
+@pytest.fixture(scope="session")
+def tls_files(tmp_path_factory: pytest.TempPathFactory) -> TlsFiles:
+    return make_tls(tmp_path_factory.mktemp("tls"), ["site-a", "aggregator", "intruder"])
+
+
+@pytest.fixture
+def broker(tmp_path: Path) -> Iterator[Mosquitto]:
+    if shutil.which(MOSQUITTO) is None:
+        pytest.fail(f"{MOSQUITTO} is required for the uplink tests (apt install mosquitto)")
+    b = Mosquitto(tmp_path)
+    b.start()
+    yield b
+    b.stop()
+
+
+@pytest.fixture
+def tls_broker(tmp_path: Path, tls_files: TlsFiles) -> Iterator[Mosquitto]:
+    b = Mosquitto(tmp_path, tls_files)
+    b.start()
+    yield b
+    b.stop()
+
+
+@pytest.fixture(scope="session")
+def aggregator_key() -> Ed25519PrivateKey:
+    return Ed25519PrivateKey.generate()
