@@ -1,21 +1,33 @@
-"""The composition root: builds everything from the config and runs it in one TaskGroup."""
+"""The composition root: builds everything from the config and runs it in one TaskGroup.
+
+devices → SiteState → store → web page; planner → plan → control loop (→ devices);
+aggregator ↔ uplink ↔ flex (events, reports) → planner and control. Every stage is optional
+except the first; each is one object with `async run()`, started in one TaskGroup so none
+outlives the daemon.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
+import math
 from dataclasses import asdict
+from datetime import datetime, timedelta
 from typing import Any, Protocol
+from zoneinfo import ZoneInfo
 
+import httpx
 import structlog
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
+from hems.bridges import EnvelopeLink, EvSessions, FlexLink, IntervalSender
 from hems.config import Config
 from hems.core.clock import Clock
+from hems.core.readings import Role
 from hems.core.state import SiteState
 from hems.devices.factory import DeviceLayer, build_devices
+from hems.errors import HemsError
 from hems.sdnotify import Notifier, watchdog_interval_s
 from hems.store.db import Database
 from hems.store.timeseries import ReadingStore
@@ -29,7 +41,7 @@ class Service(Protocol):
 
 
 class Daemon:
-    """One asyncio process: devices → site state → store → web page (and later stages)."""
+    """One asyncio process, built from one config."""
 
     def __init__(self, cfg: Config, clock: Clock, notifier: Notifier | None = None) -> None:
         self.cfg = cfg
@@ -39,27 +51,34 @@ class Daemon:
         self.db: Database | None = None
         self.store: ReadingStore | None = None
         self.web: WebServer | None = None
-        self.services: dict[str, Service] = {}
         self.layer = DeviceLayer()
+        self.services: dict[str, Service] = {}
+        self.ocpp: Any | None = None
+        self.planner: Any | None = None
+        self.control: Any | None = None
+        self.flex: Any | None = None
+        self.uplink: Any | None = None
+        self.ev_sessions: EvSessions | None = None
         self.started = asyncio.Event()
-        self._healthy: Callable[[], bool] = lambda: True
 
     async def run(self) -> None:
         cfg = self.cfg
         async with contextlib.AsyncExitStack() as stack:
-            self.db = await Database.open(cfg.storage.path)
-            stack.push_async_callback(self.db.close)
+            self.db = db = await Database.open(cfg.storage.path)
+            stack.push_async_callback(db.close)
             self.store = ReadingStore(
-                self.db,
+                db,
                 self.clock,
                 batch_interval_s=cfg.storage.batch_interval_s,
                 raw_retention_h=cfg.storage.raw_retention_h,
                 rollup_retention_days=cfg.storage.rollup_retention_days,
             )
             self.state.add_listener(self.store.add)
+            self.services["store"] = self.store
 
-            self.layer = build_devices(cfg, self.state, self.clock, self.db)
+            self.layer = build_devices(cfg, self.state, self.clock, db)
             self.services.update(self.layer.services)
+            await self._build_stages(stack, db)
             for device_id, role in self.state.devices.items():
                 self.store.set_role(device_id, str(role))
 
@@ -75,6 +94,7 @@ class Daemon:
                 self.web = WebServer(
                     cfg.web.host, cfg.web.port, self.state, self.clock, self.store, cfg.site.name
                 )
+                self._publish_on_web(self.web)
                 await self.web.start()
                 stack.push_async_callback(self.web.stop)
 
@@ -82,19 +102,285 @@ class Daemon:
                 "hems started",
                 site=cfg.site.id,
                 devices=len(self.state.devices),
+                stages=sorted(self.services),
                 web=f"http://{cfg.web.host}:{self.web.bound_port}/" if self.web else None,
             )
             self.notifier.ready()
             self.started.set()
             try:
                 async with asyncio.TaskGroup() as tg:
-                    tg.create_task(self.store.run(), name="store")
                     for name, service in self.services.items():
                         tg.create_task(service.run(), name=name)
-                    tg.create_task(self._watchdog(), name="watchdog")
+                    if self.control is None:
+                        # Without a control loop, liveness of the event loop is the health.
+                        tg.create_task(self._watchdog(), name="watchdog")
             finally:
                 self.notifier.stopping()
                 log.info("hems stopping", store=asdict(self.store.stats))
+
+    # -- the optional stages ------------------------------------------------------------------
+    async def _build_stages(self, stack: contextlib.AsyncExitStack, db: Database) -> None:
+        cfg = self.cfg
+        tz = ZoneInfo(cfg.site.timezone)
+        if cfg.ocpp.enabled:
+            from hems.devices.ocpp.server import OcppCentralSystem
+
+            self.ocpp = OcppCentralSystem(
+                cfg.ocpp, self.state, self.clock, db, listener=self._on_charger_event
+            )
+            self.services["ocpp"] = self.ocpp
+
+        if cfg.planner.enabled:
+            from hems.planning.service import PlannerService
+
+            http = httpx.AsyncClient(
+                timeout=httpx.Timeout(10.0, connect=5.0),
+                transport=httpx.AsyncHTTPTransport(retries=2),
+            )
+            stack.push_async_callback(http.aclose)
+            self.planner = PlannerService(
+                cfg.planner, cfg.limits, self.state, db, self.clock, http, site=cfg.site
+            )
+            self.services["planner"] = self.planner
+
+        if cfg.control.enabled:
+            from hems.control.devices import ControlledDevices
+            from hems.control.loop import ControlLoop
+
+            adapters = list(self.layer.devices.values())
+            if self.ocpp is not None:
+                adapters += list(self.ocpp.chargers.values())
+            devices = ControlledDevices.from_adapters(cfg.control, adapters)
+            planner = self.planner
+            self.control = ControlLoop(
+                cfg.control,
+                cfg.limits,
+                self.state,
+                devices,
+                self.clock,
+                plan_source=(lambda: planner.current_plan) if planner else (lambda: None),
+                db=db,
+                watchdog=self._control_watchdog(),
+            )
+            self.services["control"] = self.control
+
+        if self.ocpp is not None:
+            self.ev_sessions = EvSessions(
+                self.clock,
+                tz,
+                {e.charger_id: (e.default_departure, e.target_energy_wh) for e in cfg.planner.evs},
+                {c.identity: device_id for device_id, c in self.ocpp.chargers.items()},
+                planner=self.planner,
+                control=self.control,
+            )
+
+        if cfg.uplink.enabled:
+            from hems.uplink.channel import Uplink
+
+            self.uplink = Uplink(
+                cfg.uplink,
+                cfg.site.id,
+                self.state,
+                db,
+                self.clock,
+                on_event=self._on_event,
+                on_envelope=EnvelopeLink(self.planner).on_envelope,
+                storage_path=cfg.storage.path,
+                capabilities=self._capabilities(),
+            )
+            self.services["uplink"] = self.uplink
+
+        if cfg.flex.enabled:
+            from hems.flex.service import FlexService
+
+            link = FlexLink(self.clock, self.planner, self.control, self._live_baseline_w)
+            self.flex = FlexService(
+                cfg.flex,
+                tz,
+                db,
+                self.clock,
+                self._send_up,
+                import_limit_w=cfg.limits.import_limit_w,
+                export_limit_w=cfg.limits.export_limit_w,
+                on_change=link.on_change,
+            )
+            self.services["flex"] = self.flex
+
+        if self.uplink is not None:
+            meter_id = cfg.flex.meter_device_id or next(
+                (d for d, r in self.state.devices.items() if r is Role.GRID), None
+            )
+            if meter_id is not None:
+                self.services["uplink-intervals"] = IntervalSender(
+                    db, self.clock, meter_id, self.uplink.send
+                )
+
+    def _on_charger_event(self, kind: str, data: dict[str, Any]) -> None:
+        if self.ev_sessions is not None:
+            self.ev_sessions.on_charger_event(kind, data)
+
+    async def _on_event(self, event: Any) -> Any:
+        from hems.uplink.messages import EventDecision
+
+        if self.flex is None:
+            return EventDecision(status="opted_out", reason="flexibility is not enabled here")
+        return await self.flex.on_event(event)
+
+    async def _send_up(self, type_: str, payload: dict[str, Any]) -> int | None:
+        if self.uplink is None:
+            log.info("no uplink configured; kept locally only", type=type_)
+            return None
+        return int(await self.uplink.send(type_, payload))
+
+    async def _live_baseline_w(self, event: Any) -> float:
+        """Mean unadjusted baseline of the event's periods [W] for live tracking."""
+        if self.flex is None:
+            return math.nan
+        report, _ = await self.flex.build_report(event)
+        kwh = [p.unadjusted_baseline_kwh for p in report.periods]
+        known = [k for k in kwh if k is not None and math.isfinite(k)]
+        if not known:
+            return math.nan
+        period_h = (event.end - event.start).total_seconds() / 3600 / max(1, len(kwh))
+        return sum(known) / len(known) / period_h * 1000
+
+    def _capabilities(self) -> Any:
+        from hems.uplink.messages import Asset, Capabilities
+
+        cfg = self.cfg
+        capacity = {b.device_id: b.capacity_wh for b in cfg.planner.batteries}
+        chargers = {c.id: c for c in cfg.ocpp.chargers} if cfg.ocpp.enabled else {}
+        assets = []
+        for device_id, role in sorted(self.state.devices.items()):
+            d = cfg.control.device(device_id)
+            kind, lo, hi = "none", None, None
+            if role is Role.BATTERY and d.max_charge_w and d.max_discharge_w:
+                kind, lo, hi = "power_setpoint", -d.max_discharge_w, d.max_charge_w
+            elif role is Role.PV and d.rated_w:
+                kind, lo, hi = "curtail_pct", -d.rated_w, 0.0
+            elif role is Role.EV and device_id in chargers:
+                c = chargers[device_id]
+                kind, lo, hi = "current_limit", 0.0, c.max_current_a * c.voltage_v * c.phases
+            elif role is Role.LOAD and d.load_power_w:
+                kind, lo, hi = "on_off", 0.0, d.load_power_w
+            assets.append(
+                Asset(
+                    asset_id=device_id,
+                    role=str(role),  # type: ignore[arg-type]
+                    control=kind if cfg.control.enabled else "none",  # type: ignore[arg-type]
+                    min_power_w=lo,
+                    max_power_w=hi,
+                    energy_capacity_wh=capacity.get(device_id),
+                )
+            )
+        return Capabilities(
+            assets=assets,
+            import_limit_w=cfg.limits.import_limit_w,
+            export_limit_w=cfg.limits.export_limit_w,
+        )
+
+    # -- the web page's view of the stages ----------------------------------------------------
+    def _publish_on_web(self, web: WebServer) -> None:
+        web.add_json("stages", lambda: {"stages": sorted(self.services)})
+        if self.planner is not None:
+            from hems.planning.planio import plan_to_dict
+
+            planner = self.planner
+            web.add_json(
+                "plan",
+                lambda: plan_to_dict(planner.current_plan) if planner.current_plan else None,
+            )
+        if self.control is not None:
+            control = self.control
+            web.add_json(
+                "control",
+                lambda: {
+                    "status": control.status(),
+                    "flex": control.flex_status(),
+                    "interventions": control.recent_interventions()[-20:],
+                },
+            )
+            web.add_action("override", self._action_override)
+        if self.ocpp is not None:
+            ocpp = self.ocpp
+
+            async def chargers() -> dict[str, Any]:
+                return {
+                    "chargers": {d: c.snapshot() for d, c in ocpp.chargers.items()},
+                    "pending": await ocpp.pending(),
+                    "sessions": self.ev_sessions.sessions if self.ev_sessions else {},
+                }
+
+            web.add_json("chargers", chargers)
+            web.add_action("ev-session", self._action_ev_session)
+            web.add_action("accept-charger", self._action_accept_charger)
+        if self.flex is not None:
+            flex = self.flex
+
+            async def events() -> list[dict[str, Any]]:
+                return [asdict(e) for e in await flex.active_events()]
+
+            web.add_json("events", events)
+        if self.uplink is not None:
+            uplink = self.uplink
+            web.add_json("keys", lambda: {"gateway_public_key": uplink.public_key})
+
+    async def _action_override(self, body: dict[str, Any]) -> dict[str, Any]:
+        assert self.control is not None
+        device_id = _field(body, "device_id", str)
+        minutes = _field(body, "minutes", float)
+        if not 1 <= minutes <= 24 * 60:
+            raise HemsError("minutes: must be 1..1440")
+        raw = body.get("target")
+        target: float | bool
+        if isinstance(raw, bool) or raw in ("on", "off"):
+            target = raw if isinstance(raw, bool) else raw == "on"
+        else:
+            target = _field(body, "target", float)
+        expires = self.clock.now() + timedelta(minutes=minutes)
+        self.control.set_override(device_id, target, expires)
+        return {"device_id": device_id, "target": target, "expires_at": expires.isoformat()}
+
+    async def _action_ev_session(self, body: dict[str, Any]) -> dict[str, Any]:
+        assert self.ev_sessions is not None and self.ocpp is not None
+        charger_id = _field(body, "charger_id", str)
+        if charger_id not in self.ocpp.chargers:
+            raise HemsError(f"charger_id: unknown charger {charger_id!r}")
+        energy_wh = _field(body, "energy_kwh", float) * 1000
+        raw = _field(body, "departure", str)
+        try:
+            if len(raw) == 5 and raw[2] == ":":
+                from hems.bridges import next_departure
+
+                departure = next_departure(self.clock.now(), raw, ZoneInfo(self.cfg.site.timezone))
+            else:
+                departure = datetime.fromisoformat(raw)
+        except ValueError as exc:
+            raise HemsError(f"departure: not HH:MM or ISO 8601 ({exc})") from None
+        self.ev_sessions.set_session(charger_id, energy_wh, departure)
+        return self.ev_sessions.sessions[charger_id]
+
+    async def _action_accept_charger(self, body: dict[str, Any]) -> dict[str, Any]:
+        assert self.ocpp is not None
+        identity = _field(body, "identity", str)
+        if identity not in await self.ocpp.pending():
+            raise HemsError(f"identity: {identity!r} is not waiting for acceptance")
+        await self.ocpp.accept(identity)
+        return {"accepted": identity}
+
+    # -- health ---------------------------------------------------------------------------
+    def _control_watchdog(self) -> Any:
+        """The control loop calls this only after a healthy cycle; pace it for systemd."""
+        interval_s = watchdog_interval_s()
+        last = [-math.inf]
+
+        def feed() -> None:
+            now = asyncio.get_running_loop().time()
+            if interval_s is not None and now - last[0] >= min(interval_s, 5.0):
+                last[0] = now
+                self.notifier.watchdog()
+
+        return feed
 
     async def _watchdog(self) -> None:
         # Real seconds: systemd's watchdog counts wall-clock time.
@@ -102,11 +388,19 @@ class Daemon:
         if interval_s is None:
             return
         while True:
-            if self._healthy():
-                self.notifier.watchdog()
-            else:
-                log.error("unhealthy: systemd watchdog not fed")
+            self.notifier.watchdog()
             await asyncio.sleep(interval_s)
 
-    def status(self) -> dict[str, Any]:
-        return {"services": sorted(self.services)}
+
+def _field(body: dict[str, Any], name: str, kind: type) -> Any:
+    """One form/API field, converted, or a HemsError naming it."""
+    if name not in body or body[name] in (None, ""):
+        raise HemsError(f"{name}: is required")
+    value = body[name]
+    try:
+        converted = kind(value)
+    except (TypeError, ValueError):
+        raise HemsError(f"{name}: must be a {kind.__name__}") from None
+    if isinstance(converted, float) and not math.isfinite(converted):
+        raise HemsError(f"{name}: must be a finite number")
+    return converted

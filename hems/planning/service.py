@@ -47,6 +47,24 @@ from hems.store.db import Database
 if TYPE_CHECKING:
     from hems.config import LimitsConfig, SiteConfig
 
+
+@dataclass(frozen=True, slots=True)
+class EnvelopeInterval:
+    start: datetime
+    end: datetime
+    import_w: float | None = None
+    export_w: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    """An aggregator's operating envelope (down/envelope): caps the planner must respect."""
+
+    default_import_w: float | None = None
+    default_export_w: float | None = None
+    intervals: tuple[EnvelopeInterval, ...] = ()
+
+
 log = structlog.get_logger(__name__)
 
 PlanListener = Callable[[Plan], None]
@@ -130,6 +148,7 @@ class PlannerService:
         self._reasons: list[str] = []
         self._wake = asyncio.Event()
         self._events: dict[str, FlexConstraint] = {}
+        self._envelope: Envelope | None = None
         self._evs: dict[str, _EvRequest] = {}
         self._load_done_min: dict[tuple[str, datetime], float] = {}
         self._last_plan_mono: float | None = None
@@ -180,6 +199,31 @@ class PlannerService:
     def remove_event_constraint(self, event_id: str) -> None:
         if self._events.pop(event_id, None) is not None:
             self.request_replan(f"flex event {event_id} removed")
+
+    def set_envelope(self, envelope: Envelope | None) -> None:
+        """An aggregator's operating envelope: grid caps per interval, within the site's own."""
+        self._envelope = envelope
+        self.request_replan("aggregator envelope changed")
+
+    def _grid_caps(self, start: datetime, step_min: int, n: int) -> tuple[list[float], list[float]]:
+        """Per-slot import/export caps [W]: the site's limits, tightened by the envelope."""
+        imp = [self.limits.import_limit_w] * n
+        exp = [self.limits.export_limit_w] * n
+        env = self._envelope
+        if env is None:
+            return imp, exp
+        step = timedelta(minutes=step_min)
+        for i in range(n):
+            t0 = start + i * step
+            caps_i = [env.default_import_w] + [
+                iv.import_w for iv in env.intervals if iv.start < t0 + step and iv.end > t0
+            ]
+            caps_e = [env.default_export_w] + [
+                iv.export_w for iv in env.intervals if iv.start < t0 + step and iv.end > t0
+            ]
+            imp[i] = min([imp[i], *(c for c in caps_i if c is not None)])
+            exp[i] = min([exp[i], *(c for c in caps_e if c is not None)])
+        return imp, exp
 
     def ev_plugged(
         self,
@@ -481,13 +525,14 @@ class PlannerService:
                 "; clipped"
             )
             load_w = [min(ld, mx) for ld, mx in zip(load_w, most_w, strict=True)]
+        import_cap_w, export_cap_w = self._grid_caps(start, step, len(pv_w))
         problem = Problem(
             start=start,
             step_min=step,
             import_price_per_kwh=prices.import_per_kwh,
             export_price_per_kwh=prices.export_per_kwh,
-            import_cap_w=self.limits.import_limit_w,
-            export_cap_w=self.limits.export_limit_w,
+            import_cap_w=import_cap_w,
+            export_cap_w=export_cap_w,
             pv_w=pv_w,
             load_w=load_w,
             batteries=batteries,

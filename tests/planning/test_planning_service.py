@@ -211,3 +211,43 @@ async def test_load_forecast_above_the_fuse_is_clipped_not_fatal(replay, db) -> 
     # Daylight slots where PV covers the rest are not clipped: 35 of 48 are.
     assert "load: forecast above the import limit in 35 slots from 16:00; clipped" in plan.notes
     assert all(s.grid_import_w <= 230 + 1e-6 for s in plan.slots)
+
+
+async def test_aggregator_envelope_tightens_grid_caps_per_slot(replay, db) -> None:  # type: ignore[no-untyped-def]
+    from hems.planning.service import Envelope, EnvelopeInterval
+
+    clock = ManualClock(NOW)
+    state = SiteState(clock, stale_after_s=3600)
+    state.register_device("house-battery", Role.BATTERY)
+    state.publish([Reading("house-battery", Quantity.SOC_PCT, 40.0, NOW)])
+    limits = LimitsConfig(fuse_a=60, export_limit_w=3680, battery_reserve_pct=10)
+    seen: asyncio.Queue[Plan] = asyncio.Queue()
+    async with httpx.AsyncClient() as http:
+        svc = PlannerService(planner_cfg(replay.base_url), limits, state, db, clock, http,
+                             site=SiteConfig(id="demo", timezone="Europe/London"))  # fmt: skip
+        svc.subscribe(seen.put_nowait)
+        svc.ev_plugged("wallbox")
+        task = asyncio.create_task(svc.run())
+        try:
+            await next_plan(seen)
+            t0 = datetime(2026, 11, 27, 23, 0, tzinfo=UTC)
+            svc.set_envelope(
+                Envelope(
+                    default_import_w=9000.0,  # tighter than the 13.8 kW fuse all day
+                    intervals=(EnvelopeInterval(t0, t0 + timedelta(hours=2), import_w=1500.0),),
+                )
+            )
+            p = await next_plan(seen)
+            problem = svc.last_problem
+            assert problem is not None and isinstance(problem.import_cap_w, list)
+            caps = dict(zip([s.start for s in p.slots], problem.import_cap_w, strict=False))
+            assert caps[t0] == 1500.0 and caps[t0 + timedelta(minutes=90)] == 1500.0
+            assert caps[t0 + timedelta(hours=2)] == 9000.0
+            assert caps[datetime(2026, 11, 27, 16, 0, tzinfo=UTC)] == 9000.0
+            for s in p.slots:
+                assert s.grid_import_w <= caps[s.start] + 1e-6
+            assert problem.export_cap_w == [3680.0] * len(p.slots)  # the site's own limit
+        finally:
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task

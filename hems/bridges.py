@@ -1,0 +1,272 @@
+"""Glue between the stages, kept out of the composition root so each piece is testable.
+
+* `EvSessions`: charger events (OCPP) → the planner (EV plugged / unplugged) and the control
+  loop (energy wanted by departure).
+* `FlexLink`: accepted flexibility events → planner constraints and the live control target.
+* `EnvelopeLink`: the aggregator's operating envelope → the planner's per-slot grid caps.
+* `IntervalSender`: half-hourly meter intervals → the uplink's outbox, with a durable cursor.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Awaitable, Callable, Iterable
+from datetime import datetime, time, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import structlog
+
+from hems.core.capabilities import EvState
+from hems.core.clock import Clock
+from hems.errors import HemsError
+from hems.store.db import Database
+
+log = structlog.get_logger(__name__)
+
+_PLUGGED = {
+    EvState.PLUGGED,
+    EvState.CHARGING,
+    EvState.SUSPENDED_EV,
+    EvState.SUSPENDED_EVSE,
+}
+
+
+def next_departure(now: datetime, hh_mm: str, tz: ZoneInfo) -> datetime:
+    """The next local `hh_mm` after `now` (today's if still ahead, else tomorrow's)."""
+    hour, minute = (int(x) for x in hh_mm.split(":"))
+    local = now.astimezone(tz)
+    candidate = datetime.combine(local.date(), time(hour, minute), tz)
+    if candidate <= local:
+        candidate = datetime.combine(local.date() + timedelta(days=1), time(hour, minute), tz)
+    return candidate
+
+
+class EvSessions:
+    """Turns charger status changes into EV sessions for the planner and the control loop.
+
+    `targets`: charger device id → (default departure "HH:MM", energy wanted [Wh]) from the
+    planner's `evs:` config; a session set by the owner (web page/API) replaces it.
+    """
+
+    def __init__(
+        self,
+        clock: Clock,
+        tz: ZoneInfo,
+        targets: dict[str, tuple[str, float | None]],
+        identity_to_device: dict[str, str],
+        planner: Any | None = None,
+        control: Any | None = None,
+    ) -> None:
+        self._clock = clock
+        self._tz = tz
+        self._targets = targets
+        self._ids = identity_to_device
+        self._planner = planner
+        self._control = control
+        self.plugged: dict[str, bool] = {}
+        self.sessions: dict[str, dict[str, Any]] = {}
+
+    def on_charger_event(self, kind: str, data: dict[str, Any]) -> None:
+        """OCPP listener (synchronous, called from the charger's receive loop)."""
+        if kind != "status":
+            return
+        device_id = self._ids.get(str(data.get("charger")), str(data.get("charger")))
+        try:
+            state = EvState(str(data.get("state")))
+        except ValueError:
+            return
+        if state in (EvState.OFFLINE, EvState.FAULTED):
+            return  # not a plug change; control puts the charger in its safe state
+        plugged = state in _PLUGGED
+        if self.plugged.get(device_id) == plugged:
+            return
+        self.plugged[device_id] = plugged
+        if plugged:
+            departure, energy_wh = self._targets.get(device_id, ("07:00", None))
+            self.set_session(
+                device_id, energy_wh, next_departure(self._clock.now(), departure, self._tz)
+            )
+        else:
+            self.sessions.pop(device_id, None)
+            if self._planner is not None:
+                self._planner.ev_unplugged(device_id)
+            log.info("ev unplugged", charger=device_id)
+
+    def set_session(self, device_id: str, energy_wh: float | None, departure: datetime) -> None:
+        """Start or change a session (plug-in, or the owner's request on the web page)."""
+        if departure.tzinfo is None:
+            raise HemsError("departure: must carry a time zone offset")
+        if energy_wh is not None and not (math.isfinite(energy_wh) and 0 <= energy_wh <= 200_000):
+            raise HemsError("energy_wh: must be 0..200000")
+        self.sessions[device_id] = {"energy_wh": energy_wh, "departure": departure.isoformat()}
+        if self._planner is not None:
+            self._planner.ev_plugged(device_id, energy_wh=energy_wh, departure=departure)
+        if self._control is not None and energy_wh is not None:
+            self._control.set_ev_session(device_id, energy_wh, departure)
+        log.info("ev session", charger=device_id, energy_wh=energy_wh, departure=departure)
+
+
+class FlexLink:
+    """Accepted flexibility events → planner constraints and the live control target.
+
+    `baseline_w(event)` gives the event's baseline net import [W] for live tracking (the
+    unadjusted baseline of the configured method); when it cannot be computed (no history
+    yet) the cap itself is used and the log says so, so delivery is tracked against the cap.
+    """
+
+    def __init__(
+        self,
+        clock: Clock,
+        planner: Any | None,
+        control: Any | None,
+        baseline_w: Callable[[Any], Awaitable[float]] | None = None,
+    ) -> None:
+        self._clock = clock
+        self._planner = planner
+        self._control = control
+        self._baseline_w = baseline_w
+        self._in_planner: set[str] = set()
+
+    async def on_change(self, events: Iterable[Any]) -> None:
+        from hems.control.strategies import FlexEvent as LiveEvent
+
+        events = [e for e in events if not getattr(e, "cancelled", False)]
+        if self._planner is not None:
+            ids = set()
+            for e in events:
+                ids.add(e.event_id)
+                cap, floor = _instruction(e)
+                if cap is None and floor is None:
+                    continue
+                self._planner.add_event_constraint(
+                    e.event_id, e.start, e.end, import_cap_w=cap, export_floor_w=floor
+                )
+            for gone in self._in_planner - ids:
+                self._planner.remove_event_constraint(gone)
+            self._in_planner = ids
+        if self._control is None:
+            return
+        now = self._clock.now()
+        upcoming = sorted((e for e in events if e.end > now), key=lambda e: e.start)
+        live = None
+        for e in upcoming:
+            cap, floor = _instruction(e)
+            if cap is None and floor is None:
+                continue
+            baseline = math.nan
+            if self._baseline_w is not None:
+                try:
+                    baseline = await self._baseline_w(e)
+                except HemsError as exc:
+                    log.warning("flex baseline unavailable", event_id=e.event_id, error=str(exc))
+            limit = cap if cap is not None else floor
+            assert limit is not None
+            if not math.isfinite(baseline):
+                log.warning(
+                    "flex baseline unknown; delivery tracked against the cap", event_id=e.event_id
+                )
+                baseline = limit if cap is not None else -limit
+            live = LiveEvent(
+                event_id=e.event_id,
+                kind="import-cap" if cap is not None else "export-floor",
+                start=e.start,
+                end=e.end,
+                limit_w=limit,
+                baseline_w=baseline,
+            )
+            break
+        self._control.set_flex_event(live)
+
+
+def _instruction(event: Any) -> tuple[float | None, float | None]:
+    """(import cap, export floor) [W] of an event; (None, None) for a price-only event."""
+    from hems.flex.events import as_planner_constraint
+
+    constraint = as_planner_constraint(event)
+    if constraint is None:
+        return None, None
+    return constraint.import_cap_w, constraint.export_floor_w
+
+
+class EnvelopeLink:
+    """down/envelope → the planner's per-slot grid caps (never looser than the site's)."""
+
+    def __init__(self, planner: Any | None) -> None:
+        self._planner = planner
+        self.last: Any | None = None
+
+    async def on_envelope(self, envelope: Any) -> None:
+        from hems.planning.service import Envelope, EnvelopeInterval
+
+        self.last = envelope
+        log.info("aggregator envelope", intervals=len(envelope.intervals))
+        if self._planner is None:
+            return
+        self._planner.set_envelope(
+            Envelope(
+                default_import_w=envelope.default_import_limit_w,
+                default_export_w=envelope.default_export_limit_w,
+                intervals=tuple(
+                    EnvelopeInterval(i.start, i.end, i.import_limit_w, i.export_limit_w)
+                    for i in envelope.intervals
+                ),
+            )
+        )
+
+
+class IntervalSender:
+    """Sends every new or updated meter interval of `device_id` to the uplink, in order."""
+
+    KEY = "uplink.meter_interval.updated_ms"
+
+    def __init__(
+        self,
+        db: Database,
+        clock: Clock,
+        device_id: str,
+        send: Callable[[str, dict[str, Any]], Awaitable[int]],
+        every_s: float = 60.0,
+    ) -> None:
+        self._db = db
+        self._clock = clock
+        self._device_id = device_id
+        self._send = send
+        self._every_s = every_s
+
+    async def run(self) -> None:
+        while True:
+            try:
+                await self.send_new()
+            except HemsError as exc:
+                log.error("meter intervals not handed to the uplink", error=str(exc))
+            await self._clock.sleep(self._every_s)
+
+    async def send_new(self) -> int:
+        row = await self._db.fetchone("SELECT value FROM app_state WHERE key=?", (self.KEY,))
+        cursor = int(row[0]) if row else -1
+        rows = await self._db.fetchall(
+            "SELECT period_start_ms, import_wh, export_wh, quality, updated_ms "
+            "FROM meter_intervals WHERE device_id=? AND updated_ms>? ORDER BY updated_ms, "
+            "period_start_ms",
+            (self._device_id, cursor),
+        )
+        for start_ms, imp, exp, quality, updated_ms in rows:
+            start = datetime.fromtimestamp(start_ms / 1000, ZoneInfo("UTC"))
+            await self._send(
+                "meter_interval",
+                {
+                    "period_start": start.isoformat(),
+                    "period_end": (start + timedelta(minutes=30)).isoformat(),
+                    "import_kwh": None if imp is None else imp / 1000,
+                    "export_kwh": None if exp is None else exp / 1000,
+                    # the wire vocabulary says "measured" for the meter's own reads
+                    "quality": "measured" if quality == "actual" else quality,
+                },
+            )
+            await self._db.execute(
+                "INSERT INTO app_state(key, value) VALUES (?, ?) "
+                "ON CONFLICT(key) DO UPDATE SET value=excluded.value",
+                (self.KEY, str(updated_ms)),
+            )
+        return len(rows)
