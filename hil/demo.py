@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import signal
 import sys
-from datetime import datetime, time
+from datetime import datetime, time, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -23,6 +23,8 @@ from hems import logs
 from hems.app import Daemon
 from hems.config import Config, ConfigErrors, load_config
 from hems.core.clock import AcceleratedClock
+from hil.chargepoint import SimChargePoint, SimConfig
+from hil.ev import EvModel
 from hil.home import HomeConfig
 from hil.rig import HilRig
 
@@ -57,6 +59,9 @@ async def run_demo(cfg: Config, clock: AcceleratedClock, seed: int, seconds: flo
         ),
         sunspec_port=min(modbus_ports) if modbus_ports else 0,
     )
+    chargers = demo_chargers(cfg, clock, rig)
+    for charger in chargers:
+        rig.add_service(f"ocpp-{charger.cfg.identity}", lambda _rig, c=charger: c.run())
     async with rig:
         log.info("simulated home serving", ports=rig.ports, speed=clock.speed)
         daemon = Daemon(cfg, clock)
@@ -75,6 +80,42 @@ async def run_demo(cfg: Config, clock: AcceleratedClock, seed: int, seconds: flo
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+
+
+def demo_chargers(cfg: Config, clock: AcceleratedClock, rig: HilRig) -> list[SimChargePoint]:
+    """One simulated charge point and car per configured charger: plugged in an hour after
+    the start, leaving nine hours later, its draw added to the simulated home's meter."""
+    if not cfg.ocpp.enabled:
+        return []
+    url = f"ws://{cfg.ocpp.host if cfg.ocpp.host != '0.0.0.0' else '127.0.0.1'}:{cfg.ocpp.port}"
+    sims = []
+    for c in cfg.ocpp.chargers:
+        arrive = clock.now() + timedelta(hours=1)
+        ev = EvModel(
+            battery_kwh=60,
+            soc_pct=35,
+            max_ac_power_w=7400 if c.phases == 1 else 11000,
+            phases=c.phases,
+            plug_in_at=arrive,
+            leave_at=arrive + timedelta(hours=9),
+        )
+        sim_cfg = SimConfig(
+            url=url,
+            identity=c.cp_identity,
+            password=c.password.get_secret_value() if c.password else None,
+            phases=c.phases,
+            max_current_a=c.max_current_a,
+            meter_interval_s=10,
+        )
+        sims.append(
+            SimChargePoint(
+                sim_cfg,
+                clock,
+                ev=ev,
+                on_power=lambda w, name=c.id: rig.home.set_external_load_w(name, w),
+            )
+        )
+    return sims
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -73,9 +73,7 @@ async def test_readings_reach_sqlite_and_the_page_and_sigterm_flushes(
         db = tmp_path / "hems.db"
         web_port = free_port()
         cfg = tmp_path / "hems.yaml"
-        cfg.write_text(
-            CONFIG.format(port=rig.sunspec_port, dead=free_port(), db=db, web=web_port)
-        )
+        cfg.write_text(CONFIG.format(port=rig.sunspec_port, dead=free_port(), db=db, web=web_port))
         env = dict(os.environ, NOTIFY_SOCKET=str(notify_path), WATCHDOG_USEC="1000000")
         env.pop("WATCHDOG_PID", None)
         proc = await asyncio.create_subprocess_exec(
@@ -96,8 +94,10 @@ async def test_readings_reach_sqlite_and_the_page_and_sigterm_flushes(
             await wait_for(lambda: got(b"READY=1"), 15, "READY=1")
             await wait_for(lambda: got(b"WATCHDOG=1"), 5, "WATCHDOG=1")
             await wait_for(
-                lambda: db.exists()
-                and rows(db, "SELECT count(DISTINCT device_pk) FROM readings")[0][0] >= 3,
+                lambda: (
+                    db.exists()
+                    and rows(db, "SELECT count(DISTINCT device_pk) FROM readings")[0][0] >= 3
+                ),
                 15,
                 "readings of three devices in SQLite",
             )

@@ -1,0 +1,147 @@
+"""Every stage together on one simulated clock: Modbus + OCPP devices from the HIL rig,
+planner, control loop and web API. An EV plugs in; the planner gets its session, plans
+charging before departure, and the control loop drives the real charger over OCPP."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import httpx
+import yaml
+
+from hems.app import Daemon
+from hems.config import validate
+from hems.core.clock import AcceleratedClock
+from hil.chargepoint import SimChargePoint, SimConfig
+from hil.ev import EvModel
+from hil.rig import HilRig
+from tests.conftest import REPO, free_port
+
+
+def demo_config(tmp_path: Path, modbus_port: int, ocpp_port: int, web_port: int) -> dict:
+    cfg = yaml.safe_load((REPO / "config" / "demo.yaml").read_text())
+    for device in cfg["devices"]:
+        device["port"] = modbus_port
+    cfg["ocpp"]["port"] = ocpp_port
+    cfg["web"]["port"] = web_port
+    cfg["storage"]["path"] = str(tmp_path / "hems.db")
+    cfg["storage"]["batch_interval_s"] = 1
+    cfg["planner"]["forecast"]["base_url"] = "http://127.0.0.1:9"  # offline: history fallback
+    return cfg
+
+
+def in_cheap_band(t: datetime) -> bool:
+    """00:30–05:30 Europe/London, the demo tariff's cheap band."""
+    local = t.astimezone(ZoneInfo("Europe/London"))
+    minutes = local.hour * 60 + local.minute
+    return 30 <= minutes < 330
+
+
+async def poll(client: httpx.AsyncClient, path: str, predicate, timeout_s: float):  # type: ignore[no-untyped-def]
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    last = None
+    while asyncio.get_running_loop().time() < deadline:
+        r = await client.get(path)
+        if r.status_code == 200:
+            last = r.json()
+            if predicate(last):
+                return last
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"{path}: condition not met; last answer {str(last)[:800]}")
+
+
+async def test_ev_session_flows_from_ocpp_to_planner_to_control(tmp_path: Path) -> None:
+    start = datetime(2026, 6, 10, 18, 0, tzinfo=UTC)  # evening: the car waits for the night
+    clock = AcceleratedClock(30, start)
+    rig = HilRig(clock, fault_proxy=False)
+    ocpp_port, web_port = free_port(), free_port()
+    car = SimChargePoint(
+        SimConfig(url=f"ws://127.0.0.1:{ocpp_port}", identity="DEMO-CP1", phases=1,
+                  meter_interval_s=10),
+        clock,
+        ev=EvModel(battery_kwh=60, soc_pct=30, max_ac_power_w=7400, phases=1),
+        on_power=lambda w: rig.home.set_external_load_w("wallbox", w),
+    )  # fmt: skip
+    rig.add_service("car", lambda _: car.run())
+    async with rig:
+        cfg = validate(demo_config(tmp_path, rig.sunspec_port, ocpp_port, web_port))
+        daemon = Daemon(cfg, clock)
+        task = asyncio.create_task(daemon.run())
+        try:
+            await asyncio.wait_for(daemon.started.wait(), 15)
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{web_port}") as client:
+                chargers = await poll(
+                    client, "/api/chargers", lambda c: "wallbox" in c["sessions"], 20
+                )
+                session = chargers["sessions"]["wallbox"]
+                assert session["energy_wh"] == 15000
+                departure = datetime.fromisoformat(session["departure"])
+                assert departure.astimezone(UTC).hour == 6  # 07:30 BST the next morning
+                assert departure.minute == 30 and departure > clock.now()
+
+                plan = await poll(
+                    client,
+                    "/api/plan",
+                    lambda p: (
+                        p is not None
+                        and any(s["targets_w"].get("wallbox", 0) > 0 for s in p["slots"])
+                    ),
+                    30,
+                )
+                before = [
+                    s for s in plan["slots"]
+                    if datetime.fromisoformat(s["start"]) < departure
+                ]  # fmt: skip
+                planned_kwh = sum(s["targets_w"].get("wallbox", 0) * 0.5 for s in before) / 1000
+                assert planned_kwh >= 14.9  # the whole 15 kWh before 07:30
+                # All of it in the cheap band (00:30–05:30 local = 23:30–04:30 UTC in June).
+                cheap = [s for s in before if in_cheap_band(datetime.fromisoformat(s["start"]))]
+                cheap_kwh = sum(s["targets_w"].get("wallbox", 0) * 0.5 for s in cheap) / 1000
+                assert cheap_kwh >= 14.9
+
+                control = await poll(
+                    client,
+                    "/api/control",
+                    lambda c: c["status"]["cycles"] > 20 and "wallbox" in c["status"]["devices"],
+                    20,
+                )
+                assert control["status"]["healthy"] is True
+                # The control loop's command reached the real charger over OCPP.
+                await poll(
+                    client,
+                    "/api/chargers",
+                    lambda c: c["chargers"]["wallbox"]["limit_a"] is not None,
+                    20,
+                )
+                assert car.limit_a is not None
+
+                # Bad input on the API: named field, nothing applied.
+                r = await client.post(
+                    "/api/ev-session", json={"charger_id": "wallbox", "energy_kwh": "lots"}
+                )
+                assert r.status_code == 400 and r.json()["error"].startswith("energy_kwh:")
+                r = await client.post(
+                    "/api/ev-session",
+                    json={"charger_id": "wallbox", "energy_kwh": 5, "departure": "25:99"},
+                )
+                assert r.status_code == 400 and r.json()["error"].startswith("departure:")
+                r = await client.post(
+                    "/api/override", json={"device_id": "battery", "target": 1e9, "minutes": 5}
+                )
+                assert r.status_code == 400 and "battery" in r.json()["error"]
+                # A good request changes the session.
+                r = await client.post(
+                    "/api/ev-session",
+                    json={"charger_id": "wallbox", "energy_kwh": 5, "departure": "06:00"},
+                )
+                assert r.status_code == 200, r.text
+                assert r.json()["result"]["energy_wh"] == 5000
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+    assert clock.now() - start < timedelta(days=1)
