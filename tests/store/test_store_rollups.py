@@ -1,6 +1,7 @@
 """Storage: batching, roll-ups against hand-computed sums, retention, a full disk."""
 
 import asyncio
+import itertools
 import sqlite3
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -82,7 +83,7 @@ def test_settlement_periods_on_clock_change_days(day: date, count: int) -> None:
     periods = settlement_periods(day, LONDON)
     assert len(periods) == count
     assert periods[0] == datetime.combine(day, datetime.min.time(), LONDON).astimezone(UTC)
-    assert all(b - a == timedelta(minutes=30) for a, b in zip(periods, periods[1:], strict=False))
+    assert all(b - a == timedelta(minutes=30) for a, b in itertools.pairwise(periods))
 
 
 async def test_batched_readings_roll_up_to_known_half_hour_sums(tmp_path: Path) -> None:
@@ -178,7 +179,7 @@ async def test_unopenable_database_is_a_clear_error(tmp_path: Path) -> None:
 
     blocker = tmp_path / "file"
     blocker.write_text("x")
-    with pytest.raises(StoreError, match="storage.path: cannot open"):
+    with pytest.raises(StoreError, match=r"storage\.path: cannot open"):
         await Database.open(blocker / "hems.db")
     assert sqlite3.sqlite_version
 

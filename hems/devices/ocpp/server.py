@@ -1,0 +1,312 @@
+"""The OCPP central system: one websocket server, one `OcppCharger` per charge point.
+
+Chargers connect to ws(s)://HOST:PORT/<identity> (the identity is the LAST path segment, so
+/ocpp/CP1 works too) offering `ocpp2.0.1` or `ocpp1.6`. Authentication happens in
+`process_request`, before the upgrade: HTTP Basic with user == identity (security profile 1;
+profile 2 when TLS is configured). Unknown identities get 404 or, when allowed, are held as
+pending. A charger reconnecting faster than `max_connects_per_window` gets 429 and is shown
+faulted until it calms down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import hmac
+import logging
+import re
+import ssl
+from collections import deque
+from http import HTTPStatus
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+import structlog
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.http11 import Request, Response
+
+from hems.core.clock import Clock
+from hems.core.state import SiteState
+from hems.devices.ocpp.charger import Listener, OcppCharger
+from hems.devices.ocpp.config import ChargerConfig, OcppConfig
+from hems.devices.ocpp.quirks import QuirkProfile, default_profile, load_profile
+from hems.devices.ocpp.store import OcppStore
+from hems.devices.ocpp.v16 import Link16
+from hems.devices.ocpp.v201 import Link201
+from hems.errors import ConfigError
+from hems.store.db import Database
+
+log = structlog.get_logger(__name__)
+# The ocpp package logs every frame at INFO; keep that out of the journal unless asked.
+FRAMES = logging.getLogger("hems.ocpp.frames")
+SUBPROTOCOLS = ["ocpp2.0.1", "ocpp1.6"]
+_LINKS: dict[str, type[Link16] | type[Link201]] = {"ocpp1.6": Link16, "ocpp2.0.1": Link201}
+_VERSION = {"ocpp1.6": "1.6", "ocpp2.0.1": "2.0.1"}
+
+
+def identity_from_path(path: str) -> str:
+    """The charge point identity: the last non-empty path segment, percent-decoded."""
+    segments = [s for s in urlsplit(path).path.split("/") if s]
+    return unquote(segments[-1]) if segments else ""
+
+
+def basic_auth(header: str | None) -> tuple[str, str] | None:
+    if not header or not header.lower().startswith("basic "):
+        return None
+    try:
+        decoded = base64.b64decode(header[6:].strip(), validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+    user, sep, password = decoded.partition(":")
+    return (user, password) if sep else None
+
+
+def _device_id(identity: str) -> str:
+    cleaned = re.sub(r"[^a-z0-9_-]", "-", identity.lower()).strip("-_")[:44] or "charger"
+    return f"cp-{cleaned}" if not cleaned[0].isalnum() else cleaned
+
+
+class OcppCentralSystem:
+    """Entry class: `await OcppCentralSystem(cfg, state, clock, db).run()`."""
+
+    def __init__(
+        self,
+        cfg: OcppConfig,
+        state: SiteState,
+        clock: Clock,
+        db: Database | None = None,
+        *,
+        accept_any_id: bool = False,
+        listener: Listener | None = None,
+        quirks_for_unknown: str | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self._state = state
+        self._clock = clock
+        self._store = OcppStore(db)
+        self._accept_any = accept_any_id
+        self._unknown_quirks = quirks_for_unknown  # `hems charger test --quirks`
+        self._listener = listener
+        self._by_identity: dict[str, OcppCharger] = {}
+        self._connections: dict[str, ServerConnection] = {}
+        self._connects: dict[str, deque[float]] = {}
+        self.started = asyncio.Event()
+        self.port: int | None = None
+        if FRAMES.level == logging.NOTSET:
+            FRAMES.setLevel(logging.WARNING)
+        for ccfg in cfg.chargers:
+            quirks = self._quirks_for(ccfg, None)
+            self._by_identity[ccfg.cp_identity] = OcppCharger(
+                ccfg, quirks, cfg, state, clock, self._store, listener
+            )
+
+    # -- public surface ------------------------------------------------------------------
+    @property
+    def chargers(self) -> dict[str, OcppCharger]:
+        """Every known charger by hems device id (configured ones even while offline)."""
+        return {c.device_id: c for c in self._by_identity.values()}
+
+    def charger(self, device_id: str) -> OcppCharger:
+        for c in self._by_identity.values():
+            if c.device_id == device_id:
+                return c
+        raise KeyError(device_id)
+
+    async def pending(self) -> list[str]:
+        live = [i for i, c in self._by_identity.items() if c.pending]
+        return sorted(set(live) | set(await self._store.pending()))
+
+    async def accept(self, identity: str) -> None:
+        """The owner accepts a pending charger; it is asked to boot again at once."""
+        await self._store.seen(identity, "accepted", self._clock.now())
+        charger = self._by_identity.get(identity)
+        if charger is None or not charger.pending:
+            return
+        charger.pending = False
+        log.info("ocpp pending charger accepted", charger=identity)
+        link = charger.link
+        if link is not None:
+            charger.followup(lambda: _trigger_boot(link))
+
+    async def run(self) -> None:
+        """Serve until cancelled. Returns at once when `ocpp.enabled` is false."""
+        if not self.cfg.enabled:
+            log.info("ocpp central system disabled")
+            return
+        ssl_ctx = None
+        if self.cfg.tls is not None:
+            ssl_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            try:
+                ssl_ctx.load_cert_chain(self.cfg.tls.cert_path, self.cfg.tls.key_path)
+            except (OSError, ssl.SSLError) as exc:
+                raise ConfigError("ocpp.tls", f"cannot load certificate/key: {exc}") from None
+        for c in self.cfg.chargers:
+            if c.password is None:
+                log.warning("ocpp charger without password (security profile 0)", charger=c.id)
+        async with serve(
+            self._handler,
+            self.cfg.host,
+            self.cfg.port,
+            subprotocols=SUBPROTOCOLS,  # type: ignore[arg-type]
+            process_request=self._process_request,
+            ping_interval=self.cfg.ping_interval_s,
+            ping_timeout=self.cfg.ping_timeout_s,
+            ssl=ssl_ctx,
+            logger=logging.getLogger("hems.ocpp.websockets"),
+        ) as server:
+            self.port = _bound_port(server)
+            log.info(
+                "ocpp central system listening",
+                host=self.cfg.host,
+                port=self.port,
+                tls=ssl_ctx is not None,
+            )
+            self.started.set()
+            await server.serve_forever()
+
+    # -- handshake -------------------------------------------------------------------------
+    def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+        identity = identity_from_path(request.path)
+        if not identity:
+            return connection.respond(HTTPStatus.NOT_FOUND, "no charge point id in the path\n")
+        if self._reconnect_loop(identity):
+            return connection.respond(HTTPStatus.TOO_MANY_REQUESTS, "reconnecting too fast\n")
+        ccfg = self.cfg.charger(identity)
+        if ccfg is None:
+            if self._accept_any or self.cfg.allow_pending_unknown:
+                return None
+            log.warning("ocpp unknown charger refused", charger=identity)
+            return connection.respond(HTTPStatus.NOT_FOUND, "unknown charge point\n")
+        if ccfg.password is None:
+            return None
+        creds = basic_auth(request.headers.get("Authorization"))
+        expected = ccfg.password.get_secret_value().encode()
+        ok = creds is not None and hmac.compare_digest(
+            creds[0].encode(), identity.encode()
+        ) & hmac.compare_digest(creds[1].encode(), expected)
+        if not ok:
+            log.warning(
+                "ocpp charger authentication failed",
+                charger=identity,
+                had_credentials=creds is not None,
+            )
+            response = connection.respond(HTTPStatus.UNAUTHORIZED, "authentication failed\n")
+            response.headers["WWW-Authenticate"] = 'Basic realm="hems-ocpp", charset="UTF-8"'
+            return response
+        return None
+
+    def _reconnect_loop(self, identity: str) -> bool:
+        now_s = self._clock.monotonic()
+        if len(self._connects) > 1000:  # random ids must not grow this without bound
+            window_s = self.cfg.reconnect_window_s
+            self._connects = {
+                k: v for k, v in self._connects.items() if v and now_s - v[-1] <= window_s
+            }
+        seen = self._connects.setdefault(identity, deque())
+        seen.append(now_s)
+        while seen and now_s - seen[0] > self.cfg.reconnect_window_s:
+            seen.popleft()
+        if len(seen) <= self.cfg.max_connects_per_window:
+            return False
+        charger = self._by_identity.get(identity)
+        if charger is not None and charger.faulted_reason is None:
+            charger.set_fault(
+                f"reconnect loop ({len(seen)} connects in {self.cfg.reconnect_window_s:g} s)"
+            )
+        elif charger is None:
+            log.warning("ocpp reconnect loop refused", charger=identity)
+        return True
+
+    # -- connections -----------------------------------------------------------------------
+    async def _handler(self, ws: ServerConnection) -> None:
+        identity = identity_from_path(ws.request.path if ws.request else "")
+        protocol = ws.subprotocol or ""
+        link_cls = _LINKS.get(protocol)
+        if link_cls is None:  # unreachable while `subprotocols` is set; be safe anyway
+            await ws.close(1002, "unsupported subprotocol")
+            return
+        charger = await self._charger_for(identity, _VERSION[protocol])
+        structlog.contextvars.bind_contextvars(charger=identity)
+        old = self._connections.get(identity)
+        self._connections[identity] = ws
+        if old is not None and old is not ws:
+            log.info("ocpp charger reconnected, old connection closed", charger=identity)
+            await old.close(1000, "replaced by a new connection")
+        link = link_cls(identity, ws, charger, self.cfg.response_timeout_s)
+        link.logger = FRAMES
+        log.info(
+            "ocpp charger connected",
+            charger=identity,
+            version=_VERSION[protocol],
+            remote=str(ws.remote_address),
+        )
+        try:
+            await charger.serve(link)
+        except Exception:  # one charger's failure never takes the server down
+            log.exception("ocpp connection failed", charger=identity)
+        finally:
+            if self._connections.get(identity) is ws:
+                del self._connections[identity]
+
+    async def _charger_for(self, identity: str, version: str) -> OcppCharger:
+        charger = self._by_identity.get(identity)
+        if charger is None:
+            ccfg = ChargerConfig(
+                id=_device_id(identity), identity=identity, quirks=self._unknown_quirks
+            )
+            status = await self._store.charger_status(identity)
+            charger = OcppCharger(
+                ccfg,
+                default_profile(version),
+                self.cfg,
+                self._state,
+                self._clock,
+                self._store,
+                self._listener,
+                publish=False,
+            )
+            charger.pending = not self._accept_any and status != "accepted"
+            self._by_identity[identity] = charger
+        quirks = self._quirks_for(charger.cfg, version)
+        if quirks is not charger.quirks:
+            charger.quirks = quirks
+            charger.profile_unsupported = quirks.limit.method == "fallback"
+        if charger.faulted_reason and charger.faulted_reason.startswith("reconnect loop"):
+            charger.clear_fault()
+        return charger
+
+    def _quirks_for(self, ccfg: ChargerConfig, version: str | None) -> QuirkProfile:
+        if ccfg.quirks is None:
+            return default_profile(version or "1.6")  # type: ignore[arg-type]
+        try:
+            profile = load_profile(ccfg.quirks)
+        except ConfigError as exc:
+            raise ConfigError(f"ocpp.chargers[{ccfg.id}].quirks", str(exc)) from None
+        if version is not None and profile.ocpp_version != version:
+            log.error(
+                "ocpp quirk profile is for another OCPP version; using generic",
+                charger=ccfg.id,
+                profile=ccfg.quirks,
+                connected=version,
+            )
+            return default_profile(version)  # type: ignore[arg-type]
+        return profile
+
+
+async def _trigger_boot(link: Any) -> None:
+    from ocpp.v16 import call as call16
+    from ocpp.v201 import call as call201
+
+    if link.version == "1.6":
+        await link.call(call16.TriggerMessage(requested_message="BootNotification"), suppress=False)
+    else:
+        await link.call(
+            call201.TriggerMessage(requested_message="BootNotification"), suppress=False
+        )
+
+
+def _bound_port(server: Server) -> int:
+    for sock in server.sockets:
+        return int(sock.getsockname()[1])
+    raise RuntimeError("server has no socket")

@@ -1,0 +1,100 @@
+"""Helpers for the OCPP tests: a real central system and real simulated chargers,
+talking over websockets on 127.0.0.1 with an OS-assigned port."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+from hems.core.clock import Clock, RealClock
+from hems.core.state import SiteState
+from hems.devices.ocpp.config import OcppConfig
+from hems.devices.ocpp.server import OcppCentralSystem
+from hems.store.db import Database
+from hil.chargepoint import SimChargePoint, SimConfig, SimQuirks
+from hil.ev import EvModel
+
+PASSWORD = "correct-horse-battery-1"
+
+
+async def wait_for(predicate: Callable[[], Any], timeout_s: float = 5.0, what: str = "") -> Any:
+    """Poll `predicate` until truthy; fail the test with `what` on timeout."""
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"timed out after {timeout_s} s waiting for {what or predicate}")
+        await asyncio.sleep(0.02)
+
+
+async def stop_task(task: asyncio.Task[Any]) -> None:
+    """Cancel and await a task. Python 3.11's asyncio.wait_for (inside ocpp's `call`) can
+    swallow a cancellation that races with an answer, so cancel again until it ends."""
+    for _ in range(100):
+        if task.done():
+            break
+        task.cancel()
+        await asyncio.wait({task}, timeout=0.05)
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+def ocpp_config(**kw: Any) -> OcppConfig:
+    chargers = kw.pop("chargers", [{"id": "cp1", "identity": "CP1", "password": PASSWORD}])
+    base = {
+        "enabled": True,
+        "host": "127.0.0.1",
+        "meter_value_sample_interval_s": 1,
+        "response_timeout_s": 2,
+        "chargers": chargers,
+    }
+    base.update(kw)
+    return OcppConfig.model_validate(base).model_copy(update={"port": 0})
+
+
+@contextlib.asynccontextmanager
+async def central_system(
+    cfg: OcppConfig, clock: Clock | None = None, db: Database | None = None, **kw: Any
+) -> AsyncIterator[tuple[OcppCentralSystem, SiteState]]:
+    clock = clock or RealClock()
+    state = SiteState(clock)
+    cs = OcppCentralSystem(cfg, state, clock, db, **kw)
+    task = asyncio.create_task(cs.run())
+    try:
+        await asyncio.wait_for(cs.started.wait(), 5)
+        yield cs, state
+    finally:
+        await stop_task(task)
+
+
+@contextlib.asynccontextmanager
+async def charger_sim(
+    cs: OcppCentralSystem,
+    *,
+    version: str = "1.6",
+    identity: str = "CP1",
+    password: str | None = PASSWORD,
+    ev: EvModel | None = None,
+    quirks: SimQuirks | None = None,
+    clock: Clock | None = None,
+    **kw: Any,
+) -> AsyncIterator[SimChargePoint]:
+    cfg = SimConfig(
+        url=f"ws://127.0.0.1:{cs.port}",
+        identity=identity,
+        version=version,
+        password=password,
+        meter_interval_s=kw.pop("meter_interval_s", 0.2),
+        **kw,
+    )
+    sim = SimChargePoint(cfg, clock or RealClock(), ev=ev, quirks=quirks)
+    task = asyncio.create_task(sim.run())
+    try:
+        yield sim
+    finally:
+        await sim.aclose()
+        await stop_task(task)
