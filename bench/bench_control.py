@@ -91,7 +91,7 @@ class Charger:
     async def session_energy_wh(self) -> float:
         return 0.0
 
-    async def set_limit(self, current_a: float, phases: int) -> None:
+    async def set_limit(self, current_a: float, phases: int, dsr: bool = False) -> None:
         await asyncio.sleep(_lat(0.030, 0.150))
         self.writes.append((time.perf_counter(), current_a))
 

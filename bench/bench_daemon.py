@@ -116,7 +116,8 @@ def main() -> None:
     print("| figure | value |\n|---|---|")
     print(f"| start → READY=1 | {r['ready_s']:.2f} s |")
     print(
-        f"| start → first reading in SQLite (batch {a.batch_s:g} s) | {r['first_reading_s']:.2f} s |"
+        f"| start → first reading in SQLite (batch {a.batch_s:g} s) "
+        f"| {r['first_reading_s']:.2f} s |"
     )
     print(
         f"| RSS after {r['simulated_h']:.1f} h simulated at {a.speed:g}× | {r['rss_mib']:.1f} MiB |"

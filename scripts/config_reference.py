@@ -18,7 +18,7 @@ from pydantic_core import PydanticUndefined
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from hems.config import Config  # noqa: E402
+from hems.config import Config
 
 BEGIN = "<!-- config-reference:begin -->"
 END = "<!-- config-reference:end -->"

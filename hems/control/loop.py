@@ -750,6 +750,9 @@ class ControlLoop:
         if started:
             await asyncio.wait(started, timeout=self._cfg.budgets.write_s)
 
+    def _dsr_active(self) -> bool:
+        return self._flex is not None and self._flex.event.active(self._clock.now())
+
     async def _send(self, device_id: str, cmd: Command, timeout_s: float) -> None:
         st = self._status[device_id]
         ctrl: Any = self._devices.control(device_id)
@@ -758,7 +761,9 @@ class ControlLoop:
                 if isinstance(cmd, BatteryCommand):
                     await ctrl.set_mode(cmd.mode, cmd.power_w)
                 elif isinstance(cmd, EvCommand):
-                    await ctrl.set_limit(cmd.current_a, cmd.phases)
+                    # Inside an accepted aggregator event the change is demand-side response:
+                    # GB smart chargers then skip their randomised delay.
+                    await ctrl.set_limit(cmd.current_a, cmd.phases, dsr=self._dsr_active())
                 elif isinstance(cmd, PvCommand):
                     await ctrl.set_power_limit_pct(cmd.limit_pct)
                 else:

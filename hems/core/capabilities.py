@@ -81,7 +81,10 @@ class EvCharger(Protocol):
 
     async def session_energy_wh(self) -> float: ...
 
-    async def set_limit(self, current_a: float, phases: int) -> None: ...  # < min: pause
+    async def set_limit(self, current_a: float, phases: int, dsr: bool = False) -> None:
+        """Below the minimum current: pause. `dsr`: the change serves demand-side response
+        (an aggregator event), so a GB smart charger applies it without its random delay."""
+        ...
 
 
 @runtime_checkable

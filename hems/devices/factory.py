@@ -29,9 +29,7 @@ class DeviceLayer:
     devices: dict[str, Any] = field(default_factory=dict)
 
 
-def build_devices(
-    cfg: Config, state: SiteState, clock: Clock, db: Database | None
-) -> DeviceLayer:
+def build_devices(cfg: Config, state: SiteState, clock: Clock, db: Database | None) -> DeviceLayer:
     layer = DeviceLayer()
     modbus = ModbusService(cfg.devices, state, clock, factories={"modbus-profile": profile_device})
     if modbus.devices:

@@ -75,11 +75,13 @@ class ReadingStore:
         self._failed = 0
         self._last_error: str | None = None
         self._flush_lock = asyncio.Lock()
+        self._arrived = asyncio.Event()
 
     # -- input ----------------------------------------------------------------------------
     def add(self, readings: list[Reading]) -> None:
         """SiteState listener: enqueue only, never block the loop."""
         self._buffer.extend(readings)
+        self._arrived.set()
         overflow = len(self._buffer) - self._max_buffer
         if overflow > 0:
             for _ in range(overflow):
@@ -101,8 +103,7 @@ class ReadingStore:
         try:
             # The first batch goes out as soon as readings arrive, so a fresh install shows
             # stored data at once; after that, one transaction per interval.
-            while not self._buffer:
-                await asyncio.sleep(min(0.2, self._interval_s))
+            await self._arrived.wait()
             await self.flush()
             while True:
                 # Real seconds on purpose: this paces writes to the SD card, whatever the

@@ -153,6 +153,7 @@ class FakeCharger:
         self.state_delay_s = delay_s if state_delay_s is None else state_delay_s
         self.ev_state = state
         self.calls: list[tuple[float, int]] = []
+        self.dsr_flags: list[bool] = []
 
     async def state(self) -> EvState:
         if self.state_delay_s:
@@ -165,10 +166,11 @@ class FakeCharger:
     async def session_energy_wh(self) -> float:
         return 0.0
 
-    async def set_limit(self, current_a: float, phases: int) -> None:
+    async def set_limit(self, current_a: float, phases: int, dsr: bool = False) -> None:
         if self.delay_s:
             await asyncio.sleep(self.delay_s)
         self.calls.append((current_a, phases))
+        self.dsr_flags.append(dsr)
 
 
 class FakeLoad:

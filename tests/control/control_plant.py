@@ -80,7 +80,7 @@ class HilCharger:
     async def session_energy_wh(self) -> float:
         return self.session_wh
 
-    async def set_limit(self, current_a: float, phases: int) -> None:
+    async def set_limit(self, current_a: float, phases: int, dsr: bool = False) -> None:
         self.offered_a, self.phases = current_a, phases
 
     def tick(self, now: datetime, dt_s: float, voltage_v: float) -> None:

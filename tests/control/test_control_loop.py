@@ -493,3 +493,25 @@ def test_registry_from_adapters_uses_config_ratings() -> None:
     assert "grid" not in devs
     with pytest.raises(ConfigError, match=r"control\.devices\.bat\.max_charge_w: is required"):
         ControlledDevices.from_adapters(ControlConfig(), [FakeBattery()])
+
+
+async def test_charger_changes_inside_an_aggregator_event_are_marked_dsr() -> None:
+    # GB Smart Charge Points Regulations: a change made for demand-side response skips the
+    # charger's randomised delay, so hems must say which changes are DSR.
+    r = Rig(ev=FakeCharger(state=EvState.CHARGING))
+    r.site(grid_w=1000, ev_w=3000)
+    await r.loop.step()
+    assert r.ev.dsr_flags and not any(r.ev.dsr_flags)  # no event: ordinary changes
+    ev = FlexEvent("evt-dsr", "import-cap", T0 + timedelta(minutes=5), T0 + timedelta(hours=1),
+                   0, 4000)  # fmt: skip
+    r.loop.set_flex_event(ev)
+    await r.cycle(400)  # inside the window now
+    r.site(grid_w=2500, ev_w=3000)
+    await r.cycle()
+    r.site(grid_w=2500, ev_w=3000)
+    await r.cycle(25)  # past the refresh interval: the charger is written again
+    assert r.ev.dsr_flags[-1] is True
+    r.loop.set_flex_event(None)
+    r.site(grid_w=500, ev_w=1000)
+    await r.cycle(25)
+    assert r.ev.dsr_flags[-1] is False

@@ -45,9 +45,7 @@ async def test_page_shows_live_values_and_flags_stale_device(
         )
         page = await browser.new_page()
         await page.goto(f"http://127.0.0.1:{web.bound_port}/")
-        await page.wait_for_function(
-            "document.getElementById('grid_power_w').textContent !== '–'"
-        )
+        await page.wait_for_function("document.getElementById('grid_power_w').textContent !== '–'")
         assert await page.inner_text("#grid_power_w") == "-1.23 kW"
         assert await page.inner_text("#battery_power_w") == "2.50 kW"
         assert await page.inner_text("#battery_soc_pct") == "56.5 %"
