@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 
@@ -14,6 +15,7 @@ COMMAND_MODULES = (
     "hems.devices.ocpp.cli",  # charger test
     "hems.planning.cli",  # optimise, plan, schema problem
     "hems.flex.cli",  # baseline
+    "hems.control.cli",  # interventions
     "hems.uplink.cli",  # keys show, schema uplink
 )
 
@@ -35,6 +37,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # `hems schema uplink | head`: the reader left; not an error of ours.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":

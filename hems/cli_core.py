@@ -21,6 +21,7 @@ from hems.errors import HemsError
 SCHEMAS = {
     "config": "hems.cli_core:config_json_schema",
     "problem": "hems.planning.problem:problem_json_schema",
+    "profile": "hems.devices.modbus.profile:profile_schema",
     "uplink": "hems.uplink.schema:uplink_json_schema",
 }
 
@@ -41,7 +42,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     check.add_argument("file")
     check.set_defaults(func=cmd_check_config)
 
-    schema = sub.add_parser("schema", help="print a JSON Schema (config, problem, uplink)")
+    schema = sub.add_parser("schema", help="print a JSON Schema (config, problem, profile, uplink)")
     schema.add_argument("name", choices=sorted(SCHEMAS))
     schema.set_defaults(func=cmd_schema)
 

@@ -22,6 +22,7 @@ from hems.core.capabilities import BatteryMode
 from hems.core.clock import Clock
 from hems.core.readings import Quantity, Reading, Role
 from hems.core.state import SiteState
+from hems.devices.health import PollHealth, fresh_value, poll_forever
 from hems.devices.modbus.engine import Endpoint, EndpointPool
 from hems.devices.modbus.profile import Profile, WriteStep, shipped_profiles
 from hems.devices.modbus.profile_config import ProfileDeviceConfig
@@ -32,7 +33,7 @@ from hems.devices.modbus.profile_decode import (
     encode_raw,
     encode_value,
 )
-from hems.errors import BadValue, DeviceError, DeviceUnreachable, NotSupported
+from hems.errors import BadValue, DeviceError, NotSupported
 
 log = structlog.get_logger(__name__)
 
@@ -183,9 +184,7 @@ class ProfileDevice:
         self._clock = clock
         self._names = registers_for_role(self.profile, self.role)
         self._bad: dict[str, str] = {}
-        self._misses = 0
-        self._failing = False
-        self._down = False
+        self._health = PollHealth(cfg.id, state, cfg.stale_after_polls, "profile")
         self._control_lock = asyncio.Lock()
         state.register_device(
             cfg.id, cfg.role, stale_after_s=cfg.poll_interval_s * (cfg.stale_after_polls + 0.5)
@@ -197,27 +196,20 @@ class ProfileDevice:
 
     @property
     def misses(self) -> int:
-        return self._misses
+        return self._health.misses
 
     async def run(self) -> None:
         """Poll every `poll_interval_s` until cancelled; failures are handled here."""
-        while True:
-            started = self._clock.monotonic()
-            await self.poll()
-            elapsed = self._clock.monotonic() - started
-            await self._clock.sleep(max(0.0, self.cfg.poll_interval_s - elapsed))
+        await poll_forever(self.poll, self.cfg.poll_interval_s, self._clock)
 
     async def poll(self) -> bool:
         try:
             readings = await self.poll_once()
         except DeviceError as exc:
-            self._missed(exc)
+            self._health.missed(exc)
             return False
         self._state.publish(readings)
-        self._misses = 0
-        if self._failing:
-            log.info("profile device recovered", device=self.device_id)
-        self._failing = self._down = False
+        self._health.succeeded()
         return True
 
     async def poll_once(self) -> list[Reading]:
@@ -244,23 +236,8 @@ class ProfileDevice:
             log.info("profile register recovered", device=self.device_id, register=name)
         self._bad = dict(errors)
 
-    def _missed(self, exc: DeviceError) -> None:
-        self._misses += 1
-        if not self._failing:
-            log.warning("profile poll failed", device=self.device_id, error=str(exc))
-            self._failing = True
-        if self._misses >= self.cfg.stale_after_polls and not self._down:
-            reason = f"{self._misses} polls missed: {exc}"
-            self._state.mark_down(self.device_id, reason)
-            log.error("profile device down", device=self.device_id, reason=reason)
-            self._down = True
-
     def _fresh(self, quantity: Quantity) -> float:
-        value = self._state.fresh_value(self.device_id, quantity)
-        if value is None:
-            reason = self._state.down_reason(self.device_id) or "no fresh reading"
-            raise DeviceUnreachable(self.device_id, f"{quantity}: {reason}")
-        return value
+        return fresh_value(self._state, self.device_id, quantity)
 
     async def run_steps(self, what: str, steps: list[WriteStep], request_w: float) -> None:
         """Encode every step first (so a bad value writes nothing), then write in order."""

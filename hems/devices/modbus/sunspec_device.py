@@ -30,6 +30,7 @@ from hems.core.capabilities import BatteryMode
 from hems.core.clock import Clock
 from hems.core.readings import Quantity, Reading, Role
 from hems.core.state import SiteState
+from hems.devices.health import PollHealth, fresh_value, poll_forever
 from hems.devices.modbus.config import SunSpecDeviceConfig
 from hems.devices.modbus.engine import Endpoint, EndpointPool, ModbusRejected
 from hems.devices.modbus.sunspec import (
@@ -44,7 +45,7 @@ from hems.devices.modbus.sunspec import (
     encode_point,
     read_models,
 )
-from hems.errors import BadValue, DeviceError, DeviceUnreachable, NotSupported
+from hems.errors import BadValue, DeviceError, NotSupported
 
 log = structlog.get_logger(__name__)
 
@@ -195,9 +196,7 @@ class SunSpecDevice:
         self._state = state
         self._clock = clock
         self._map: SunSpecMap | None = None
-        self._misses = 0
-        self._failing = False
-        self._down = False
+        self._health = PollHealth(cfg.id, state, cfg.stale_after_polls, "sunspec")
         self._control_lock = asyncio.Lock()
         state.register_device(
             cfg.id, cfg.role, stale_after_s=cfg.poll_interval_s * (cfg.stale_after_polls + 0.5)
@@ -214,33 +213,25 @@ class SunSpecDevice:
 
     @property
     def misses(self) -> int:
-        return self._misses
+        return self._health.misses
 
     async def run(self) -> None:
         """Poll every `poll_interval_s` until cancelled; failures are handled here."""
-        interval = self.cfg.poll_interval_s
-        while True:
-            started = self._clock.monotonic()
-            await self.poll()
-            elapsed = self._clock.monotonic() - started
-            await self._clock.sleep(max(0.0, interval - elapsed))
+        await poll_forever(self.poll, self.cfg.poll_interval_s, self._clock)
 
     async def poll(self) -> bool:
         """One poll: read, publish, or count a miss. Returns True if readings were published."""
         try:
             readings = await self.poll_once()
         except DeviceError as exc:
-            self._missed(exc)
+            self._health.missed(exc)
             return False
         except Exception as exc:  # last line of defence: one odd device must not stop hems
             log.exception("sunspec poll crashed", device=self.device_id)
-            self._missed(DeviceError(self.device_id, f"internal error: {exc!r}"))
+            self._health.missed(DeviceError(self.device_id, f"internal error: {exc!r}"))
             return False
         self._state.publish(readings)
-        self._misses = 0
-        if self._failing:
-            log.info("sunspec device recovered", device=self.device_id)
-        self._failing = self._down = False
+        self._health.succeeded()
         return True
 
     async def poll_once(self) -> list[Reading]:
@@ -284,24 +275,9 @@ class SunSpecDevice:
             )
         return self._map
 
-    def _missed(self, exc: DeviceError) -> None:
-        self._misses += 1
-        if not self._failing:
-            log.warning("sunspec poll failed", device=self.device_id, error=str(exc))
-            self._failing = True
-        if self._misses >= self.cfg.stale_after_polls and not self._down:
-            reason = f"{self._misses} polls missed: {exc}"
-            self._state.mark_down(self.device_id, reason)
-            log.error("sunspec device down", device=self.device_id, reason=reason)
-            self._down = True
-
     # -- shared helpers for capabilities ---------------------------------------------------
     def _fresh(self, quantity: Quantity) -> float:
-        value = self._state.fresh_value(self.device_id, quantity)
-        if value is None:
-            reason = self._state.down_reason(self.device_id) or "no fresh reading"
-            raise DeviceUnreachable(self.device_id, f"{quantity}: {reason}")
-        return value
+        return fresh_value(self._state, self.device_id, quantity)
 
     async def _fresh_model(self, *model_ids: int) -> ModelData:
         smap = await self.ensure_map()
