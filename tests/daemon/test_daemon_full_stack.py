@@ -12,6 +12,7 @@ from zoneinfo import ZoneInfo
 
 import httpx
 import yaml
+from playwright.async_api import async_playwright
 
 from hems.app import Daemon
 from hems.config import validate
@@ -20,6 +21,7 @@ from hil.chargepoint import SimChargePoint, SimConfig
 from hil.ev import EvModel
 from hil.rig import HilRig
 from tests.conftest import REPO, free_port
+from tests.web.conftest import CHROMIUM_ARGS, chromium_path
 
 
 def demo_config(tmp_path: Path, modbus_port: int, ocpp_port: int, web_port: int) -> dict:
@@ -32,6 +34,33 @@ def demo_config(tmp_path: Path, modbus_port: int, ocpp_port: int, web_port: int)
     cfg["storage"]["batch_interval_s"] = 1
     cfg["planner"]["forecast"]["base_url"] = "http://127.0.0.1:9"  # offline: history fallback
     return cfg
+
+
+async def check_page(web_port: int) -> None:
+    async with async_playwright() as p:
+        browser = await p.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_ARGS)
+        try:
+            page = await browser.new_page()
+            await page.goto(f"http://127.0.0.1:{web_port}/")
+            await page.wait_for_selector("#plan tbody tr")
+            assert await page.locator("#plan tbody tr").count() == 12
+            assert "optimal" in await page.inner_text("#plan-meta")
+            await page.wait_for_selector("#chargers tr[data-charger='wallbox']")
+            assert await page.inner_text("#control-health") == "healthy"
+            assert "15.0 kWh" in await page.inner_text("#chargers tr[data-charger='wallbox']")
+            await page.fill("#ev-form input[name=energy_kwh]", "22")
+            await page.fill("#ev-form input[name=departure]", "06:15")
+            await page.click("#ev-form button")
+            await page.wait_for_function(
+                "document.getElementById('ev-result').textContent === 'saved'"
+            )
+            await page.wait_for_function(
+                "document.querySelector(\"#chargers tr[data-charger='wallbox']\")"
+                ".textContent.includes('22.0 kWh')"
+            )
+            assert await page.locator("#keys-section").is_hidden()  # no uplink configured
+        finally:
+            await browser.close()
 
 
 def in_cheap_band(t: datetime) -> bool:
@@ -133,6 +162,10 @@ async def test_ev_session_flows_from_ocpp_to_planner_to_control(tmp_path: Path) 
                     "/api/override", json={"device_id": "battery", "target": 1e9, "minutes": 5}
                 )
                 assert r.status_code == 400 and "battery" in r.json()["error"]
+                # The owner's page shows the plan, the control loop and the charger, and its
+                # form sets a session (headless Chromium).
+                await check_page(web_port)
+
                 # A good request changes the session.
                 r = await client.post(
                     "/api/ev-session",
