@@ -17,7 +17,7 @@ from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from hems.configbase import Port, Strict
 from hems.control.config import ControlConfig
@@ -90,6 +90,29 @@ class Config(Strict):
     control: ControlConfig = Field(default_factory=ControlConfig)
     uplink: UplinkConfig = Field(default_factory=UplinkConfig)
     flex: FlexConfig = Field(default_factory=FlexConfig)
+
+    @model_validator(mode="after")
+    def _say_it_once(self) -> Config:
+        """Facts stated in one section fill the same facts in another, so the owner writes
+        a battery's power limits or a charger's phases once. An explicit value always wins."""
+        from hems.control.config import DeviceControlConfig
+
+        for b in self.planner.batteries:
+            d = self.control.devices.get(b.device_id) or DeviceControlConfig()
+            if d.max_charge_w is None:
+                d.max_charge_w = b.max_charge_w
+            if d.max_discharge_w is None:
+                d.max_discharge_w = b.max_discharge_w
+            self.control.devices[b.device_id] = d
+        chargers = {c.id: c for c in self.ocpp.chargers}
+        for ev in self.planner.evs:
+            charger = chargers.get(ev.charger_id)
+            if charger is None:
+                continue
+            for key in ("phases", "min_current_a", "max_current_a", "voltage_v"):
+                if key not in ev.model_fields_set:
+                    setattr(ev, key, getattr(charger, key))
+        return self
 
     @field_validator("devices")
     @classmethod

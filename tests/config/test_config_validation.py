@@ -123,3 +123,27 @@ def test_check_config_cli_exit_codes(tmp_path: Path) -> None:
     )
     assert bad.returncode == 1
     assert bad.stderr.strip().splitlines() == ["devices[1].port: must be 1..65535 (line 9)"]
+
+
+def test_battery_and_charger_facts_are_stated_once(tmp_path: Path) -> None:
+    text = GOOD + """\
+ocpp:
+  enabled: true
+  chargers: [{id: wallbox, phases: 1, min_current_a: 8, max_current_a: 16}]
+planner:
+  enabled: true
+  batteries: [{device_id: house, capacity_wh: 9500, max_charge_w: 3600, max_discharge_w: 3000}]
+  evs: [{charger_id: wallbox, max_current_a: 10}]
+control:
+  enabled: true
+  devices:
+    other: {max_charge_w: 1000, max_discharge_w: 1000}
+    house: {max_discharge_w: 2500}
+"""
+    cfg = load_config(write(tmp_path, text))
+    house = cfg.control.devices["house"]
+    assert house.max_charge_w == 3600  # from planner.batteries
+    assert house.max_discharge_w == 2500  # an explicit value wins
+    ev = cfg.planner.evs[0]
+    assert (ev.phases, ev.min_current_a, ev.max_current_a) == (1, 8, 10)  # max set explicitly
+    assert cfg.control.devices["other"].max_charge_w == 1000
