@@ -233,13 +233,6 @@ class Uplink:
         async with asyncio.TaskGroup() as tg:
             tg.create_task(self._connection_loop(), name="uplink:mqtt")
             tg.create_task(self._telemetry_loop(), name="uplink:telemetry")
-            if self.cfg.home_assistant.enabled:
-                from hems.uplink.homeassistant import HomeAssistantDiscovery
-
-                ha = HomeAssistantDiscovery(
-                    self.cfg.home_assistant, self.site_id, self._state, self._clock
-                )
-                tg.create_task(ha.run(), name="uplink:homeassistant")
 
     def _default_capabilities(self) -> Capabilities:
         return Capabilities(
