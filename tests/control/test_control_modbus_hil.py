@@ -11,8 +11,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-import pytest
-
+import hil.faults as hil_faults
+import hil.home as hil_home
+import hil.sunspec_server as hil_server
 from hems.config import LimitsConfig
 from hems.control.config import ControlConfig, StageBudgets
 from hems.control.devices import ControlledDevices
@@ -22,10 +23,6 @@ from hems.core.state import SiteState
 from hems.devices.modbus.config import SunSpecDeviceConfig
 from hems.devices.modbus.engine import EndpointPool
 from hems.devices.modbus.sunspec_device import sunspec_device
-
-hil_server = pytest.importorskip("hil.sunspec_server", reason="HIL rig not in this checkout")
-hil_home = pytest.importorskip("hil.home", reason="HIL rig not in this checkout")
-hil_faults = pytest.importorskip("hil.faults", reason="HIL rig not in this checkout")
 
 NOON = datetime(2026, 6, 21, 11, 0, tzinfo=UTC)
 FUSE_A = 40.0

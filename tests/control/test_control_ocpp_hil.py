@@ -11,8 +11,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
-import pytest
-
+import hil.chargepoint as hil_cp
+import hil.ev as hil_ev
+import hil.home as hil_home
 from hems.config import LimitsConfig
 from hems.control.config import ControlConfig
 from hems.control.devices import ControlledDevices
@@ -23,10 +24,6 @@ from hems.core.readings import Reading, Role
 from hems.core.state import SiteState
 from hems.devices.ocpp.config import OcppConfig
 from hems.devices.ocpp.server import OcppCentralSystem
-
-hil_cp = pytest.importorskip("hil.chargepoint", reason="HIL rig not in this checkout")
-hil_ev = pytest.importorskip("hil.ev", reason="HIL rig not in this checkout")
-hil_home = pytest.importorskip("hil.home", reason="HIL rig not in this checkout")
 
 PASSWORD = "correct-horse-battery-1"
 FUSE_A = 60.0

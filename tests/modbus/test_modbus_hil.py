@@ -6,6 +6,8 @@ from datetime import UTC, datetime
 
 import pytest
 
+import hil.home as hil_home
+import hil.sunspec_server as hil_server
 from hems.core.capabilities import BatteryMode
 from hems.core.clock import ManualClock
 from hems.core.readings import Quantity, Role
@@ -13,9 +15,6 @@ from hems.core.state import SiteState
 from hems.devices.modbus.config import SunSpecDeviceConfig
 from hems.devices.modbus.engine import EndpointPool
 from hems.devices.modbus.sunspec_device import sunspec_device
-
-hil_server = pytest.importorskip("hil.sunspec_server", reason="HIL rig not in this checkout")
-hil_home = pytest.importorskip("hil.home", reason="HIL rig not in this checkout")
 
 NOON = datetime(2026, 6, 21, 11, 0, tzinfo=UTC)
 
