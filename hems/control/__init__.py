@@ -4,4 +4,49 @@ Entry class: `hems.control.loop.ControlLoop`; devices are handed in through
 `hems.control.devices.ControlledDevices`. Pure logic lives in `strategies` (what each device
 should do) and `guard` (what it may do). Nothing is re-exported here so that `hems.config`
 can import `hems.control.config` without pulling in the loop.
+
+One cycle (every `control.cycle_s`, default 1 s; earlier when a grid reading breaks the fuse
+or the export limit):
+
+1. snapshot  a process image from SiteState: grid power and phase currents, each battery,
+             PV inverter, charger and switchable load; plus what chargers (`state()`) and
+             loads (`is_on()`) report, asked concurrently under a time budget. Implausible
+             readings are dropped for the cycle; a second meter of the grid flow is ignored.
+2. strategies  per device, from the plan slot, the live image, overrides, EV sessions and
+             an active flexibility event: EVs first (plan, min+PV, PV-only with hysteresis
+             timers and 1p/3p switching, fast, off; a departure forces fast charging), then
+             batteries (plan-following corrected by the meter, or self-consumption), then
+             deferrable loads (plan switches) and PV (curtailed towards zero export when
+             the plan asks or export is paid negatively). With `ev_from_battery: false`
+             (the default) the battery discharges at most what the house without the EVs
+             takes. Then rate limits (`ramp_w_per_s`).
+3. guard     `apply_guard`, ordered and final; nothing else can build a command the writer
+             accepts:
+               stale    a device without fresh readings gets its safe state (battery idle
+                        or self-consumption, charger paused or at minimum, curtailment
+                        kept, deferrable load off); a stale grid meter makes every device
+                        safe;
+               range    clamp to the device's range, map unsupported battery modes;
+               reserve  no discharge at or below the reserve SoC (unless `outage`);
+               fuse     predicted import per phase and in total <= fuse - margin, shed in
+                        `shed_order` (EV current, battery charging, deferrable loads,
+                        battery discharge); a flexibility import cap acts as a lower fuse;
+               export   predicted export <= the agreed limit - margin: the battery
+                        absorbs, then PV is curtailed;
+               ev-min   an EV is never offered less than its minimum current: pause.
+             No credit is taken for a device that ignores commands, for a charger that may
+             delay a change longer than the deadline (GB randomised delay, 600 s, outside
+             demand-side response), or for anything while a measured overload persists.
+4. write     only what changed beyond a deadband, what the guard changed, or what is due for
+             a refresh inside the device-side revert timeout; each write under its own
+             timeout, the cycle waits no longer than its write budget.
+5. verify    once a command has had `verify_after_s` (plus a charger's delay) to act, the
+             readings (and the load's own on/off report) are checked; `verify_failures`
+             misses in a row flag the device as ignoring commands (logged, shown in
+             `status()`, distrusted by the guard) until it follows again.
+
+Every intervention is logged on start and end with its rule, device and reason, kept for the
+web page and stored in `control_interventions`. Fuse overloads (2 s) and export excursions
+(G100: corrected within 15 s, never over 60 s) are timed and counted. The systemd watchdog is
+fed only after a healthy cycle.
 """

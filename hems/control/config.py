@@ -117,6 +117,14 @@ class ControlConfig(Strict):
         default=None, description="which meter is the connection point if several claim it"
     )
     outage: bool = Field(default=False, description="declared outage: reserve may be used")
+    ev_from_battery: bool = Field(
+        default=False,
+        description=(
+            "let the home battery discharge into a charging EV; off (the default): while an "
+            "EV draws, the battery covers at most the rest of the house and PV goes to the EV "
+            "first (the safety guard may still discharge it to protect the fuse)"
+        ),
+    )
     devices: dict[DeviceId, DeviceControlConfig] = Field(default_factory=dict)
 
     @field_validator("shed_order")

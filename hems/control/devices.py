@@ -30,18 +30,22 @@ def _need(value: float | None, device_id: str, key: str) -> float:
     return value
 
 
-def _response_delay_s(control: object) -> float:
-    """How long the charger may take to follow a limit [s].
+def response_delay_s(control: object, dsr: bool = False) -> float:
+    """How long the charger may take to follow a new limit, up or down [s].
 
-    UK smart-charge rules let a charger delay a start randomly; adapters say by how much, as
-    an attribute or a method (the OCPP adapter's takes an optional `dsr` flag).
+    GB smart-charge rules let a charger delay a change of rate randomly (up to 600 s) unless
+    it is demand-side response; adapters say by how much, as an attribute or a method (the
+    OCPP adapter's takes the `dsr` flag). Unknown or unreadable: 0.
     """
     value = getattr(control, "expected_response_delay_s", 0.0)
-    if callable(value):
-        value = value()
     try:
+        if callable(value):
+            try:
+                value = value(dsr=dsr)
+            except TypeError:  # an adapter whose method takes no flag
+                value = value()
         return max(0.0, float(value or 0.0))
-    except (TypeError, ValueError):
+    except Exception:  # an adapter bug must not stop registration or a cycle
         return 0.0
 
 
@@ -105,7 +109,7 @@ class ControlledDevices:
             max_current_a=max_current_a,
             phases=tuple(sorted(phases)),
             phase=phase,
-            response_delay_s=_response_delay_s(control),
+            response_delay_s=response_delay_s(control),
         )
 
     def add_load(

@@ -11,8 +11,11 @@ Rules, in order (each later rule sees the result of the earlier ones):
 3. reserve battery SoC at or below the reserve: no discharge (unless an outage is declared).
 4. fuse    predicted import per phase (and in total) <= fuse - margin; shed in the
            configured order (EV current, battery charging, deferrable loads, battery
-           discharge).
-5. export  predicted export <= agreed limit - margin: the battery absorbs, then PV is curtailed.
+           discharge). A charger that may take longer than the fuse deadline (2 s) to follow
+           a new limit (the GB randomised delay, outside demand-side response) is still told
+           to reduce, but not counted on: the next step in the order sheds at once.
+5. export  predicted export <= agreed limit - margin: the battery absorbs, then PV is curtailed
+           (a charger slower than the G100 correction time is not counted on either).
 6. ev-min  an EV is never offered less than its minimum current while charging: pause instead.
 
 Predictions are linear: measured grid + (predicted - measured) per device, per phase. The EV is
@@ -49,6 +52,7 @@ from hems.control.model import (
 from hems.core.capabilities import BatteryMode, EvState
 
 _TOKEN: Final = object()
+FUSE_DEADLINE_S: Final = 2.0  # an overload must be gone within this [s]
 _FULL_SOC_PCT: Final = 99.0
 _EMPTY_SOC_PCT: Final = 2.0
 
@@ -86,6 +90,8 @@ class _Work:
     cmds: dict[str, Command]
     notes: list[Intervention] = field(default_factory=list)
     distrust: frozenset[str] = frozenset()  # no credit for what these were told to do
+    late_import: frozenset[str] = frozenset()  # too slow for the fuse deadline: no credit
+    late_export: frozenset[str] = frozenset()  # too slow for the G100 window: no credit
 
     @property
     def v(self) -> float:
@@ -193,8 +199,10 @@ class _Work:
             yield self._credit(dev_id, pred - meas, for_export), self.shares(ld.phase)
 
     def _credit(self, dev_id: str, delta_w: float, for_export: bool) -> float:
-        # A distrusted device gets no credit for the change we ask of it, only the blame.
-        if dev_id not in self.distrust:
+        # A distrusted device gets no credit for the change we ask of it, only the blame;
+        # nor does one too slow to make it in time.
+        late = self.late_export if for_export else self.late_import
+        if dev_id not in self.distrust and dev_id not in late:
             return delta_w
         return min(delta_w, 0.0) if for_export else max(delta_w, 0.0)
 
@@ -239,7 +247,16 @@ def apply_guard(
     every device while a measured overload persists): the guard then takes no credit for
     them and sheds further down the order.
     """
-    w = _Work(image, spec, limits, dict(proposed), distrust=distrust)
+    delays = {d: charger_delay_s(image, c) for d, c in spec.chargers.items()}
+    w = _Work(
+        image,
+        spec,
+        limits,
+        dict(proposed),
+        distrust=distrust,
+        late_import=frozenset(d for d, s in delays.items() if s > FUSE_DEADLINE_S),
+        late_export=frozenset(d for d, s in delays.items() if s > cfg.g100.correct_within_s),
+    )
     _rule_stale(w, cfg)
     _rule_range(w)
     _rule_reserve(w, cfg.outage)
@@ -253,6 +270,14 @@ def apply_guard(
             Guarded(w.cmds, _TOKEN), tuple(w.notes), w.grid_pred_w(), w.phase_pred_a()
         )
     return GuardResult(Guarded(w.cmds, _TOKEN), tuple(w.notes), None, None)
+
+
+def charger_delay_s(image: ProcessImage, spec: ChargerSpec) -> float:
+    """How long the charger may take to follow a new limit this cycle [s]."""
+    img = image.evs.get(spec.device_id)
+    if img is None or img.response_delay_s is None:
+        return spec.response_delay_s
+    return img.response_delay_s
 
 
 # -- rules ------------------------------------------------------------------------------------
@@ -435,7 +460,11 @@ def _shed_ev(w: _Work, cap_a: float, rule: str, why: str) -> None:
         # The EV is predicted at its offer; shed from the offer.
         new_a = cmd.current_a - need_w / (w.v * cmd.phases)
         new_a = 0.0 if new_a < c.min_current_a else int(new_a * 10) / 10  # round down
-        w.set(c.device_id, EvCommand(new_a, cmd.phases), rule, why)
+        reason = why
+        if c.device_id in w.late_import:
+            delay_s = charger_delay_s(w.image, c)
+            reason = f"{why}; charger may take {delay_s:.0f} s: not counted on"
+        w.set(c.device_id, EvCommand(new_a, cmd.phases), rule, reason)
 
 
 def _shed_battery(

@@ -1,15 +1,17 @@
 """The control loop: snapshot, strategies, guard, shaped writes, verification, every cycle.
 
 One cycle (`step`):
-1. snapshot  the process image from SiteState (+ charger states, under a time budget);
+1. snapshot  the process image from SiteState (+ charger states and load on/off reports,
+             asked concurrently under a time budget);
              implausible readings are dropped for the cycle, a duplicate grid meter ignored.
 2. compute   strategies (plan slot, self-consumption, PV surplus, overrides, flex event),
              rate limits, then the safety guard. Only the guard's output reaches step 3.
 3. write     only what changed beyond a deadband (or what the guard changed, or what is due
              for a refresh inside the device-side revert timeout); each write is a task owned
              by the loop under its own timeout, and the cycle waits no longer than its budget.
-4. verify    commands older than verify_after_s are checked against the readings; a device
-             that keeps ignoring them is flagged in `status()`.
+4. verify    commands older than verify_after_s are checked against the readings (a load
+             against its own is_on() report first); a device that keeps ignoring them is
+             flagged in `status()`.
 The systemd watchdog callback is fed only after a healthy cycle.
 """
 
@@ -28,8 +30,8 @@ import structlog
 
 from hems.config import LimitsConfig
 from hems.control.config import ControlConfig
-from hems.control.devices import ControlledDevices
-from hems.control.guard import ExcursionTracker, Guarded, apply_guard
+from hems.control.devices import ControlledDevices, response_delay_s
+from hems.control.guard import FUSE_DEADLINE_S, ExcursionTracker, Guarded, apply_guard
 from hems.control.model import (
     BatteryCommand,
     BatteryImage,
@@ -141,7 +143,8 @@ class ControlLoop:
         self._status: dict[str, DeviceStatus] = {d: DeviceStatus() for d in devices}
         self._pending: dict[str, asyncio.Task[None]] = {}
         self._ev_state: dict[str, EvState | None] = {}
-        self._ev_state_tasks: dict[str, asyncio.Task[EvState]] = {}
+        self._load_on: dict[str, bool | None] = {}  # what each load reports (is_on)
+        self._probes: dict[str, asyncio.Task[Any]] = {}  # state / is_on calls in flight
         self._ev_memory: dict[str, EvHysteresis] = {}
         self._overrides: dict[str, Override] = {}
         self._sessions: dict[str, EvSession] = {}
@@ -153,7 +156,7 @@ class ControlLoop:
         self._recent: deque[dict[str, Any]] = deque(maxlen=500)
         self._rows: list[tuple[Any, ...]] = []
         self._flush_task: asyncio.Task[None] | None = None
-        self._fuse = ExcursionTracker(2.0, 2.0)
+        self._fuse = ExcursionTracker(FUSE_DEADLINE_S, FUSE_DEADLINE_S)
         self._export = ExcursionTracker(cfg.g100.correct_within_s, cfg.g100.max_excursion_s)
         self._stats = _Stats()
         self._emitted = 0
@@ -384,7 +387,7 @@ class ControlLoop:
 
     # -- 1. snapshot ------------------------------------------------------------------------
     async def _snapshot(self) -> ProcessImage:
-        await self._refresh_ev_states()
+        await self._refresh_probes()
         v = self._fresh(self._grid_id() or "", Quantity.VOLTAGE_V) or self._limits.voltage_v
         grid = self._grid_image(v)
         spec = self._spec
@@ -401,6 +404,7 @@ class ControlLoop:
                 limit = last.limit_pct if isinstance(last, PvCommand) else 100.0
             pvs[d] = PvImage(self._fresh(d, Quantity.POWER_W), limit)
         evs = {}
+        dsr = self._dsr_active()
         for d in spec.chargers:
             last = self._status[d].last_written
             offered, phases = (
@@ -410,11 +414,15 @@ class ControlLoop:
             power = self._fresh(d, Quantity.POWER_W)
             if ev_state is EvState.OFFLINE:
                 power = None
-            evs[d] = EvImage(power, ev_state, offered, phases)
+            delay_s = response_delay_s(self._devices.control(d), dsr)
+            evs[d] = EvImage(power, ev_state, offered, phases, delay_s)
         loads = {}
         for d in spec.loads:
             last = self._status[d].last_written
-            on = last.on if isinstance(last, LoadCommand) else None
+            # What the load says beats what it was told: it may have ignored us.
+            on = self._load_on.get(d)
+            if on is None and isinstance(last, LoadCommand):
+                on = last.on
             power = self._fresh(d, Quantity.POWER_W)
             registered = d in self._state.devices
             loads[d] = LoadImage(power, on, stale=registered and self._state.is_stale(d))
@@ -424,30 +432,33 @@ class ControlLoop:
             self._clock.now(), self._clock.monotonic(), v, grid, batteries, pvs, evs, loads
         )
 
-    async def _refresh_ev_states(self) -> None:
-        """Ask every charger for its state concurrently; what misses the budget keeps its
-        last answer and is asked again next cycle (the call is never started twice)."""
-        for d in self._spec.chargers:
-            if d not in self._ev_state_tasks:
-                ctrl = self._devices.control(d)
-                self._ev_state_tasks[d] = asyncio.create_task(
-                    ctrl.state(),  # type: ignore[union-attr]
-                    name=f"control:state:{d}",
-                )
-        tasks = list(self._ev_state_tasks.values())
-        if tasks:
-            await asyncio.wait(tasks, timeout=self._cfg.budgets.snapshot_s)
-        for d, task in list(self._ev_state_tasks.items()):
+    async def _refresh_probes(self) -> None:
+        """Ask every charger for its state and every switchable load whether it is on,
+        concurrently; what misses the budget keeps its last answer and is asked again next
+        cycle (a call is never started twice)."""
+        for d in (*self._spec.chargers, *self._spec.loads):
+            if d in self._probes:
+                continue
+            ctrl: Any = self._devices.control(d)
+            call = ctrl.state() if d in self._spec.chargers else ctrl.is_on()
+            self._probes[d] = asyncio.create_task(call, name=f"control:state:{d}")
+        if self._probes:
+            await asyncio.wait(self._probes.values(), timeout=self._cfg.budgets.snapshot_s)
+        for d, task in list(self._probes.items()):
             if not task.done():
                 continue
-            del self._ev_state_tasks[d]
+            del self._probes[d]
+            what = "charger state" if d in self._spec.chargers else "load on/off state"
             exc = task.exception()
-            if exc is None:
-                self._ev_state[d] = task.result()
-                self._clear_problem(f"state:{d}", "charger state readable again", device=d)
+            value = task.result() if exc is None else None
+            if d in self._spec.chargers:
+                self._ev_state[d] = value
             else:
-                self._ev_state[d] = None
-                self._problem(f"state:{d}", "charger state unreadable", device=d, error=str(exc))
+                self._load_on[d] = value if isinstance(value, bool) else None
+            if exc is None:
+                self._clear_problem(f"state:{d}", f"{what} readable again", device=d)
+            else:
+                self._problem(f"state:{d}", f"{what} unreadable", device=d, error=str(exc))
 
     def _grid_id(self) -> str | None:
         meters = sorted(d for d, r in self._state.devices.items() if r is Role.GRID)
@@ -861,6 +872,11 @@ class ControlLoop:
             if p is None or p.power_w is None:
                 return None
             return p.power_w <= self._spec.pvs[d].rated_w * cmd.limit_pct / 100.0 + tol_w
+        # A switchable load: its own report (is_on) decides; without one, a power reading
+        # can show that it is off, never that it is on (a thermostat may hold it at 0 W).
+        reported = self._load_on.get(d)
+        if reported is not None:
+            return reported == cmd.on
         ld = image.loads.get(d)
         if ld is None or ld.power_w is None or cmd.on:
             return None
@@ -933,7 +949,7 @@ class ControlLoop:
         return 0.0, 100.0, "%"
 
     async def _shutdown(self) -> None:
-        tasks = [*self._pending.values(), *self._ev_state_tasks.values()]
+        tasks = [*self._pending.values(), *self._probes.values()]
         if self._flush_task is not None:
             # Let a running store write finish so no intervention row is lost.
             await asyncio.wait([self._flush_task], timeout=2.0)

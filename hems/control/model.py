@@ -39,7 +39,7 @@ class ChargerSpec:
     max_current_a: float = 16.0
     phases: tuple[int, ...] = (1,)  # supported phase counts, e.g. (1, 3)
     phase: int = 1  # which phase a one-phase session uses
-    response_delay_s: float = 0.0  # randomised start delay the charger may add
+    response_delay_s: float = 0.0  # randomised delay of a start or rate change (not DSR) [s]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -85,6 +85,7 @@ class EvImage:
     state: EvState | None
     offered_a: float = 0.0  # last command
     phases: int = 1  # phases of the last command
+    response_delay_s: float | None = None  # how long a new limit may take now; None: spec's
 
 
 @dataclass(frozen=True, slots=True)

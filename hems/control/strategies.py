@@ -11,6 +11,12 @@ Battery modes (hems.core.capabilities.BatteryMode), as this module uses them:
 - plan, no POWER_SETPOINT: target > 0 -> FORCE_CHARGE, target == 0 -> HOLD_DISCHARGE,
   target < 0 -> NORMAL (the inverter's own self-consumption).
 - self-consumption: grid towards 0 W with POWER_SETPOINT, else NORMAL.
+- `ev_from_battery: false` (the default): while an EV draws (or is about to), the battery
+  discharges at most what the rest of the house takes (its target is computed as if the EVs
+  were not there, and only the lower of the two is kept), so PV goes to the car first and the
+  home battery is not emptied into it. Without POWER_SETPOINT, NORMAL becomes HOLD_DISCHARGE
+  while an EV draws (where offered). Applies in plan-following, self-consumption and flex
+  events alike; the safety guard may still discharge the battery to protect the fuse.
 EV strategies: plan (slot target, else min-pv), min-pv (minimum current plus any surplus),
 pv-only (start/stop thresholds with hysteresis timers), fast, off. With a session departure set,
 any strategy charges fast once the remaining energy needs the rest of the time.
@@ -42,6 +48,7 @@ from hems.control.model import (
 from hems.core.capabilities import BatteryMode, EvState
 from hems.core.plan import PlanSlot
 
+_EV_DRAWING_W = 100.0  # below this an EV is taken as not drawing (standby, noise)
 EV_PLUGGED = (EvState.PLUGGED, EvState.CHARGING, EvState.SUSPENDED_EV, EvState.SUSPENDED_EVSE)
 
 
@@ -109,6 +116,8 @@ def propose(
     live = {k: o for k, o in overrides.items() if o.expires_at > image.at}
     # EVs first: the battery then covers whatever the EV change leaves on the grid.
     ev_delta_w = 0.0
+    ev_meas_w = 0.0  # what the EVs draw now
+    ev_pred_w = 0.0  # what they will draw once this cycle's commands take effect
     for dev_id, c in spec.chargers.items():
         img = image.evs.get(dev_id, EvImage(None, None))
         mem = ev_memory.setdefault(dev_id, EvHysteresis(phases=min(c.phases)))
@@ -119,8 +128,13 @@ def propose(
             energy = (session_energy_wh or {}).get(dev_id)
             cmd = _ev_command(image, c, img, mode, slot, mem, cfg, sessions.get(dev_id), energy)
         out.commands[dev_id] = cmd
+        meas_w = max(0.0, img.power_w or 0.0)
+        ev_meas_w += meas_w
         if img.power_w is not None and img.state in EV_PLUGGED:
             ev_delta_w += cmd.current_a * v * cmd.phases - img.power_w
+            ev_pred_w += cmd.current_a * v * cmd.phases
+        else:
+            ev_pred_w += meas_w
     for dev_id, ld in spec.loads.items():
         if dev_id in live:
             out.commands[dev_id] = LoadCommand(bool(live[dev_id].target))
@@ -128,6 +142,10 @@ def propose(
             out.commands[dev_id] = LoadCommand(slot.switches[dev_id])
         _ = ld
     grid_after_w = None if grid_w is None else grid_w + ev_delta_w
+    # The grid flow as if no EV were charging: the most the battery may cover while one is.
+    house_grid_w = None
+    if not cfg.ev_from_battery and grid_w is not None and max(ev_meas_w, ev_pred_w) > _EV_DRAWING_W:
+        house_grid_w = grid_w - ev_meas_w
     batt_delta_w = 0.0
     # Several batteries share the grid correction by their power, so they do not all chase
     # the same watts (which would multiply the loop gain by their number).
@@ -138,7 +156,9 @@ def propose(
         if dev_id in live:
             cmd_b = BatteryCommand(BatteryMode.POWER_SETPOINT, float(live[dev_id].target))
         else:
-            cmd_b = _battery_command(b, img, cfg, slot, grid_after_w, flex, image.at, share)
+            cmd_b = _battery_command(
+                b, img, cfg, slot, grid_after_w, flex, image.at, share, house_grid_w
+            )
         out.commands[dev_id] = cmd_b
         if cmd_b.mode is BatteryMode.POWER_SETPOINT and img.power_w is not None:
             batt_delta_w += cmd_b.power_w - img.power_w
@@ -288,16 +308,27 @@ def _battery_command(
     flex: FlexEvent | None,
     now: datetime,
     share: float = 1.0,
+    house_grid_w: float | None = None,
 ) -> BatteryCommand:
+    """`house_grid_w`: set while an EV draws and the battery may not feed it (the grid flow
+    without the EVs); the battery then discharges at most that much."""
     setpoint = BatteryMode.POWER_SETPOINT in b.modes
     follow_plan = cfg.strategy == "plan" and slot is not None and b.device_id in slot.targets_w
     if grid_after_w is None or img.power_w is None:
         return BatteryCommand(BatteryMode.NORMAL)  # the guard's stale rule decides
     if not setpoint:
-        if not follow_plan:
-            return BatteryCommand(BatteryMode.NORMAL)
-        assert slot is not None
-        return _battery_mode_for_plan(b, slot.targets_w[b.device_id])
+        cmd = BatteryCommand(BatteryMode.NORMAL)
+        if follow_plan:
+            assert slot is not None
+            cmd = _battery_mode_for_plan(b, slot.targets_w[b.device_id])
+        if (
+            house_grid_w is not None
+            and cmd.mode is BatteryMode.NORMAL
+            and BatteryMode.HOLD_DISCHARGE in b.modes
+        ):
+            # The inverter's own self-consumption would discharge into the car.
+            cmd = BatteryCommand(BatteryMode.HOLD_DISCHARGE)
+        return cmd
     lo, hi = -b.max_discharge_w, b.max_charge_w
     if follow_plan:
         assert slot is not None
@@ -313,6 +344,9 @@ def _battery_command(
         else:
             target_w = min(target_w, img.power_w - share * (grid_after_w + flex.limit_w))
         lo = -b.max_discharge_w
+    if house_grid_w is not None:
+        # Discharge no more than the house without the EVs needs; never force a charge.
+        lo = max(lo, min(0.0, img.power_w - share * house_grid_w))
     return BatteryCommand(BatteryMode.POWER_SETPOINT, min(hi, max(lo, target_w)))
 
 

@@ -1,8 +1,13 @@
-"""Poll health of one device: counts missed polls, logs transitions, marks it down.
+"""Health of one device: counts failures, logs transitions, marks it down.
 
-Shared by every polled adapter so they all behave alike: one warning when polling starts to
-fail, one error when the device is marked down after `stale_after_polls` misses, one info
-line when it recovers; never a line per failed poll.
+Shared by every adapter so they all behave alike, logging the transition, never a line per
+failure:
+- `PollHealth` (polled devices, Modbus): one warning when polling starts to fail, one error
+  when the device is marked down after `stale_after_polls` misses, one info line when it
+  recovers.
+- `PushHealth` (devices that push, P1 telegrams, Glow MQTT payloads): one warning when the
+  link goes down (marked down at once), one when input starts being rejected, one info line
+  when good input flows again.
 """
 
 from __future__ import annotations
@@ -45,6 +50,47 @@ class PollHealth:
         if self._failing:
             log.info(f"{self._kind} device recovered", device=self.device_id)
         self._failing = self._down = False
+
+
+class PushHealth:
+    """Link and input health of one push device; counts accepted and rejected input.
+
+    `kind` names the log events ("p1" -> "p1 meter down"), `item` the unit of input
+    ("telegram" -> "p1 telegram rejected").
+    """
+
+    def __init__(self, device_id: str, state: SiteState, kind: str, item: str) -> None:
+        self.device_id = device_id
+        self._state = state
+        self._kind = kind
+        self._item = item
+        self.accepted = 0
+        self.rejected = 0
+        self.last_error: str | None = None
+        self._rejecting = False
+        self._down = False
+
+    def link_down(self, reason: str) -> None:
+        """The connection is gone: mark the device down (once per outage)."""
+        if not self._down:
+            log.warning(f"{self._kind} meter down", device=self.device_id, reason=reason)
+            self._state.mark_down(self.device_id, reason)
+            self._down = True
+
+    def input_rejected(self, reason: str) -> None:
+        """One unusable telegram/payload: counted, logged when rejecting starts."""
+        self.rejected += 1
+        self.last_error = reason
+        if not self._rejecting:
+            log.warning(f"{self._kind} {self._item} rejected", device=self.device_id, reason=reason)
+            self._rejecting = True
+
+    def input_accepted(self) -> None:
+        """One good telegram/payload was published: recovered if it was down or rejecting."""
+        self.accepted += 1
+        if self._rejecting or self._down:
+            log.info(f"{self._kind} meter recovered", device=self.device_id)
+        self._rejecting = self._down = False
 
 
 def fresh_value(state: SiteState, device_id: str, quantity: Quantity) -> float:

@@ -126,7 +126,9 @@ def test_check_config_cli_exit_codes(tmp_path: Path) -> None:
 
 
 def test_battery_and_charger_facts_are_stated_once(tmp_path: Path) -> None:
-    text = GOOD + """\
+    text = (
+        GOOD
+        + """\
 ocpp:
   enabled: true
   chargers: [{id: wallbox, phases: 1, min_current_a: 8, max_current_a: 16}]
@@ -140,6 +142,7 @@ control:
     other: {max_charge_w: 1000, max_discharge_w: 1000}
     house: {max_discharge_w: 2500}
 """
+    )
     cfg = load_config(write(tmp_path, text))
     house = cfg.control.devices["house"]
     assert house.max_charge_w == 3600  # from planner.batteries

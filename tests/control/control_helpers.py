@@ -178,12 +178,14 @@ class FakeLoad:
         self.device_id = device_id
         self.delay_s = delay_s
         self.on = False
+        self.ignore = False  # acknowledges commands but keeps its state (a stuck relay)
         self.calls: list[bool] = []
 
     async def set_on(self, on: bool) -> None:
         if self.delay_s:
             await asyncio.sleep(self.delay_s)
-        self.on = on
+        if not self.ignore:
+            self.on = on
         self.calls.append(on)
 
     async def is_on(self) -> bool:

@@ -21,7 +21,7 @@ from hems.core.plan import Plan, PlanSlot
 from hems.core.readings import Quantity as Q
 from hems.core.readings import Reading, Role
 from hems.core.state import SiteState
-from hems.errors import BadValue, ConfigError
+from hems.errors import BadValue, ConfigError, DeviceUnreachable
 from hems.store.db import Database
 
 SP = BatteryMode.POWER_SETPOINT
@@ -43,7 +43,7 @@ class Rig:
         self.bat = fakes.get("bat") or FakeBattery()
         self.ev = fakes.get("ev") or FakeCharger(state=EvState.AVAILABLE)
         self.pv = fakes.get("pv") or FakePv()
-        self.load = FakeLoad()
+        self.load = fakes.get("relay") or FakeLoad()
         devs = ControlledDevices()
         devs.add_battery(self.bat, max_charge_w=5000, max_discharge_w=5000)
         devs.add_charger(self.ev, min_current_a=6, max_current_a=16)
@@ -188,19 +188,19 @@ async def test_device_ignoring_commands_is_flagged() -> None:
 
 async def test_stale_device_goes_safe_and_recovers() -> None:
     r = Rig()
-    r.site(grid_w=1000, ev_w=1380)
+    r.site(grid_w=1000)
     await r.loop.step()
     assert r.bat.calls[-1] == (SP, -1000)
     for _ in range(12):  # battery silent for 12 s (stale after 10 s)
         r.publish("grid", power_w=1000)
-        r.publish("ev", power_w=1380)
+        r.publish("ev", power_w=0)
         r.publish("pv", power_w=0)
         await r.cycle()
     assert r.bat.calls[-1] == (BatteryMode.IDLE, 0.0)
     st = r.loop.status()
     assert st["devices"]["bat"]["stale"] is True
     assert any(i["rule"] == "stale" for i in st["active_interventions"])
-    r.site(grid_w=1000, bat_w=0, ev_w=1380)
+    r.site(grid_w=1000, bat_w=0)
     await r.cycle()
     assert r.bat.calls[-1] == (SP, -1000)
     assert not any(i["rule"] == "stale" for i in r.loop.status()["active_interventions"])
@@ -259,7 +259,9 @@ async def test_missing_plan_and_failing_plan_source_keep_the_loop_running(caplog
 
 
 async def test_implausible_readings_are_ignored() -> None:
-    r = Rig(ev=FakeCharger(state=EvState.CHARGING))
+    # The battery may feed the car here, so its set-point shows the whole grid flow.
+    cfg = ControlConfig(strategy="self-consumption", ev_strategy="min-pv", ev_from_battery=True)
+    r = Rig(cfg, ev=FakeCharger(state=EvState.CHARGING))
     r.site(grid_w=1000, soc=250)  # SoC 250 %: the battery is treated as unknown -> idle
     await r.loop.step()
     assert r.bat.calls[-1] == (BatteryMode.IDLE, 0.0)
@@ -515,3 +517,71 @@ async def test_charger_changes_inside_an_aggregator_event_are_marked_dsr() -> No
     r.site(grid_w=500, ev_w=1000)
     await r.cycle(25)
     assert r.ev.dsr_flags[-1] is False
+
+
+async def test_a_load_that_ignores_commands_is_flagged_by_its_own_report() -> None:
+    cfg = ControlConfig(
+        strategy="self-consumption", ev_strategy="min-pv", verify_after_s=2, verify_failures=3
+    )
+    r = Rig(cfg, load=True)
+    r.state.register_device("boiler", Role.LOAD)
+    r.load.ignore = True  # a stuck relay: acknowledges "on", stays off
+    r.loop.set_override("boiler", True, T0 + timedelta(hours=1))
+    r.site(grid_w=0)
+    r.publish("boiler", power_w=0)
+    await r.loop.step()
+    assert r.load.calls == [True]
+    for _ in range(6):
+        r.site(grid_w=0)
+        r.publish("boiler", power_w=0)
+        await r.cycle()
+    st = r.loop.status()["devices"]["boiler"]
+    assert st["verified"] is False
+    assert st["ignores_commands"] is True
+    flagged = [i for i in r.loop.recent_interventions() if i["event"] == "flagged"]
+    assert [i["device_id"] for i in flagged] == ["boiler"]
+    # Someone frees the relay: the load reports on, and is trusted again.
+    r.load.ignore, r.load.on = False, True
+    r.site(grid_w=0)
+    r.publish("boiler", power_w=0)
+    await r.cycle()
+    st = r.loop.status()["devices"]["boiler"]
+    assert st["verified"] is True and st["ignores_commands"] is False
+
+
+async def test_a_load_on_at_zero_watts_is_not_flagged() -> None:
+    # A boiler at temperature: the relay is on, its thermostat draws nothing.
+    cfg = ControlConfig(
+        strategy="self-consumption", ev_strategy="min-pv", verify_after_s=2, verify_failures=2
+    )
+    r = Rig(cfg, load=True)
+    r.state.register_device("boiler", Role.LOAD)
+    r.loop.set_override("boiler", True, T0 + timedelta(hours=1))
+    for _ in range(6):
+        r.site(grid_w=0)
+        r.publish("boiler", power_w=0)
+        await r.cycle()
+    st = r.loop.status()["devices"]["boiler"]
+    assert st["verified"] is True and st["ignores_commands"] is False
+    assert r.load.on is True
+
+
+async def test_a_load_whose_state_cannot_be_read_falls_back_to_its_power() -> None:
+    class Unreadable(FakeLoad):
+        async def is_on(self) -> bool:
+            raise DeviceUnreachable(self.device_id, "no reply")
+
+    load = Unreadable()
+    load.ignore, load.on = True, True  # told off, keeps drawing
+    cfg = ControlConfig(
+        strategy="self-consumption", ev_strategy="min-pv", verify_after_s=2, verify_failures=2
+    )
+    r = Rig(cfg, load=True, relay=load)
+    r.state.register_device("boiler", Role.LOAD)
+    r.loop.set_override("boiler", False, T0 + timedelta(hours=1))
+    for _ in range(6):
+        r.site(grid_w=2000)
+        r.publish("boiler", power_w=2000)
+        await r.cycle()
+    st = r.loop.status()["devices"]["boiler"]
+    assert st["ignores_commands"] is True

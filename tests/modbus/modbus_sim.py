@@ -174,13 +174,16 @@ class PtyPair:
 
     Each side is a pty slave path a serial client or server can open; a relay on the event
     loop copies bytes between the masters (what `socat pty pty` does, without socat).
+    `echo_b`: side b also reads back what it writes, like an RS-485 adapter whose receiver
+    stays on while it transmits.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, echo_b: bool = False) -> None:
         import os
         import tty
 
         self._os = os
+        self._echo_b = echo_b
         self._master_a, slave_a = os.openpty()
         self._master_b, slave_b = os.openpty()
         for fd in (slave_a, slave_b):
@@ -202,6 +205,8 @@ class PtyPair:
         except (BlockingIOError, OSError):
             return
         if data:
+            if self._echo_b and src == self._master_b:
+                self._os.write(src, data)  # the echo comes back before any answer
             self._os.write(dst, data)
 
     def close(self) -> None:

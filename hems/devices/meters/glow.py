@@ -25,6 +25,7 @@ import structlog
 from hems.core.clock import Clock
 from hems.core.readings import Quantity, Reading
 from hems.core.state import SiteState
+from hems.devices.health import PushHealth
 from hems.devices.meters.config import GlowMeterConfig
 from hems.errors import HemsError
 
@@ -105,12 +106,20 @@ class GlowMeter:
         self.device_id = cfg.id
         self._state = state
         self._clock = clock
-        self.payloads_ok = 0
-        self.payloads_rejected = 0
-        self.last_error: str | None = None
-        self._rejecting = False
-        self._down = False
+        self.health = PushHealth(cfg.id, state, "glow", "payload")
         state.register_device(cfg.id, cfg.role, stale_after_s=cfg.stale_after_s)
+
+    @property
+    def payloads_ok(self) -> int:
+        return self.health.accepted
+
+    @property
+    def payloads_rejected(self) -> int:
+        return self.health.rejected
+
+    @property
+    def last_error(self) -> str | None:
+        return self.health.last_error
 
     async def run(self) -> None:
         backoff_s = 1.0
@@ -130,11 +139,7 @@ class GlowMeter:
                     async for message in client.messages:
                         self.handle(message.payload)
             except Exception as exc:  # MqttError or a socket error: reconnect, never crash
-                reason = f"MQTT: {type(exc).__name__}: {exc}"
-                if not self._down:
-                    log.warning("glow meter down", device=self.device_id, reason=reason)
-                    self._state.mark_down(self.device_id, reason)
-                    self._down = True
+                self.health.link_down(f"MQTT: {type(exc).__name__}: {exc}")
             await asyncio.sleep(0)  # let cancellation in before the backoff
             await self._clock.sleep(backoff_s)
             backoff_s = min(self.cfg.reconnect_max_s, backoff_s * 2)
@@ -146,11 +151,7 @@ class GlowMeter:
                 raise GlowError(f"payload of type {type(payload).__name__}")
             sample = parse_glow(payload)
         except GlowError as exc:
-            self.payloads_rejected += 1
-            self.last_error = str(exc)
-            if not self._rejecting:
-                log.warning("glow payload rejected", device=self.device_id, reason=str(exc))
-                self._rejecting = True
+            self.health.input_rejected(str(exc))
             return False
         at = self._clock.now()
         d = self.device_id
@@ -161,8 +162,5 @@ class GlowMeter:
                 Reading(d, Quantity.ENERGY_EXPORT_WH, sample.export_wh, at),
             ]
         )
-        self.payloads_ok += 1
-        if self._rejecting or self._down:
-            log.info("glow meter recovered", device=self.device_id)
-        self._rejecting = self._down = False
+        self.health.input_accepted()
         return True

@@ -24,6 +24,7 @@ from dsmr_parser.parsers import TelegramParser
 from hems.core.clock import Clock
 from hems.core.readings import Quantity, Reading
 from hems.core.state import SiteState
+from hems.devices.health import PushHealth
 from hems.devices.meters.config import P1MeterConfig
 from hems.errors import HemsError
 
@@ -152,12 +153,20 @@ class P1Meter:
         self.device_id = cfg.id
         self._state = state
         self._clock = clock
-        self.telegrams_ok = 0
-        self.telegrams_rejected = 0
-        self.last_error: str | None = None
-        self._rejecting = False
-        self._down = False
+        self.health = PushHealth(cfg.id, state, "p1", "telegram")
         state.register_device(cfg.id, cfg.role, stale_after_s=cfg.stale_after_s)
+
+    @property
+    def telegrams_ok(self) -> int:
+        return self.health.accepted
+
+    @property
+    def telegrams_rejected(self) -> int:
+        return self.health.rejected
+
+    @property
+    def last_error(self) -> str | None:
+        return self.health.last_error
 
     async def run(self) -> None:
         backoff_s = 1.0
@@ -167,10 +176,7 @@ class P1Meter:
                 reason = "connection closed by the P1 port"
             except Exception as exc:  # any link failure: reconnect, never crash
                 reason = f"{type(exc).__name__}: {exc}"
-            if not self._down:
-                log.warning("p1 meter down", device=self.device_id, reason=reason)
-                self._state.mark_down(self.device_id, reason)
-                self._down = True
+            self.health.link_down(reason)
             await self._clock.sleep(backoff_s)
             backoff_s = min(self.cfg.reconnect_max_s, backoff_s * 2)
 
@@ -217,15 +223,8 @@ class P1Meter:
             sample = parse_telegram(telegram, self.cfg.dsmr_version)
             readings = sample_readings(self.device_id, sample, self._clock.now())
         except (P1Error, ValueError) as exc:
-            self.telegrams_rejected += 1
-            self.last_error = str(exc)
-            if not self._rejecting:
-                log.warning("p1 telegram rejected", device=self.device_id, reason=str(exc))
-                self._rejecting = True
+            self.health.input_rejected(str(exc))
             return False
         self._state.publish(readings)
-        self.telegrams_ok += 1
-        if self._rejecting or self._down:
-            log.info("p1 meter recovered", device=self.device_id)
-        self._rejecting = self._down = False
+        self.health.input_accepted()
         return True

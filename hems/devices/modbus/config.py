@@ -53,6 +53,10 @@ class ModbusConnection(Strict):
     parity: Literal["N", "E", "O"] = "N"
     stopbits: Literal[1, 2] = 1
     bytesize: Literal[7, 8] = 8
+    handle_local_echo: bool = Field(
+        default=False,
+        description="rtu: drop the echo of our own requests (RS-485 adapters that echo)",
+    )
     unit_id: UnitId = 1
     timeout_s: float = Field(default=1.0, gt=0, le=60)
     inter_request_delay_s: float = Field(default=0.0, ge=0, le=10)
@@ -69,6 +73,11 @@ class ModbusConnection(Strict):
                 raise ValueError("proxy: only for tcp endpoints")
         elif self.host is None:
             raise ValueError(f"host: required when transport is {self.transport}")
+        if self.handle_local_echo and self.transport != "rtu":
+            # A TCP (or serial-gateway) link never echoes; the gateway handles its own bus.
+            raise ValueError(
+                f"handle_local_echo: only for transport rtu (a serial port), not {self.transport}"
+            )
         if self.backoff_max_s < self.backoff_initial_s:
             raise ValueError("backoff_max_s: must be >= backoff_initial_s")
         return self
@@ -83,6 +92,7 @@ class ModbusConnection(Strict):
             parity=self.parity,
             stopbits=self.stopbits,
             bytesize=self.bytesize,
+            handle_local_echo=self.handle_local_echo,
             timeout_s=self.timeout_s,
             inter_request_delay_s=self.inter_request_delay_s,
             backoff_initial_s=self.backoff_initial_s,

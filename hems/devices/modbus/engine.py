@@ -79,6 +79,7 @@ class EndpointSpec:
     parity: Literal["N", "E", "O"] = "N"
     stopbits: Literal[1, 2] = 1
     bytesize: Literal[7, 8] = 8
+    handle_local_echo: bool = False  # rtu: the adapter echoes what we send; drop it
     timeout_s: float = 1.0
     inter_request_delay_s: float = 0.0
     backoff_initial_s: float = 1.0
@@ -90,6 +91,8 @@ class EndpointSpec:
                 raise ConfigError("serial_port", "required for transport rtu")
         elif not self.host:
             raise ConfigError("host", f"required for transport {self.transport}")
+        if self.handle_local_echo and self.transport != "rtu":
+            raise ConfigError("handle_local_echo", f"only for transport rtu, not {self.transport}")
         if self.timeout_s <= 0 or self.backoff_initial_s <= 0:
             raise ConfigError("timeout_s", "timeout_s and backoff_initial_s must be > 0")
         if self.backoff_max_s < self.backoff_initial_s:
@@ -297,6 +300,7 @@ class Endpoint:
                 parity=s.parity,
                 stopbits=s.stopbits,
                 bytesize=s.bytesize,
+                handle_local_echo=s.handle_local_echo,
                 timeout=s.timeout_s,
                 retries=0,
                 reconnect_delay=0,
