@@ -136,11 +136,16 @@ class FlexLink:
             ids = set()
             for e in events:
                 ids.add(e.event_id)
-                cap, floor = _instruction(e)
-                if cap is None and floor is None:
+                cap, floor, up = _instruction(e)
+                if cap is None and floor is None and up is None:
                     continue
                 self._planner.add_event_constraint(
-                    e.event_id, e.start, e.end, import_cap_w=cap, export_floor_w=floor
+                    e.event_id,
+                    e.start,
+                    e.end,
+                    import_cap_w=cap,
+                    export_floor_w=floor,
+                    import_floor_w=up,
                 )
             for gone in self._in_planner - ids:
                 self._planner.remove_event_constraint(gone)
@@ -151,7 +156,9 @@ class FlexLink:
         upcoming = sorted((e for e in events if e.end > now), key=lambda e: e.start)
         live = None
         for e in upcoming:
-            cap, floor = _instruction(e)
+            # The live loop tracks caps and export floors; a turn-up floor is left to the
+            # plan (the control loop follows its per-slot targets).
+            cap, floor, _up = _instruction(e)
             if cap is None and floor is None:
                 continue
             baseline = math.nan
@@ -179,14 +186,15 @@ class FlexLink:
         self._control.set_flex_event(live)
 
 
-def _instruction(event: Any) -> tuple[float | None, float | None]:
-    """(import cap, export floor) [W] of an event; (None, None) for a price-only event."""
+def _instruction(event: Any) -> tuple[float | None, float | None, float | None]:
+    """(import cap, export floor, net-import floor) [W] of an event; all None for a
+    price-only event."""
     from hems.flex.events import as_planner_constraint
 
     constraint = as_planner_constraint(event)
     if constraint is None:
-        return None, None
-    return constraint.import_cap_w, constraint.export_floor_w
+        return None, None, None
+    return constraint.import_cap_w, constraint.export_floor_w, constraint.import_floor_w
 
 
 class EnvelopeLink:

@@ -114,17 +114,21 @@ def as_planner_constraint(event: FlexEvent) -> Any | None:
     """The planner's `FlexConstraint` for an accepted event, or None if it has no power
     instruction (a price-only event changes the tariff, not the constraints).
 
-    A setpoint >= 0 becomes an import cap, a negative one an export floor.
+    Turn-down: a setpoint >= 0 becomes an import cap, a negative one an export floor.
+    Turn-up: the setpoint becomes a net-import floor (the aggregator wants at least that much
+    import; a negative setpoint means "export at most that much"), soft in the planner.
     """
     from hems.planning.problem import FlexConstraint  # the planner is optional for flex
 
-    cap, floor = event.import_cap_w, event.export_floor_w
+    cap, floor, up = event.import_cap_w, event.export_floor_w, None
     if event.setpoint_w is not None:
-        if event.setpoint_w >= 0:
+        if event.kind == "turn_up":
+            up = event.setpoint_w
+        elif event.setpoint_w >= 0:
             cap = event.setpoint_w if cap is None else min(cap, event.setpoint_w)
         else:
             floor = -event.setpoint_w if floor is None else max(floor, -event.setpoint_w)
-    if cap is None and floor is None:
+    if cap is None and floor is None and up is None:
         return None
     return FlexConstraint(
         id=f"{event.event_id}#{event.modification_number}",
@@ -132,6 +136,7 @@ def as_planner_constraint(event: FlexEvent) -> Any | None:
         end=event.end,
         import_cap_w=cap,
         export_floor_w=floor,
+        import_floor_w=up,
     )
 
 
@@ -386,9 +391,9 @@ class OfferPeriod:
     period_start: datetime
     period_end: datetime
     turn_down_w: float  # largest turn-down found feasible [W]
-    turn_up_w: float  # not modelled yet: 0
+    turn_up_w: float  # largest turn-up (extra net import) found feasible [W]
     turn_down_cost: float | None  # extra cost per kWh turned down [currency/kWh]
-    turn_up_cost: float | None = None
+    turn_up_cost: float | None = None  # extra cost per kWh turned up (< 0: the home gains)
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
@@ -405,6 +410,20 @@ def planner_add_cap(problem: Any, start: datetime, end: datetime, cap_w: float) 
     return problem.model_copy(update={"events": [*problem.events, event]})
 
 
+def planner_add_floor(problem: Any, start: datetime, end: datetime, floor_w: float) -> Any:
+    """Add a HARD net-import floor for [start, end): infeasible = the home cannot turn up."""
+    from hems.planning.problem import FlexConstraint  # the planner is optional for flex
+
+    event = FlexConstraint(
+        id="offer-up",
+        start=start,
+        end=end,
+        import_floor_w=floor_w,
+        import_floor_penalty_per_kwh=None,
+    )
+    return problem.model_copy(update={"events": [*problem.events, event], "version": 2})
+
+
 def build_offers(
     problem: P,
     expected_import_w: Mapping[datetime, float],
@@ -412,13 +431,19 @@ def build_offers(
     solve: Callable[[P], float],
     sizes_w: Sequence[float],
     add_cap: Callable[[P, datetime, datetime, float], P] = planner_add_cap,
+    *,
+    expected_export_w: Mapping[datetime, float] | None = None,
+    add_floor: Callable[[P, datetime, datetime, float], P] | None = planner_add_floor,
 ) -> list[OfferPeriod]:
-    """Per period, the largest turn-down in `sizes_w` the home can do and what it costs.
+    """Per period, the largest turn-down and turn-up in `sizes_w` the home can do and what
+    each costs.
 
-    expected_import_w: planned grid import per period start [W] (from the current Plan).
-    solve(problem) -> cost [currency]; it raises PlanningError when the problem is
-    infeasible. The cost of a turn-down is the cost difference of re-solving with an import
-    cap of (expected - size) in that period, per kWh turned down.
+    expected_import_w / expected_export_w: planned grid import / export per period start [W]
+    (from the current Plan). solve(problem) -> cost [currency]; it raises PlanningError
+    when the problem is infeasible. The cost of a turn-down is the cost difference of
+    re-solving with an import cap of (expected import - size) in that period, per kWh turned
+    down; of a turn-up, re-solving with a hard floor of (expected net import + size) on net
+    import, per kWh turned up. `add_floor=None` skips turn-up offers.
     """
     base = solve(problem)
     out: list[OfferPeriod] = []
@@ -435,7 +460,17 @@ def build_offers(
                 break
             best_w = size
             best_cost = (cost - base) / (size * hours / 1000.0)
-        out.append(OfferPeriod(start, end, best_w, 0.0, best_cost))
+        up_w, up_cost = 0.0, None
+        if add_floor is not None:
+            net = expected - (expected_export_w or {}).get(start, 0.0)
+            for size in sizes_w:
+                try:
+                    cost = solve(add_floor(problem, start, end, net + size))
+                except PlanningError:
+                    break  # cannot absorb that much more (fuse, nothing left to switch on)
+                up_w = size
+                up_cost = (cost - base) / (size * hours / 1000.0)
+        out.append(OfferPeriod(start, end, best_w, up_w, best_cost, up_cost))
     return out
 
 

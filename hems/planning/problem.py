@@ -22,7 +22,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-PROBLEM_VERSION = 1
+# 1: the first format. 2: FlexConstraint.import_floor_w (turn-up events) and its penalty.
+# Version 1 documents still load unchanged (every addition of v2 is optional).
+PROBLEM_VERSION = 2
 
 
 class _Model(BaseModel):
@@ -94,19 +96,46 @@ class DeferrableLoad(_Model):
 
 
 class FlexConstraint(_Model):
-    """An accepted flexibility event: a hard cap on import and/or floor on export."""
+    """An accepted flexibility event: a hard cap on import and/or floor on export (turn-down),
+    and/or a floor on net import (turn-up, since problem version 2).
+
+    `import_floor_w` asks for net grid import (import − export) of at least this much in
+    every slot of the window; negative means "export at most −value". It is soft: a home
+    that cannot absorb that much (nothing left to switch on, battery full) still gets a plan,
+    each missing kWh costs `import_floor_penalty_per_kwh` and the plan's notes say how much
+    is missing. `import_floor_penalty_per_kwh = None` makes the floor hard (used to probe
+    turn-up offers: infeasible means the home cannot do it).
+    """
 
     id: str = "event"
     start: datetime
     end: datetime
     import_cap_w: float | None = Field(default=None, ge=0)
     export_floor_w: float | None = Field(default=None, ge=0)
+    import_floor_w: float | None = Field(
+        default=None,
+        description="turn-up: net import (import − export) at least this [W]; "
+        "negative = export at most −value (v2)",
+    )
+    import_floor_penalty_per_kwh: float | None = Field(
+        default=10.0,
+        ge=0,
+        description="cost of each kWh the plan stays below import_floor_w "
+        "[currency/kWh]; None = hard floor (v2)",
+    )
+
+    @field_validator("import_floor_w")
+    @classmethod
+    def _finite(cls, value: float | None) -> float | None:
+        if value is not None and not math.isfinite(value):
+            raise ValueError("must be a finite number")
+        return value
 
 
 class Problem(_Model):
     """One planning problem over `n_slots` slots of `step_min` minutes from `start`."""
 
-    version: Literal[1] = PROBLEM_VERSION
+    version: Literal[1, 2] = PROBLEM_VERSION
     start: datetime = Field(description="aware, start of slot 0, on a settlement boundary")
     step_min: Literal[15, 30] = 30
     import_price_per_kwh: list[float] = Field(min_length=1)
@@ -152,6 +181,10 @@ class Problem(_Model):
         for i, v in enumerate(self.import_price_per_kwh):
             if math.isnan(v):
                 raise ValueError(f"import_price_per_kwh[{i}]: is NaN")
+        if self.version < 2:
+            for i, ev in enumerate(self.events):
+                if ev.import_floor_w is not None:
+                    raise ValueError(f"events[{i}].import_floor_w: needs problem version 2")
         if self.start.minute % self.step_min or self.start.second or self.start.microsecond:
             raise ValueError(
                 f"start: {self.start.isoformat()} is not on a {self.step_min}-min boundary"

@@ -185,14 +185,17 @@ class PlannerService:
         *,
         import_cap_w: float | None = None,
         export_floor_w: float | None = None,
+        import_floor_w: float | None = None,
     ) -> None:
-        """An accepted flexibility event becomes a hard constraint of every plan."""
+        """An accepted flexibility event becomes a constraint of every plan: the import cap
+        and export floor are hard, a turn-up's net-import floor is soft (see FlexConstraint)."""
         self._events[event_id] = FlexConstraint(
             id=event_id,
             start=start,
             end=end,
             import_cap_w=import_cap_w,
             export_floor_w=export_floor_w,
+            import_floor_w=import_floor_w,
         )
         self.request_replan(f"flex event {event_id}")
 

@@ -10,11 +10,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
+import numpy as np
+
 from hems.core.plan import Plan
 from hems.errors import Infeasible
-from hems.planning.optimiser.checks import check
+from hems.planning.optimiser.checks import _hhmm, check
 from hems.planning.optimiser.extract import extract
-from hems.planning.optimiser.model import build
+from hems.planning.optimiser.model import Columns, build
 from hems.planning.optimiser.solve import solve_arrays
 from hems.planning.problem import Problem
 
@@ -49,6 +51,7 @@ def optimise(
         notes.append("solver: no integer solution in time; LP relaxation used (on/off rounded)")
     elif raw.status == "feasible":
         notes.append(f"solver: time limit hit, plan within {raw.mip_gap:.1%} of optimal")
+    notes += _floor_notes(problem, cols, raw.x)
     plan = extract(
         problem,
         frame,
@@ -59,7 +62,27 @@ def optimise(
         created_at=created_at or problem.start,
     )
     _, _, _, integer = m.column_arrays()
-    return Result(plan, raw.objective, raw.solve_time_s, m.n_cols, m.n_rows, int(integer.sum()))
+    n_integer = int(np.count_nonzero(integer))  # binaries and semi-continuous columns
+    return Result(plan, raw.objective, raw.solve_time_s, m.n_cols, m.n_rows, n_integer)
+
+
+def _floor_notes(problem: Problem, cols: Columns, x: np.ndarray) -> list[str]:
+    """Explain turn-up floors the plan cannot meet (the floor is soft, see model.py)."""
+    if not cols.floor_short.size:
+        return []
+    short_w = x[cols.floor_short]
+    missed = np.flatnonzero(short_w > 1.0)
+    if not missed.size:
+        return []
+    slots = cols.floor_slots[missed]
+    kwh = float(short_w[missed].sum()) * problem.step_min / 60 / 1000
+    first = _hhmm(problem, problem.slot_start(int(slots[0])))
+    last = _hhmm(problem, problem.slot_start(int(slots[-1]) + 1))
+    return [
+        f"events: the turn-up import floor cannot be met in {missed.size} slot(s) between "
+        f"{first} and {last} ({kwh:.2f} kWh short): nothing more can be switched on or "
+        "charged then; the plan imports as much as it can"
+    ]
 
 
 def _diagnose(problem: Problem, time_limit_s: float, mip_rel_gap: float) -> Infeasible:

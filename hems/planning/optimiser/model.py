@@ -10,8 +10,9 @@ a slot of dt_h hours costs price_per_kwh × p × dt_h / 1000.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
+from typing import Literal
 
 import numpy as np
 
@@ -19,6 +20,34 @@ from hems.planning.problem import BatterySpec, DeferrableLoad, EvSession, Proble
 
 FloatArray = np.ndarray
 IntArray = np.ndarray
+
+# HiGHS integrality codes (HighsVarType): continuous, integer, semi-continuous.
+CONTINUOUS, INTEGER, SEMI_CONTINUOUS = 0, 1, 2
+
+# EV minimum power as HiGHS semi-continuous columns instead of on/off binaries. Off: HiGHS
+# 1.16 reports "Solve error" when the LP wants a few mW of EV power (within its integrality
+# tolerance, then rejected by its own semi-variable check), and it was no faster here.
+EV_SEMI_CONTINUOUS = False
+
+
+@dataclass(frozen=True, slots=True)
+class Rounding:
+    """A rounding rule for one group of integer columns, used by the LP-and-round primal
+    heuristic. `prefer`: z = 1 where x[a] >= x[b] (an indicator allowing a, forbidding b);
+    `on_if`: z = 1 where x[a] > 0 (an on/off switch of a semi-continuous power);
+    `one_of`: the largest column is 1, the others 0; `blocks`: `need` of the columns are 1,
+    in runs of at least `min_on`, placed where the LP's values are largest (or, second try,
+    where the LP's marginal price of energy, the balance row's dual, is lowest)."""
+
+    kind: Literal["prefer", "on_if", "one_of", "blocks"]
+    cols: IntArray
+    a: IntArray | None = None
+    b: IntArray | None = None
+    need: int = 0
+    min_on: int = 1
+    slots: IntArray | None = None  # blocks: the slot of each column
+    power_w: float = 0.0  # blocks: the load's power
+    rows: IntArray | None = None  # blocks: the balance row of each column (set by build)
 
 
 @dataclass(slots=True)
@@ -37,6 +66,8 @@ class ModelArrays:
     n_cols: int = 0
     n_rows: int = 0
     offset: float = 0.0  # constant part of the objective
+    # How to round each group of integer columns from an LP solution (see heuristic.py).
+    rounding: list[Rounding] = field(default_factory=list)
 
     def cols(
         self,
@@ -45,12 +76,14 @@ class ModelArrays:
         ub: float | FloatArray,
         cost: float | FloatArray = 0.0,
         integer: bool = False,
+        integrality: int | None = None,
     ) -> IntArray:
         idx = np.arange(self.n_cols, self.n_cols + n, dtype=np.int32)
         self.lb.append(np.broadcast_to(np.asarray(lb, dtype=float), (n,)).copy())
         self.ub.append(np.broadcast_to(np.asarray(ub, dtype=float), (n,)).copy())
         self.cost.append(np.broadcast_to(np.asarray(cost, dtype=float), (n,)).copy())
-        self.integer.append(np.full(n, 1 if integer else 0, dtype=np.int32))
+        kind = integrality if integrality is not None else (INTEGER if integer else CONTINUOUS)
+        self.integer.append(np.full(n, kind, dtype=np.int32))
         self.n_cols += n
         return idx
 
@@ -111,6 +144,9 @@ class Columns:
     ev: list[tuple[str, IntArray, IntArray, int | None]] = field(default_factory=list)
     # (device id, slots, on/off columns, power_w)
     loads: list[tuple[str, IntArray, IntArray, float]] = field(default_factory=list)
+    # turn-up events: slots with a soft net-import floor and their shortfall columns [W]
+    floor_slots: IntArray = field(default_factory=lambda: np.zeros(0, np.int32))
+    floor_short: IntArray = field(default_factory=lambda: np.zeros(0, np.int32))
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,6 +160,8 @@ class SlotFrame:
     import_cap_w: FloatArray  # after flex events
     export_cap_w: FloatArray
     export_floor_w: FloatArray  # net export floor from flex events (0 = none)
+    import_floor_w: FloatArray  # net import floor from turn-up events (-inf = none)
+    import_floor_penalty: FloatArray  # [currency/kWh] below the floor; inf = hard
     pv_w: FloatArray
     load_w: FloatArray
     big_m_w: float
@@ -134,12 +172,19 @@ def slot_frame(p: Problem) -> SlotFrame:
     imp_cap = np.array(p.series("import_cap_w"), dtype=float)
     exp_cap = np.array(p.series("export_cap_w"), dtype=float)
     floor = np.zeros(n)
+    up = np.full(n, -np.inf)
+    up_penalty = np.zeros(n)
     for ev in p.events:
         idx = slots_between(p, ev.start, ev.end)
         if ev.import_cap_w is not None:
             imp_cap[idx] = np.minimum(imp_cap[idx], ev.import_cap_w)
         if ev.export_floor_w is not None:
             floor[idx] = np.maximum(floor[idx], ev.export_floor_w)
+        if ev.import_floor_w is not None:
+            # Overlapping turn-ups: the highest floor, the highest penalty (hard wins).
+            up[idx] = np.maximum(up[idx], ev.import_floor_w)
+            pen = ev.import_floor_penalty_per_kwh
+            up_penalty[idx] = np.maximum(up_penalty[idx], np.inf if pen is None else pen)
     pv = np.array(p.series("pv_w"), dtype=float)
     load = np.array(p.series("load_w"), dtype=float)
     devices_w = sum(b.max_charge_w + b.max_discharge_w for b in p.batteries)
@@ -153,6 +198,8 @@ def slot_frame(p: Problem) -> SlotFrame:
         import_cap_w=imp_cap,
         export_cap_w=exp_cap,
         export_floor_w=floor,
+        import_floor_w=up,
+        import_floor_penalty=up_penalty,
         pv_w=pv,
         load_w=load,
         big_m_w=big_m,
@@ -181,6 +228,7 @@ def add_grid(m: ModelArrays, f: SlotFrame) -> tuple[IntArray, IntArray]:
     both = np.flatnonzero(f.export_price > f.import_price)
     if both.size:
         z = m.cols(both.size, 0.0, 1.0, 0.0, integer=True)
+        m.rounding.append(Rounding("prefer", z, a=imp[both], b=exp[both]))
         loc = np.arange(both.size)
         cap_i = np.minimum(f.import_cap_w[both], f.big_m_w)
         cap_e = np.minimum(f.export_cap_w[both], f.big_m_w)
@@ -196,6 +244,31 @@ def add_grid(m: ModelArrays, f: SlotFrame) -> tuple[IntArray, IntArray]:
             [(loc, exp[floor], 1.0), (loc, imp[floor], -1.0)],
         )
     return imp, exp
+
+
+def add_import_floor(
+    m: ModelArrays, f: SlotFrame, imp: IntArray, exp: IntArray
+) -> tuple[IntArray, IntArray]:
+    """Turn-up events: import − export + short >= floor, `short` priced at the event's
+    penalty (no `short` where the floor is hard). Returns (soft slots, short columns).
+
+    Soft because the home may not be able to absorb that much (nothing left to switch on, the
+    battery full): the plan then takes as much as it can, and says so in its notes.
+    """
+    slots = np.flatnonzero(np.isfinite(f.import_floor_w)).astype(np.int32)
+    if not slots.size:
+        return slots, np.zeros(0, np.int32)
+    soft = slots[np.isfinite(f.import_floor_penalty[slots])]
+    short = m.cols(soft.size, 0.0, np.inf, f.import_floor_penalty[soft] * f.dt_h / 1000.0)
+    loc = np.arange(slots.size)
+    where = np.searchsorted(slots, soft)
+    m.rows(
+        f.import_floor_w[slots],
+        np.inf,
+        slots.size,
+        [(loc, imp[slots], 1.0), (loc, exp[slots], -1.0), (where, short, 1.0)],
+    )
+    return soft, short
 
 
 def add_pv(m: ModelArrays, f: SlotFrame, curtail_cost_per_kwh: float) -> IntArray:
@@ -250,10 +323,18 @@ def add_battery(
     # Charging and discharging at once burns energy. That pays only to make room for a later
     # (or current) negative import price, so binaries are needed up to the last such slot.
     # (With a negative export price, curtailing PV does the same job at no loss.)
-    negative = np.flatnonzero(f.import_price < 0)
+    # Why not elsewhere: in a slot with ch, dis > 0, lowering ch by δ and dis by η_c·η_d·δ
+    # keeps every SoC unchanged and frees (1 − η_c·η_d)·δ of AC power, which lowers import
+    # (price >= 0: no dearer), raises export (while below its cap) or curtails PV; the ε
+    # throughput cost on ch and dis (1e-5) outweighs the curtailment cost (1e-6); if none
+    # can take it, lowering both by δ leaves a higher SoC, which only hurts if a later slot
+    # pays for taking energy in. So an LP optimum never burns before the last such slot.
+    # A turn-up floor (import at least …) rewards extra import like a negative price does.
+    negative = np.flatnonzero((f.import_price < 0) | np.isfinite(f.import_floor_w))
     burn = np.arange(negative[-1] + 1) if negative.size else negative
     if burn.size and b.max_charge_w > 0 and b.max_discharge_w > 0:
         z = m.cols(burn.size, 0.0, 1.0, 0.0, integer=True)
+        m.rounding.append(Rounding("prefer", z, a=ch[burn], b=dis[burn]))
         bl = np.arange(burn.size)
         m.rows(-np.inf, 0.0, burn.size, [(bl, ch[burn], 1.0), (bl, z, -b.max_charge_w)])
         m.rows(
@@ -277,8 +358,9 @@ def add_ev(
 ) -> tuple[IntArray, IntArray, int | None]:
     """EV power in the slots it is plugged in, semi-continuous via binaries, soft target.
 
-    p[t] = 0 or min_power <= p[t] <= max_power; Σ p·dt + shortfall >= target, and the car is
-    not pushed beyond the target (or one minimum-power slot, if the target is smaller).
+    p[t] = 0 or min_power <= p[t] <= max_power (semi-continuous); Σ p·dt + shortfall >=
+    target, and the car is not pushed beyond the target (or one minimum-power slot, if the
+    target is smaller).
     """
     slots = slots_between(p, e.arrival, e.departure)
     target = ev_target_wh(e)
@@ -288,12 +370,20 @@ def add_ev(
     # A negligible cost rising with time breaks the symmetry between equal-price slots
     # (Agile is half-hourly, slots may be 15 min): prefer charging earlier. Measured: halves
     # the branch-and-bound time on the benchmark instances.
-    pw = m.cols(n, 0.0, e.max_power_w, 1e-9 * np.arange(n) / n)
-    loc = np.arange(n)
-    if e.min_power_w > 0:
+    tie = 1e-9 * np.arange(n) / n
+    if e.min_power_w > 0 and EV_SEMI_CONTINUOUS:
+        pw = m.cols(n, e.min_power_w, e.max_power_w, tie, integrality=SEMI_CONTINUOUS)
+    elif e.min_power_w > 0:
+        # p = 0 or min <= p <= max with an on/off binary. The LP relaxation is already the
+        # hull of {0} ∪ [min, max], i.e. [0, max]: no tighter big-M exists.
+        pw = m.cols(n, 0.0, e.max_power_w, tie)
         on = m.cols(n, 0.0, 1.0, 0.0, integer=True)
+        m.rounding.append(Rounding("on_if", on, a=pw))
+        loc = np.arange(n)
         m.rows(-np.inf, 0.0, n, [(loc, pw, 1.0), (loc, on, -e.max_power_w)])
         m.rows(0.0, np.inf, n, [(loc, pw, 1.0), (loc, on, -e.min_power_w)])
+    else:
+        pw = m.cols(n, 0.0, e.max_power_w, tie)
     short = int(m.cols(1, 0.0, target, e.shortfall_penalty_per_kwh / 1000.0)[0])
     zero = np.zeros(n, np.int32)
     m.rows(target, np.inf, 1, [(zero, pw, dt), (np.zeros(1, np.int32), [short], 1.0)])
@@ -312,16 +402,13 @@ def add_deferrable_load(
     slots = slots_between(p, d.window_start, d.window_end)
     n = slots.size
     need = load_run_slots(d, p.step_min)
-    on = m.cols(n, 0.0, 1.0, 0.0, integer=True)
+    # A single block's `on` is fixed by its start binaries (`_one_block`), so it stays
+    # continuous there: branching only on the starts.
+    on = m.cols(n, 0.0, 1.0, 0.0, integer=not d.contiguous)
     m.rows(float(need), float(need), 1, [(np.zeros(n, np.int32), on, 1.0)])
     min_on = math.ceil(d.min_on_min / p.step_min - 1e-9)
-    loc = np.arange(n)
     if n and d.contiguous:
-        # st[k] >= on[k] - on[k-1] marks a block start; at most one start. st may stay
-        # continuous: with binary `on`, a second block would force Σ st >= 2.
-        st = m.cols(n, 0.0, 1.0)
-        m.rows(-np.inf, 0.0, n, [(loc, on, 1.0), (loc[1:], on[:-1], -1.0), (loc, st, -1.0)])
-        m.rows(-np.inf, 1.0, 1, [(np.zeros(n, np.int32), st, 1.0)])
+        _one_block(m, on, need)
     elif n and min_on > 1:
         # Minimum up time without extra binaries: on[k] - on[k-1] <= on[k+j], j < min_on.
         # A start too close to the window end has no room, so on[k+j] is 0 there.
@@ -340,10 +427,42 @@ def add_deferrable_load(
         rows, cols_, vals = np.array(rl), np.array(cl), np.array(vl)
         keep = cols_ >= 0
         m.rows(-np.inf, 0.0, r, [(rows[keep], cols_[keep], vals[keep])])
+    if n and not d.contiguous:
+        m.rounding.append(
+            Rounding("blocks", on, need=need, min_on=max(min_on, 1), slots=slots, power_w=d.power_w)
+        )
     return slots, on
 
 
-def add_balance(m: ModelArrays, f: SlotFrame, cols: Columns) -> None:
+def _one_block(m: ModelArrays, on: IntArray, need: int) -> None:
+    """Exactly one block of `need` slots: one binary per feasible start, on[k] = Σ s[j] over
+    the starts j covering k (k − need < j <= k).
+
+    Replaces `st[k] >= on[k] − on[k−1], Σ st <= 1`, which has the same integer solutions but
+    a weak LP relaxation (fractional `on` spread over the cheapest slots). Here `on` is a
+    linear image of the start binaries, whose constraint matrix is an interval matrix: the
+    load alone has an integral LP, so the relaxation is the convex hull of the single-block
+    schedules. `on` is continuous but integral whenever the starts are; `Σ on = need` (added
+    by the caller) is then implied. With no feasible start the model
+    is infeasible, as before (the checks explain it first).
+    """
+    n = on.size
+    n_starts = n - need + 1
+    if n_starts <= 0:
+        m.rows(1.0, 1.0, 1, [(np.zeros(0, np.int32), np.zeros(0, np.int32), 1.0)])
+        return
+    st = m.cols(n_starts, 0.0, 1.0, 0.0, integer=True)
+    m.rounding.append(Rounding("one_of", st))
+    m.rows(1.0, 1.0, 1, [(np.zeros(n_starts, np.int32), st, 1.0)])
+    # Row k: on[k] − Σ_{j = max(0, k−need+1)}^{min(k, n_starts−1)} s[j] = 0.
+    k = np.arange(n)
+    jj = np.arange(n_starts)
+    rows_s = (jj[:, None] + np.arange(need)[None, :]).ravel()  # start j covers j..j+need−1
+    cols_s = np.repeat(st, need)
+    m.rows(0.0, 0.0, n, [(k, on, 1.0), (rows_s, cols_s, -1.0)])
+
+
+def add_balance(m: ModelArrays, f: SlotFrame, cols: Columns) -> IntArray:
     """Per slot: PV + import + discharge = base load + export + charge + EV + loads."""
     loc = np.arange(f.n)
     terms: list[tuple[IntArray, IntArray, float | FloatArray]] = [
@@ -357,7 +476,7 @@ def add_balance(m: ModelArrays, f: SlotFrame, cols: Columns) -> None:
         terms.append((slots, pw, -1.0))
     for _id, slots, on, power_w in cols.loads:
         terms.append((slots, on, -power_w))
-    m.rows(f.load_w, f.load_w, f.n, terms)
+    return m.rows(f.load_w, f.load_w, f.n, terms)
 
 
 def build(p: Problem) -> tuple[ModelArrays, Columns, SlotFrame]:
@@ -367,6 +486,7 @@ def build(p: Problem) -> tuple[ModelArrays, Columns, SlotFrame]:
     imp, exp = add_grid(m, f)
     pv = add_pv(m, f, p.curtailment_cost_per_kwh)
     cols = Columns(grid_import=imp, grid_export=exp, pv_used=pv)
+    cols.floor_slots, cols.floor_short = add_import_floor(m, f, imp, exp)
     for b in p.batteries:
         cols.battery[b.id] = add_battery(m, f, b)
     for e in p.evs:
@@ -375,5 +495,10 @@ def build(p: Problem) -> tuple[ModelArrays, Columns, SlotFrame]:
     for d in p.loads:
         slots, on = add_deferrable_load(m, f, p, d)
         cols.loads.append((d.id, slots, on, d.power_w))
-    add_balance(m, f, cols)
+    balance = add_balance(m, f, cols)
+    # Block roundings may also place a load where the LP's marginal price is lowest.
+    m.rounding = [
+        replace(r, rows=balance[r.slots], power_w=r.power_w) if r.slots is not None else r
+        for r in m.rounding
+    ]
     return m, cols, f

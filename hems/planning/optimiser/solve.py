@@ -1,5 +1,12 @@
 """Solving: hand the arrays to HiGHS' low-level API, with a time limit, a MIP gap and an
-LP-relaxation fallback. Blocking; the service runs it through `asyncio.to_thread`."""
+LP-relaxation fallback. Blocking; the service runs it through `asyncio.to_thread`.
+
+First the LP-and-round heuristic (heuristic.py): LP relaxation, rounding, one re-solve.
+When that plan is within the gap of the LP bound it is returned as optimal (the criterion
+HiGHS itself uses); otherwise it is HiGHS' first incumbent and branch and bound finishes.
+Measured on the benchmark (100 instances, 192 slots): median 25 → 7.6 ms, p95 70 → 33 ms;
+87 of the 100 need no branch and bound at all.
+"""
 
 from __future__ import annotations
 
@@ -13,8 +20,10 @@ import highspy
 import numpy as np
 
 from hems.errors import SolverTimeout
-from hems.planning.optimiser.model import ModelArrays
+from hems.planning.optimiser.heuristic import rounded_bounds
+from hems.planning.optimiser.model import SEMI_CONTINUOUS, ModelArrays
 
+_ABS_GAP = 1e-6  # HiGHS' default mip_abs_gap [currency]
 _ROWWISE = 2  # HighsMatrixFormat: kColwise = 1, kRowwise = 2
 _MINIMIZE = 1
 
@@ -66,6 +75,11 @@ def _highs(time_limit_s: float, mip_rel_gap: float) -> highspy.Highs:
     # Measured on the benchmark: these models are small and presolve costs more than it saves
     # (median 60 → 34 ms on 192-slot instances).
     h.setOptionValue("presolve", "off")
+    # The root LP bound is almost always within the gap of the optimum; the time goes into
+    # finding an incumbent (sub-MIPs). The cheap ZI-round and shifting heuristics usually find
+    # it at the root. Measured on the benchmark: p95 75 → 64 ms, max 121 → 93 ms.
+    h.setOptionValue("mip_heuristic_run_zi_round", True)
+    h.setOptionValue("mip_heuristic_run_shifting", True)
     return h
 
 
@@ -74,17 +88,84 @@ def _pass(h: highspy.Highs, m: ModelArrays, relax: bool) -> None:
     start, index, value = m.csr()
     lo = np.concatenate(m.row_lo) if m.row_lo else np.zeros(0)
     hi = np.concatenate(m.row_hi) if m.row_hi else np.zeros(0)
-    integrality = np.zeros_like(integer) if relax else integer
+    integrality = integer
+    if relax:
+        # The relaxation of a semi-continuous column (0 or lb..ub) is 0..ub.
+        lb = np.where(integer == SEMI_CONTINUOUS, 0.0, lb)
+        integrality = np.zeros_like(integer)
     h.passModel(
         m.n_cols, m.n_rows, int(index.size), _ROWWISE, _MINIMIZE, float(m.offset),
         cost, lb, ub, lo, hi, start, index, value, integrality.astype(np.int32),
     )  # fmt: skip
 
 
-def solve_arrays(m: ModelArrays, time_limit_s: float, mip_rel_gap: float) -> RawSolution:
-    t0 = time.perf_counter()
+@dataclass(frozen=True, slots=True)
+class _Start:
+    """A rounded, feasible plan not (yet) proven within the gap: the MIP's first incumbent."""
+
+    x: np.ndarray
+    objective: float
+    bound: float  # the LP relaxation's objective
+
+
+def _lp_and_round(
+    m: ModelArrays, time_limit_s: float, mip_rel_gap: float, t0: float
+) -> RawSolution | _Start | None:
+    """heuristic.py: a RawSolution when the rounded plan is provably within the gap (or
+    the relaxation is infeasible), else the rounded plan as a MIP start, or None."""
     h = _highs(time_limit_s, mip_rel_gap)
+    _pass(h, m, relax=True)
+    h.run()
+    ms = highspy.HighsModelStatus
+    if h.getModelStatus() == ms.kInfeasible:
+        return RawSolution("infeasible", np.zeros(0), float("nan"), time.perf_counter() - t0, 0)
+    if h.getModelStatus() != ms.kOptimal:
+        return None
+    if time.perf_counter() - t0 >= time_limit_s:
+        return None  # out of time already: leave it to the MIP's own time-limit handling
+    bound = float(h.getInfo().objective_function_value)
+    lb, ub, _cost, integer = m.column_arrays()
+    solution = h.getSolution()
+    x = np.asarray(solution.col_value, dtype=float)
+    dual = np.asarray(solution.row_dual, dtype=float)
+    idx = np.arange(m.n_cols, dtype=np.int32)
+    best: tuple[float, np.ndarray] | None = None
+    for use_dual in (None, dual):  # round as the LP did; then by marginal prices
+        bounds = rounded_bounds(m, x, lb, ub, integer, use_dual)
+        if bounds is None:
+            continue
+        h.changeColsBounds(m.n_cols, idx, bounds[0], bounds[1])
+        h.run()  # hot start from the previous basis
+        if h.getModelStatus() != ms.kOptimal:
+            continue
+        value = float(h.getInfo().objective_function_value)
+        if best is None or value < best[0]:
+            best = (value, np.asarray(h.getSolution().col_value, dtype=float))
+        gap = value - bound
+        if gap <= max(mip_rel_gap * abs(value), _ABS_GAP):
+            rel = max(gap, 0.0) / abs(value) if value else 0.0
+            return RawSolution("optimal", best[1], best[0], time.perf_counter() - t0, rel)
+    return None if best is None else _Start(best[1], best[0], bound)
+
+
+def solve_arrays(
+    m: ModelArrays, time_limit_s: float, mip_rel_gap: float, *, round_first: bool = True
+) -> RawSolution:
+    """`round_first=False` skips the LP-and-round heuristic (tests compare both ways)."""
+    t0 = time.perf_counter()
+    start = None
+    if round_first and m.n_cols and np.count_nonzero(m.column_arrays()[3]):
+        quick = _lp_and_round(m, time_limit_s, mip_rel_gap, t0)
+        if isinstance(quick, RawSolution):
+            return quick
+        start = quick
+    h = _highs(max(time_limit_s - (time.perf_counter() - t0), 0.0), mip_rel_gap)
     _pass(h, m, relax=False)
+    if start is not None:
+        sol = highspy.HighsSolution()
+        sol.col_value = start.x.tolist()
+        sol.value_valid = True
+        h.setSolution(sol)
     h.run()
     status = h.getModelStatus()
     info = h.getInfo()
@@ -96,6 +177,10 @@ def solve_arrays(m: ModelArrays, time_limit_s: float, mip_rel_gap: float) -> Raw
         return RawSolution("infeasible", np.zeros(0), float("nan"), time.perf_counter() - t0, 0)
     if has_solution:
         return _result(h, "feasible", t0)
+    if start is not None:  # HiGHS gave up (or rejected the start): the rounded plan stands
+        gap = (start.objective - start.bound) / abs(start.objective) if start.objective else 0.0
+        elapsed = time.perf_counter() - t0
+        return RawSolution("feasible", start.x, start.objective, elapsed, max(gap, 0.0))
     # No integer solution in time: the LP relaxation still gives a usable schedule.
     h2 = _highs(max(time_limit_s, 1.0), mip_rel_gap)
     _pass(h2, m, relax=True)
