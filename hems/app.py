@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import math
 from dataclasses import asdict
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
@@ -29,6 +28,7 @@ from hems.core.readings import Role
 from hems.core.state import SiteState
 from hems.devices.factory import DeviceLayer, build_devices
 from hems.errors import HemsError
+from hems.flex.views import recent_events, recent_reports
 from hems.sdnotify import Notifier, watchdog_interval_s
 from hems.store.db import Database
 from hems.store.timeseries import ReadingStore
@@ -325,77 +325,26 @@ class Daemon:
             web.add_action("ev-session", self._action_ev_session)
             web.add_action("accept-charger", self._action_accept_charger)
         if self.flex is not None:
-            flex = self.flex
+            flex, db = self.flex, self.db
+            assert db is not None
 
             async def events() -> list[dict[str, Any]]:
                 return [asdict(e) for e in await flex.active_events()]
 
             web.add_json("events", events)
             web.add_json("flex-events", self._flex_events_view)
-            web.add_json("reports", self._flex_reports_view)
+            web.add_json("reports", lambda: recent_reports(db))
         if self.uplink is not None:
             uplink = self.uplink
             web.add_json("keys", lambda: {"gateway_public_key": uplink.public_key})
 
     async def _flex_events_view(self) -> dict[str, Any]:
-        """The last events as decided (every status, with reasons), and the last messages the
-        uplink refused (forged, expired, replayed …) with the reason it answered."""
         assert self.db is not None
-        rows = await self.db.fetchall(
-            "SELECT event_id, modification_number, kind, start_ms, end_ms, constraint_json,"
-            " effective_json, status, reasons_json, received_at_ms FROM flex_events"
-            " ORDER BY received_at_ms DESC, modification_number DESC LIMIT 20"
-        )
-        events = []
-        for r in rows:
-            received, effective = json.loads(r[5]), json.loads(r[6])
-            events.append(
-                {
-                    "event_id": r[0],
-                    "modification_number": r[1],
-                    "kind": r[2],
-                    "start": _iso_ms(r[3]),
-                    "end": _iso_ms(r[4]),
-                    "status": r[7],
-                    "reasons": json.loads(r[8]),
-                    "received_at": _iso_ms(r[9]),
-                    "requested": {k: received.get(k) for k in _INSTRUCTIONS},
-                    "effective": {k: effective.get(k) for k in _INSTRUCTIONS},
-                }
-            )
-        rejected = self.uplink.rejections[-10:] if self.uplink is not None else []
+        rejected = list(self.uplink.rejections)[-10:] if self.uplink is not None else []
         return {
-            "events": events,
+            "events": await recent_events(self.db),
             "rejected": [{"reason": reason, "detail": detail} for reason, detail in rejected],
         }
-
-    async def _flex_reports_view(self) -> list[dict[str, Any]]:
-        """The last delivery reports as sent (signed) to the aggregator, newest first."""
-        assert self.db is not None
-        rows = await self.db.fetchall(
-            "SELECT event_id, modification_number, created_at_ms, payload_json FROM flex_reports"
-            " ORDER BY created_at_ms DESC LIMIT 5"
-        )
-        out = []
-        for event_id, modification, created_ms, payload_json in rows:
-            p = json.loads(payload_json)
-            out.append(
-                {
-                    "event_id": event_id,
-                    "modification_number": modification,
-                    "created_at": _iso_ms(created_ms),
-                    "method": p.get("method"),
-                    "method_version": p.get("method_version"),
-                    "days_used": len(p.get("days_used") or []),
-                    "total_delivered_kwh": p.get("total_delivered_kwh"),
-                    "meter_data_sha256": p.get("meter_data_sha256"),
-                    "load_shifting_suspected": (p.get("shadow") or {}).get(
-                        "load_shifting_suspected"
-                    ),
-                    "periods": p.get("periods") or [],
-                }
-            )
-        return out
 
     async def _action_override(self, body: dict[str, Any]) -> dict[str, Any]:
         assert self.control is not None
@@ -462,13 +411,6 @@ class Daemon:
         while True:
             self.notifier.watchdog()
             await asyncio.sleep(interval_s)
-
-
-_INSTRUCTIONS = ("import_cap_w", "export_floor_w", "setpoint_w", "price_per_kwh", "currency")
-
-
-def _iso_ms(ms: int) -> str:
-    return datetime.fromtimestamp(ms / 1000, UTC).isoformat()
 
 
 def _field(body: dict[str, Any], name: str, kind: type) -> Any:

@@ -4,16 +4,27 @@ gateway acks or answers them. Usable in-process by tests and as the fleet driver
 
 Downlink seqs start at the current Unix time in ms, so a restarted aggregator stays above
 the last seq every gateway accepted.
+
+`MosquittoBroker` runs a throwaway Mosquitto on a free loopback port for the demo
+(`make demo ARGS=--aggregator`) and the full-stack tests; `check_report` re-checks a
+delivery report's arithmetic the way an aggregator's settlement would.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
+import os
+import pwd
 import random
+import shutil
+import socket
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import aiomqtt
@@ -72,6 +83,7 @@ class ReferenceAggregator:
         ttl_s: float = 3600.0,
         backoff_max_s: float = 2.0,
         reissue_after_s: float = 60.0,
+        on_message: Callable[[str, str, dict[str, Any]], None] | None = None,
     ) -> None:
         self._host, self._port, self._tls = host, port, tls
         self._key = key
@@ -83,6 +95,8 @@ class ReferenceAggregator:
         self._ttl_s = ttl_s
         self._backoff_max_s = backoff_max_s
         self._reissue_after_s = reissue_after_s
+        # (site_id, type, message) for every new gateway message whose signature verified
+        self._on_message = on_message
         self._client: aiomqtt.Client | None = None
         self._session_tasks: asyncio.TaskGroup | None = None
         self._sent_at: dict[tuple[str, int], float] = {}
@@ -256,6 +270,8 @@ class ReferenceAggregator:
             if env.seq > 0:
                 rec.seqs.add(env.seq)
             self._settle(rec, env.type, message)
+            if self._on_message is not None:
+                self._on_message(site_id, env.type, message)
         if env.seq > 0 and self._client is not None and self._session_tasks is not None:
             ack = self.sign(site_id, "ack", Ack(ranges=[(env.seq, env.seq)]).model_dump(), seq=0)
             # Not awaited here: waiting for each PUBACK would stall the receive loop.
@@ -291,3 +307,140 @@ class ReferenceAggregator:
         async with asyncio.timeout(timeout_s):
             async with self.changed:
                 await self.changed.wait_for(predicate)
+
+
+# -- a delivery report, checked the way settlement would ----------------------------------------
+
+
+def check_report(payload: dict[str, Any], tolerance_kwh: float = 1e-5) -> list[str]:
+    """Problems with a delivery report's arithmetic (empty = consistent).
+
+    Per period: baseline = unadjusted + adjustment; delivered = baseline − metered (metered −
+    baseline for turn-up), clipped at 0 unless the method settles net; periods contiguous;
+    the total is the sum of the periods. A period without baseline or meter value must have
+    no delivered value either.
+    """
+    problems: list[str] = []
+    periods = payload.get("periods") or []
+    if not periods:
+        return ["periods: empty"]
+    net = (payload.get("method_details") or {}).get("settlement") == "net"
+    sign = -1.0 if payload.get("direction") == "turn_up" else 1.0
+    total = 0.0
+    for i, p in enumerate(periods):
+        un, adj, base, met, dlv = (
+            p.get(k)
+            for k in (
+                "unadjusted_baseline_kwh",
+                "adjustment_kwh",
+                "baseline_kwh",
+                "metered_kwh",
+                "delivered_kwh",
+            )
+        )
+        if i and p["period_start"] != periods[i - 1]["period_end"]:
+            problems.append(f"periods[{i}].period_start: not contiguous with the period before")
+        if None not in (un, adj, base) and abs(un + adj - base) > tolerance_kwh:
+            problems.append(f"periods[{i}].baseline_kwh: {base} != {un} + {adj}")
+        if None in (base, met):
+            if dlv is not None:
+                problems.append(f"periods[{i}].delivered_kwh: set without baseline and meter")
+            continue
+        want = sign * (base - met)
+        want = want if net else max(0.0, want)
+        if dlv is None or abs(dlv - want) > tolerance_kwh:
+            problems.append(f"periods[{i}].delivered_kwh: {dlv} != {want:.6f}")
+        else:
+            total += dlv
+    reported = payload.get("total_delivered_kwh")
+    if reported is not None and not math.isclose(reported, total, abs_tol=10 * tolerance_kwh):
+        problems.append(f"total_delivered_kwh: {reported} != sum of periods {total:.6f}")
+    return problems
+
+
+# -- a throwaway broker -----------------------------------------------------------------------
+
+
+def find_mosquitto() -> str | None:
+    """The mosquitto binary on PATH or in /usr/sbin (Debian puts it there), else None."""
+    found = shutil.which("mosquitto")
+    if found:
+        return found
+    for candidate in ("/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto"):
+        if os.access(candidate, os.X_OK):
+            return candidate
+    return None
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class MosquittoBroker:
+    """A Mosquitto on a free 127.0.0.1 port, anonymous, no persistence, logging to `workdir`.
+
+    `async with MosquittoBroker(binary, workdir) as broker:` … `broker.port`.
+    """
+
+    def __init__(self, binary: str, workdir: Path) -> None:
+        self.binary = binary
+        self.workdir = workdir
+        self.port = _free_port()
+        self.log_path = workdir / f"mosquitto-{self.port}.log"
+        self._proc: asyncio.subprocess.Process | None = None
+
+    async def start(self, timeout_s: float = 10.0) -> None:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        lines = [f"listener {self.port} 127.0.0.1", "allow_anonymous true", "persistence false"]
+        # As root, mosquitto would drop to a user that may not read our files.
+        lines.append(f"user {pwd.getpwuid(os.getuid()).pw_name}")
+        conf = self.workdir / f"mosquitto-{self.port}.conf"
+        conf.write_text("\n".join(lines) + "\n")
+        with self.log_path.open("ab") as out:
+            self._proc = await asyncio.create_subprocess_exec(
+                self.binary, "-c", str(conf), stdout=out, stderr=out
+            )
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while loop.time() < deadline:
+            if self._proc.returncode is not None:
+                tail = self.log_path.read_text(errors="replace")[-500:].strip()
+                raise OSError(f"mosquitto exited with {self._proc.returncode}: {tail}")
+            try:
+                _, writer = await asyncio.open_connection("127.0.0.1", self.port)
+            except OSError:
+                await asyncio.sleep(0.05)
+                continue
+            writer.close()
+            return
+        await self.stop()
+        raise OSError(f"mosquitto did not listen on 127.0.0.1:{self.port} within {timeout_s:g} s")
+
+    async def stop(self) -> None:
+        proc, self._proc = self._proc, None
+        if proc is None or proc.returncode is not None:
+            return
+        proc.terminate()
+        try:
+            await asyncio.wait_for(proc.wait(), 5)
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
+
+    async def __aenter__(self) -> MosquittoBroker:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+
+def report_window(payload: dict[str, Any]) -> tuple[datetime, datetime]:
+    """(first period start, last period end) of a delivery report."""
+    periods = payload["periods"]
+    return (
+        datetime.fromisoformat(periods[0]["period_start"]),
+        datetime.fromisoformat(periods[-1]["period_end"]),
+    )

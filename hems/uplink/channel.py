@@ -14,6 +14,7 @@ import contextlib
 import random
 import sqlite3
 import ssl
+from collections import deque
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -138,7 +139,8 @@ class Uplink:
         self._session_tasks: asyncio.TaskGroup | None = None
         self._last_peer_seq: int | None = None
         self.connected = asyncio.Event()
-        self.rejections: list[tuple[str, str]] = []  # (reason, detail), newest last
+        # (reason, detail), newest last; bounded: a flood of forgeries must not grow memory
+        self.rejections: deque[tuple[str, str]] = deque(maxlen=100)
         self.connects = 0
 
     @property

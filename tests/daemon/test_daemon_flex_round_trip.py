@@ -1,0 +1,246 @@
+"""Verified flexibility end to end, on one accelerated clock: a real Mosquitto, the HIL rig,
+the daemon (uplink, flex, planner, control, web) and the reference aggregator.
+
+The aggregator sends a signed turn-down event; the gateway accepts it (clamped to its safety
+minimum), the plan and the control loop follow it, and after the window the signed delivery
+report arrives: its signature verifies with the gateway's key, its baseline is the mean of the
+seeded history on the ten most recent working days, its metered energy is what the daemon
+recorded, and the page shows all of it. A forged event is refused with its reason and changes
+nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sqlite3
+import statistics
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import yaml
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from playwright.async_api import async_playwright
+
+from hems.app import Daemon
+from hems.config import Config, validate
+from hems.core.clock import AcceleratedClock
+from hems.uplink import envelope
+from hems.uplink.keys import load_or_create_key
+from hil.aggregator import (
+    MosquittoBroker,
+    ReferenceAggregator,
+    check_report,
+    find_mosquitto,
+    report_window,
+)
+from hil.demo import aggregator_config, seed_meter_history
+from hil.home import HomeConfig
+from hil.rig import HilRig
+from tests.conftest import REPO, free_port
+from tests.web.conftest import CHROMIUM_ARGS, chromium_path
+
+SITE = "demo-home"
+START = datetime(2026, 11, 25, 17, 20, tzinfo=UTC)  # a Wednesday; London is on UTC
+EVENT_START = datetime(2026, 11, 25, 17, 30, tzinfo=UTC)
+EVENT_END = EVENT_START + timedelta(minutes=30)
+SPEED = 240.0  # 42 simulated minutes in ~11 s
+
+
+def flex_config(tmp_path: Path, modbus_port: int, web_port: int, broker_port: int, agg_key: str):  # type: ignore[no-untyped-def]
+    """config/demo.yaml + config/demo-aggregator.yaml, paced for SPEED, without the wallbox."""
+    raw = yaml.safe_load((REPO / "config" / "demo.yaml").read_text())
+    for device in raw["devices"]:
+        device.update(port=modbus_port, poll_interval_s=10)
+    raw["ocpp"]["enabled"] = False
+    raw["planner"]["evs"] = []
+    raw["planner"]["horizon_h"] = 12
+    raw["planner"]["replan"] = {"min_interval_s": 300, "check_interval_s": 300}
+    raw["planner"]["forecast"]["base_url"] = "http://127.0.0.1:9"  # offline: history fallback
+    raw["control"]["cycle_s"] = 10
+    raw["web"]["port"] = web_port
+    raw["storage"] = {"path": str(tmp_path / "hems.db"), "batch_interval_s": 30}
+    raw["logging"] = {"level": "warning"}
+    cfg: Config = validate(raw)
+    aggregator_config(cfg, broker_port, agg_key)
+    cfg.flex.report_delay_s = 60
+    cfg.flex.check_interval_s = 30
+    cfg.uplink.resend_after_s = 600
+    return cfg
+
+
+async def poll(client: httpx.AsyncClient, path: str, predicate, timeout_s: float) -> Any:  # type: ignore[no-untyped-def]
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    last = None
+    while asyncio.get_running_loop().time() < deadline:
+        r = await client.get(path)
+        if r.status_code == 200:
+            last = r.json()
+            if predicate(last):
+                return last
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"{path}: condition not met; last answer {str(last)[:800]}")
+
+
+def responses(agg: ReferenceAggregator) -> list[dict[str, Any]]:
+    return [m["payload"] for m in agg.site(SITE).of("event_response")]
+
+
+def meter_kwh(db: Path, start: datetime) -> float | None:
+    with sqlite3.connect(db) as conn:
+        row = conn.execute(
+            "SELECT import_wh FROM meter_intervals WHERE device_id='grid' AND period_start_ms=?",
+            (int(start.timestamp() * 1000),),
+        ).fetchone()
+    return None if row is None or row[0] is None else row[0] / 1000
+
+
+async def check_page(web_port: int, report: dict[str, Any], gateway_key: str) -> None:
+    async with async_playwright() as p:
+        browser = await p.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_ARGS)
+        try:
+            page = await browser.new_page()
+            await page.goto(f"http://127.0.0.1:{web_port}/")
+            await page.wait_for_selector(".report[data-event='evt-1']")
+            assert await page.locator("#flex-section").is_visible()
+            row = await page.inner_text("#flex-events tr[data-event='evt-1']")
+            assert "reported" in row and "import ≤ 0 W → import ≤ 500 W" in row, row
+            forged = await page.inner_text("#flex-rejected")
+            assert "bad_signature" in forged, forged
+            block = await page.inner_text(".report[data-event='evt-1']")
+            assert report["meter_data_sha256"] in block
+            assert f"{report['total_delivered_kwh']:.2f} kWh" in block
+            assert "10 baseline days" in block
+            assert await page.inner_text("#gateway-key") == gateway_key
+        finally:
+            await browser.close()
+
+
+async def test_event_report_round_trip_through_broker_daemon_and_page(tmp_path: Path) -> None:
+    mosquitto = find_mosquitto()
+    assert mosquitto, "mosquitto is required (apt-get install mosquitto; make test does it)"
+    clock = AcceleratedClock(SPEED, START)
+    agg_key = Ed25519PrivateKey.generate()
+    web_port = free_port()
+    rig = HilRig(clock, fault_proxy=False)
+    async with MosquittoBroker(mosquitto, tmp_path / "broker") as broker, rig:
+        cfg = flex_config(
+            tmp_path, rig.sunspec_port, web_port, broker.port,
+            envelope.public_key_text(agg_key.public_key()),
+        )  # fmt: skip
+        db_path = Path(cfg.storage.path)
+        gateway = load_or_create_key(cfg.uplink.key_path(db_path))
+        added = await seed_meter_history(
+            db_path, "grid", START, days=21, home=HomeConfig(seed=7), seed=7
+        )
+        assert added == 21 * 48
+        agg = ReferenceAggregator(
+            "127.0.0.1", broker.port, key=agg_key,
+            gateway_keys={SITE: gateway.public_key()}, clock=clock,
+            resend_after_s=600, reissue_after_s=110,
+        )  # fmt: skip
+        daemon = Daemon(cfg, clock)
+        tasks = [asyncio.create_task(daemon.run()), asyncio.create_task(agg.run())]
+        try:
+            async with asyncio.timeout(10):
+                await daemon.started.wait()
+                await daemon.uplink.connected.wait()
+                await agg.connected.wait()
+            payload = {
+                "event_id": "evt-1",
+                "modification_number": 0,
+                "kind": "turn_down",
+                "start": EVENT_START.isoformat(),
+                "end": EVENT_END.isoformat(),
+                "import_cap_w": 0,
+            }
+            sent = await agg.send_event(SITE, payload)
+            await agg.wait_for(lambda: any(r["ref_id"] == sent["id"] for r in responses(agg)), 5)
+            (answer,) = [r for r in responses(agg) if r["ref_id"] == sent["id"]]
+            assert answer["status"] == "accepted", answer
+            assert answer["clamped"] == {"import_cap_w": 500.0}  # the home's safety minimum
+
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{web_port}") as client:
+                # Forged: signed with a key the gateway does not trust.
+                events_before = (await client.get("/api/events")).json()
+                forged = envelope.build(
+                    Ed25519PrivateKey.generate(), type_="event", site_id=SITE,
+                    seq=agg.site(SITE).next_seq + 10,
+                    payload={**payload, "event_id": "forged-1", "import_cap_w": 100},
+                    now=clock.now(), ttl_s=600,
+                )  # fmt: skip
+                await agg.publish_raw(SITE, "event", envelope.encode(forged))
+                await agg.wait_for(
+                    lambda: any(r["ref_id"] == forged["id"] for r in responses(agg)), 5
+                )
+                (refused,) = [r for r in responses(agg) if r["ref_id"] == forged["id"]]
+                assert (refused["status"], refused["reason"]) == ("rejected", "bad_signature")
+                assert (await client.get("/api/events")).json() == events_before
+                log = (await client.get("/api/flex-events")).json()
+                assert [e["event_id"] for e in log["events"]] == ["evt-1"]
+                assert log["rejected"][-1]["reason"] == "bad_signature"
+
+                # The plan keeps import under the (clamped) cap during the window.
+                def constrained(plan: dict[str, Any] | None) -> bool:
+                    if plan is None:
+                        return False
+                    inside = [
+                        s for s in plan["slots"]
+                        if EVENT_START <= datetime.fromisoformat(s["start"]) < EVENT_END
+                    ]  # fmt: skip
+                    return bool(inside) and all(s["grid_import_w"] <= 500.5 for s in inside)
+
+                await poll(client, "/api/plan", constrained, 10)
+
+                # The control loop tracks delivery live against the baseline.
+                control = await poll(
+                    client,
+                    "/api/control",
+                    lambda c: (
+                        c["flex"] is not None
+                        and c["flex"]["active"]
+                        and c["flex"]["delivered_wh"] > 0
+                    ),
+                    15,
+                )
+                live_baseline_w = control["flex"]["baseline_w"]
+                assert control["flex"]["limit_w"] == 500.0
+
+                # After the window: the signed report, verified by the aggregator.
+                await agg.wait_for(lambda: bool(agg.site(SITE).of("delivery_report")), 20)
+                (message,) = agg.site(SITE).of("delivery_report")
+                envelope.verify_signature(message, gateway.public_key())  # raises if forged
+                report = message["payload"]
+                assert report["event_id"] == "evt-1"
+                assert check_report(report) == []
+                assert report_window(report) == (EVENT_START, EVENT_END)
+                (period,) = report["periods"]
+                assert period["metered_kwh"] == round(meter_kwh(db_path, EVENT_START), 6)
+
+                # The baseline is the mean of the seeded history on the 10 most recent
+                # working days before the event (DFS: BL01 day selection, no adjustment).
+                days = [date.fromisoformat(d) for d in report["days_used"]]
+                assert len(days) == 10 and all(d.weekday() < 5 for d in days)
+                assert days[0] == date(2026, 11, 24) and days[-1] == date(2026, 11, 11)
+                history = [meter_kwh(db_path, EVENT_START - (START.date() - d)) for d in days]
+                assert period["unadjusted_baseline_kwh"] == round(statistics.fmean(history), 6)
+                assert period["baseline_kwh"] == period["unadjusted_baseline_kwh"]
+                assert period["delivered_kwh"] == round(
+                    max(0.0, period["baseline_kwh"] - period["metered_kwh"]), 6
+                )
+                assert report["total_delivered_kwh"] > 0
+                # Live tracking used the same baseline, as a mean power over the window.
+                assert abs(live_baseline_w - period["unadjusted_baseline_kwh"] * 2000) < 1
+
+                reports = await poll(client, "/api/reports", lambda r: len(r) == 1, 5)
+                assert reports[0]["meter_data_sha256"] == report["meter_data_sha256"]
+                assert reports[0]["periods"] == report["periods"]
+                await check_page(web_port, report, daemon.uplink.public_key)
+        finally:
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
