@@ -11,10 +11,11 @@ import time
 from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from hems.flex.calendar import WorkingDayCalendar, day_periods
+from hems.flex.calendar import WorkingDayCalendar
 from hems.flex.meterdata import MeterData, parse_csv
 from hems.flex.presets import PRESETS
 from hems.flex.report import report_for_event
+from hems.store.rollup import settlement_periods
 
 TZ = ZoneInfo("Europe/London")
 
@@ -22,7 +23,7 @@ TZ = ZoneInfo("Europe/London")
 def synthetic(first: date, days: int) -> MeterData:
     data = MeterData()
     for i in range(days):
-        for t in day_periods(first + timedelta(days=i), TZ):
+        for t in settlement_periods(first + timedelta(days=i), TZ):
             h = t.astimezone(TZ).hour + t.astimezone(TZ).minute / 60
             data.import_kwh[t] = 0.2 + 0.3 * max(0.0, math.sin((h - 6) / 24 * 2 * math.pi))
             data.export_kwh[t] = 0.0

@@ -108,14 +108,19 @@ class Daemon:
             )
             self.notifier.ready()
             self.started.set()
+            owner = asyncio.current_task()
+            assert owner is not None
+            tasks: list[asyncio.Task[None]] = []
+            reaper = asyncio.create_task(_reap_stragglers(owner, tasks), name="reaper")
             try:
                 async with asyncio.TaskGroup() as tg:
                     for name, service in self.services.items():
-                        tg.create_task(service.run(), name=name)
+                        tasks.append(tg.create_task(service.run(), name=name))
                     if self.control is None:
                         # Without a control loop, liveness of the event loop is the health.
-                        tg.create_task(self._watchdog(), name="watchdog")
+                        tasks.append(tg.create_task(self._watchdog(), name="watchdog"))
             finally:
+                reaper.cancel()
                 self.notifier.stopping()
                 log.info("hems stopping", store=asdict(self.store.stats))
 
@@ -411,6 +416,28 @@ class Daemon:
         while True:
             self.notifier.watchdog()
             await asyncio.sleep(interval_s)
+
+
+async def _reap_stragglers(owner: asyncio.Task[Any], tasks: list[asyncio.Task[None]]) -> None:
+    """While the daemon stops, cancel again any service that missed its cancellation.
+
+    Python 3.11's `asyncio.wait_for` (used by pymodbus, ocpp, aiomqtt) can swallow a cancel
+    that arrives with the answer (see hems.core.tasks); the loops check for that, and this
+    makes shutdown finish even where one does not. Systemd would otherwise kill us mid-flush.
+    """
+    while True:
+        await asyncio.sleep(1.0)
+        if not owner.cancelling():
+            continue
+        for task in tasks:
+            if not task.done() and not task.cancelling():
+                log.warning(
+                    "service missed its cancellation; cancelling again", service=task.get_name()
+                )
+                task.cancel()
+            elif not task.done():
+                # cancel() was called but the request was swallowed below: ask again.
+                task.cancel()
 
 
 def _field(body: dict[str, Any], name: str, kind: type) -> Any:

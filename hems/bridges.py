@@ -11,35 +11,21 @@ from __future__ import annotations
 
 import math
 from collections.abc import Awaitable, Callable, Iterable
-from datetime import datetime, time, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import structlog
 
-from hems.core.capabilities import EvState
+from hems.core.capabilities import EV_PLUGGED, EvState
 from hems.core.clock import Clock
+from hems.core.localtime import next_local as next_departure
+from hems.core.tasks import raise_if_cancelling
 from hems.errors import HemsError
 from hems.store.db import Database
+from hems.store.timeseries import from_ms
 
 log = structlog.get_logger(__name__)
-
-_PLUGGED = {
-    EvState.PLUGGED,
-    EvState.CHARGING,
-    EvState.SUSPENDED_EV,
-    EvState.SUSPENDED_EVSE,
-}
-
-
-def next_departure(now: datetime, hh_mm: str, tz: ZoneInfo) -> datetime:
-    """The next local `hh_mm` after `now` (today's if still ahead, else tomorrow's)."""
-    hour, minute = (int(x) for x in hh_mm.split(":"))
-    local = now.astimezone(tz)
-    candidate = datetime.combine(local.date(), time(hour, minute), tz)
-    if candidate <= local:
-        candidate = datetime.combine(local.date() + timedelta(days=1), time(hour, minute), tz)
-    return candidate
 
 
 class EvSessions:
@@ -78,7 +64,7 @@ class EvSessions:
             return
         if state in (EvState.OFFLINE, EvState.FAULTED):
             return  # not a plug change; control puts the charger in its safe state
-        plugged = state in _PLUGGED
+        plugged = state in EV_PLUGGED
         if self.plugged.get(device_id) == plugged:
             return
         self.plugged[device_id] = plugged
@@ -244,6 +230,7 @@ class IntervalSender:
 
     async def run(self) -> None:
         while True:
+            raise_if_cancelling()
             try:
                 await self.send_new()
             except HemsError as exc:
@@ -260,7 +247,7 @@ class IntervalSender:
             (self._device_id, cursor),
         )
         for start_ms, imp, exp, quality, updated_ms in rows:
-            start = datetime.fromtimestamp(start_ms / 1000, ZoneInfo("UTC"))
+            start = from_ms(start_ms)
             await self._send(
                 "meter_interval",
                 {

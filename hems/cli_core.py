@@ -47,13 +47,18 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     schema.set_defaults(func=cmd_schema)
 
 
+def report_problems(exc: ConfigErrors) -> int:
+    """Print every config problem on its own line to stderr; the exit code for it (1)."""
+    for problem in exc.problems:
+        print(problem, file=sys.stderr)
+    return 1
+
+
 def cmd_check_config(args: argparse.Namespace) -> int:
     try:
         cfg = load_config(args.file)
     except ConfigErrors as exc:
-        for problem in exc.problems:
-            print(problem, file=sys.stderr)
-        return 1
+        return report_problems(exc)
     print(f"{args.file}: ok (site {cfg.site.id}, {len(cfg.devices)} devices)")
     return 0
 
@@ -81,9 +86,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         cfg = load_config(args.config)
     except ConfigErrors as exc:
         logs.configure()
-        for problem in exc.problems:
-            print(problem, file=sys.stderr)
-        return 1
+        return report_problems(exc)
     logs.configure(cfg.logging.level, cfg.logging.format)
     try:
         clock = make_clock(args.speed, args.start)

@@ -27,6 +27,7 @@ from hems.errors import ConfigError
 from hems.flex.config import FlexConfig
 from hems.planning.config import PlannerConfig
 from hems.uplink.config import UplinkConfig
+from hems.yamllines import Loc, format_loc, line_for, load_with_lines
 
 
 class SiteConfig(Strict):
@@ -95,10 +96,8 @@ class Config(Strict):
     def _say_it_once(self) -> Config:
         """Facts stated in one section fill the same facts in another, so the owner writes
         a battery's power limits or a charger's phases once. An explicit value always wins."""
-        from hems.control.config import DeviceControlConfig
-
         for b in self.planner.batteries:
-            d = self.control.devices.get(b.device_id) or DeviceControlConfig()
+            d = self.control.device(b.device_id)
             if d.max_charge_w is None:
                 d.max_charge_w = b.max_charge_w
             if d.max_discharge_w is None:
@@ -136,41 +135,18 @@ class ConfigErrors(ConfigError):
 # -- loading ---------------------------------------------------------------------------------
 
 _SECRET = re.compile(r"^\$\{(env|file|cred):([^}]+)\}$")
-Loc = tuple[str | int, ...]
 _NAMED_FIELD = re.compile(r"^([a-z_][a-z0-9_]*): (.+)$")
-
-
-def _compose_lines(node: yaml.Node, loc: Loc, lines: dict[Loc, int]) -> None:
-    lines[loc] = node.start_mark.line + 1
-    if isinstance(node, yaml.MappingNode):
-        for key_node, value_node in node.value:
-            key = key_node.value
-            lines[(*loc, key)] = key_node.start_mark.line + 1
-            _compose_lines(value_node, (*loc, key), lines)
-            lines[(*loc, key)] = key_node.start_mark.line + 1
-    elif isinstance(node, yaml.SequenceNode):
-        for index, item in enumerate(node.value):
-            _compose_lines(item, (*loc, index), lines)
 
 
 def _parse_yaml(text: str, source: str) -> tuple[Any, dict[Loc, int]]:
     try:
-        loader = yaml.SafeLoader(text)
-        try:
-            node = loader.get_single_node()
-            data = loader.construct_document(node) if node is not None else None
-        finally:
-            loader.dispose()
+        return load_with_lines(text)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark
         line = f" (line {mark.line + 1})" if mark is not None else ""
         raise ConfigErrors([f"{source}: not valid YAML: {exc.problem}{line}"]) from exc
     except yaml.YAMLError as exc:
         raise ConfigErrors([f"{source}: not valid YAML: {exc}"]) from exc
-    lines: dict[Loc, int] = {}
-    if node is not None:
-        _compose_lines(node, (), lines)
-    return data, lines
 
 
 def _resolve_secrets(value: Any, loc: Loc, base: Path, problems: list[tuple[Loc, str]]) -> Any:
@@ -202,24 +178,6 @@ def _resolve_secrets(value: Any, loc: Loc, base: Path, problems: list[tuple[Loc,
             problems.append((loc, f"cannot read secret file {path}: {exc.strerror}"))
             return None
     return value
-
-
-def format_loc(loc: Loc) -> str:
-    out = ""
-    for part in loc:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        else:
-            out += ("." if out else "") + str(part)
-    return out or "(top level)"
-
-
-def _line_for(loc: Loc, lines: dict[Loc, int]) -> int | None:
-    # The deepest known ancestor: a missing key is reported at its parent's line.
-    for end in range(len(loc), -1, -1):
-        if loc[:end] in lines:
-            return lines[loc[:end]]
-    return None
 
 
 def _clean_loc(loc: tuple[Any, ...]) -> Loc:
@@ -285,7 +243,7 @@ def validate(data: Any, lines: dict[Loc, int] | None = None, source: str = "conf
             named = _NAMED_FIELD.match(message) if err.get("type") == "value_error" else None
             if named:
                 loc, message = (*loc, named.group(1)), named.group(2)
-            line = _line_for(loc, lines)
+            line = line_for(loc, lines)
             where = f" (line {line})" if line is not None else ""
             problems.append(f"{format_loc(loc)}: {message}{where}")
         raise ConfigErrors(problems) from None
@@ -345,7 +303,7 @@ def load_config(path: Path | str) -> Config:
     secret_problems: list[tuple[Loc, str]] = []
     data = _resolve_secrets(data, (), path.parent, secret_problems)
     problems = [
-        f"{format_loc(loc)}: {msg} (line {_line_for(loc, lines)})" for loc, msg in secret_problems
+        f"{format_loc(loc)}: {msg} (line {line_for(loc, lines)})" for loc, msg in secret_problems
     ]
     try:
         config = validate(data, lines, str(path))

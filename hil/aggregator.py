@@ -5,8 +5,9 @@ gateway acks or answers them. Usable in-process by tests and as the fleet driver
 Downlink seqs start at the current Unix time in ms, so a restarted aggregator stays above
 the last seq every gateway accepted.
 
-`MosquittoBroker` runs a throwaway Mosquitto on a free loopback port for the demo
-(`make demo ARGS=--aggregator`) and the full-stack tests; `check_report` re-checks a
+`MosquittoBroker` runs a throwaway Mosquitto on a free loopback port (plain, or mutual TLS)
+for the demo (`make demo ARGS=--aggregator`) and every test that needs a broker
+(`tests.testlib.mosquitto`); `check_report` re-checks a
 delivery report's arithmetic the way an aggregator's settlement would.
 """
 
@@ -17,7 +18,6 @@ import contextlib
 import math
 import os
 import pwd
-import random
 import shutil
 import socket
 import ssl
@@ -36,6 +36,7 @@ from paho.mqtt.properties import Properties
 from hems.core.clock import Clock
 from hems.errors import MessageRejected
 from hems.uplink import envelope
+from hems.uplink.channel import Backoff
 from hems.uplink.messages import TYPES, Ack, type_for_topic
 
 log = structlog.get_logger(__name__)
@@ -179,7 +180,7 @@ class ReferenceAggregator:
             tg.create_task(self._resend_loop(), name="aggregator:resend")
 
     async def _connection_loop(self) -> None:
-        attempt = 0
+        backoff = Backoff(0.05, self._backoff_max_s)
         while True:
             props = Properties(PacketTypes.CONNECT)
             props.SessionExpiryInterval = 3600
@@ -200,7 +201,7 @@ class ReferenceAggregator:
                     self._session_tasks = tg
                     self._sent_at.clear()  # resend everything pending
                     self.connected.set()
-                    attempt = 0
+                    backoff.reset()
                     async for message in client.messages:
                         await self._handle(message.topic.value, bytes(message.payload or b""))
             except* (aiomqtt.MqttError, OSError) as group:
@@ -209,9 +210,7 @@ class ReferenceAggregator:
                 self._client = None
                 self._session_tasks = None
                 self.connected.clear()
-            attempt += 1
-            cap = min(self._backoff_max_s, 0.1 * 2**attempt)
-            await asyncio.sleep(random.uniform(0.05, cap))
+            await asyncio.sleep(backoff.next_s())
 
     async def _resend_loop(self) -> None:
         while True:
@@ -378,24 +377,47 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+@dataclass(frozen=True)
+class BrokerTls:
+    """Mutual TLS for the broker: clients need a certificate from `ca`; its CN is the user."""
+
+    ca: Path
+    cert: Path
+    key: Path
+
+
 class MosquittoBroker:
-    """A Mosquitto on a free 127.0.0.1 port, anonymous, no persistence, logging to `workdir`.
+    """A Mosquitto on a free 127.0.0.1 port, no persistence, logging to `workdir`; anonymous,
+    or with `tls` client certificates only. `stop()` then `start()` again reuses the port
+    (broker outages in tests).
 
     `async with MosquittoBroker(binary, workdir) as broker:` … `broker.port`.
     """
 
-    def __init__(self, binary: str, workdir: Path) -> None:
+    def __init__(self, binary: str, workdir: Path, tls: BrokerTls | None = None) -> None:
         self.binary = binary
         self.workdir = workdir
+        self.tls = tls
         self.port = _free_port()
         self.log_path = workdir / f"mosquitto-{self.port}.log"
         self._proc: asyncio.subprocess.Process | None = None
 
     async def start(self, timeout_s: float = 10.0) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
-        lines = [f"listener {self.port} 127.0.0.1", "allow_anonymous true", "persistence false"]
         # As root, mosquitto would drop to a user that may not read our files.
-        lines.append(f"user {pwd.getpwuid(os.getuid()).pw_name}")
+        user = pwd.getpwuid(os.getuid()).pw_name
+        lines = [f"listener {self.port} 127.0.0.1", "persistence false", f"user {user}"]
+        if self.tls is None:
+            lines.append("allow_anonymous true")
+        else:
+            lines += [
+                f"cafile {self.tls.ca}",
+                f"certfile {self.tls.cert}",
+                f"keyfile {self.tls.key}",
+                "require_certificate true",
+                "use_identity_as_username true",
+                "allow_anonymous false",
+            ]
         conf = self.workdir / f"mosquitto-{self.port}.conf"
         conf.write_text("\n".join(lines) + "\n")
         with self.log_path.open("ab") as out:

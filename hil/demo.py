@@ -36,10 +36,13 @@ from pydantic import ValidationError
 from hems import logs
 from hems.app import Daemon
 from hems.bridges import IntervalSender
+from hems.cli_core import report_problems
 from hems.config import Config, ConfigErrors, load_config
 from hems.core.clock import AcceleratedClock, Clock
 from hems.flex.config import FlexConfig
 from hems.store.db import Database
+from hems.store.rollup import HALF_HOUR_MS, floor_ms
+from hems.store.timeseries import from_ms, to_ms
 from hems.uplink import envelope
 from hems.uplink.config import UplinkConfig
 from hems.uplink.keys import load_or_create_key
@@ -213,7 +216,7 @@ def simulated_history(
             net_w = home.household_load_w(at) * factor - min(cap_w, home.pv_available_w(at))
             import_wh += max(0.0, net_w) * 5 / 60
             export_wh += max(0.0, -net_w) * 5 / 60
-        rows.append((int(t0.timestamp() * 1000), round(import_wh, 1), round(export_wh, 1)))
+        rows.append((to_ms(t0), round(import_wh, 1), round(export_wh, 1)))
     return rows
 
 
@@ -231,8 +234,8 @@ async def seed_meter_history(
     smart meter would have. Never replaces a recorded row. The simulated rows are marked as
     already handed to the uplink (the IntervalSender's cursor), so the aggregator is not
     flooded with invented history. Returns how many rows were added."""
-    period_ms = 1_800_000
-    end_ms = int(until.timestamp() * 1000) // period_ms * period_ms
+    period_ms = HALF_HOUR_MS
+    end_ms = floor_ms(to_ms(until), period_ms)
     start_ms = end_ms - days * 86_400_000
     db = await Database.open(db_path)
     try:
@@ -245,7 +248,7 @@ async def seed_meter_history(
             )
         }
         model = Home(home or HomeConfig(seed=seed))
-        start = datetime.fromtimestamp(start_ms / 1000, UTC)
+        start = from_ms(start_ms)
         rows = await asyncio.to_thread(
             simulated_history, model, start, (end_ms - start_ms) // period_ms, seed
         )
@@ -276,7 +279,7 @@ async def recorded_after(db_path: Path, device_id: str, at: datetime) -> bool:
     try:
         row = await db.fetchone(
             "SELECT 1 FROM meter_intervals WHERE device_id = ? AND period_start_ms >= ? LIMIT 1",
-            (device_id, int(at.timestamp() * 1000) // 1_800_000 * 1_800_000),
+            (device_id, floor_ms(to_ms(at), HALF_HOUR_MS)),
         )
         return row is not None
     finally:
@@ -385,8 +388,8 @@ class AggregatorDemo:
         )
         rec = agg.site(cfg.site.id)
         rec.next_seq = max(rec.next_seq, await last_accepted_downlink_seq(self.storage))
-        send_at, start, end = event_window(self.clock.now(), ZoneInfo(cfg.site.timezone))
         tz = ZoneInfo(cfg.site.timezone)
+        send_at, start, end = event_window(self.clock.now(), tz)
         speed = getattr(self.clock, "speed", 1.0)
         in_s = (send_at - self.clock.now()).total_seconds() / speed
         report_s = (end - self.clock.now()).total_seconds() / speed + 200 / speed
@@ -461,8 +464,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = load_config(args.config)
     except ConfigErrors as exc:
-        print("\n".join(exc.problems), file=sys.stderr)
-        return 1
+        return report_problems(exc)
     if args.port is not None:
         cfg.web.port = args.port
     logs.configure(cfg.logging.level, cfg.logging.format)
@@ -484,8 +486,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"demo: cannot start: {exc}", file=sys.stderr)
         return 1
     except ConfigErrors as exc:
-        print("\n".join(exc.problems), file=sys.stderr)
-        return 1
+        return report_problems(exc)
     return 0
 
 

@@ -128,7 +128,6 @@ class FaultProxy:
         self._conns: set[asyncio.Task[None]] = set()
         self._writers: set[asyncio.StreamWriter] = set()
         self._offline: Literal["refuse", "silent"] | None = None
-        self._rng = random.Random(0)
 
     # -- lifecycle ------------------------------------------------------------------------
 

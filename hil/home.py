@@ -285,6 +285,8 @@ class Home:
         self.config = config or HomeConfig()
         cfg = self.config
         self._tz = ZoneInfo(cfg.timezone)
+        # The config is frozen: split the household load over the phases once, not per substep.
+        self._load_shares = (1.0,) if cfg.phases == 1 else self._split(cfg.load_phase_weights)
         self._battery = _Battery(
             energy_wh=cfg.battery_capacity_wh * cfg.battery_initial_soc_pct / 100.0,
             reserve_pct=cfg.battery_reserve_pct,
@@ -491,11 +493,6 @@ class Home:
         total = float(sum(phase_split))
         return tuple(w / total for w in phase_split)
 
-    def _load_split(self) -> tuple[float, ...]:
-        if self.config.phases == 1:
-            return (1.0,)
-        return self._split(self.config.load_phase_weights)
-
     def _pv_ac_w(self, at: datetime) -> tuple[float, float]:
         cfg = self.config
         available = self.pv_available_w(at)
@@ -559,7 +556,7 @@ class Home:
         for p, split in self._external.values():
             for i, w in enumerate(split):
                 ext_ph[i] += p * w
-        load_ph = [house_w * w + a for w, a in zip(self._load_split(), adhoc_ph, strict=True)]
+        load_ph = [house_w * w + a for w, a in zip(self._load_shares, adhoc_ph, strict=True)]
         demand_w = sum(load_ph) + sum(ext_ph)
         # The battery inverter reacts to the net it measured one substep ago (real ones lag a
         # second or two), so load steps show briefly at the grid meter.

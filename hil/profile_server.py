@@ -18,18 +18,17 @@ served on its own.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import math
 import struct
 from collections.abc import Mapping
-from typing import Any, Self
+from typing import Any
 
 from pymodbus.constants import ExcCodes
-from pymodbus.server import ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
 from hems.core.readings import Quantity, Role
 from hems.devices.modbus.profile import Profile, Register
+from hil.modbus_sim import SimTcpServer
 
 __all__ = ["ProfileServer", "demo_values", "encode_register", "home_values", "register_image"]
 
@@ -215,7 +214,7 @@ def _blocks(table: dict[int, int]) -> list[SimData]:
     return out
 
 
-class ProfileServer:
+class ProfileServer(SimTcpServer):
     """One profile served at one unit id on a loopback Modbus TCP port (0 = a free one)."""
 
     def __init__(
@@ -228,21 +227,18 @@ class ProfileServer:
         port: int = 0,
         latency_s: float = 0.0,
     ) -> None:
+        super().__init__(host, port)
         self.profile = profile
         self.values: dict[str, float | str] = dict(values or demo_values(profile))
         self.unit_id = profile.default_unit_id if unit_id is None else unit_id
-        self.host = host
-        self._want_port = port
-        self.port: int | None = None
         self.requests = 0
         self.writes: list[tuple[int, list[int]]] = []  # (address, words) in arrival order
         # Fault injection: answer requests touching these addresses with this exception code.
         self.exceptions: dict[int, ExcCodes] = {}
         self.latency_s = latency_s  # added before every reply
-        self._server: ModbusTcpServer | None = None
         self._image = register_image(profile, self.values)
 
-    async def start(self) -> None:
+    def _devices(self) -> list[SimDevice]:
         # pymodbus needs at least one entry per table; park a dummy where the profile has none.
         holding = _blocks(self._image["holding"]) or [
             SimData(0, values=[0], datatype=DataType.REGISTERS)
@@ -251,13 +247,11 @@ class ProfileServer:
             SimData(0, values=[0], datatype=DataType.REGISTERS)
         ]
         bits = [SimData(0, count=16, values=False, datatype=DataType.BITS)]
-        device = SimDevice(
-            id=self.unit_id, simdata=(bits, list(bits), holding, inputs), action=self._action
-        )
-        self._server = ModbusTcpServer([device], address=(self.host, self._want_port))
-        await self._server.serve_forever(background=True)
-        sockets = self._server.transport.sockets  # type: ignore[attr-defined]
-        self.port = int(sockets[0].getsockname()[1])
+        return [
+            SimDevice(
+                id=self.unit_id, simdata=(bits, list(bits), holding, inputs), action=self._action
+            )
+        ]
 
     async def update(self, values: Mapping[str, float | str]) -> None:
         """Change served values (engineering units); only the given registers change."""
@@ -269,19 +263,6 @@ class ProfileServer:
                 if self._image[table].get(address) != word:
                     await self._server.async_setValues(self.unit_id, _FC[table], address, [word])
         self._image = image
-
-    async def stop(self) -> None:
-        if self._server is not None:
-            with contextlib.suppress(Exception):
-                await self._server.shutdown()
-            self._server = None
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.stop()
 
     async def _action(
         self,

@@ -15,22 +15,21 @@ See hil/README.md for the layout, units and sign conventions.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import math
 import struct
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Self
+from typing import Any
 
 import structlog
 from pymodbus.constants import ExcCodes
-from pymodbus.server import ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 from sunspec2 import device as ss
 
 from hems.core.clock import Clock
 from hil.home import Home, HomeState
+from hil.modbus_sim import SimTcpServer
 
 __all__ = ["SUNSPEC_BASE", "SunSpecServer", "SunSpecUnit", "UnitIds"]
 
@@ -509,7 +508,7 @@ async def _no_such_unit(*_args: object) -> ExcCodes:
     return ExcCodes.GATEWAY_NO_RESPONSE
 
 
-class SunSpecServer:
+class SunSpecServer(SimTcpServer):
     """The home's PV inverter, battery inverter and grid meter on one Modbus TCP endpoint.
 
     `await start()` binds (port 0 picks a free port; read `.port`), `refresh()` after every
@@ -527,19 +526,16 @@ class SunSpecServer:
         base_address: int = SUNSPEC_BASE,
         serial_prefix: str = "HIL",
     ) -> None:
+        super().__init__(host, port)
         ids = unit_ids or UnitIds()
         self.home = home
         self.clock = clock
-        self.host = host
-        self._want_port = port
         self.units: dict[int, SunSpecUnit] = {
             ids.pv: PvInverterUnit(ids.pv, home, f"{serial_prefix}-PV-0001", base_address),
             ids.battery: BatteryUnit(ids.battery, home, f"{serial_prefix}-BAT-0001", base_address),
             ids.meter: MeterUnit(ids.meter, home, f"{serial_prefix}-MTR-0001", base_address),
         }
         self.unit_ids = ids
-        self._server: ModbusTcpServer | None = None
-        self.port: int | None = None
         self.requests = 0
         self.refresh()
 
@@ -568,7 +564,7 @@ class SunSpecServer:
         for unit in self.units.values():
             unit.refresh(self.home.state, now)
 
-    async def start(self) -> None:
+    def _devices(self) -> list[SimDevice]:
         devices = [
             SimDevice(
                 id=uid,
@@ -586,24 +582,11 @@ class SunSpecServer:
                 action=_no_such_unit,
             )
         )
-        self._server = ModbusTcpServer(devices, address=(self.host, self._want_port))
-        await self._server.serve_forever(background=True)
-        sockets = self._server.transport.sockets  # type: ignore[attr-defined]
-        self.port = int(sockets[0].getsockname()[1])
+        return devices
+
+    async def start(self) -> None:
+        await super().start()
         log.info("hil sunspec server listening", host=self.host, port=self.port)
-
-    async def stop(self) -> None:
-        if self._server is not None:
-            with contextlib.suppress(Exception):
-                await self._server.shutdown()
-            self._server = None
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.stop()
 
     async def _action(
         self,

@@ -6,10 +6,10 @@ import argparse
 import json
 import sqlite3
 import sys
-from datetime import UTC, datetime
 from pathlib import Path
 
 from hems.config import ConfigErrors, load_config
+from hems.store.timeseries import from_ms
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -66,7 +66,7 @@ def run_interventions(args: argparse.Namespace) -> int:
             return _fail(f"{path}: has no control_interventions table (daemon never ran?)")
         return _fail(f"{path}: {exc}")
     for at_ms, rule, device, event, reason, before, after in rows:
-        at = datetime.fromtimestamp(at_ms / 1000, UTC).isoformat(timespec="seconds")
+        at = from_ms(at_ms).isoformat(timespec="seconds")
         if args.json:
             print(json.dumps({
                 "at": at, "rule": rule, "device_id": device, "event": event, "reason": reason,

@@ -6,7 +6,7 @@ Every field carries its unit in its name and its bounds. Per-device tuning lives
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
@@ -136,3 +136,10 @@ class ControlConfig(Strict):
 
     def device(self, device_id: str) -> DeviceControlConfig:
         return self.devices.get(device_id) or DeviceControlConfig()
+
+    def setting(self, device_id: str, name: str) -> Any:
+        """`devices.<id>.<name>` where set, else the section-wide `<name>` (read every cycle,
+        so no per-device model is built for a device without its own entry)."""
+        entry = self.devices.get(device_id)
+        value = None if entry is None else getattr(entry, name)
+        return getattr(self, name) if value is None else value

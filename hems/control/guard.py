@@ -34,18 +34,14 @@ from hems.config import LimitsConfig
 from hems.control.config import ControlConfig
 from hems.control.model import (
     BatteryCommand,
-    BatteryImage,
     BatterySpec,
     ChargerSpec,
     Command,
     EvCommand,
-    EvImage,
     Intervention,
     LoadCommand,
-    LoadImage,
     ProcessImage,
     PvCommand,
-    PvImage,
     SiteSpec,
     command_values,
 )
@@ -121,7 +117,7 @@ class _Work:
 
     # -- predictions ---------------------------------------------------------------------
     def battery_pred_w(self, dev_id: str) -> tuple[float, float]:
-        img = self.image.batteries.get(dev_id, BatteryImage(None, None))
+        img = self.image.battery(dev_id)
         meas = img.power_w or 0.0
         cmd = self.cmds.get(dev_id)
         if not isinstance(cmd, BatteryCommand):
@@ -147,7 +143,7 @@ class _Work:
         return meas, pred
 
     def ev_pred_w(self, dev_id: str) -> tuple[float, float]:
-        img = self.image.evs.get(dev_id, EvImage(None, None))
+        img = self.image.ev(dev_id)
         meas = img.power_w or 0.0
         cmd = self.cmds.get(dev_id)
         if not isinstance(cmd, EvCommand):
@@ -160,7 +156,7 @@ class _Work:
 
     def pv_pred_w(self, dev_id: str, for_export: bool) -> tuple[float, float]:
         spec = self.spec.pvs[dev_id]
-        img = self.image.pvs.get(dev_id, PvImage(None))
+        img = self.image.pv(dev_id)
         meas = img.power_w or 0.0
         cmd = self.cmds.get(dev_id)
         if not isinstance(cmd, PvCommand):
@@ -173,7 +169,7 @@ class _Work:
 
     def load_pred_w(self, dev_id: str) -> tuple[float, float]:
         spec = self.spec.loads[dev_id]
-        img = self.image.loads.get(dev_id, LoadImage(None, None))
+        img = self.image.load(dev_id)
         meas = img.power_w if img.power_w is not None else (spec.power_w if img.on else 0.0)
         cmd = self.cmds.get(dev_id)
         if not isinstance(cmd, LoadCommand):
@@ -265,11 +261,12 @@ def apply_guard(
         _rule_fuse(w, cfg, import_cap_w)
         _rule_export(w, cfg)
     _rule_ev_min(w)
-    if grid_ok:
-        return GuardResult(
-            Guarded(w.cmds, _TOKEN), tuple(w.notes), w.grid_pred_w(), w.phase_pred_a()
-        )
-    return GuardResult(Guarded(w.cmds, _TOKEN), tuple(w.notes), None, None)
+    return GuardResult(
+        Guarded(w.cmds, _TOKEN),
+        tuple(w.notes),
+        w.grid_pred_w() if grid_ok else None,
+        w.phase_pred_a() if grid_ok else None,
+    )
 
 
 def charger_delay_s(image: ProcessImage, spec: ChargerSpec) -> float:
@@ -302,21 +299,21 @@ def _rule_stale(w: _Work, cfg: ControlConfig) -> None:
     grid_stale = w.image.grid.power_w is None
     why_grid = "grid meter stale: limits cannot be checked, safe state"
     for dev_id, b in w.spec.batteries.items():
-        img = w.image.batteries.get(dev_id, BatteryImage(None, None))
+        img = w.image.battery(dev_id)
         if grid_stale or img.power_w is None or img.soc_pct is None:
-            fallback = cfg.device(dev_id).battery_stale or cfg.battery_stale
+            fallback = cfg.setting(dev_id, "battery_stale")
             why = why_grid if grid_stale else f"battery stale: {fallback}"
             w.set(dev_id, _battery_safe(b, fallback), "stale", why)
     for dev_id, c in w.spec.chargers.items():
-        img = w.image.evs.get(dev_id, EvImage(None, None))
+        img = w.image.ev(dev_id)
         if grid_stale or img.power_w is None:
-            fallback = cfg.device(dev_id).charger_stale or cfg.charger_stale
+            fallback = cfg.setting(dev_id, "charger_stale")
             cmd = w.cmds.get(dev_id)
             phases = cmd.phases if isinstance(cmd, EvCommand) else img.phases
             why = why_grid if grid_stale else f"charger stale: {fallback}"
             w.set(dev_id, _charger_safe(c, fallback, phases), "stale", why)
     for dev_id in w.spec.pvs:
-        img = w.image.pvs.get(dev_id, PvImage(None))
+        img = w.image.pv(dev_id)
         cmd = w.cmds.get(dev_id)
         if (grid_stale or img.power_w is None) and (
             not isinstance(cmd, PvCommand) or cmd.limit_pct > img.limit_pct
@@ -324,7 +321,7 @@ def _rule_stale(w: _Work, cfg: ControlConfig) -> None:
             why = why_grid if grid_stale else "inverter stale: curtailment kept"
             w.set(dev_id, PvCommand(img.limit_pct), "stale", why)
     for dev_id, ld in w.spec.loads.items():
-        img = w.image.loads.get(dev_id, LoadImage(None, None))
+        img = w.image.load(dev_id)
         if ld.deferrable and (grid_stale or img.stale):
             why = why_grid if grid_stale else "load stale: off"
             w.set(dev_id, LoadCommand(False), "stale", why)
@@ -387,7 +384,7 @@ def _rule_reserve(w: _Work, outage: bool) -> None:
         return
     reserve = w.limits.battery_reserve_pct
     for dev_id, b in w.spec.batteries.items():
-        soc = w.image.batteries.get(dev_id, BatteryImage(None, None)).soc_pct
+        soc = w.image.battery(dev_id).soc_pct
         if soc is None or soc > reserve:
             continue
         cmd = w.cmds.get(dev_id)
@@ -477,7 +474,7 @@ def _shed_battery(
             continue
         _meas, pred = w.battery_pred_w(b.device_id)
         if allow_discharge:
-            soc = w.image.batteries.get(b.device_id, BatteryImage(None, None)).soc_pct
+            soc = w.image.battery(b.device_id).soc_pct
             if soc is None or (soc <= w.limits.battery_reserve_pct and not outage):
                 continue
             floor_w = -b.max_discharge_w
@@ -513,7 +510,7 @@ def _rule_export(w: _Work, cfg: ControlConfig) -> None:
     for b in w.spec.batteries.values():
         if excess_w() <= 0:
             return
-        soc = w.image.batteries.get(b.device_id, BatteryImage(None, None)).soc_pct
+        soc = w.image.battery(b.device_id).soc_pct
         if soc is None or soc >= _FULL_SOC_PCT:
             continue
         _meas, pred = w.battery_pred_w(b.device_id)

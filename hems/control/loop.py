@@ -62,8 +62,10 @@ from hems.core.clock import Clock
 from hems.core.plan import Plan, PlanSlot
 from hems.core.readings import Quantity, Reading, Role
 from hems.core.state import SiteState
+from hems.core.tasks import raise_if_cancelling
 from hems.errors import BadValue, DeviceRejected
 from hems.store.db import Database
+from hems.store.timeseries import to_ms
 
 log = structlog.get_logger(__name__)
 
@@ -176,6 +178,7 @@ class ControlLoop:
             while True:
                 started_s = self._clock.monotonic()
                 await self.step()
+                raise_if_cancelling()
                 next_s += cycle_s
                 now_s = self._clock.monotonic()
                 if now_s > next_s:
@@ -214,8 +217,9 @@ class ControlLoop:
         fuse or the export limit wakes the loop at once."""
         limit_w = self._limits.import_limit_w
         phase_limit_w = self._limits.fuse_a * self._limits.voltage_v
+        roles = self._state.devices  # a copy: take it once per batch, not per reading
         for r in batch:
-            if self._state.devices.get(r.device_id) is not Role.GRID:
+            if roles.get(r.device_id) is not Role.GRID:
                 continue
             if r.quantity is Quantity.POWER_W and (
                 r.value > limit_w or -r.value > self._limits.export_limit_w
@@ -388,9 +392,13 @@ class ControlLoop:
     # -- 1. snapshot ------------------------------------------------------------------------
     async def _snapshot(self) -> ProcessImage:
         await self._refresh_probes()
-        v = self._fresh(self._grid_id() or "", Quantity.VOLTAGE_V) or self._limits.voltage_v
-        grid = self._grid_image(v)
+        grid_id = self._grid_id()
+        v = self._fresh(grid_id or "", Quantity.VOLTAGE_V) or self._limits.voltage_v
+        grid = self._grid_image(grid_id, v)
         spec = self._spec
+        registered = self._state.devices
+        for d, st in self._status.items():
+            st.stale = d in registered and self._state.is_stale(d)
         batteries = {
             d: BatteryImage(self._fresh(d, Quantity.POWER_W), self._fresh(d, Quantity.SOC_PCT))
             for d in spec.batteries
@@ -423,11 +431,7 @@ class ControlLoop:
             on = self._load_on.get(d)
             if on is None and isinstance(last, LoadCommand):
                 on = last.on
-            power = self._fresh(d, Quantity.POWER_W)
-            registered = d in self._state.devices
-            loads[d] = LoadImage(power, on, stale=registered and self._state.is_stale(d))
-        for d in self._status:
-            self._status[d].stale = self._state.is_stale(d) if d in self._state.devices else False
+            loads[d] = LoadImage(self._fresh(d, Quantity.POWER_W), on, stale=self._status[d].stale)
         return ProcessImage(
             self._clock.now(), self._clock.monotonic(), v, grid, batteries, pvs, evs, loads
         )
@@ -479,8 +483,7 @@ class ControlLoop:
                 return others[0]  # the chosen meter is stale; another fresh one is better
         return chosen
 
-    def _grid_image(self, v: float) -> GridImage:
-        grid_id = self._grid_id()
+    def _grid_image(self, grid_id: str | None, v: float) -> GridImage:
         if grid_id is None:
             self._problem("grid:none", "no grid meter registered: limits cannot be checked")
             return GridImage(None)
@@ -555,8 +558,7 @@ class ControlLoop:
                 return "PV power far below zero"
             bound_w = 1.5 * spec.pvs[device_id].rated_w + 500
         elif device_id in spec.chargers:
-            c = spec.chargers[device_id]
-            bound_w = 1.5 * c.max_current_a * self._limits.voltage_v * max(c.phases) + 500
+            bound_w = 1.5 * spec.chargers[device_id].max_power_w(self._limits.voltage_v) + 500
         if abs(value) > bound_w:
             return f"|{value:.0f}| W beyond {bound_w:.0f} W"
         return None
@@ -609,8 +611,7 @@ class ControlLoop:
         shaped: dict[str, Command] = {}
         for d, cmd in proposal.commands.items():
             st = self._status[d]
-            dev_cfg = self._cfg.device(d)
-            ramp_w = dev_cfg.ramp_w_per_s or self._cfg.ramp_w_per_s
+            ramp_w = self._cfg.setting(d, "ramp_w_per_s")
             dt_s = image.at_s - st.written_at_s
             shaped[d] = ramp(cmd, st.last_written, dt_s, ramp_w, image.voltage_v)
         cap = None
@@ -688,7 +689,7 @@ class ControlLoop:
         if self._db is not None and len(self._rows) < _MAX_QUEUED_ROWS:
             self._rows.append(
                 (
-                    int(at.timestamp() * 1000),
+                    to_ms(at),
                     i.rule,
                     i.device_id,
                     event,
@@ -736,10 +737,7 @@ class ControlLoop:
         for d, cmd in guarded.commands.items():
             st = self._status[d]
             st.wanted = cmd
-            dev_cfg = self._cfg.device(d)
-            deadband_w = (
-                dev_cfg.deadband_w if dev_cfg.deadband_w is not None else (self._cfg.deadband_w)
-            )
+            deadband_w = self._cfg.setting(d, "deadband_w")
             differs = cmd != st.last_written
             due = (
                 changed(cmd, st.last_written, deadband_w, self._cfg.deadband_pct, image.voltage_v)
@@ -754,7 +752,7 @@ class ControlLoop:
                 self._problem(f"busy:{d}", "previous write still running; skipped", device=d)
                 continue
             self._clear_problem(f"busy:{d}", "writes keep up again", device=d)
-            timeout_s = dev_cfg.write_timeout_s or self._cfg.write_timeout_s
+            timeout_s = self._cfg.setting(d, "write_timeout_s")
             task = asyncio.create_task(self._send(d, cmd, timeout_s), name=f"control:write:{d}")
             self._pending[d] = task
             started.append(task)
@@ -944,8 +942,7 @@ class ControlLoop:
             b = spec.batteries[device_id]
             return -b.max_discharge_w, b.max_charge_w, "W"
         if device_id in spec.chargers:
-            c = spec.chargers[device_id]
-            return 0.0, c.max_current_a * v * max(c.phases), "W"
+            return 0.0, spec.chargers[device_id].max_power_w(v), "W"
         return 0.0, 100.0, "%"
 
     async def _shutdown(self) -> None:

@@ -41,6 +41,10 @@ class ChargerSpec:
     phase: int = 1  # which phase a one-phase session uses
     response_delay_s: float = 0.0  # randomised delay of a start or rate change (not DSR) [s]
 
+    def max_power_w(self, voltage_v: float) -> float:
+        """The most it can offer: maximum current on every phase it supports [W]."""
+        return self.max_current_a * voltage_v * max(self.phases)
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class LoadSpec:
@@ -105,6 +109,25 @@ class ProcessImage:
     pvs: dict[str, PvImage] = field(default_factory=dict)
     evs: dict[str, EvImage] = field(default_factory=dict)
     loads: dict[str, LoadImage] = field(default_factory=dict)
+
+    # A device missing from the image reads as unmeasured (every value None).
+    def battery(self, device_id: str) -> BatteryImage:
+        return self.batteries.get(device_id) or _NO_BATTERY
+
+    def pv(self, device_id: str) -> PvImage:
+        return self.pvs.get(device_id) or _NO_PV
+
+    def ev(self, device_id: str) -> EvImage:
+        return self.evs.get(device_id) or _NO_EV
+
+    def load(self, device_id: str) -> LoadImage:
+        return self.loads.get(device_id) or _NO_LOAD
+
+
+_NO_BATTERY = BatteryImage(None, None)
+_NO_PV = PvImage(None)
+_NO_EV = EvImage(None, None)
+_NO_LOAD = LoadImage(None, None)
 
 
 # -- commands ---------------------------------------------------------------------------------

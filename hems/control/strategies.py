@@ -42,14 +42,12 @@ from hems.control.model import (
     LoadCommand,
     ProcessImage,
     PvCommand,
-    PvImage,
     SiteSpec,
 )
-from hems.core.capabilities import BatteryMode, EvState
+from hems.core.capabilities import EV_PLUGGED, BatteryMode
 from hems.core.plan import PlanSlot
 
 _EV_DRAWING_W = 100.0  # below this an EV is taken as not drawing (standby, noise)
-EV_PLUGGED = (EvState.PLUGGED, EvState.CHARGING, EvState.SUSPENDED_EV, EvState.SUSPENDED_EVSE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,12 +117,12 @@ def propose(
     ev_meas_w = 0.0  # what the EVs draw now
     ev_pred_w = 0.0  # what they will draw once this cycle's commands take effect
     for dev_id, c in spec.chargers.items():
-        img = image.evs.get(dev_id, EvImage(None, None))
+        img = image.ev(dev_id)
         mem = ev_memory.setdefault(dev_id, EvHysteresis(phases=min(c.phases)))
         if dev_id in live:
             cmd = _ev_from_power(c, float(live[dev_id].target), v)
         else:
-            mode = cfg.device(dev_id).ev_strategy or cfg.ev_strategy
+            mode: EvStrategy = cfg.setting(dev_id, "ev_strategy")
             energy = (session_energy_wh or {}).get(dev_id)
             cmd = _ev_command(image, c, img, mode, slot, mem, cfg, sessions.get(dev_id), energy)
         out.commands[dev_id] = cmd
@@ -135,12 +133,11 @@ def propose(
             ev_pred_w += cmd.current_a * v * cmd.phases
         else:
             ev_pred_w += meas_w
-    for dev_id, ld in spec.loads.items():
+    for dev_id in spec.loads:
         if dev_id in live:
             out.commands[dev_id] = LoadCommand(bool(live[dev_id].target))
         elif slot is not None and dev_id in slot.switches:
             out.commands[dev_id] = LoadCommand(slot.switches[dev_id])
-        _ = ld
     grid_after_w = None if grid_w is None else grid_w + ev_delta_w
     # The grid flow as if no EV were charging: the most the battery may cover while one is.
     house_grid_w = None
@@ -151,7 +148,7 @@ def propose(
     # the same watts (which would multiply the loop gain by their number).
     total_w = sum(b.max_charge_w + b.max_discharge_w for b in spec.batteries.values()) or 1.0
     for dev_id, b in spec.batteries.items():
-        img = image.batteries.get(dev_id, BatteryImage(None, None))
+        img = image.battery(dev_id)
         share = (b.max_charge_w + b.max_discharge_w) / total_w
         if dev_id in live:
             cmd_b = BatteryCommand(BatteryMode.POWER_SETPOINT, float(live[dev_id].target))
@@ -166,7 +163,7 @@ def propose(
         grid_after_w += batt_delta_w
     zero_export = slot is not None and (slot.pv_curtail_w > 0 or slot.price_export_per_kwh < 0)
     for dev_id, p in spec.pvs.items():
-        img_p = image.pvs.get(dev_id, PvImage(None))
+        img_p = image.pv(dev_id)
         if dev_id in live:
             out.commands[dev_id] = PvCommand(float(live[dev_id].target))
         elif zero_export and grid_after_w is not None and img_p.power_w is not None:
@@ -284,8 +281,7 @@ def _needs_fast(
     left_wh = session.target_energy_wh - delivered_wh
     if left_wh <= 0:
         return False
-    max_w = c.max_current_a * v * max(c.phases)
-    need_s = left_wh / max_w * 3600.0
+    need_s = left_wh / c.max_power_w(v) * 3600.0
     time_left_s = (session.departure - now).total_seconds()
     return time_left_s > 0 and need_s + cfg.ev_surplus.departure_margin_s >= time_left_s
 

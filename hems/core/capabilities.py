@@ -32,6 +32,12 @@ class EvState(StrEnum):
     OFFLINE = "offline"
 
 
+# A car is connected (whether it draws or not): the states a charging session lives in.
+EV_PLUGGED = frozenset(
+    {EvState.PLUGGED, EvState.CHARGING, EvState.SUSPENDED_EV, EvState.SUSPENDED_EVSE}
+)
+
+
 @runtime_checkable
 class Meter(Protocol):
     device_id: str

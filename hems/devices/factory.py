@@ -13,7 +13,6 @@ from hems.config import Config
 from hems.core.clock import Clock
 from hems.core.state import SiteState
 from hems.devices.meters.service import MeterService
-from hems.devices.modbus.profile_device import profile_device
 from hems.devices.modbus.service import ModbusService
 from hems.store.db import Database
 
@@ -31,7 +30,7 @@ class DeviceLayer:
 
 def build_devices(cfg: Config, state: SiteState, clock: Clock, db: Database | None) -> DeviceLayer:
     layer = DeviceLayer()
-    modbus = ModbusService(cfg.devices, state, clock, factories={"modbus-profile": profile_device})
+    modbus = ModbusService(cfg.devices, state, clock)
     if modbus.devices:
         layer.services["modbus"] = modbus
         layer.devices.update(modbus.devices)

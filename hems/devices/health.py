@@ -19,6 +19,7 @@ import structlog
 from hems.core.clock import Clock
 from hems.core.readings import Quantity
 from hems.core.state import SiteState
+from hems.core.tasks import raise_if_cancelling
 from hems.errors import DeviceError, DeviceUnreachable
 
 log = structlog.get_logger(__name__)
@@ -109,5 +110,6 @@ async def poll_forever(
     while True:
         started = clock.monotonic()
         await poll()
+        raise_if_cancelling()  # a cancel swallowed inside the request must still stop us
         elapsed = clock.monotonic() - started
         await clock.sleep(max(0.0, interval_s - elapsed))

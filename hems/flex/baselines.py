@@ -41,7 +41,8 @@ from datetime import date, datetime, timedelta
 from typing import Literal
 from zoneinfo import ZoneInfo
 
-from hems.flex.calendar import WorkingDayCalendar, at_wall_clock, day_periods, local_day, wall_clock
+from hems.flex.calendar import WorkingDayCalendar, at_wall_clock, local_day, wall_clock
+from hems.store.rollup import periods_between, settlement_periods
 
 Pick = Literal["most_recent", "highest", "trimmed_mean"]
 Direction = Literal["turn_down", "turn_up"]
@@ -213,7 +214,7 @@ class DaySelection:
 
 def day_complete(series: Series, day: date, tz: ZoneInfo, period_s: int) -> bool:
     """True if every settlement period of local `day` has a non-NaN value."""
-    for t in day_periods(day, tz, period_s):
+    for t in settlement_periods(day, tz, period_s):
         v = series.get(t)
         if v is None or math.isnan(v):
             return False
@@ -249,7 +250,7 @@ def select_days(
     rule = method.rule_for(day_type)
     excluded: list[tuple[date, str]] = []
     eligible: list[date] = []
-    periods = _periods(event_start, event_end, method.period_s)
+    periods = periods_between(event_start, event_end, method.period_s)
     score: dict[date, float] = {}
     for back in range(1, method.lookback_days + 1):
         day = event_day - timedelta(days=back)
@@ -315,11 +316,6 @@ def _pick(
             drop_high = not drop_high
         keep = set(remaining)
     return [d for d in eligible if d in keep], dropped
-
-
-def _periods(start: datetime, end: datetime, period_s: int) -> list[datetime]:
-    n = int((end - start).total_seconds()) // period_s
-    return [start + timedelta(seconds=i * period_s) for i in range(n)]
 
 
 # -- the whole pipeline ------------------------------------------------------------------------
@@ -400,8 +396,8 @@ def compute_baseline(
     adj = method.adjustment
     w_start = event_start - timedelta(hours=adj.window_start_h)
     w_end = event_start - timedelta(hours=adj.window_end_h)
-    window = _periods(w_start, w_end, method.period_s)
-    event_periods = _periods(event_start, event_end, method.period_s)
+    window = periods_between(w_start, w_end, method.period_s)
+    event_periods = periods_between(event_start, event_end, method.period_s)
 
     def unadjusted(t: datetime) -> float:
         if sel.problem is not None:
@@ -459,7 +455,7 @@ def compute_baseline(
     for d in sel.used:
         for t in (*window, *event_periods):
             shifted = d + (local_day(t, tz) - event_day)
-            used_periods.update(day_periods(shifted, tz, method.period_s))
+            used_periods.update(settlement_periods(shifted, tz, method.period_s))
     return BaselineResult(
         method,
         direction,

@@ -1,13 +1,13 @@
 """Working-day calendar and settlement periods in the site's time zone.
 
-Settlement periods are counted from local midnight, so a GB day has 48 half-hour periods,
-46 on the spring clock change and 50 on the autumn one. All instants here are aware UTC.
+The settlement periods of a local day come from `hems.store.rollup.settlement_periods`
+(48 half hours, 46/50 on clock changes). All instants here are aware UTC.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, date, datetime, time
 from zoneinfo import ZoneInfo
 
 # Bank holidays in England and Wales, as published on https://www.gov.uk/bank-holidays
@@ -44,14 +44,6 @@ class WorkingDayCalendar:
     def day_type(self, day: date) -> str:
         """'working' or 'non-working' (weekend or holiday)."""
         return "working" if self.is_working_day(day) else "non-working"
-
-
-def day_periods(day: date, tz: ZoneInfo, period_s: int = 1800) -> list[datetime]:
-    """UTC starts of the settlement periods of local `day`, in order (46/48/50 for GB)."""
-    start = datetime.combine(day, time(0), tz).astimezone(UTC)
-    end = datetime.combine(day + timedelta(days=1), time(0), tz).astimezone(UTC)
-    n = int((end - start).total_seconds()) // period_s
-    return [start + timedelta(seconds=i * period_s) for i in range(n)]
 
 
 def local_day(t: datetime, tz: ZoneInfo) -> date:

@@ -77,7 +77,7 @@ class OfferConfig(Strict):
     horizon_h: float = Field(default=6.0, gt=0, le=48, description="periods offered ahead [h]")
     sizes_w: list[float] = Field(
         default_factory=lambda: [500.0, 1000.0, 2000.0, 4000.0],
-        description="turn-down steps tried per period [W], ascending",
+        description="turn-down and turn-up steps tried per period [W], ascending",
     )
     interval_s: float = Field(default=1800.0, ge=60, le=86400)
 

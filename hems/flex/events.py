@@ -23,6 +23,7 @@ from zoneinfo import ZoneInfo
 from hems.errors import HemsError, PlanningError
 from hems.flex.config import PolicyConfig
 from hems.store.db import Database
+from hems.store.timeseries import from_ms, to_ms
 
 Kind = Literal["turn_down", "turn_up"]
 _FIELDS = ("import_cap_w", "export_floor_w", "setpoint_w", "price_per_kwh")
@@ -30,14 +31,6 @@ _FIELDS = ("import_cap_w", "export_floor_w", "setpoint_w", "price_per_kwh")
 
 class EventError(HemsError):
     """A malformed event; the message names the field."""
-
-
-def _ms(t: datetime) -> int:
-    return int(t.timestamp() * 1000)
-
-
-def _from_ms(ms: int) -> datetime:
-    return datetime.fromtimestamp(ms / 1000, UTC)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -293,13 +286,13 @@ class EventBook:
                     received.event_id,
                     received.modification_number,
                     received.kind,
-                    _ms(received.start),
-                    _ms(received.end),
+                    to_ms(received.start),
+                    to_ms(received.end),
                     json.dumps(received.to_json()),
                     json.dumps(decision.effective.to_json()),
                     status,
                     json.dumps(list(decision.reasons)),
-                    _ms(at),
+                    to_ms(at),
                 ),
             )
             return True
@@ -320,14 +313,14 @@ class EventBook:
         constraints for the planner and the control loop."""
         rows = await self._db.fetchall(
             "SELECT * FROM flex_events WHERE status = 'accepted' AND end_ms > ? ORDER BY start_ms",
-            (_ms(ending_after),),
+            (to_ms(ending_after),),
         )
         return [_row_to_stored(r).event for r in rows]
 
     async def due_for_report(self, *, ended_before: datetime) -> list[StoredEvent]:
         rows = await self._db.fetchall(
             "SELECT * FROM flex_events WHERE status = 'accepted' AND end_ms <= ? ORDER BY end_ms",
-            (_ms(ended_before),),
+            (to_ms(ended_before),),
         )
         return [_row_to_stored(r) for r in rows]
 
@@ -336,12 +329,12 @@ class EventBook:
         rows = await self._db.fetchall(
             "SELECT start_ms, end_ms FROM flex_events WHERE status IN ('accepted', 'reported')"
             " AND start_ms < ?",
-            (_ms(before),),
+            (to_ms(before),),
         )
         days: set[date] = set()
         for r in rows:
-            d = _from_ms(r["start_ms"]).astimezone(tz).date()
-            last = (_from_ms(r["end_ms"]) - timedelta(milliseconds=1)).astimezone(tz).date()
+            d = from_ms(r["start_ms"]).astimezone(tz).date()
+            last = (from_ms(r["end_ms"]) - timedelta(milliseconds=1)).astimezone(tz).date()
             while d <= last:
                 days.add(d)
                 d += timedelta(days=1)
@@ -359,7 +352,7 @@ class EventBook:
                 (
                     event.event_id,
                     event.modification_number,
-                    _ms(at),
+                    to_ms(at),
                     method,
                     None if total is None else total * 1000.0,
                     json.dumps(payload, sort_keys=True),

@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from typing import Literal
 
 from hems.errors import HemsError
+from hems.store.timeseries import from_ms
 
 Quantity = Literal["import", "export", "net_import"]
 CANONICAL_FORMAT = "hems-meter-csv/1"
@@ -65,7 +66,7 @@ class MeterData:
         energies are gaps; 'estimated' counts unless `use_estimated` is False."""
         data = cls(period_s=period_s)
         for start_ms, imp_wh, exp_wh, quality in rows:
-            t = datetime.fromtimestamp(start_ms / 1000, UTC)
+            t = from_ms(start_ms)
             gap = quality == "missing" or (quality == "estimated" and not use_estimated)
             data.import_kwh[t] = math.nan if gap or imp_wh is None else imp_wh / 1000.0
             data.export_kwh[t] = math.nan if gap or exp_wh is None else exp_wh / 1000.0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import sqlite3
 import uuid
 from collections.abc import Awaitable, Callable
@@ -13,7 +14,9 @@ from zoneinfo import ZoneInfo
 import structlog
 
 from hems.core.clock import Clock
-from hems.flex.calendar import WorkingDayCalendar, day_periods
+from hems.core.tasks import raise_if_cancelling
+from hems.flex.baselines import check_window
+from hems.flex.calendar import WorkingDayCalendar
 from hems.flex.config import FlexConfig
 from hems.flex.events import (
     Decision,
@@ -29,6 +32,8 @@ from hems.flex.meterdata import MeterData
 from hems.flex.presets import method as preset_method
 from hems.flex.report import DeliveryReport, report_for_event
 from hems.store.db import Database
+from hems.store.rollup import periods_between, settlement_periods
+from hems.store.timeseries import to_ms
 
 log = structlog.get_logger(__name__)
 
@@ -155,9 +160,8 @@ class FlexService:
             return conn.execute(
                 "SELECT period_start_ms, import_wh, export_wh, quality FROM meter_intervals"
                 " WHERE device_id = ? AND period_start_ms >= ? AND period_start_ms < ?",
-                (self.cfg.meter_device_id, int(start.timestamp() * 1000),
-                 int(end.timestamp() * 1000)),
-            ).fetchall()  # fmt: skip
+                (self.cfg.meter_device_id, to_ms(start), to_ms(end)),
+            ).fetchall()
 
         try:
             rows = await self._db.call(run)
@@ -176,7 +180,7 @@ class FlexService:
         first_day = ev.start.astimezone(self.tz).date() - timedelta(
             days=self.method.lookback_days + 1
         )
-        data = await self.meter_data(day_periods(first_day, self.tz)[0], ev.end)
+        data = await self.meter_data(settlement_periods(first_day, self.tz)[0], ev.end)
         event_days = await self.book.event_days(self.tz, before=ev.start)
         report = report_for_event(
             data, ev.start, ev.end, self.method, self.calendar, self.tz,
@@ -185,6 +189,14 @@ class FlexService:
         )  # fmt: skip
         complete = all(p.metered_kwh is not None for p in report.periods)
         return report, complete
+
+    async def window_complete(self, ev: FlexEvent) -> bool:
+        """Whether every period of the event window has a meter value: the same test as
+        `build_report`'s, on the window's rows only (not the whole look-back)."""
+        check_window(ev.start, ev.end, self.method.period_s)
+        series = (await self.meter_data(ev.start, ev.end)).series(self.cfg.quantity)
+        periods = periods_between(ev.start, ev.end, self.method.period_s)
+        return all(math.isfinite(series.get(t, math.nan)) for t in periods)
 
     async def report_due(self) -> int:
         """Build and send the reports that are due. Returns how many were sent."""
@@ -195,10 +207,12 @@ class FlexService:
         sent = 0
         for stored in due:
             ev = stored.event
-            report, complete = await self.build_report(ev)
             give_up = now >= ev.end + timedelta(seconds=self.cfg.report_give_up_s)
-            if not complete and not give_up:
+            # Checked on the window alone: while the meter data are still out, each pass
+            # would otherwise re-read the whole look-back and recompute the baseline.
+            if not give_up and not await self.window_complete(ev):
                 continue  # wait for the meter data to arrive
+            report, complete = await self.build_report(ev)
             payload = report.payload()
             # Sent before it is marked reported: after a crash in between the report is sent
             # again (identical payload) rather than never.
@@ -243,6 +257,7 @@ class FlexService:
         next_offer = self._clock.monotonic()
         failing = False
         while True:
+            raise_if_cancelling()
             try:
                 await self.report_due()
                 if self.cfg.offers.enabled and self._clock.monotonic() >= next_offer:

@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
 from typing import Any
 
 from hems.store.db import Database
+from hems.store.timeseries import from_ms
 
 _INSTRUCTIONS = ("import_cap_w", "export_floor_w", "setpoint_w", "price_per_kwh", "currency")
 
 
 def _iso_ms(ms: int) -> str:
-    return datetime.fromtimestamp(ms / 1000, UTC).isoformat()
+    return from_ms(ms).isoformat()
 
 
 async def recent_events(db: Database, limit: int = 20) -> list[dict[str, Any]]:

@@ -16,6 +16,7 @@ from hems.errors import ConfigError, PlanningError, StoreError
 from hems.planning.chart import plan_svg
 from hems.planning.planio import plan_from_dict, plan_to_dict
 from hems.planning.problem import Problem
+from hems.yamllines import format_loc
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -50,10 +51,8 @@ def _fail(cmd: str, message: str, code: int = 2) -> int:
 
 def _validation_message(exc: ValidationError) -> str:
     err = exc.errors()[0]
-    loc = ".".join(str(p) if not isinstance(p, int) else f"[{p}]" for p in err["loc"])
-    loc = loc.replace(".[", "[")
     msg = str(err["msg"]).removeprefix("Value error, ")
-    return f"{loc}: {msg}" if loc else msg
+    return f"{format_loc(err['loc'])}: {msg}" if err["loc"] else msg
 
 
 def run_optimise(args: argparse.Namespace) -> int:

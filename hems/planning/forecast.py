@@ -20,6 +20,7 @@ import structlog
 from hems.core.clock import Clock
 from hems.planning.config import ForecastConfig, PvArrayConfig
 from hems.store.db import Database
+from hems.store.timeseries import from_ms, to_ms
 
 log = structlog.get_logger(__name__)
 
@@ -199,6 +200,31 @@ def profile_w(
     return out
 
 
+@dataclass(frozen=True, slots=True)
+class ArrayPower:
+    """One array's modelled AC power [W] at the weather's times, with the count of negative
+    irradiance values that were set to 0 (for the flags)."""
+
+    times: list[datetime]
+    power_w: list[float]
+    step_s: int
+    negative: int
+
+
+def array_power(
+    a: PvArrayConfig, weather: tuple[list[datetime], list[float], list[float], int]
+) -> ArrayPower:
+    """`pv_ac_power_w` over a parsed open-meteo reply (see `parse_open_meteo`)."""
+    times, gti, temp, step_s = weather
+    negative = sum(1 for g in gti if not math.isnan(g) and g < 0)
+    gti = [max(0.0, g) if not math.isnan(g) else g for g in gti]
+    power = [
+        pv_ac_power_w(g, t, a.kwp, a.loss_factor, a.gamma_per_c)
+        for g, t in zip(gti, temp, strict=True)
+    ]
+    return ArrayPower(times, power, step_s, negative)
+
+
 # -- history from the store ------------------------------------------------------------
 
 
@@ -214,16 +240,12 @@ async def half_hour_means(
         " JOIN devices d USING(device_pk) JOIN quantities q USING(quantity_pk)"
         f" WHERE r.resolution_s = 1800 AND q.name = 'power_w' AND d.device_id IN ({marks})"
         " AND r.start_ms >= ? AND r.start_ms < ?",
-        (*device_ids, int(since.timestamp() * 1000), int(until.timestamp() * 1000)),
+        (*device_ids, to_ms(since), to_ms(until)),
     )
     out: dict[str, dict[datetime, float]] = {d: {} for d in device_ids}
     for device_id, start_ms, mean in rows:
-        out[device_id][datetime.fromtimestamp(start_ms / 1000, UTC)] = float(mean)
+        out[device_id][from_ms(start_ms)] = float(mean)
     return out
-
-
-def expand_to_slots(values_half_hour: list[float], step_min: int) -> list[float]:
-    return [v for v in values_half_hour for _ in range(30 // step_min)]
 
 
 @dataclass
@@ -266,7 +288,9 @@ class Forecaster:
         self.zone = ZoneInfo(timezone)
         self.devices = devices or SiteDevices()
         self.online: bool | None = None
-        self._weather: dict[int, tuple[list[datetime], list[float], list[float], int]] = {}
+        # Per array, the model run once per weather fetch: every plan resamples it (twice,
+        # with the calibration) and must not redo the PV model over ten days of weather.
+        self._weather: dict[int, ArrayPower] = {}
         self._weather_at: datetime | None = None
 
     # PV --------------------------------------------------------------------------------
@@ -308,7 +332,8 @@ class Forecaster:
         if self.online is False:
             log.info("pv forecast fetch recovered")
         self.online = True
-        self._weather, self._weather_at = fresh, now
+        self._weather = {i: array_power(self.cfg.arrays[i], w) for i, w in fresh.items()}
+        self._weather_at = now
         return True
 
     def modelled_pv_w(
@@ -317,24 +342,45 @@ class Forecaster:
         """Sum over arrays of the model's AC power per slot; cleaned, with flags."""
         total = [0.0] * n
         flags: list[str] = []
-        for i, a in enumerate(self.cfg.arrays):
-            times, gti, temp, step_s = self._weather[i]
-            negative = sum(1 for g in gti if not math.isnan(g) and g < 0)
-            if negative:
-                flags.append(f"pv: {negative} negative irradiance values of array {i} set to 0")
-            gti = [max(0.0, g) if not math.isnan(g) else g for g in gti]
-            power = [
-                pv_ac_power_w(g, t, a.kwp, a.loss_factor, a.gamma_per_c)
-                for g, t in zip(gti, temp, strict=True)
-            ]
-            per_slot = resample_mean(times, power, step_s, start, n, step_min)
+        for i in range(len(self.cfg.arrays)):
+            w = self._weather[i]
+            if w.negative:
+                flags.append(f"pv: {w.negative} negative irradiance values of array {i} set to 0")
+            per_slot = resample_mean(w.times, w.power_w, w.step_s, start, n, step_min)
             total = [x + y for x, y in zip(total, per_slot, strict=True)]
         return total, flags
 
-    async def pv(self, start: datetime, n: int, step_min: int) -> Forecast:
-        flags: list[str] = []
+    async def forecasts(self, start: datetime, n: int, step_min: int) -> tuple[Forecast, Forecast]:
+        """PV and base load for one plan, from ONE read of the history (the load needs the
+        PV meters' history too)."""
         now = self.clock.now()
-        history = await self._pv_history(now)
+        means = await self._history(now, [*self.cfg.pv_device_ids, *self._load_ids()])
+        pv = await self.pv(start, n, step_min, now=now, means=means)
+        return pv, await self.load(start, n, step_min, now=now, means=means)
+
+    async def _history(self, now: datetime, ids: Sequence[str]) -> dict[str, dict[datetime, float]]:
+        since = now - timedelta(days=self.cfg.history_days)
+        return await half_hour_means(self.db, list(dict.fromkeys(ids)), since, now)
+
+    def _load_ids(self) -> list[str]:
+        d = self.devices
+        return [*d.grid, *d.pv, *d.battery, *d.ev, *d.deferrable]
+
+    async def pv(
+        self,
+        start: datetime,
+        n: int,
+        step_min: int,
+        *,
+        now: datetime | None = None,
+        means: dict[str, dict[datetime, float]] | None = None,
+    ) -> Forecast:
+        """`now`/`means`: the time and history already read (see `forecasts`)."""
+        flags: list[str] = []
+        now = now or self.clock.now()
+        means = means if means is not None else await self._history(now, self.cfg.pv_device_ids)
+        pv_ids = self.cfg.pv_device_ids
+        history = _sum_devices({d: means[d] for d in pv_ids}, len(pv_ids))
         hist_profile = profile_w(
             history, [start + timedelta(minutes=step_min * i) for i in range(n)],
             self.zone, self.cfg.recency_half_life_days, now, by_weekday=False,
@@ -364,11 +410,6 @@ class Forecaster:
         await store_forecast(self.db, "pv", now, fc)
         return fc
 
-    async def _pv_history(self, now: datetime) -> dict[datetime, float]:
-        since = now - timedelta(days=self.cfg.history_days)
-        per_device = await half_hour_means(self.db, self.cfg.pv_device_ids, since, now)
-        return _sum_devices(per_device, len(self.cfg.pv_device_ids))
-
     async def _calibration(self, history: dict[datetime, float], step_min: int) -> float | None:
         if not history:
             return None
@@ -381,13 +422,21 @@ class Forecaster:
         )
 
     # load ------------------------------------------------------------------------------
-    async def load(self, start: datetime, n: int, step_min: int) -> Forecast:
-        """Base load = grid + PV − battery − EV − deferrable loads, profiled from history."""
-        now = self.clock.now()
+    async def load(
+        self,
+        start: datetime,
+        n: int,
+        step_min: int,
+        *,
+        now: datetime | None = None,
+        means: dict[str, dict[datetime, float]] | None = None,
+    ) -> Forecast:
+        """Base load = grid + PV − battery − EV − deferrable loads, profiled from history.
+
+        `now`/`means`: the time and history already read (see `forecasts`)."""
+        now = now or self.clock.now()
         d = self.devices
-        since = now - timedelta(days=self.cfg.history_days)
-        ids = [*d.grid, *d.pv, *d.battery, *d.ev, *d.deferrable]
-        per_device = await half_hour_means(self.db, ids, since, now)
+        per_device = means if means is not None else await self._history(now, self._load_ids())
         flags: list[str] = []
         history: dict[datetime, float] = {}
         if d.grid:
@@ -449,8 +498,8 @@ async def store_forecast(db: Database, kind: str, made_at: datetime, fc: Forecas
         " flags_json) VALUES (?, ?, ?, ?, ?, ?, ?)",
         (
             kind,
-            int(made_at.timestamp() * 1000),
-            int(fc.start.timestamp() * 1000),
+            to_ms(made_at),
+            to_ms(fc.start),
             fc.step_min * 60,
             json.dumps(values),
             fc.source,

@@ -18,7 +18,7 @@ import math
 import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, time, timedelta
+from datetime import UTC, datetime, time, timedelta
 from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
@@ -26,9 +26,11 @@ import httpx
 import structlog
 
 from hems.core.clock import Clock
+from hems.core.localtime import next_local
 from hems.core.plan import Plan
 from hems.core.readings import Quantity, Role
 from hems.core.state import SiteState
+from hems.core.tasks import raise_if_cancelling
 from hems.errors import Infeasible, PlanningError
 from hems.planning.config import DeferrableLoadConfig, PlannerConfig
 from hems.planning.forecast import Forecast, Forecaster, SiteDevices
@@ -41,8 +43,9 @@ from hems.planning.problem import (
     FlexConstraint,
     Problem,
 )
-from hems.planning.tariffs import AgileTariff, Tariff, build_tariff
+from hems.planning.tariffs import Tariff, build_tariff
 from hems.store.db import Database
+from hems.store.timeseries import to_ms
 
 if TYPE_CHECKING:
     from hems.config import LimitsConfig, SiteConfig
@@ -82,22 +85,13 @@ def slot_floor(t: datetime, step_min: int) -> datetime:
     return t.replace(minute=t.minute - t.minute % step_min, second=0, microsecond=0)
 
 
-def next_local(now: datetime, hhmm: str, zone: ZoneInfo) -> datetime:
-    """The next time (after `now`) the local clock shows `hhmm`."""
-    local = now.astimezone(zone)
-    h, m = int(hhmm[:2]), int(hhmm[3:])
-    cand = datetime.combine(local.date(), time(h, m), tzinfo=zone)
-    if cand <= local:
-        cand = datetime.combine(local.date() + timedelta(days=1), time(h, m), tzinfo=zone)
-    return cand.astimezone(now.tzinfo)
-
-
 def load_window(
     cfg: DeferrableLoadConfig, now: datetime, zone: ZoneInfo
 ) -> tuple[datetime, datetime]:
     """The current window if open, else the next one: (start, end) aware UTC."""
-    end = next_local(now, cfg.window_end, zone)
-    start = next_local(end - timedelta(days=1), cfg.window_start, zone)
+    # In UTC, so that "a day earlier" below is 24 real hours, also across clock changes.
+    end = next_local(now, cfg.window_end, zone).astimezone(UTC)
+    start = next_local(end - timedelta(days=1), cfg.window_start, zone).astimezone(UTC)
     if start >= end:
         start -= timedelta(days=1)
     return start, end
@@ -139,7 +133,7 @@ class PlannerService:
             clock=clock,
             http=http,
             timezone=tz,
-            devices=devices or self._devices_from_state(),
+            devices=devices,  # None: taken from the state before each plan
         )
         self._explicit_devices = devices
         self._plan: Plan | None = None
@@ -218,14 +212,9 @@ class PlannerService:
         step = timedelta(minutes=step_min)
         for i in range(n):
             t0 = start + i * step
-            caps_i = [env.default_import_w] + [
-                iv.import_w for iv in env.intervals if iv.start < t0 + step and iv.end > t0
-            ]
-            caps_e = [env.default_export_w] + [
-                iv.export_w for iv in env.intervals if iv.start < t0 + step and iv.end > t0
-            ]
-            imp[i] = min([imp[i], *(c for c in caps_i if c is not None)])
-            exp[i] = min([exp[i], *(c for c in caps_e if c is not None)])
+            here = [iv for iv in env.intervals if iv.start < t0 + step and iv.end > t0]
+            imp[i] = _tightest(imp[i], env.default_import_w, *(iv.import_w for iv in here))
+            exp[i] = _tightest(exp[i], env.default_export_w, *(iv.export_w for iv in here))
         return imp, exp
 
     def ev_plugged(
@@ -261,10 +250,10 @@ class PlannerService:
         if not self.cfg.enabled:
             log.info("planner disabled")
             return
-        if isinstance(self.tariff, AgileTariff):
-            await self.tariff.load_cache()
+        await self.tariff.load_cache()
         self.request_replan("start")
         while True:
+            raise_if_cancelling()
             self._check_slot_boundary()
             await self._maybe_refresh_tariff()
             self._check_forecast_deviation()
@@ -309,7 +298,7 @@ class PlannerService:
 
     async def _maybe_refresh_tariff(self) -> None:
         mono = self.clock.monotonic()
-        if isinstance(self.tariff, AgileTariff) and mono >= self._next_tariff_s:
+        if mono >= self._next_tariff_s:
             await self.tariff.refresh()
             now_local = self.clock.now().astimezone(ZoneInfo("Europe/London"))
             tomorrow_end = datetime.combine(
@@ -374,8 +363,7 @@ class PlannerService:
         n = int(self.cfg.horizon_h * 60 // self.cfg.step_min)
         if self._explicit_devices is None:  # devices register after we are built
             self.forecaster.devices = self._devices_from_state()
-        self._pv_fc = await self.forecaster.pv(start, n, self.cfg.step_min)
-        self._load_fc = await self.forecaster.load(start, n, self.cfg.step_min)
+        self._pv_fc, self._load_fc = await self.forecaster.forecasts(start, n, self.cfg.step_min)
         problem, notes = self.build_problem(start, n)
         dropped: list[str] = []
         result: Result | None = None
@@ -397,7 +385,7 @@ class PlannerService:
                     break
                 # Keep planning without the impossible part; say so on the plan.
                 dropped.append(f"{exc} (left out of this plan)")
-                problem = problem.model_copy(update={group: _without(problem, exc.field)})
+                problem = problem.model_copy(update={group: _without(problem, group, exc.field)})
             except PlanningError as exc:
                 error = str(exc)
                 break
@@ -429,6 +417,7 @@ class PlannerService:
     def build_problem(self, start: datetime, n: int) -> tuple[Problem, list[str]]:
         """The `Problem` for now, from the tariff, the latest forecasts and the state."""
         assert self._pv_fc is not None and self._load_fc is not None
+        now = self.clock.now()
         notes: list[str] = []
         step = self.cfg.step_min
         end = start + timedelta(minutes=step * n)
@@ -462,8 +451,8 @@ class PlannerService:
             req = self._evs.get(e.charger_id)
             if req is None:
                 continue
-            departure = req.departure or next_local(
-                self.clock.now(), e.default_departure, self.zone
+            departure = req.departure or (
+                next_local(now, e.default_departure, self.zone).astimezone(UTC)
             )
             if req.energy_wh is not None:
                 need = req.energy_wh
@@ -486,7 +475,7 @@ class PlannerService:
             )
         loads = []
         for d in self.cfg.loads:
-            w_start, w_end = load_window(d, self.clock.now(), self.zone)
+            w_start, w_end = load_window(d, now, self.zone)
             w_start, w_end = max(w_start, start), min(w_end, end)
             if w_end <= w_start:
                 continue
@@ -557,7 +546,7 @@ class PlannerService:
         notes: list[str] | None,
     ) -> None:
         row = (
-            int(now.timestamp() * 1000),
+            to_ms(now),
             reason,
             status,
             plan.cost if plan else None,
@@ -566,7 +555,7 @@ class PlannerService:
             json.dumps(plan_to_dict(plan)) if plan else None,
             json.dumps(notes if notes is not None else list(plan.notes if plan else [])),
         )
-        cutoff_ms = int((now - timedelta(days=self.cfg.retention_days)).timestamp() * 1000)
+        cutoff_ms = to_ms(now - timedelta(days=self.cfg.retention_days))
 
         def write(conn: sqlite3.Connection) -> None:
             conn.execute(
@@ -592,9 +581,14 @@ class PlannerService:
         )
 
 
-def _without(problem: Problem, field: str) -> list[object]:
-    """The list named by `field` (e.g. 'loads[1].run_time_min') without that entry."""
-    group = field.split("[")[0].split(".")[0]
+def _tightest(limit_w: float, *caps_w: float | None) -> float:
+    """The smallest of `limit_w` and the caps that are set."""
+    return min([limit_w, *(c for c in caps_w if c is not None)])
+
+
+def _without(problem: Problem, group: str, field: str) -> list[object]:
+    """The list `group` without the entry `field` names (e.g. 'loads[1].run_time_min');
+    empty when `field` names the whole group."""
     items = list(getattr(problem, group))
     if "[" in field:
         index = int(field.split("[", 1)[1].split("]", 1)[0])

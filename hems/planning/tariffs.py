@@ -22,21 +22,13 @@ import httpx
 import structlog
 
 from hems.core.clock import Clock
+from hems.core.localtime import minute_of_day
 from hems.errors import ConfigError
 from hems.planning.config import TariffConfig, TouBand
 from hems.store.db import Database
+from hems.store.timeseries import from_ms, to_ms
 
 log = structlog.get_logger(__name__)
-
-_MS = 1000
-
-
-def _ms(t: datetime) -> int:
-    return int(t.timestamp() * _MS)
-
-
-def _from_ms(ms: int) -> datetime:
-    return datetime.fromtimestamp(ms / _MS, UTC)
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,8 +60,7 @@ def tou_price_at(bands: list[TouBand], local: datetime) -> tuple[float, float | 
             continue
         if local.month not in band.months:
             continue
-        s = int(band.start[:2]) * 60 + int(band.start[3:])
-        e = int(band.end[:2]) * 60 + int(band.end[3:])
+        s, e = minute_of_day(band.start), minute_of_day(band.end)
         inside = (s <= minute < e) if s < e else (minute >= s or minute < e)
         if s == e or inside:
             return band.import_per_kwh, band.export_per_kwh
@@ -145,9 +136,16 @@ class Tariff:
         """Shown to the user; never part of the optimisation."""
         return self.cfg.standing_charge_per_day
 
+    async def load_cache(self) -> None:
+        """Load the last known prices, for a tariff that stores fetched ones."""
+
     async def refresh(self) -> bool:
         """Fetch new prices if the tariff has a source; True if anything changed."""
         return False
+
+    def known_until(self, direction: str = "import") -> datetime | None:
+        """End of the fetched prices; None when the tariff fetches none."""
+        return None
 
     def inject_signal(
         self,
@@ -158,10 +156,13 @@ class Tariff:
     ) -> None:
         """An aggregator's price series from `start`, one value per `step_min`."""
         step = timedelta(minutes=step_min)
-        for i, v in enumerate(import_per_kwh):
-            self._signals.imp.append(Interval(start + i * step, start + (i + 1) * step, v))
-        for i, v in enumerate(export_per_kwh or []):
-            self._signals.exp.append(Interval(start + i * step, start + (i + 1) * step, v))
+        for signals, values in (
+            (self._signals.imp, import_per_kwh),
+            (self._signals.exp, export_per_kwh or []),
+        ):
+            signals.extend(
+                Interval(start + i * step, start + (i + 1) * step, v) for i, v in enumerate(values)
+            )
         self.version += 1
 
     def _base_price(self, direction: str, start: datetime, end: datetime) -> float | None:
@@ -173,33 +174,31 @@ class Tariff:
         step = timedelta(minutes=step_min)
         imp: list[float] = []
         exp: list[float] = []
+        fallback = {
+            "import": self.cfg.fallback_import_per_kwh,
+            "export": self.cfg.fallback_export_per_kwh,
+        }
         missing: dict[str, list[datetime]] = {"import": [], "export": []}
         for i in range(n):
             a, b = start + i * step, start + (i + 1) * step
-            for direction, out, signals, fallback in (
-                ("import", imp, self._signals.imp, self.cfg.fallback_import_per_kwh),
-                ("export", exp, self._signals.exp, self.cfg.fallback_export_per_kwh),
+            for direction, out, signals in (
+                ("import", imp, self._signals.imp),
+                ("export", exp, self._signals.exp),
             ):
                 value = price_in(signals, a, b)
                 if value is None:
                     value = self._base_price(direction, a, b)
                 if value is None:
                     missing[direction].append(a)
-                    value = fallback
+                    value = fallback[direction]
                 out.append(value)
-        notes = []
-        for direction, when in missing.items():
-            if when:
-                fb = (
-                    self.cfg.fallback_import_per_kwh
-                    if direction == "import"
-                    else self.cfg.fallback_export_per_kwh
-                )
-                notes.append(
-                    f"tariff.{direction}: no price for {len(when)} slots from "
-                    f"{when[0].astimezone(self.zone):%Y-%m-%d %H:%M}; fallback {fb:g} "
-                    f"{self.cfg.currency}/kWh used"
-                )
+        notes = [
+            f"tariff.{direction}: no price for {len(when)} slots from "
+            f"{when[0].astimezone(self.zone):%Y-%m-%d %H:%M}; fallback {fallback[direction]:g} "
+            f"{self.cfg.currency}/kWh used"
+            for direction, when in missing.items()
+            if when
+        ]
         return SlotPrices(imp, exp, len(missing["import"]) + len(missing["export"]), tuple(notes))
 
 
@@ -243,7 +242,7 @@ class AgileTariff(Tariff):
 
     async def load_cache(self) -> None:
         """Last known prices from SQLite (at start, and for offline operation)."""
-        since = _ms(self.clock.now() - timedelta(days=2))
+        since = to_ms(self.clock.now() - timedelta(days=2))
         for direction, _product, tariff in self._codes():
             rows = await self.db.fetchall(
                 "SELECT valid_from_ms, valid_to_ms, price_per_kwh FROM tariff_prices"
@@ -251,7 +250,7 @@ class AgileTariff(Tariff):
                 " ORDER BY valid_from_ms",
                 (tariff, direction, since),
             )
-            self._rates[direction] = [Interval(_from_ms(r[0]), _from_ms(r[1]), r[2]) for r in rows]
+            self._rates[direction] = [Interval(from_ms(r[0]), from_ms(r[1]), r[2]) for r in rows]
 
     async def fetch(self, product: str, tariff: str, start: datetime) -> list[Interval]:
         """Every page of unit rates from `start`; retries with exponential backoff."""
@@ -323,7 +322,8 @@ class AgileTariff(Tariff):
         self, direction: str, tariff: str, rates: list[Interval], now: datetime
     ) -> bool:
         rows = [
-            (tariff, direction, _ms(r.start), _ms(r.end), r.price_per_kwh, _ms(now)) for r in rates
+            (tariff, direction, to_ms(r.start), to_ms(r.end), r.price_per_kwh, to_ms(now))
+            for r in rates
         ]
 
         def write(conn: Any) -> int:

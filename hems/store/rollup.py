@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import date, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 MINUTE_MS = 60_000
@@ -116,16 +116,18 @@ def merge_buckets(buckets: Sequence[Bucket], width_ms: int) -> list[Bucket]:
     return out
 
 
-def settlement_periods(day: date, tz: ZoneInfo) -> list[datetime]:
-    """UTC starts of the settlement periods of one local day: 48, or 46/50 on clock changes.
+def settlement_periods(day: date, tz: ZoneInfo, period_s: int = 1800) -> list[datetime]:
+    """UTC starts of the settlement periods of one local day, in order: 48, or 46/50 on
+    clock changes (GB settlement periods are the half hours of the local day).
 
-    GB settlement periods are the half hours of the local (Europe/London) day.
+    `period_s` other than 30 min serves the flexibility baselines; only whole periods count.
     """
-    start = datetime.combine(day, time(0), tz).astimezone(ZoneInfo("UTC"))
-    end = datetime.combine(day + timedelta(days=1), time(0), tz).astimezone(ZoneInfo("UTC"))
-    periods = []
-    t = start
-    while t < end:
-        periods.append(t)
-        t += timedelta(minutes=30)
-    return periods
+    start = datetime.combine(day, time(0), tz).astimezone(UTC)
+    end = datetime.combine(day + timedelta(days=1), time(0), tz).astimezone(UTC)
+    return periods_between(start, end, period_s)
+
+
+def periods_between(start: datetime, end: datetime, period_s: int) -> list[datetime]:
+    """Starts of the whole `period_s` periods from `start` up to `end`."""
+    n = int((end - start).total_seconds()) // period_s
+    return [start + timedelta(seconds=i * period_s) for i in range(n)]

@@ -16,6 +16,7 @@ import sqlite3
 import ssl
 from collections import deque
 from collections.abc import Awaitable, Callable
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,7 @@ from pydantic import BaseModel, ValidationError
 from hems.core.clock import Clock
 from hems.core.readings import Quantity, Role
 from hems.core.state import SiteState
+from hems.core.tasks import raise_if_cancelling
 from hems.errors import ConfigError, MessageRejected, StoreError, UplinkError
 from hems.store.db import Database
 from hems.uplink import envelope
@@ -77,6 +79,18 @@ class Backoff:
         return self.min_s + self._rng.random() * max(0.0, cap - self.min_s)
 
 
+def mean_soc_pct(state: SiteState) -> float | None:
+    """Mean state of charge of the batteries; None if any is stale or there are none."""
+    socs = [
+        state.fresh_value(d, Quantity.SOC_PCT)
+        for d, r in state.devices.items()
+        if r is Role.BATTERY
+    ]
+    if not socs or any(v is None for v in socs):
+        return None
+    return sum(v for v in socs if v is not None) / len(socs)
+
+
 def tls_context(cfg: UplinkConfig) -> ssl.SSLContext | None:
     if cfg.tls is None:
         return None
@@ -89,10 +103,6 @@ def tls_context(cfg: UplinkConfig) -> ssl.SSLContext | None:
     if cfg.tls.insecure_skip_hostname_check:
         ctx.check_hostname = False
     return ctx
-
-
-def _iso_now(clock: Clock) -> str:
-    return clock.now().isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 class Uplink:
@@ -137,7 +147,7 @@ class Uplink:
         self._sent_at: dict[int, float] = {}
         self._client: aiomqtt.Client | None = None
         self._session_tasks: asyncio.TaskGroup | None = None
-        self._last_peer_seq: int | None = None
+        self._last_peer_seq = 0  # loaded from the database by run()
         self.connected = asyncio.Event()
         # (reason, detail), newest last; bounded: a flood of forgeries must not grow memory
         self.rejections: deque[tuple[str, str]] = deque(maxlen=100)
@@ -173,40 +183,32 @@ class Uplink:
             try:
                 payload = model.model_validate(payload)
             except ValidationError as exc:
-                err = exc.errors()[0]
-                loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
-                raise UplinkError(f"{type_}.{loc}: {err['msg']}") from None
+                raise UplinkError(envelope.field_error(exc, f"{type_}.")) from None
         now = self._clock.now()
-        model_payload = payload
-
-        def build(seq: int) -> dict[str, Any]:
-            return envelope.build(
-                self._key,
-                type_=type_,
-                site_id=self.site_id,
-                seq=seq,
-                payload=model_payload,
-                now=now,
-                ttl_s=self.cfg.message_ttl_s,
-            )
-
+        signed: BaseModel = payload  # narrowed, for the closure
         seq = await self.outbox.append(
-            self.topic(type_), kind or default_kind or type_, _iso_now(self._clock), build, also
+            self.topic(type_),
+            kind or default_kind or type_,
+            envelope.iso(now),
+            lambda seq: self._sign(type_, signed, seq, now),
+            also,
         )
         self._wake.set()
         return seq
 
-    def _unsequenced(self, type_: str, payload: BaseModel) -> bytes:
-        message = envelope.build(
+    def _sign(self, type_: str, payload: BaseModel, seq: int, now: datetime) -> dict[str, Any]:
+        return envelope.build(
             self._key,
             type_=type_,
             site_id=self.site_id,
-            seq=0,
+            seq=seq,
             payload=payload,
-            now=self._clock.now(),
+            now=now,
             ttl_s=self.cfg.message_ttl_s,
         )
-        return envelope.encode(message)
+
+    def _unsequenced(self, type_: str, payload: BaseModel) -> bytes:
+        return envelope.encode(self._sign(type_, payload, 0, self._clock.now()))
 
     async def _publish_direct(self, type_: str, payload: BaseModel, retain: bool = False) -> None:
         """Publish an unsequenced message now, without waiting for the broker's PUBACK.
@@ -227,10 +229,7 @@ class Uplink:
 
     # -- running --------------------------------------------------------------------------
     async def run(self) -> None:
-        row = await self._db.fetchone(
-            "SELECT value FROM uplink_state WHERE key = ?", (LAST_PEER_SEQ,)
-        )
-        self._last_peer_seq = int(row[0]) if row else 0
+        self._last_peer_seq = await self._db.call(lambda c: get_counter(c, LAST_PEER_SEQ, 0))
         await self._send("capabilities", self._capabilities or self._default_capabilities())
         async with asyncio.TaskGroup() as tg:
             tg.create_task(self._connection_loop(), name="uplink:mqtt")
@@ -248,6 +247,7 @@ class Uplink:
         failing = False
         while True:
             await self._clock.sleep(self.cfg.telemetry_interval_s)
+            raise_if_cancelling()
             try:
                 await self.send("telemetry", self.telemetry())
             except (sqlite3.Error, StoreError) as exc:
@@ -261,16 +261,12 @@ class Uplink:
 
     def telemetry(self) -> Telemetry:
         s = self._state
-        socs = [
-            s.fresh_value(d, Quantity.SOC_PCT) for d, r in s.devices.items() if r is Role.BATTERY
-        ]
-        soc = None if not socs or None in socs else sum(socs) / len(socs)  # type: ignore[arg-type]
         return Telemetry(
             at=self._clock.now(),
             grid_w=s.role_total(Role.GRID),
             pv_w=s.role_total(Role.PV),
             battery_w=s.role_total(Role.BATTERY),
-            soc_pct=soc,
+            soc_pct=mean_soc_pct(s),
             ev_w=s.role_total(Role.EV),
         )
 
@@ -296,6 +292,7 @@ class Uplink:
         backoff = Backoff(self.cfg.backoff_min_s, self.cfg.backoff_max_s)
         failing = False
         while True:
+            raise_if_cancelling()
             try:
                 await self._session(backoff)
             except* (aiomqtt.MqttError, OSError) as group:
@@ -366,6 +363,7 @@ class Uplink:
                 window.release()
 
         while True:
+            raise_if_cancelling()
             self._wake.clear()
             now_s = self._clock.monotonic()
             after = 0
@@ -413,7 +411,7 @@ class Uplink:
                 key=self._peer_key,
                 site_id=self.site_id,
                 now=self._clock.now(),
-                last_seq=self._last_peer_seq or 0,
+                last_seq=self._last_peer_seq,
                 seen=lambda _id: seen,
                 max_skew_s=self.cfg.clock_skew_max_s,
                 expected_type=expected,
@@ -476,7 +474,7 @@ class Uplink:
                     event.modification_number,
                     env.id,
                     event.model_dump_json(),
-                    _iso_now(self._clock),
+                    envelope.iso(self._clock.now()),
                 ),
             )
 
@@ -514,11 +512,11 @@ class Uplink:
         await self._publish_direct("up_ack", Ack(ranges=[(env.seq, env.seq)]))
 
     def _mark_seen(self, conn: sqlite3.Connection, env: envelope.Envelope) -> None:
-        now = _iso_now(self._clock)
+        now = envelope.iso(self._clock.now())
         conn.execute("DELETE FROM uplink_seen WHERE expires_at < ?", (now,))
         conn.execute(
             "INSERT OR IGNORE INTO uplink_seen(id, expires_at) VALUES (?, ?)",
-            (env.id, envelope._iso(env.expires_at)),
+            (env.id, envelope.iso(env.expires_at)),
         )
         if env.seq > 0:
             set_counter(conn, LAST_PEER_SEQ, max(env.seq, get_counter(conn, LAST_PEER_SEQ, 0)))

@@ -27,6 +27,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 def cmd_keys_show(args: argparse.Namespace) -> int:
     from cryptography.hazmat.primitives import serialization
 
+    from hems.cli_core import report_problems
     from hems.config import ConfigErrors, load_config
     from hems.uplink.envelope import public_key_text
     from hems.uplink.keys import load_or_create_key
@@ -34,9 +35,7 @@ def cmd_keys_show(args: argparse.Namespace) -> int:
     try:
         cfg = load_config(args.config)
     except ConfigErrors as exc:
-        for problem in exc.problems:
-            print(problem, file=sys.stderr)
-        return 1
+        return report_problems(exc)
     path = cfg.uplink.key_path(Path(cfg.storage.path))
     try:
         key = load_or_create_key(path).public_key()

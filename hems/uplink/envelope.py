@@ -77,7 +77,8 @@ def load_public_key(text: str) -> Ed25519PublicKey:
     return Ed25519PublicKey.from_public_bytes(raw)
 
 
-def _iso(t: datetime) -> str:
+def iso(t: datetime) -> str:
+    """UTC with millisecond precision and a `Z`, as every timestamp on the wire."""
     return t.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
@@ -102,8 +103,8 @@ def build(
         "type": type_,
         "site_id": site_id,
         "seq": seq,
-        "issued_at": _iso(utc),
-        "expires_at": _iso(utc + timedelta(seconds=ttl_s)),
+        "issued_at": iso(utc),
+        "expires_at": iso(utc + timedelta(seconds=ttl_s)),
         "payload": data.model_dump(mode="json", exclude_none=False),
     }
     message["sig"] = b64url(key.sign(canonical(message)))
@@ -121,7 +122,8 @@ class Checked:
     raw: dict[str, Any]
 
 
-def _field_of(exc: ValidationError, prefix: str) -> str:
+def field_error(exc: ValidationError, prefix: str) -> str:
+    """`prefix` + the first error's field path and reason, on one line."""
     err = exc.errors()[0]
     loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
     msg = str(err.get("msg", "invalid")).removeprefix("Value error, ")
@@ -181,7 +183,7 @@ def check(
     try:
         env = Envelope.model_validate(message)
     except ValidationError as exc:
-        raise reject("malformed", _field_of(exc, ""), message) from None
+        raise reject("malformed", field_error(exc, ""), message) from None
     if env.type not in TYPES:
         raise reject("unsupported_type", f"type: unknown {env.type!r}", message)
     if expected_type is not None and env.type != expected_type:
@@ -189,7 +191,7 @@ def check(
     try:
         payload = TYPES[env.type][0].model_validate(env.payload)
     except ValidationError as exc:
-        raise reject("malformed", _field_of(exc, "payload."), message) from None
+        raise reject("malformed", field_error(exc, "payload."), message) from None
     if env.site_id != site_id:
         raise reject("wrong_site", f"site_id: {env.site_id!r} is not {site_id!r}", message)
     if seen(env.id):

@@ -14,8 +14,10 @@ import aiomqtt
 import structlog
 
 from hems.core.clock import Clock
-from hems.core.readings import Quantity, Role
+from hems.core.readings import Role
 from hems.core.state import SiteState
+from hems.core.tasks import raise_if_cancelling
+from hems.uplink.channel import mean_soc_pct
 from hems.uplink.config import HomeAssistantConfig
 
 log = structlog.get_logger(__name__)
@@ -28,17 +30,6 @@ class SensorDescription:
     unit: str
     device_class: str
     value_fn: Callable[[SiteState], float | None]
-
-
-def _mean_soc(state: SiteState) -> float | None:
-    socs = [
-        state.fresh_value(d, Quantity.SOC_PCT)
-        for d, r in state.devices.items()
-        if r is Role.BATTERY
-    ]
-    if not socs or any(v is None for v in socs):
-        return None
-    return sum(v for v in socs if v is not None) / len(socs)
 
 
 SENSORS = (
@@ -68,7 +59,7 @@ SENSORS = (
         name="Battery state of charge",
         unit="%",
         device_class="battery",
-        value_fn=_mean_soc,
+        value_fn=mean_soc_pct,
     ),
     SensorDescription(
         key="ev_power_w",
@@ -80,10 +71,14 @@ SENSORS = (
 )
 
 
+def _base_topic(site_id: str) -> str:
+    return f"hems/{site_id}/ha"
+
+
 def discovery_messages(site_id: str, prefix: str) -> dict[str, dict[str, object]]:
     """topic -> retained discovery config, for every sensor."""
     node = f"hems_{site_id}"
-    base = f"hems/{site_id}/ha"
+    base = _base_topic(site_id)
     out: dict[str, dict[str, object]] = {}
     for s in SENSORS:
         out[f"{prefix}/sensor/{node}/{s.key}/config"] = {
@@ -113,11 +108,12 @@ class HomeAssistantDiscovery:
         self._site_id = site_id
         self._state = state
         self._clock = clock
-        self._base = f"hems/{site_id}/ha"
+        self._base = _base_topic(site_id)
 
     async def run(self) -> None:
         failing = False
         while True:
+            raise_if_cancelling()
             try:
                 await self._session()
             except* (aiomqtt.MqttError, OSError) as group:

@@ -269,9 +269,11 @@ def topic_for(prefix: str, type_: str) -> str:
 
 
 def type_for_topic(prefix: str, topic: str) -> str | None:
-    suffix = topic.removeprefix(prefix)
+    if not topic.startswith(prefix):
+        return None
+    suffix = topic[len(prefix) :]
     for name, (_, sfx, _, _) in TYPES.items():
-        if sfx == suffix and topic.startswith(prefix):
+        if sfx == suffix:
             return name
     return None
 

@@ -24,17 +24,10 @@ from hems.core.readings import Reading, Role
 from hems.core.state import SiteState
 from hems.devices.ocpp.config import OcppConfig
 from hems.devices.ocpp.server import OcppCentralSystem
+from tests.testlib import wait_until
 
 PASSWORD = "correct-horse-battery-1"
 FUSE_A = 60.0
-
-
-async def _until(pred, timeout_s: float, what: str) -> None:  # type: ignore[no-untyped-def]
-    deadline = asyncio.get_running_loop().time() + timeout_s
-    while not pred():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"timed out after {timeout_s} s: {what}")
-        await asyncio.sleep(0.02)
 
 
 async def test_control_loop_sheds_an_ocpp_charger_on_fuse_overload() -> None:
@@ -106,13 +99,13 @@ async def test_control_loop_sheds_an_ocpp_charger_on_fuse_overload() -> None:
         )
         loop_task = tg.create_task(loop.run())
         try:
-            await _until(lambda: sim.power_w > 3000, 8, "the car charging at 16 A")
+            await wait_until(lambda: sim.power_w > 3000, 8, "the car charging at 16 A")
             longest_over_s = 0.0
             home.step_load(9_000, 4)  # with the kettle: 55 A without the car, 71 A with it
             home.kettle(4)
-            await _until(lambda: sim.current_a < 16, 2.5, "the car's current shed")
+            await wait_until(lambda: sim.current_a < 16, 2.5, "the car's current shed")
             await asyncio.sleep(4.5)  # the step ends; the car gets its current back
-            await _until(lambda: sim.current_a >= 15.9, 5, "the car's current restored")
+            await wait_until(lambda: sim.current_a >= 15.9, 5, "the car's current restored")
             acts = loop.recent_interventions()
         finally:
             stop.set()

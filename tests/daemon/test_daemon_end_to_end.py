@@ -20,7 +20,7 @@ from playwright.async_api import async_playwright
 
 from hems.core.clock import RealClock
 from hil.rig import HilRig
-from tests.conftest import free_port
+from tests.testlib import free_port, wait_until
 from tests.web.conftest import CHROMIUM_ARGS, chromium_path
 
 CONFIG = """\
@@ -40,19 +40,6 @@ logging: {{level: info, format: json}}
 def rows(db: Path, sql: str) -> list[tuple[object, ...]]:
     with sqlite3.connect(db) as conn:
         return conn.execute(sql).fetchall()
-
-
-async def wait_for(predicate, timeout_s: float, what: str) -> None:  # type: ignore[no-untyped-def]
-    deadline = asyncio.get_running_loop().time() + timeout_s
-    while True:
-        value = predicate()
-        if asyncio.iscoroutine(value):
-            value = await value
-        if value:
-            return
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.2)
 
 
 @pytest.fixture
@@ -91,15 +78,16 @@ async def test_readings_reach_sqlite_and_the_page_and_sigterm_flushes(
                     pass
                 return any(m.startswith(prefix) for m in messages)
 
-            await wait_for(lambda: got(b"READY=1"), 15, "READY=1")
-            await wait_for(lambda: got(b"WATCHDOG=1"), 5, "WATCHDOG=1")
-            await wait_for(
+            await wait_until(lambda: got(b"READY=1"), 15, "READY=1", interval_s=0.2)
+            await wait_until(lambda: got(b"WATCHDOG=1"), 5, "WATCHDOG=1", interval_s=0.2)
+            await wait_until(
                 lambda: (
                     db.exists()
                     and rows(db, "SELECT count(DISTINCT device_pk) FROM readings")[0][0] >= 3
                 ),
                 15,
                 "readings of three devices in SQLite",
+                interval_s=0.2,
             )
             stored = dict(
                 rows(

@@ -12,7 +12,6 @@ nothing.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import sqlite3
 import statistics
 from datetime import UTC, date, datetime, timedelta
@@ -29,17 +28,12 @@ from hems.config import Config, validate
 from hems.core.clock import AcceleratedClock
 from hems.uplink import envelope
 from hems.uplink.keys import load_or_create_key
-from hil.aggregator import (
-    MosquittoBroker,
-    ReferenceAggregator,
-    check_report,
-    find_mosquitto,
-    report_window,
-)
+from hil.aggregator import ReferenceAggregator, check_report, report_window
 from hil.demo import aggregator_config, seed_meter_history
 from hil.home import HomeConfig
 from hil.rig import HilRig
-from tests.conftest import REPO, free_port
+from tests.conftest import REPO
+from tests.testlib import free_port, mosquitto, poll_json, running
 from tests.web.conftest import CHROMIUM_ARGS, chromium_path
 
 SITE = "demo-home"
@@ -69,19 +63,6 @@ def flex_config(tmp_path: Path, modbus_port: int, web_port: int, broker_port: in
     cfg.flex.check_interval_s = 30
     cfg.uplink.resend_after_s = 600
     return cfg
-
-
-async def poll(client: httpx.AsyncClient, path: str, predicate, timeout_s: float) -> Any:  # type: ignore[no-untyped-def]
-    deadline = asyncio.get_running_loop().time() + timeout_s
-    last = None
-    while asyncio.get_running_loop().time() < deadline:
-        r = await client.get(path)
-        if r.status_code == 200:
-            last = r.json()
-            if predicate(last):
-                return last
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"{path}: condition not met; last answer {str(last)[:800]}")
 
 
 def responses(agg: ReferenceAggregator) -> list[dict[str, Any]]:
@@ -119,13 +100,11 @@ async def check_page(web_port: int, report: dict[str, Any], gateway_key: str) ->
 
 
 async def test_event_report_round_trip_through_broker_daemon_and_page(tmp_path: Path) -> None:
-    mosquitto = find_mosquitto()
-    assert mosquitto, "mosquitto is required (apt-get install mosquitto; make test does it)"
     clock = AcceleratedClock(SPEED, START)
     agg_key = Ed25519PrivateKey.generate()
     web_port = free_port()
     rig = HilRig(clock, fault_proxy=False)
-    async with MosquittoBroker(mosquitto, tmp_path / "broker") as broker, rig:
+    async with mosquitto(tmp_path / "broker") as broker, rig:
         cfg = flex_config(
             tmp_path, rig.sunspec_port, web_port, broker.port,
             envelope.public_key_text(agg_key.public_key()),
@@ -142,8 +121,7 @@ async def test_event_report_round_trip_through_broker_daemon_and_page(tmp_path: 
             resend_after_s=600, reissue_after_s=110,
         )  # fmt: skip
         daemon = Daemon(cfg, clock)
-        tasks = [asyncio.create_task(daemon.run()), asyncio.create_task(agg.run())]
-        try:
+        async with running(daemon, agg):
             async with asyncio.timeout(10):
                 await daemon.started.wait()
                 await daemon.uplink.connected.wait()
@@ -192,10 +170,10 @@ async def test_event_report_round_trip_through_broker_daemon_and_page(tmp_path: 
                     ]  # fmt: skip
                     return bool(inside) and all(s["grid_import_w"] <= 500.5 for s in inside)
 
-                await poll(client, "/api/plan", constrained, 10)
+                await poll_json(client, "/api/plan", constrained, 10)
 
                 # The control loop tracks delivery live against the baseline.
-                control = await poll(
+                control = await poll_json(
                     client,
                     "/api/control",
                     lambda c: (
@@ -234,13 +212,7 @@ async def test_event_report_round_trip_through_broker_daemon_and_page(tmp_path: 
                 # Live tracking used the same baseline, as a mean power over the window.
                 assert abs(live_baseline_w - period["unadjusted_baseline_kwh"] * 2000) < 1
 
-                reports = await poll(client, "/api/reports", lambda r: len(r) == 1, 5)
+                reports = await poll_json(client, "/api/reports", lambda r: len(r) == 1, 5)
                 assert reports[0]["meter_data_sha256"] == report["meter_data_sha256"]
                 assert reports[0]["periods"] == report["periods"]
                 await check_page(web_port, report, daemon.uplink.public_key)
-        finally:
-            for task in tasks:
-                task.cancel()
-            for task in tasks:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task

@@ -5,7 +5,6 @@ charging before departure, and the control loop drives the real charger over OCP
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -20,7 +19,8 @@ from hems.core.clock import AcceleratedClock
 from hil.chargepoint import SimChargePoint, SimConfig
 from hil.ev import EvModel
 from hil.rig import HilRig
-from tests.conftest import REPO, free_port
+from tests.conftest import REPO
+from tests.testlib import free_port, poll_json, running
 from tests.web.conftest import CHROMIUM_ARGS, chromium_path
 
 
@@ -70,19 +70,6 @@ def in_cheap_band(t: datetime) -> bool:
     return 30 <= minutes < 330
 
 
-async def poll(client: httpx.AsyncClient, path: str, predicate, timeout_s: float):  # type: ignore[no-untyped-def]
-    deadline = asyncio.get_running_loop().time() + timeout_s
-    last = None
-    while asyncio.get_running_loop().time() < deadline:
-        r = await client.get(path)
-        if r.status_code == 200:
-            last = r.json()
-            if predicate(last):
-                return last
-        await asyncio.sleep(0.2)
-    raise AssertionError(f"{path}: condition not met; last answer {str(last)[:800]}")
-
-
 async def test_ev_session_flows_from_ocpp_to_planner_to_control(tmp_path: Path) -> None:
     start = datetime(2026, 6, 10, 18, 0, tzinfo=UTC)  # evening: the car waits for the night
     clock = AcceleratedClock(30, start)
@@ -99,11 +86,10 @@ async def test_ev_session_flows_from_ocpp_to_planner_to_control(tmp_path: Path) 
     async with rig:
         cfg = validate(demo_config(tmp_path, rig.sunspec_port, ocpp_port, web_port))
         daemon = Daemon(cfg, clock)
-        task = asyncio.create_task(daemon.run())
-        try:
+        async with running(daemon):
             await asyncio.wait_for(daemon.started.wait(), 15)
             async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{web_port}") as client:
-                chargers = await poll(
+                chargers = await poll_json(
                     client, "/api/chargers", lambda c: "wallbox" in c["sessions"], 20
                 )
                 session = chargers["sessions"]["wallbox"]
@@ -112,7 +98,7 @@ async def test_ev_session_flows_from_ocpp_to_planner_to_control(tmp_path: Path) 
                 assert departure.astimezone(UTC).hour == 6  # 07:30 BST the next morning
                 assert departure.minute == 30 and departure > clock.now()
 
-                plan = await poll(
+                plan = await poll_json(
                     client,
                     "/api/plan",
                     lambda p: (
@@ -132,7 +118,7 @@ async def test_ev_session_flows_from_ocpp_to_planner_to_control(tmp_path: Path) 
                 cheap_kwh = sum(s["targets_w"].get("wallbox", 0) * 0.5 for s in cheap) / 1000
                 assert cheap_kwh >= 14.9
 
-                control = await poll(
+                control = await poll_json(
                     client,
                     "/api/control",
                     lambda c: c["status"]["cycles"] > 20 and "wallbox" in c["status"]["devices"],
@@ -140,7 +126,7 @@ async def test_ev_session_flows_from_ocpp_to_planner_to_control(tmp_path: Path) 
                 )
                 assert control["status"]["healthy"] is True
                 # The control loop's command reached the real charger over OCPP.
-                await poll(
+                await poll_json(
                     client,
                     "/api/chargers",
                     lambda c: c["chargers"]["wallbox"]["limit_a"] is not None,
@@ -173,8 +159,4 @@ async def test_ev_session_flows_from_ocpp_to_planner_to_control(tmp_path: Path) 
                 )
                 assert r.status_code == 200, r.text
                 assert r.json()["result"]["energy_wh"] == 5000
-        finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
     assert clock.now() - start < timedelta(days=1)

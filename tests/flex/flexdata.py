@@ -7,8 +7,8 @@ from collections.abc import Callable
 from datetime import date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
-from hems.flex.calendar import day_periods
 from hems.flex.meterdata import MeterData
+from hems.store.rollup import settlement_periods
 
 LONDON = ZoneInfo("Europe/London")
 
@@ -23,7 +23,7 @@ def build_data(
     data = MeterData()
     day = first
     while day <= last:
-        for t in day_periods(day, LONDON):
+        for t in settlement_periods(day, LONDON):
             local = t.astimezone(LONDON)
             v = import_fn(day, local)
             if v is not None:

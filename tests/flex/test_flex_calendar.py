@@ -3,7 +3,8 @@ from datetime import date
 import pytest
 from flexdata import LONDON
 
-from hems.flex.calendar import BANK_HOLIDAYS, WorkingDayCalendar, at_wall_clock, day_periods
+from hems.flex.calendar import BANK_HOLIDAYS, WorkingDayCalendar, at_wall_clock
+from hems.store.rollup import settlement_periods
 
 
 def test_bank_holidays_cover_2024_to_2027_eight_a_year() -> None:
@@ -30,9 +31,9 @@ def test_working_day_rules(cal: WorkingDayCalendar) -> None:
 
 
 def test_clock_change_days_have_46_and_50_periods() -> None:
-    assert len(day_periods(date(2024, 3, 31), LONDON)) == 46
-    assert len(day_periods(date(2024, 10, 27), LONDON)) == 50
-    assert len(day_periods(date(2024, 6, 1), LONDON)) == 48
+    assert len(settlement_periods(date(2024, 3, 31), LONDON)) == 46
+    assert len(settlement_periods(date(2024, 10, 27), LONDON)) == 50
+    assert len(settlement_periods(date(2024, 6, 1), LONDON)) == 48
     from datetime import time
 
     assert at_wall_clock(date(2024, 3, 31), time(1, 30), LONDON) is None  # skipped hour

@@ -26,6 +26,7 @@ from hems.flex.service import FlexService
 from hems.planning.optimiser import optimise
 from hems.planning.problem import BatterySpec, Problem
 from hems.store.db import Database
+from tests.testlib import wait_until
 
 T0 = datetime(2024, 1, 31, 10, tzinfo=UTC)
 START = datetime(2024, 1, 31, 17, tzinfo=UTC)
@@ -331,14 +332,18 @@ async def test_report_is_kept_until_the_uplink_takes_it(tmp_path: Path) -> None:
         await write_meter(db, END, 200.0)
         await clock.advance(12 * 3600)
         task = asyncio.create_task(flex.run())
-        await asyncio.sleep(0.05)
+        await wait_until(lambda: len(calls) == 1, 10, "the first hand-over")
         assert calls == ["delivery_report"]
         assert (await flex.book.current("dfs-42")).status == "accepted"  # not lost
-        await clock.advance(600)
-        for _ in range(50):
-            if len(calls) == 2:
-                break
-            await asyncio.sleep(0.01)
+
+        async def retried() -> bool:
+            # Advance again until the service, asleep for its check interval, tries again;
+            # a single advance could land before it went to sleep (real threads, real load).
+            await clock.advance(600)
+            await asyncio.sleep(0.02)
+            return len(calls) == 2
+
+        await wait_until(retried, 10, "the retried hand-over")
         assert calls == ["delivery_report", "delivery_report"]
         assert (await flex.book.current("dfs-42")).status == "reported"
         task.cancel()

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -21,14 +20,10 @@ from pymodbus.server import ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 from sunspec2 import device as ss_device
 
+from tests.testlib import free_port
+
 END = [0xFFFF, 0]
 SUNS = [0x5375, 0x6E53]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def model_regs(model_id: int, repeats: int | None = None, **points: Any) -> list[int]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 from hems.core.clock import Clock, RealClock
@@ -15,20 +15,13 @@ from hems.devices.ocpp.server import OcppCentralSystem
 from hems.store.db import Database
 from hil.chargepoint import SimChargePoint, SimConfig, SimQuirks
 from hil.ev import EvModel
+from tests.testlib import wait_until
 
 PASSWORD = "correct-horse-battery-1"
 
 
-async def wait_for(predicate: Callable[[], Any], timeout_s: float = 5.0, what: str = "") -> Any:
-    """Poll `predicate` until truthy; fail the test with `what` on timeout."""
-    deadline = asyncio.get_running_loop().time() + timeout_s
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"timed out after {timeout_s} s waiting for {what or predicate}")
-        await asyncio.sleep(0.02)
+# The shared poll loop, under the name these tests use.
+wait_for = wait_until
 
 
 async def stop_task(task: asyncio.Task[Any]) -> None:

@@ -3,25 +3,19 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 import sys
 
 from ocpp_helpers import stop_task
 
 from hems.core.clock import RealClock
 from hil.chargepoint import SimChargePoint, SimConfig, SimQuirks
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from tests.testlib import free_port
 
 
 async def _run_cli(
     *args: str, sim_quirks: SimQuirks | None = None, version: str = "1.6", sim: bool = True
 ) -> tuple[int, str]:
-    port = _free_port()
+    port = free_port()
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",

@@ -1,19 +1,13 @@
 """Fixtures for the uplink tests: a real Mosquitto on a free port (plain or TLS with client
-certificates), certificates made with `cryptography`, and keys for both ends."""
+certificates; `tests.testlib.mosquitto`), certificates made with `cryptography`, and keys for
+both ends."""
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import ipaddress
-import os
-import pwd
-import shutil
-import socket
 import ssl
-import subprocess
-import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,66 +18,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.x509.oid import NameOID
 
-MOSQUITTO = "/usr/sbin/mosquitto"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class Mosquitto:
-    """One broker process; `stop()` and `start()` again on the same port for outages."""
-
-    def __init__(self, workdir: Path, tls: TlsFiles | None = None) -> None:
-        self.port = free_port()
-        self.workdir = workdir
-        self.proc: subprocess.Popen[bytes] | None = None
-        # Run as ourselves: as root, mosquitto would switch to a user that cannot read tmp.
-        user = pwd.getpwuid(os.getuid()).pw_name
-        lines = [f"listener {self.port} 127.0.0.1", "persistence false", f"user {user}"]
-        if tls is None:
-            lines.append("allow_anonymous true")
-        else:
-            lines += [
-                f"cafile {tls.ca}",
-                f"certfile {tls.server_cert}",
-                f"keyfile {tls.server_key}",
-                "require_certificate true",
-                "use_identity_as_username true",
-                "allow_anonymous false",
-            ]
-        self.conf = workdir / f"mosquitto-{self.port}.conf"
-        self.conf.write_text("\n".join(lines) + "\n")
-        self.log = workdir / f"mosquitto-{self.port}.log"
-
-    def start(self) -> None:
-        with self.log.open("ab") as out:
-            self.proc = subprocess.Popen(
-                [MOSQUITTO, "-c", str(self.conf)], stdout=out, stderr=subprocess.STDOUT
-            )
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            with (
-                contextlib.suppress(OSError),
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.2),
-            ):
-                return
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"mosquitto exited: {self.log.read_text()[-2000:]}")
-            time.sleep(0.05)
-        raise RuntimeError("mosquitto did not start listening")
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        self.proc = None
+from hil.aggregator import BrokerTls, MosquittoBroker
+from tests.testlib import mosquitto
 
 
 @dataclass(frozen=True)
@@ -95,6 +31,9 @@ class TlsFiles:
 
     def client(self, name: str) -> tuple[Path, Path]:
         return self.dir / f"{name}.crt", self.dir / f"{name}.key"
+
+    def broker(self) -> BrokerTls:
+        return BrokerTls(self.ca, self.server_cert, self.server_key)
 
     def context(self, name: str) -> ssl.SSLContext:
         ctx = ssl.create_default_context(cafile=str(self.ca))
@@ -183,21 +122,15 @@ def tls_files(tmp_path_factory: pytest.TempPathFactory) -> TlsFiles:
 
 
 @pytest.fixture
-def broker(tmp_path: Path) -> Iterator[Mosquitto]:
-    if shutil.which(MOSQUITTO) is None:
-        pytest.fail(f"{MOSQUITTO} is required for the uplink tests (apt install mosquitto)")
-    b = Mosquitto(tmp_path)
-    b.start()
-    yield b
-    b.stop()
+async def broker(tmp_path: Path) -> AsyncIterator[MosquittoBroker]:
+    async with mosquitto(tmp_path) as b:
+        yield b
 
 
 @pytest.fixture
-def tls_broker(tmp_path: Path, tls_files: TlsFiles) -> Iterator[Mosquitto]:
-    b = Mosquitto(tmp_path, tls_files)
-    b.start()
-    yield b
-    b.stop()
+async def tls_broker(tmp_path: Path, tls_files: TlsFiles) -> AsyncIterator[MosquittoBroker]:
+    async with mosquitto(tmp_path, tls_files.broker()) as b:
+        yield b
 
 
 @pytest.fixture(scope="session")

@@ -12,13 +12,14 @@ import aiomqtt
 from hems.app import Daemon
 from hems.config import validate
 from hems.core.clock import RealClock
+from tests.testlib import running
 
 if TYPE_CHECKING:  # fixtures come from conftest.py
-    from tests.uplink.conftest import Mosquitto
+    from hil.aggregator import MosquittoBroker
 
 
 async def test_daemon_publishes_discovery_with_uplink_disabled(
-    broker: Mosquitto, tmp_path: Path
+    broker: MosquittoBroker, tmp_path: Path
 ) -> None:
     cfg = validate(
         {
@@ -36,8 +37,7 @@ async def test_daemon_publishes_discovery_with_uplink_disabled(
         }
     )
     daemon = Daemon(cfg, RealClock())
-    task = asyncio.create_task(daemon.run())
-    try:
+    async with running(daemon):
         await asyncio.wait_for(daemon.started.wait(), 10)
         assert "home-assistant" in daemon.services and "uplink" not in daemon.services
         topics: set[str] = set()
@@ -50,7 +50,3 @@ async def test_daemon_publishes_discovery_with_uplink_disabled(
                         if len(topics) >= 3:
                             break
         assert any(t.endswith("/config") and "ha-only" in t for t in topics), topics
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task

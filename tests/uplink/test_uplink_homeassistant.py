@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 from typing import TYPE_CHECKING
 
@@ -14,12 +13,13 @@ from hems.core.readings import Quantity, Reading, Role
 from hems.core.state import SiteState
 from hems.uplink.config import HomeAssistantConfig
 from hems.uplink.homeassistant import SENSORS, HomeAssistantDiscovery
+from tests.testlib import running
 
 if TYPE_CHECKING:  # fixtures come from conftest.py
-    from tests.uplink.conftest import Mosquitto
+    from hil.aggregator import MosquittoBroker
 
 
-async def test_discovery_configs_are_retained_and_state_follows(broker: Mosquitto) -> None:
+async def test_discovery_configs_are_retained_and_state_follows(broker: MosquittoBroker) -> None:
     clock = RealClock()
     state = SiteState(clock)
     state.register_device("meter", Role.GRID)
@@ -28,8 +28,7 @@ async def test_discovery_configs_are_retained_and_state_follows(broker: Mosquitt
                    Reading("inv", Quantity.POWER_W, 3200.0, clock.now())])  # fmt: skip
     cfg = HomeAssistantConfig(enabled=True, broker_port=broker.port, broker_host="127.0.0.1",
                               state_interval_s=1)  # fmt: skip
-    task = asyncio.create_task(HomeAssistantDiscovery(cfg, "s1", state, clock).run())
-    try:
+    async with running(HomeAssistantDiscovery(cfg, "s1", state, clock)):
         await asyncio.sleep(0.5)  # discovery is retained: a late subscriber still gets it
         got: dict[str, bytes] = {}
         async with aiomqtt.Client("127.0.0.1", broker.port) as client:
@@ -40,10 +39,6 @@ async def test_discovery_configs_are_retained_and_state_follows(broker: Mosquitt
                     got[m.topic.value] = m.payload  # type: ignore[assignment]
                     if len(got) >= len(SENSORS) + 2 and "hems/s1/ha/state" in got:
                         break
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
     grid = json.loads(got["homeassistant/sensor/hems_s1/grid_power_w/config"])
     assert grid["unit_of_measurement"] == "W" and grid["device_class"] == "power"
     assert grid["state_topic"] == "hems/s1/ha/state"

@@ -4,14 +4,12 @@ outage mid-event, and a gateway killed with kill -9."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
 import signal
 import sqlite3
 import subprocess
 import sys
-from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -30,17 +28,19 @@ from hems.uplink.config import UplinkConfig
 from hems.uplink.messages import Event, EventDecision, OperatingEnvelope
 from hil.aggregator import ReferenceAggregator
 from hil.uplink_gateway import report_payload
+from tests.conftest import REPO
+from tests.testlib import running, wait_until
 
-REPO = Path(__file__).resolve().parents[2]
 SITE = "site-a"
 CLOCK = RealClock()
 
 if TYPE_CHECKING:  # fixtures come from conftest.py
-    from tests.uplink.conftest import Mosquitto, TlsFiles
+    from hil.aggregator import MosquittoBroker
+    from tests.uplink.conftest import TlsFiles
 
 
 def config(
-    broker: Mosquitto, agg_key: Ed25519PrivateKey, tls: TlsFiles | None = None, **kw: Any
+    broker: MosquittoBroker, agg_key: Ed25519PrivateKey, tls: TlsFiles | None = None, **kw: Any
 ) -> UplinkConfig:
     data: dict[str, Any] = {
         "enabled": True,
@@ -70,19 +70,6 @@ def event(event_id: str, mod: int = 0, clock: Clock = CLOCK, **kw: Any) -> dict[
         "import_cap_w": 800,
         **kw,
     }
-
-
-@contextlib.asynccontextmanager
-async def running(*services: Any) -> AsyncIterator[None]:
-    tasks = [asyncio.create_task(s.run()) for s in services]
-    try:
-        yield
-    finally:
-        for t in tasks:
-            t.cancel()
-        for t in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await t
 
 
 class Gateway:
@@ -126,7 +113,7 @@ class Gateway:
 
 
 def aggregator(
-    broker: Mosquitto,
+    broker: MosquittoBroker,
     key: Ed25519PrivateKey,
     uplink: Uplink,
     tls: TlsFiles | None = None,
@@ -143,21 +130,15 @@ def aggregator(
     )
 
 
-async def eventually(predicate: Any, timeout_s: float = 10.0) -> None:
-    """Poll until predicate() holds (for state owned by another process or task)."""
-    for _ in range(int(timeout_s / 0.02)):
-        if predicate():
-            return
-        await asyncio.sleep(0.02)
-    raise TimeoutError("condition not met in time")
-
-
 def responses(agg: ReferenceAggregator) -> list[dict[str, Any]]:
     return [m["payload"] for m in agg.site(SITE).of("event_response")]
 
 
 async def test_event_round_trip_over_tls_with_client_certificates(
-    tmp_path: Path, tls_broker: Mosquitto, tls_files: TlsFiles, aggregator_key: Ed25519PrivateKey
+    tmp_path: Path,
+    tls_broker: MosquittoBroker,
+    tls_files: TlsFiles,
+    aggregator_key: Ed25519PrivateKey,
 ) -> None:
     gw = Gateway(tmp_path, config(tls_broker, aggregator_key, tls_files))
     uplink = await gw.open()
@@ -196,7 +177,7 @@ async def test_event_round_trip_over_tls_with_client_certificates(
 
 
 async def test_every_rejection_is_answered_on_the_wire(
-    tmp_path: Path, broker: Mosquitto, aggregator_key: Ed25519PrivateKey
+    tmp_path: Path, broker: MosquittoBroker, aggregator_key: Ed25519PrivateKey
 ) -> None:
     gw = Gateway(tmp_path, config(broker, aggregator_key))
     uplink = await gw.open()
@@ -260,7 +241,7 @@ async def test_every_rejection_is_answered_on_the_wire(
 
 @pytest.mark.parametrize("speed", [1.0, 300.0], ids=["real-clock", "ten-minute-outage-x300"])
 async def test_broker_outage_mid_event_loses_and_duplicates_nothing(
-    tmp_path: Path, broker: Mosquitto, aggregator_key: Ed25519PrivateKey, speed: float
+    tmp_path: Path, broker: MosquittoBroker, aggregator_key: Ed25519PrivateKey, speed: float
 ) -> None:
     # At x300 the 2 s real outage is 10 simulated minutes on both ends' clocks: expiry,
     # skew, backoff and resend timers all run on the injected clock.
@@ -276,9 +257,13 @@ async def test_broker_outage_mid_event_loses_and_duplicates_nothing(
         await agg.send_event(SITE, event("dfs-7", clock=clock))
         await agg.wait_for(lambda: len(responses(agg)) == 1, timeout_s=10)
 
-        broker.stop()
+        await broker.stop()
         t_down = clock.monotonic()
-        await eventually(lambda: not uplink.connected.is_set() and not agg.connected.is_set())
+        await wait_until(
+            lambda: not uplink.connected.is_set() and not agg.connected.is_set(),
+            timeout_s=10,
+            what="both ends to notice the outage",
+        )
         # During the outage: the event is modified and the gateway files its reports.
         modified = await agg.send_event(SITE, event("dfs-7", 1, clock, import_cap_w=300))
         seqs = [await uplink.send("delivery_report", report_payload(n)) for n in range(3)]
@@ -287,7 +272,7 @@ async def test_broker_outage_mid_event_loses_and_duplicates_nothing(
         assert await uplink.outbox.count() >= 4
         await asyncio.sleep(2.0)
         down_s = (clock.monotonic() - t_down) if speed > 1 else None
-        broker.start()
+        await broker.start()
 
         rec = agg.site(SITE)
         await agg.wait_for(
@@ -349,7 +334,7 @@ def _outbox_rows(db_path: Path) -> list[tuple[int, str]]:
 
 
 async def test_gateway_killed_with_sigkill_replays_its_outbox(
-    tmp_path: Path, broker: Mosquitto, aggregator_key: Ed25519PrivateKey
+    tmp_path: Path, broker: MosquittoBroker, aggregator_key: Ed25519PrivateKey
 ) -> None:
     cfg = config(broker, aggregator_key, resend_after_s=1)
     cfg_path = tmp_path / "uplink.json"
@@ -364,7 +349,9 @@ async def test_gateway_killed_with_sigkill_replays_its_outbox(
         *cmd, "--reports", "5", cwd=REPO, env=env, stdout=subprocess.DEVNULL
     )
     try:
-        await eventually(lambda: len(_outbox_rows(db_path)) >= 6, timeout_s=20)
+        await wait_until(
+            lambda: len(_outbox_rows(db_path)) >= 6, timeout_s=20, what="6 rows in the outbox"
+        )
         await asyncio.sleep(0.3)  # let it publish too: the kill lands mid-session
     finally:
         proc.send_signal(signal.SIGKILL)
@@ -394,7 +381,9 @@ async def test_gateway_killed_with_sigkill_replays_its_outbox(
         try:
             rec = agg.site(SITE)
             await agg.wait_for(lambda: len(rec.of("delivery_report")) == 5, timeout_s=20)
-            await eventually(lambda: not _outbox_rows(db_path))
+            await wait_until(
+                lambda: not _outbox_rows(db_path), timeout_s=10, what="an empty outbox"
+            )
         finally:
             proc.terminate()
             await proc.wait()

@@ -25,6 +25,7 @@ import structlog
 from hems.core.clock import Clock
 from hems.core.readings import Quantity, Reading
 from hems.core.state import SiteState
+from hems.core.tasks import raise_if_cancelling
 from hems.devices.health import PushHealth
 from hems.devices.meters.config import GlowMeterConfig
 from hems.errors import HemsError
@@ -131,12 +132,14 @@ class GlowMeter:
             identifier=f"hems-{self.device_id}",
         )
         while True:
+            raise_if_cancelling()
             try:
                 async with client:
                     await client.subscribe(self.cfg.topic, qos=0)
                     log.info("glow subscribed", device=self.device_id, topic=self.cfg.topic)
                     backoff_s = 1.0
                     async for message in client.messages:
+                        raise_if_cancelling()
                         self.handle(message.payload)
             except Exception as exc:  # MqttError or a socket error: reconnect, never crash
                 self.health.link_down(f"MQTT: {type(exc).__name__}: {exc}")

@@ -24,6 +24,7 @@ from dsmr_parser.parsers import TelegramParser
 from hems.core.clock import Clock
 from hems.core.readings import Quantity, Reading
 from hems.core.state import SiteState
+from hems.core.tasks import raise_if_cancelling
 from hems.devices.health import PushHealth
 from hems.devices.meters.config import P1MeterConfig
 from hems.errors import HemsError
@@ -171,6 +172,7 @@ class P1Meter:
     async def run(self) -> None:
         backoff_s = 1.0
         while True:
+            raise_if_cancelling()
             try:
                 await self._session()
                 reason = "connection closed by the P1 port"
@@ -209,6 +211,7 @@ class P1Meter:
         try:
             while True:
                 data = await asyncio.wait_for(reader.read(4096), timeout=silence_s)
+                raise_if_cancelling()
                 if not data:
                     return
                 buffer.append(data.decode("latin-1"))

@@ -15,6 +15,7 @@ from typing import Any
 from hems.core.clock import Clock
 from hems.core.readings import Quantity, Reading, Role
 from hems.core.state import SiteState
+from hems.core.tasks import raise_if_cancelling
 from hems.devices.meters.config import GlowMeterConfig, IntervalSettings, P1MeterConfig
 from hems.devices.meters.glow import GlowMeter
 from hems.devices.meters.intervals import IntervalRecorder
@@ -82,4 +83,5 @@ class MeterService:
     async def _flush_loop(self) -> None:
         while True:
             await self._clock.sleep(self._flush_interval_s)
+            raise_if_cancelling()
             await self.flush()

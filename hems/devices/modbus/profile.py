@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from hems.core.capabilities import BatteryMode
 from hems.core.readings import Quantity, Role
 from hems.errors import ConfigError
+from hems.yamllines import Loc, format_loc, line_for, load_with_lines
 
 REG_WIDTH = {
     "int16": 1,
@@ -164,46 +165,6 @@ class ProfileError(ConfigError):
         self.problems = lines
 
 
-# -- line numbers ----------------------------------------------------------------------------
-
-Loc = tuple[str | int, ...]
-
-
-def _lines_of(node: yaml.Node | None, loc: Loc, out: dict[Loc, int]) -> dict[Loc, int]:
-    if node is None:
-        return out
-    out[loc] = node.start_mark.line + 1
-    if isinstance(node, yaml.MappingNode):
-        for key, value in node.value:
-            _lines_of(value, (*loc, key.value), out)
-            out[(*loc, key.value)] = (
-                value.start_mark.line + 1 if _scalar(value) else (key.start_mark.line + 1)
-            )
-    elif isinstance(node, yaml.SequenceNode):
-        for i, item in enumerate(node.value):
-            _lines_of(item, (*loc, i), out)
-    return out
-
-
-def _scalar(node: yaml.Node) -> bool:
-    return isinstance(node, yaml.ScalarNode)
-
-
-def _line(loc: Loc, lines: dict[Loc, int]) -> int | None:
-    for end in range(len(loc), -1, -1):
-        key = tuple(str(p) if not isinstance(p, int) else p for p in loc[:end])
-        if key in lines:
-            return lines[key]
-    return None
-
-
-def _fmt(loc: Loc) -> str:
-    out = ""
-    for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else ("." if out else "") + str(part)
-    return out or "(top level)"
-
-
 # -- semantic checks -------------------------------------------------------------------------
 
 
@@ -311,32 +272,27 @@ def _check_step(p: Profile, loc: Loc, step: WriteStep) -> Iterator[tuple[Loc, st
 def parse_profile(text: str, source: str) -> Profile:
     """Validate one profile's YAML text; `source` names it in errors."""
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
+        data, lines = load_with_lines(text)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark
         where = f" (line {mark.line + 1})" if mark is not None else ""
         raise ProfileError(source, [f"not valid YAML: {exc.problem}{where}"]) from None
     if not isinstance(data, dict):
         raise ProfileError(source, ["must be a mapping (family, products, registers, …)"])
-    lines = _lines_of(node, (), {})
     try:
         profile = Profile.model_validate(data)
     except ValidationError as exc:
-        problems = []
-        for err in exc.errors():
-            loc = tuple(err["loc"])
-            msg = _message(err)
-            line = _line(loc, lines)
-            problems.append(f"{_fmt(loc)}: {msg}" + (f" (line {line})" if line else ""))
+        problems = [_located(tuple(e["loc"]), _message(e), lines) for e in exc.errors()]
         raise ProfileError(source, problems) from None
-    found = [
-        f"{_fmt(loc)}: {msg}" + (f" (line {ln})" if (ln := _line(loc, lines)) else "")
-        for loc, msg in _check(profile)
-    ]
+    found = [_located(loc, msg, lines) for loc, msg in _check(profile)]
     if found:
         raise ProfileError(source, found)
     return profile
+
+
+def _located(loc: Loc, msg: str, lines: dict[Loc, int]) -> str:
+    line = line_for(loc, lines)
+    return f"{format_loc(loc)}: {msg}" + (f" (line {line})" if line else "")
 
 
 def _message(err: dict[str, Any]) -> str:

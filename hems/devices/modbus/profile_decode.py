@@ -191,13 +191,7 @@ def encode_value(name: str, reg: Register, value: float, word_order: str) -> lis
     if reg.type == "float32":
         packed = struct.unpack(">HH", struct.pack(">f", value))
         return list(packed) if word_order == "big" else list(reversed(packed))
-    raw = round(value)
-    signed = reg.type.startswith("int")
-    bits = 16 * reg.width
-    lo, hi = (-(1 << (bits - 1)), (1 << (bits - 1)) - 1) if signed else (0, (1 << bits) - 1)
-    if not lo <= raw <= hi:
-        raise DecodeError(name, f"raw {raw} does not fit {reg.type}")
-    return int_to_words(raw, reg.width, word_order)
+    return encode_raw(name, reg, round(value), word_order)
 
 
 def encode_raw(name: str, reg: Register, raw: int, word_order: str) -> list[int]:

@@ -11,7 +11,6 @@ logged once; a poll where nothing usable decoded counts as a miss, and after
 
 from __future__ import annotations
 
-import asyncio
 import math
 from collections.abc import Iterable
 from typing import Any
@@ -22,8 +21,8 @@ from hems.core.capabilities import BatteryMode
 from hems.core.clock import Clock
 from hems.core.readings import Quantity, Reading, Role
 from hems.core.state import SiteState
-from hems.devices.health import PollHealth, fresh_value, poll_forever
 from hems.devices.modbus.engine import Endpoint, EndpointPool
+from hems.devices.modbus.polled import PolledDevice
 from hems.devices.modbus.profile import Profile, WriteStep, shipped_profiles
 from hems.devices.modbus.profile_config import ProfileDeviceConfig
 from hems.devices.modbus.profile_decode import (
@@ -163,8 +162,11 @@ async def profile_snapshot(
     return values, errors
 
 
-class ProfileDevice:
+class ProfileDevice(PolledDevice):
     """Polls one unit for one role through its profile. Base of the role classes below."""
+
+    kind = "profile"
+    cfg: ProfileDeviceConfig
 
     def __init__(
         self,
@@ -174,43 +176,11 @@ class ProfileDevice:
         clock: Clock,
         profile: Profile | None = None,
     ) -> None:
-        self.cfg = cfg
-        self.device_id = cfg.id
-        self.role = cfg.role
+        super().__init__(cfg, pool, state, clock)
         self.profile = profile or cfg.profile_def
         self.unit_id = cfg.device_unit_id
-        self._endpoint = pool.get(cfg.endpoint_spec())
-        self._state = state
-        self._clock = clock
         self._names = registers_for_role(self.profile, self.role)
         self._bad: dict[str, str] = {}
-        self._health = PollHealth(cfg.id, state, cfg.stale_after_polls, "profile")
-        self._control_lock = asyncio.Lock()
-        state.register_device(
-            cfg.id, cfg.role, stale_after_s=cfg.poll_interval_s * (cfg.stale_after_polls + 0.5)
-        )
-
-    @property
-    def endpoint(self) -> Endpoint:
-        return self._endpoint
-
-    @property
-    def misses(self) -> int:
-        return self._health.misses
-
-    async def run(self) -> None:
-        """Poll every `poll_interval_s` until cancelled; failures are handled here."""
-        await poll_forever(self.poll, self.cfg.poll_interval_s, self._clock)
-
-    async def poll(self) -> bool:
-        try:
-            readings = await self.poll_once()
-        except DeviceError as exc:
-            self._health.missed(exc)
-            return False
-        self._state.publish(readings)
-        self._health.succeeded()
-        return True
 
     async def poll_once(self) -> list[Reading]:
         """Read, decode and convert; raises a DeviceError when nothing usable came back."""
@@ -235,9 +205,6 @@ class ProfileDevice:
         for name in set(self._bad) - set(errors):
             log.info("profile register recovered", device=self.device_id, register=name)
         self._bad = dict(errors)
-
-    def _fresh(self, quantity: Quantity) -> float:
-        return fresh_value(self._state, self.device_id, quantity)
 
     async def run_steps(self, what: str, steps: list[WriteStep], request_w: float) -> None:
         """Encode every step first (so a bad value writes nothing), then write in order."""
@@ -328,7 +295,7 @@ class ProfileControllableBattery(ProfileBattery):
         log.info("profile battery mode set", device=self.device_id, mode=str(mode), power_w=power_w)
 
 
-class ProfileRelay(ProfileDevice):
+class ProfileRelay(ProfileMeter):
     """Role load with relay controls. Implements `SwitchableLoad` and `Meter`."""
 
     async def set_on(self, on: bool) -> None:
@@ -341,20 +308,11 @@ class ProfileRelay(ProfileDevice):
     async def is_on(self) -> bool:
         return self._fresh(Quantity.POWER_W) > 0
 
-    async def power_w(self) -> float:
-        return self._fresh(Quantity.POWER_W)
-
-    async def energy_import_wh(self) -> float:
-        return self._fresh(Quantity.ENERGY_IMPORT_WH)
-
-    async def energy_export_wh(self) -> float:
-        return self._fresh(Quantity.ENERGY_EXPORT_WH)
-
 
 def profile_device(
     cfg: ProfileDeviceConfig, pool: EndpointPool, state: SiteState, clock: Clock
 ) -> ProfileDevice:
-    """Factory for `ModbusService(factories={"modbus-profile": profile_device})`."""
+    """The adapter for a `modbus-profile` entry (`ModbusService` builds these itself)."""
     if cfg.role is Role.PV:
         return ProfileInverter(cfg, pool, state, clock)
     if cfg.role is Role.BATTERY:

@@ -20,6 +20,7 @@ import struct
 
 import structlog
 
+from hems.core.tasks import raise_if_cancelling
 from hems.devices.modbus.config import ProxyConfig
 from hems.devices.modbus.engine import Endpoint, ModbusRejected
 from hems.errors import BadValue, DeviceTimeout, DeviceUnreachable
@@ -80,6 +81,7 @@ class ModbusProxy:
         peer = writer.get_extra_info("peername")
         try:
             while True:
+                raise_if_cancelling()
                 header = await reader.readexactly(7)
                 tid, pid, length, unit = struct.unpack(">HHHB", header)
                 if pid != 0 or not 2 <= length <= _MAX_PDU + 1:

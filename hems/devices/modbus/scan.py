@@ -24,7 +24,7 @@ from hems.devices.modbus.sunspec import (
     discover,
     read_models,
 )
-from hems.devices.modbus.sunspec_device import readings_from_models
+from hems.devices.modbus.sunspec_device import BATTERY_MODELS, readings_from_models
 from hems.errors import DeviceError
 
 _KNOWN_MODEL_NAMES = {
@@ -87,13 +87,16 @@ class UnitReport:
     def as_json(self) -> dict[str, Any]:
         return asdict(self)
 
+    def add_error(self, reason: str) -> None:
+        self.error = f"{self.error}; {reason}" if self.error else reason
+
 
 def suggest_roles(model_ids: list[int]) -> list[Role]:
     """The roles a unit's models can serve, most specific first."""
     roles: list[Role] = []
     if any(m in model_ids for m in METER_MODELS):
         roles.append(Role.GRID)
-    if any(m in model_ids for m in (124, 802, 713)):
+    if any(m in model_ids for m in BATTERY_MODELS):
         roles.append(Role.BATTERY)
     elif any(m in model_ids for m in INVERTER_MODELS):
         roles.append(Role.PV)
@@ -137,7 +140,7 @@ async def scan_unit(endpoint: Endpoint, unit_id: int, profiles: bool = True) -> 
             readings = readings_from_models(role, decoded, "scan", now)
         except DeviceError as exc:
             report.snapshot[str(role)] = {}
-            report.error = (report.error + "; " if report.error else "") + exc.reason
+            report.add_error(exc.reason)
             continue
         report.snapshot[str(role)] = {str(r.quantity): r.value for r in readings}
     if profiles:  # SunSpec devices with vendor extras (storage control) also have a profile
@@ -154,7 +157,7 @@ async def _match_profiles(
     try:
         found = await match_profile(endpoint, unit_id)
     except DeviceError as exc:
-        report.error = (report.error + "; " if report.error else "") + exc.reason
+        report.add_error(exc.reason)
         return
     if not snapshot:
         # On a SunSpec unit many vendor profiles identify by the SunS marker alone; list

@@ -23,7 +23,7 @@ from typing import Any
 
 from sunspec2 import device as ss_device
 
-from hems.devices.modbus.engine import Endpoint, ModbusRejected
+from hems.devices.modbus.engine import MAX_READ_REGISTERS, Endpoint, ModbusRejected
 from hems.errors import BadValue, DeviceError
 
 SUNS_MARKER = (0x5375, 0x6E53)  # "SunS"
@@ -160,12 +160,6 @@ async def _walk(endpoint: Endpoint, unit_id: int, address: int, who: str) -> tup
     raise NotSunSpec(who, f"more than {MAX_MODELS} models: no end marker")
 
 
-async def read_model(endpoint: Endpoint, unit_id: int, loc: ModelLoc) -> ModelData:
-    """Read one whole model (in blocks of <= 125 registers) and decode it."""
-    regs = await read_models(endpoint, unit_id, [loc])
-    return regs[loc.model_id]
-
-
 async def read_models(
     endpoint: Endpoint, unit_id: int, locs: Sequence[ModelLoc]
 ) -> dict[int, ModelData]:
@@ -173,8 +167,8 @@ async def read_models(
     ranges: list[tuple[int, int]] = []
     for loc in locs:
         start, count = loc.span
-        for offset in range(0, count, 125):
-            ranges.append((start + offset, min(125, count - offset)))
+        for offset in range(0, count, MAX_READ_REGISTERS):
+            ranges.append((start + offset, min(MAX_READ_REGISTERS, count - offset)))
     values = await endpoint.read_ranges(unit_id, "holding", ranges, max_gap=0)
     who = f"{endpoint.key} unit {unit_id}"
     out: dict[int, ModelData] = {}

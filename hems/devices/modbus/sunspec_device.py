@@ -19,7 +19,6 @@ SunSpec conventions assumed (the spec's own):
 
 from __future__ import annotations
 
-import asyncio
 import math
 from collections.abc import Callable, Iterable
 from datetime import datetime
@@ -30,10 +29,11 @@ from hems.core.capabilities import BatteryMode
 from hems.core.clock import Clock
 from hems.core.readings import Quantity, Reading, Role
 from hems.core.state import SiteState
-from hems.devices.health import PollHealth, fresh_value, poll_forever
 from hems.devices.modbus.config import SunSpecDeviceConfig
-from hems.devices.modbus.engine import Endpoint, EndpointPool, ModbusRejected
+from hems.devices.modbus.engine import EndpointPool, ModbusRejected
+from hems.devices.modbus.polled import PolledDevice
 from hems.devices.modbus.sunspec import (
+    BASE_ADDRESSES,
     INVERTER_MODELS,
     METER_MODELS,
     ModelData,
@@ -45,7 +45,7 @@ from hems.devices.modbus.sunspec import (
     encode_point,
     read_models,
 )
-from hems.errors import BadValue, DeviceError, NotSupported
+from hems.errors import BadValue, NotSupported
 
 log = structlog.get_logger(__name__)
 
@@ -89,8 +89,7 @@ def models_for_role(role: Role, smap: SunSpecMap) -> list[ModelLoc]:
         kinds = [(802,), (713,), (124,), INVERTER_MODELS]
     else:
         kinds = [METER_MODELS]
-    locs = [loc for kind in kinds if (loc := smap.find(*kind)) is not None]
-    return locs
+    return [loc for kind in kinds if (loc := smap.find(*kind)) is not None]
 
 
 def readings_from_models(
@@ -183,56 +182,22 @@ def _limit_pct(models: dict[int, ModelData]) -> float | None:
     return 100.0 if enabled != 1 else pct
 
 
-class SunSpecDevice:
+class SunSpecDevice(PolledDevice):
     """Polls one SunSpec unit for one role; base of the role-specific classes below."""
+
+    kind = "sunspec"
+    cfg: SunSpecDeviceConfig
 
     def __init__(
         self, cfg: SunSpecDeviceConfig, pool: EndpointPool, state: SiteState, clock: Clock
     ) -> None:
-        self.cfg = cfg
-        self.device_id = cfg.id
-        self.role = cfg.role
-        self._endpoint: Endpoint = pool.get(cfg.endpoint_spec())
-        self._state = state
-        self._clock = clock
+        super().__init__(cfg, pool, state, clock)
         self._map: SunSpecMap | None = None
-        self._health = PollHealth(cfg.id, state, cfg.stale_after_polls, "sunspec")
-        self._control_lock = asyncio.Lock()
-        state.register_device(
-            cfg.id, cfg.role, stale_after_s=cfg.poll_interval_s * (cfg.stale_after_polls + 0.5)
-        )
 
     # -- polling -------------------------------------------------------------------------
     @property
-    def endpoint(self) -> Endpoint:
-        return self._endpoint
-
-    @property
     def sunspec_map(self) -> SunSpecMap | None:
         return self._map
-
-    @property
-    def misses(self) -> int:
-        return self._health.misses
-
-    async def run(self) -> None:
-        """Poll every `poll_interval_s` until cancelled; failures are handled here."""
-        await poll_forever(self.poll, self.cfg.poll_interval_s, self._clock)
-
-    async def poll(self) -> bool:
-        """One poll: read, publish, or count a miss. Returns True if readings were published."""
-        try:
-            readings = await self.poll_once()
-        except DeviceError as exc:
-            self._health.missed(exc)
-            return False
-        except Exception as exc:  # last line of defence: one odd device must not stop hems
-            log.exception("sunspec poll crashed", device=self.device_id)
-            self._health.missed(DeviceError(self.device_id, f"internal error: {exc!r}"))
-            return False
-        self._state.publish(readings)
-        self._health.succeeded()
-        return True
 
     async def poll_once(self) -> list[Reading]:
         """Read and convert; raises a DeviceError (nothing published) on any failure."""
@@ -253,12 +218,9 @@ class SunSpecDevice:
 
     async def ensure_map(self) -> SunSpecMap:
         if self._map is None:
-            bases = (self.cfg.base_address,) if self.cfg.base_address is not None else None
-            smap = (
-                await discover(self._endpoint, self.cfg.unit_id, bases)
-                if bases
-                else await discover(self._endpoint, self.cfg.unit_id)
-            )
+            base = self.cfg.base_address
+            bases = BASE_ADDRESSES if base is None else (base,)
+            smap = await discover(self._endpoint, self.cfg.unit_id, bases)
             if not models_for_role(self.role, smap):
                 raise NotSunSpec(
                     self.device_id,
@@ -276,9 +238,6 @@ class SunSpecDevice:
         return self._map
 
     # -- shared helpers for capabilities ---------------------------------------------------
-    def _fresh(self, quantity: Quantity) -> float:
-        return fresh_value(self._state, self.device_id, quantity)
-
     async def _fresh_model(self, *model_ids: int) -> ModelData:
         smap = await self.ensure_map()
         loc = smap.find(*model_ids)

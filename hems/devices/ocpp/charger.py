@@ -284,17 +284,19 @@ class OcppCharger:
     async def _profile(self, link: Any, current_a: float, phases: int, dsr: bool) -> str:
         q = self.quirks.limit
         limit = current_a if q.unit == "A" else current_a * self.cfg.voltage_v * phases
+        tx_id = None if self.transaction is None else self.transaction.transaction_id
+        purpose = q.profile_purpose
+        if purpose == "tx" and tx_id is None:
+            purpose = "tx_default"  # a TxProfile needs a running transaction
         try:
             return await link.set_profile(
                 limit=limit,
                 unit=q.unit,
                 phases=phases,
-                purpose=q.profile_purpose,
+                purpose=purpose,
                 stack_level=q.stack_level,
                 connector_id=self.cfg.connector_id,
-                transaction_id=None
-                if self.transaction is None
-                else self.transaction.transaction_id,
+                transaction_id=tx_id,
                 dsr=dsr,
                 start_iso=self.now_iso(),
             )

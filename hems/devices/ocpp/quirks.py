@@ -48,6 +48,10 @@ class Fallback(_Q):
             raise ValueError("vendor_id: is required for method data_transfer")
         return self
 
+    def payload(self, limit: float, phases: int) -> str:
+        """The data_transfer `data` with `{limit}` and `{phases}` filled in."""
+        return self.data.replace("{limit}", f"{limit:g}").replace("{phases}", str(phases))
+
 
 class LimitQuirks(_Q):
     method: Literal["charging_profile", "fallback"] = "charging_profile"

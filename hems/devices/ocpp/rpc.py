@@ -62,6 +62,7 @@ def _codes(version: str) -> dict[str, str]:
     v16 = version == "1.6"
     return {
         "format": "FormationViolation" if v16 else "FormatViolation",
+        "json": "FormationViolation" if v16 else "RpcFrameworkError",  # frame is not JSON
         "occurrence": "OccurenceConstraintViolation" if v16 else "OccurrenceConstraintViolation",
         "rpc": "ProtocolError" if v16 else "RpcFrameworkError",
         "type_id": "ProtocolError" if v16 else "MessageTypeNotSupported",
@@ -78,9 +79,7 @@ def parse_frame(raw: str | bytes, version: str) -> Call | CallResult | CallError
     try:
         data = json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError):
-        raise FrameError(
-            codes["format"] if version == "1.6" else codes["rpc"], "frame is not valid JSON"
-        ) from None
+        raise FrameError(codes["json"], "frame is not valid JSON") from None
     if not isinstance(data, list) or len(data) < 3:
         raise FrameError(codes["rpc"], "frame must be a JSON array [type, id, …]")
     type_id = data[0]

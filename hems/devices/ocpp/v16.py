@@ -6,9 +6,8 @@ answer): follow-up calls go to `charger.followup`, run by a task the connection 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from ocpp.exceptions import SecurityError
 from ocpp.routing import on
 from ocpp.v16 import ChargePoint, call, call_result
 from ocpp.v16.enums import (
@@ -25,12 +24,9 @@ from ocpp.v16.enums import (
     ResetType,
 )
 
+from hems.devices.ocpp.link import CsmsLink
 from hems.devices.ocpp.model import parse_meter_values
 from hems.devices.ocpp.quirks import Fallback
-from hems.devices.ocpp.rpc import StrictRouting
-
-if TYPE_CHECKING:
-    from hems.devices.ocpp.charger import OcppCharger
 
 _PURPOSE = {
     "tx_default": ChargingProfilePurposeType.tx_default_profile,
@@ -44,23 +40,8 @@ def _num(value: float) -> float:
     return round(float(value), 1)  # the 1.6 schema wants multiples of 0.1
 
 
-class Link16(StrictRouting, ChargePoint):
+class Link16(CsmsLink, ChargePoint):
     version = "1.6"
-
-    def __init__(
-        self, identity: str, connection: Any, charger: OcppCharger, response_timeout_s: float
-    ) -> None:
-        super().__init__(identity, connection, response_timeout=response_timeout_s)
-        self._strict_init()
-        self.charger = charger
-
-    # -- hooks of StrictRouting --------------------------------------------------------
-    def _on_any_message(self) -> None:
-        self.charger.on_alive()
-
-    def _gate(self, action: str) -> None:
-        if self.charger.pending and action != Action.boot_notification:
-            raise SecurityError(description="charger is pending: only BootNotification")
 
     # -- handlers (Charge Point -> Central System) ---------------------------------------
     @on(Action.boot_notification, skip_schema_validation=True)
@@ -159,8 +140,6 @@ class Link16(StrictRouting, ChargePoint):
         dsr: bool,
         start_iso: str,
     ) -> str:
-        if purpose == "tx" and transaction_id is None:
-            purpose = "tx_default"  # a TxProfile needs a running transaction
         profile: dict[str, Any] = {
             "charging_profile_id": PROFILE_ID,
             "stack_level": stack_level,
@@ -190,9 +169,12 @@ class Link16(StrictRouting, ChargePoint):
     async def set_fallback(self, fb: Fallback, *, limit: float, phases: int) -> str:
         if fb.method == "change_configuration":
             return await self.change_configuration(str(fb.key), f"{limit:g}")
-        data = fb.data.replace("{limit}", f"{limit:g}").replace("{phases}", str(phases))
         result = await self.call(
-            call.DataTransfer(vendor_id=str(fb.vendor_id), message_id=fb.message_id, data=data),
+            call.DataTransfer(
+                vendor_id=str(fb.vendor_id),
+                message_id=fb.message_id,
+                data=fb.payload(limit, phases),
+            ),
             suppress=False,
         )
         return str(result.status)

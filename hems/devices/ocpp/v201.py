@@ -7,9 +7,8 @@ which every 2.0.1 object allows; stations that do not know the vendor id ignore 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from ocpp.exceptions import SecurityError
 from ocpp.routing import on
 from ocpp.v201 import ChargePoint, call, call_result
 from ocpp.v201.enums import (
@@ -21,12 +20,9 @@ from ocpp.v201.enums import (
     ResetEnumType,
 )
 
+from hems.devices.ocpp.link import CsmsLink
 from hems.devices.ocpp.model import parse_meter_values
 from hems.devices.ocpp.quirks import Fallback
-from hems.devices.ocpp.rpc import StrictRouting
-
-if TYPE_CHECKING:
-    from hems.devices.ocpp.charger import OcppCharger
 
 _PURPOSE = {
     "tx_default": "TxDefaultProfile",
@@ -42,23 +38,13 @@ def _var(key: str) -> tuple[dict[str, str], dict[str, str]]:
     return {"name": component}, {"name": variable}
 
 
-class Link201(StrictRouting, ChargePoint):
+class Link201(CsmsLink, ChargePoint):
     version = "2.0.1"
+    _peer = "station"
 
-    def __init__(
-        self, identity: str, connection: Any, charger: OcppCharger, response_timeout_s: float
-    ) -> None:
-        super().__init__(identity, connection, response_timeout=response_timeout_s)
-        self._strict_init()
-        self.charger = charger
+    def __init__(self, *args: Any, **kw: Any) -> None:
+        super().__init__(*args, **kw)
         self._remote_start_id = 0
-
-    def _on_any_message(self) -> None:
-        self.charger.on_alive()
-
-    def _gate(self, action: str) -> None:
-        if self.charger.pending and action != Action.boot_notification:
-            raise SecurityError(description="station is pending: only BootNotification")
 
     # -- handlers ------------------------------------------------------------------------
     @on(Action.boot_notification, skip_schema_validation=True)
@@ -172,8 +158,6 @@ class Link201(StrictRouting, ChargePoint):
         dsr: bool,
         start_iso: str,
     ) -> str:
-        if purpose == "tx" and transaction_id is None:
-            purpose = "tx_default"
         evse_id = 0 if purpose == "charge_point_max" else connector_id
         profile: dict[str, Any] = {
             "id": PROFILE_ID,
@@ -199,7 +183,7 @@ class Link201(StrictRouting, ChargePoint):
         if purpose == "charge_point_max":
             profile["charging_profile_kind"] = "Absolute"
             profile["charging_schedule"][0]["start_schedule"] = start_iso
-        if dsr is not None and self.charger.quirks.dsr_signal == "custom_data":
+        if self.charger.quirks.dsr_signal == "custom_data":
             profile["custom_data"] = {
                 "vendor_id": self.charger.quirks.dsr_vendor_id,
                 "dsr": bool(dsr),
@@ -212,9 +196,12 @@ class Link201(StrictRouting, ChargePoint):
     async def set_fallback(self, fb: Fallback, *, limit: float, phases: int) -> str:
         if fb.method == "set_variables":
             return await self.set_variable(str(fb.key), f"{limit:g}")
-        data = fb.data.replace("{limit}", f"{limit:g}").replace("{phases}", str(phases))
         result = await self.call(
-            call.DataTransfer(vendor_id=str(fb.vendor_id), message_id=fb.message_id, data=data),
+            call.DataTransfer(
+                vendor_id=str(fb.vendor_id),
+                message_id=fb.message_id,
+                data=fb.payload(limit, phases),
+            ),
             suppress=False,
         )
         return str(result.status)

@@ -1,0 +1,92 @@
+"""Helpers shared by every area's tests: `from tests.testlib import ...`.
+
+A free loopback port, poll-until-true waits (any predicate; an HTTP JSON answer), services
+running for a block, and a throwaway Mosquitto (the demo's `hil.aggregator.MosquittoBroker`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import socket
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from hil.aggregator import BrokerTls, MosquittoBroker, find_mosquitto
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def wait_until(
+    predicate: Callable[[], Any],
+    timeout_s: float = 5.0,
+    what: str = "",
+    interval_s: float = 0.02,
+) -> Any:
+    """Poll `predicate` (sync, or returning an awaitable) until it is truthy; return that
+    value. Fails the test with `what` on timeout. For state owned by another task or process."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while True:
+        value = predicate()
+        if inspect.isawaitable(value):
+            value = await value
+        if value:
+            return value
+        if loop.time() > deadline:
+            raise AssertionError(f"timed out after {timeout_s} s waiting for {what or predicate}")
+        await asyncio.sleep(interval_s)
+
+
+async def poll_json(
+    client: httpx.AsyncClient,
+    path: str,
+    predicate: Callable[[Any], bool],
+    timeout_s: float,
+    interval_s: float = 0.1,
+) -> Any:
+    """GET `path` until a 200 answer's JSON satisfies `predicate`; return that JSON."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    last = None
+    while loop.time() < deadline:
+        r = await client.get(path)
+        if r.status_code == 200:
+            last = r.json()
+            if predicate(last):
+                return last
+        await asyncio.sleep(interval_s)
+    raise AssertionError(f"{path}: condition not met; last answer {str(last)[:800]}")
+
+
+@contextlib.asynccontextmanager
+async def running(*services: Any) -> AsyncIterator[None]:
+    """Run each service's `run()` as a task for the block; cancel and await them after."""
+    tasks = [asyncio.create_task(s.run()) for s in services]
+    try:
+        yield
+    finally:
+        for t in tasks:
+            t.cancel()
+        for t in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await t
+
+
+@contextlib.asynccontextmanager
+async def mosquitto(workdir: Path, tls: BrokerTls | None = None) -> AsyncIterator[MosquittoBroker]:
+    """A running Mosquitto on a free port; fails the test if the binary is missing."""
+    binary = find_mosquitto()
+    if binary is None:
+        pytest.fail("mosquitto is required for this test (apt-get install mosquitto)")
+    async with MosquittoBroker(binary, workdir, tls) as broker:
+        yield broker
