@@ -113,6 +113,7 @@ class FlexLink:
         self._control = control
         self._baseline_w = baseline_w
         self._in_planner: set[str] = set()
+        self._prices: dict[str, tuple[datetime, datetime]] = {}
 
     async def on_change(self, events: Iterable[Any]) -> None:
         from hems.control.strategies import FlexEvent as LiveEvent
@@ -120,10 +121,16 @@ class FlexLink:
         events = [e for e in events if not getattr(e, "cancelled", False)]
         if self._planner is not None:
             ids = set()
+            prices: dict[str, tuple[datetime, datetime]] = {}
             for e in events:
                 ids.add(e.event_id)
                 cap, floor, up = _instruction(e)
                 if cap is None and floor is None and up is None:
+                    if e.price_per_kwh is not None:
+                        # A price event: the aggregator's price for import in its window,
+                        # which the plan then answers as it answers any price.
+                        self._price_signal(e)
+                        prices[e.event_id] = (e.start, e.end)
                     continue
                 self._planner.add_event_constraint(
                     e.event_id,
@@ -135,7 +142,10 @@ class FlexLink:
                 )
             for gone in self._in_planner - ids:
                 self._planner.remove_event_constraint(gone)
-            self._in_planner = ids
+            for gone, (start, end) in self._prices.items():
+                if gone not in prices:
+                    self._planner.clear_price_signal(start, end)
+            self._in_planner, self._prices = ids, prices
         if self._control is None:
             return
         now = self._clock.now()
@@ -170,6 +180,14 @@ class FlexLink:
             )
             break
         self._control.set_flex_event(live)
+
+    def _price_signal(self, event: Any) -> None:
+        assert self._planner is not None
+        step_min = 30
+        slots = max(1, math.ceil((event.end - event.start).total_seconds() / (step_min * 60)))
+        self._planner.inject_price_signal(
+            event.start, step_min, [float(event.price_per_kwh)] * slots
+        )
 
 
 def _instruction(event: Any) -> tuple[float | None, float | None, float | None]:

@@ -245,6 +245,10 @@ class PlannerService:
         self.tariff.inject_signal(start, step_min, import_per_kwh, export_per_kwh)
         self.request_replan("aggregator price signal")
 
+    def clear_price_signal(self, start: datetime, end: datetime) -> None:
+        self.tariff.clear_signal(start, end)
+        self.request_replan("aggregator price signal withdrawn")
+
     # -- the loop ------------------------------------------------------------------------
     async def run(self) -> None:
         if not self.cfg.enabled:

@@ -165,6 +165,12 @@ class Tariff:
             )
         self.version += 1
 
+    def clear_signal(self, start: datetime, end: datetime) -> None:
+        """Withdraw the signals inside [start, end) (a cancelled price event)."""
+        for signals in (self._signals.imp, self._signals.exp):
+            signals[:] = [iv for iv in signals if not (start <= iv.start and iv.end <= end)]
+        self.version += 1
+
     def _base_price(self, direction: str, start: datetime, end: datetime) -> float | None:
         if direction == "import":
             return self.cfg.fixed_import_per_kwh

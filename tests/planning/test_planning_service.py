@@ -251,3 +251,48 @@ async def test_aggregator_envelope_tightens_grid_caps_per_slot(replay, db) -> No
             task.cancel()
             with pytest.raises(asyncio.CancelledError):
                 await task
+
+
+async def test_price_event_steers_the_plan_and_is_withdrawn_on_cancel(replay, db) -> None:  # type: ignore[no-untyped-def]
+    from hems.bridges import FlexLink
+    from hems.flex.events import FlexEvent
+
+    clock = ManualClock(NOW)
+    state = SiteState(clock, stale_after_s=3600)
+    state.register_device("house-battery", Role.BATTERY)
+    state.publish([Reading("house-battery", Quantity.SOC_PCT, 40.0, NOW)])
+    limits = LimitsConfig(fuse_a=60, export_limit_w=3680, battery_reserve_pct=10)
+    seen: asyncio.Queue[Plan] = asyncio.Queue()
+    async with httpx.AsyncClient() as http:
+        svc = PlannerService(planner_cfg(replay.base_url), limits, state, db, clock, http,
+                             site=SiteConfig(id="demo", timezone="Europe/London"))  # fmt: skip
+        svc.subscribe(seen.put_nowait)
+        link = FlexLink(clock, svc, None)
+        task = asyncio.create_task(svc.run())
+        try:
+            first = await next_plan(seen)
+            t0 = datetime(2026, 11, 28, 2, 0, tzinfo=UTC)
+            event = FlexEvent(event_id="price-1", modification_number=1, kind="turn_up",
+                              start=t0, end=t0 + timedelta(hours=1), price_per_kwh=-0.5,
+                              currency="GBP")  # fmt: skip
+            await link.on_change([event])
+            p = await next_plan(seen)
+            prices = {s.start: s.price_import_per_kwh for s in p.slots}
+            assert prices[t0] == -0.5 and prices[t0 + timedelta(minutes=30)] == -0.5
+            before = {s.start: s.price_import_per_kwh for s in first.slots}
+            assert prices[t0 + timedelta(hours=1)] == before[t0 + timedelta(hours=1)]
+            # Paid to import: the plan imports in that hour (battery or car take it).
+            assert all(
+                s.grid_import_w > 0 for s in p.slots if t0 <= s.start < t0 + timedelta(hours=1)
+            )
+
+            cancelled = FlexEvent(event_id="price-1", modification_number=2, kind="turn_up",
+                                  start=t0, end=t0 + timedelta(hours=1), cancelled=True,
+                                  price_per_kwh=-0.5)  # fmt: skip
+            await link.on_change([cancelled])
+            p = await next_plan(seen)
+            assert {s.start: s.price_import_per_kwh for s in p.slots}[t0] == before[t0]
+        finally:
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
