@@ -418,6 +418,9 @@ class Daemon:
             await asyncio.sleep(interval_s)
 
 
+_STOP_GRACE_S = 3.0
+
+
 async def _reap_stragglers(owner: asyncio.Task[Any], tasks: list[asyncio.Task[None]]) -> None:
     """While the daemon stops, cancel again any service that missed its cancellation.
 
@@ -425,18 +428,20 @@ async def _reap_stragglers(owner: asyncio.Task[Any], tasks: list[asyncio.Task[No
     that arrives with the answer (see hems.core.tasks); the loops check for that, and this
     makes shutdown finish even where one does not. Systemd would otherwise kill us mid-flush.
     """
+    stopping_since: float | None = None
+    loop = asyncio.get_running_loop()
     while True:
         await asyncio.sleep(1.0)
         if not owner.cancelling():
             continue
+        # Give every service a grace period to finish its own shutdown (the store's last
+        # flush) before treating it as one that missed its cancellation.
+        stopping_since = stopping_since or loop.time()
+        if loop.time() - stopping_since < _STOP_GRACE_S:
+            continue
         for task in tasks:
-            if not task.done() and not task.cancelling():
-                log.warning(
-                    "service missed its cancellation; cancelling again", service=task.get_name()
-                )
-                task.cancel()
-            elif not task.done():
-                # cancel() was called but the request was swallowed below: ask again.
+            if not task.done():
+                log.warning("service did not stop; cancelling it again", service=task.get_name())
                 task.cancel()
 
 

@@ -8,6 +8,7 @@ memory and retries; the buffer is bounded and reports what it had to drop.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 from collections import deque
 from dataclasses import dataclass
@@ -111,8 +112,12 @@ class ReadingStore:
                 await asyncio.sleep(self._interval_s)
                 await self.flush()
         finally:
-            # SIGTERM or shutdown: the last batch is written before we go.
-            await asyncio.shield(self.flush())
+            # SIGTERM or shutdown: the last batch is written before we go, even if we are
+            # asked to stop again meanwhile (the write is bounded; losing it is not).
+            last = asyncio.ensure_future(self.flush())
+            while not last.done():
+                with contextlib.suppress(asyncio.CancelledError):
+                    await asyncio.shield(last)
 
     async def flush(self) -> int:
         async with self._flush_lock:

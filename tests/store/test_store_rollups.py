@@ -203,3 +203,33 @@ async def test_first_batch_is_written_at_once_then_batched(tmp_path: Path) -> No
         await task
     assert await store.count_raw() == 2
     await db.close()
+
+
+async def test_last_flush_survives_a_second_cancel(tmp_path: Path) -> None:
+    # systemd's SIGTERM cancels the daemon; a supervisor may cancel again while the last
+    # batch is being written. The batch must still reach the file.
+    clock = ManualClock(T0)
+    db = await Database.open(tmp_path / "hems.db")
+    store = ReadingStore(db, clock, batch_interval_s=3600)
+    task = asyncio.create_task(store.run())
+    store.add([power(1.0, T0)])
+    for _ in range(100):
+        if await store.count_raw():
+            break
+        await asyncio.sleep(0.01)
+    store.add([power(float(i), T0 + timedelta(seconds=i)) for i in range(1, 20_000)])
+    task.cancel()
+    await asyncio.sleep(0)  # the final flush has started
+    task.cancel()
+    await asyncio.sleep(0)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    # Written by the time the task ends, not by a write left running behind it (the
+    # daemon closes the database right after its tasks end).
+    assert store.stats.buffered == 0
+    await db.close()
+    db = await Database.open(tmp_path / "hems.db")
+    row = await db.fetchone("SELECT count(*) FROM readings")
+    assert row is not None and row[0] == 20_000
+    await db.close()
