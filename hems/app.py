@@ -145,7 +145,15 @@ class Daemon:
             )
             stack.push_async_callback(http.aclose)
             self.planner = PlannerService(
-                cfg.planner, cfg.limits, self.state, db, self.clock, http, site=cfg.site
+                cfg.planner,
+                cfg.limits,
+                self.state,
+                db,
+                self.clock,
+                http,
+                site=cfg.site,
+                # Plan what the control loop will do: without a loop nothing stops it.
+                battery_to_ev=cfg.control.ev_from_battery or not cfg.control.enabled,
             )
             self.services["planner"] = self.planner
 

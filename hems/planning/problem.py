@@ -157,6 +157,11 @@ class Problem(_Model):
     curtailment_cost_per_kwh: float = Field(
         default=1e-6, ge=0, description="tiny cost so PV is never thrown away for nothing"
     )
+    battery_to_ev: bool = Field(
+        default=True,
+        description="false: while an EV is plugged in, batteries discharge at most what the "
+        "rest of the house takes (control.ev_from_battery)",
+    )
 
     @field_validator("start")
     @classmethod

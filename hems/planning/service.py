@@ -115,8 +115,10 @@ class PlannerService:
         *,
         site: SiteConfig | None = None,
         devices: SiteDevices | None = None,
+        battery_to_ev: bool = True,
     ) -> None:
         self.cfg = cfg
+        self.battery_to_ev = battery_to_ev
         self.limits = limits
         self.state = state
         self.db = db
@@ -536,6 +538,7 @@ class PlannerService:
             loads=loads,
             events=events,
             timezone=str(self.zone.key),
+            battery_to_ev=self.battery_to_ev,
         )
         return problem, notes
 

@@ -380,3 +380,24 @@ def test_a_cheaper_price_never_raises_the_optimal_cost(p: Problem, t: int, cut: 
     cheaper[t] -= cut
     after = optimise(p.model_copy(update={"import_price_per_kwh": cheaper}), mip_rel_gap=0.0)
     assert after.objective <= before + 1e-6
+
+
+@pytest.mark.parametrize(("battery_to_ev", "discharge_w"), [(True, 4000.0), (False, 500.0)])
+def test_battery_kept_out_of_the_ev_when_asked(battery_to_ev: bool, discharge_w: float) -> None:
+    # Full 2 kWh battery, 500 W base load, an EV wanting 2 kWh in the one dear slot.
+    # Allowed, the battery empties into the car (4 kW for 30 min); kept out, it covers only
+    # the house's 500 W and the car's energy comes from the grid (control.ev_from_battery).
+    p = Problem(
+        start=T0,
+        step_min=30,
+        import_price_per_kwh=[0.50],
+        export_price_per_kwh=[0.0],
+        load_w=500,
+        batteries=[battery(initial_soc_pct=100)],
+        evs=[EvSession(id="wb", arrival=T0, departure=at(0.5), energy_wh=2000, max_power_w=7400)],
+        battery_to_ev=battery_to_ev,
+    )
+    (slot,) = optimise(p).plan.slots
+    assert slot.targets_w["wb"] == pytest.approx(4000)
+    assert -slot.targets_w["bat"] == pytest.approx(discharge_w)
+    assert slot.grid_import_w == pytest.approx(4500 - discharge_w)

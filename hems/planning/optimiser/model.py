@@ -479,6 +479,27 @@ def add_balance(m: ModelArrays, f: SlotFrame, cols: Columns) -> IntArray:
     return m.rows(f.load_w, f.load_w, f.n, terms)
 
 
+def add_battery_not_to_ev(m: ModelArrays, f: SlotFrame, cols: Columns) -> None:
+    """While an EV is plugged in: Σ discharge − deferrable loads <= base load, per slot.
+
+    The control loop keeps the home battery out of the car (`control.ev_from_battery`
+    false); planning the same keeps the plan and what happens alike.
+    """
+    ev_slots = np.unique(np.concatenate([s for _id, s, _pw, _sh in cols.ev] or [np.zeros(0)]))
+    ev_slots = ev_slots.astype(np.int32)
+    if ev_slots.size == 0 or not cols.battery:
+        return
+    index = np.full(f.n, -1, dtype=np.int32)
+    index[ev_slots] = np.arange(ev_slots.size, dtype=np.int32)
+    terms: list[tuple[IntArray, IntArray, float | FloatArray]] = [
+        (np.arange(ev_slots.size), dis[ev_slots], 1.0) for _ch, dis, _soc in cols.battery.values()
+    ]
+    for _id, slots, on, power_w in cols.loads:
+        inside = index[slots] >= 0
+        terms.append((index[slots[inside]], on[inside], -power_w))
+    m.rows(-np.inf, f.load_w[ev_slots], ev_slots.size, terms)
+
+
 def build(p: Problem) -> tuple[ModelArrays, Columns, SlotFrame]:
     """The whole MILP of `p`."""
     f = slot_frame(p)
@@ -495,6 +516,8 @@ def build(p: Problem) -> tuple[ModelArrays, Columns, SlotFrame]:
     for d in p.loads:
         slots, on = add_deferrable_load(m, f, p, d)
         cols.loads.append((d.id, slots, on, d.power_w))
+    if not p.battery_to_ev:
+        add_battery_not_to_ev(m, f, cols)
     balance = add_balance(m, f, cols)
     # Block roundings may also place a load where the LP's marginal price is lowest.
     m.rounding = [
