@@ -70,9 +70,13 @@ class EvSessions:
         self.plugged[device_id] = plugged
         if plugged:
             departure, energy_wh = self._targets.get(device_id, ("07:00", None))
-            self.set_session(
-                device_id, energy_wh, next_departure(self._clock.now(), departure, self._tz)
-            )
+            try:
+                self.set_session(
+                    device_id, energy_wh, next_departure(self._clock.now(), departure, self._tz)
+                )
+            except HemsError as exc:
+                # Called from the charger's receive loop: a refusal is logged, never raised.
+                log.error("ev session not set", charger=device_id, error=str(exc))
         else:
             self.sessions.pop(device_id, None)
             if self._planner is not None:
