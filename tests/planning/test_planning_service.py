@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -58,14 +59,9 @@ async def next_plan(queue: asyncio.Queue[Plan]) -> Plan:
         return await queue.get()
 
 
-@pytest.fixture
-async def db(tmp_path: Path):  # type: ignore[no-untyped-def]
-    database = await Database.open(tmp_path / "hems.db")
-    yield database
-    await database.close()
-
-
-async def test_rolling_horizon_plans_stores_and_replans(replay, db) -> None:  # type: ignore[no-untyped-def]
+@contextlib.asynccontextmanager
+async def planner_running(replay, db, *, ev_plugged: bool):  # type: ignore[no-untyped-def]
+    """A running PlannerService on a manual clock; yields (svc, plans, clock, state)."""
     clock = ManualClock(NOW)
     state = SiteState(clock, stale_after_s=3600)
     state.register_device("house-battery", Role.BATTERY)
@@ -76,56 +72,69 @@ async def test_rolling_horizon_plans_stores_and_replans(replay, db) -> None:  # 
         svc = PlannerService(planner_cfg(replay.base_url), limits, state, db, clock, http,
                              site=SiteConfig(id="demo", timezone="Europe/London"))  # fmt: skip
         svc.subscribe(seen.put_nowait)
-        svc.ev_plugged("wallbox")
+        if ev_plugged:
+            svc.ev_plugged("wallbox")
         task = asyncio.create_task(svc.run())
         try:
-            plan = await next_plan(seen)
-            assert plan is svc.current_plan and plan.status == "optimal"
-            first = plan.slots[0]
-            assert first.start == datetime(2026, 11, 27, 16, 0, tzinfo=UTC)
-            assert set(first.targets_w) == {"house-battery", "wallbox", "dishwasher"}
-            # The evening peak (16–19 h) is never where the car charges.
-            assert all(s.targets_w["wallbox"] == 0 for s in plan.slots[:6])
-            ev_kwh = sum(s.targets_w["wallbox"] for s in plan.slots) * 0.5 / 1000
-            assert ev_kwh == pytest.approx(20.0, abs=0.01)
-            dish = [s.switches["dishwasher"] for s in plan.slots]
-            assert sum(dish) == 4 and "TrueTrueTrueTrue" in "".join(map(str, dish))
-
-            # The stored problem reproduces the plan.
-            row = await db.fetchone(
-                "SELECT reason, problem_json, plan_json FROM plans ORDER BY plan_pk DESC"
-            )
-            assert row is not None and "start" in row[0]
-            again = optimise(Problem.model_validate_json(row[1]))
-            assert again.plan.cost == pytest.approx(plan.cost, abs=1e-3)
-            assert plan_from_dict(__import__("json").loads(row[2])).slots == plan.slots
-
-            # A slot boundary brings a new plan starting at the new slot.
-            await clock.advance(30 * 60)
-            p = await next_plan(seen)
-            assert p.slots[0].start == datetime(2026, 11, 27, 16, 30, tzinfo=UTC)
-
-            # An accepted flex event: no import 17:00–18:00.
-            svc.add_event_constraint(
-                "ev-1", datetime(2026, 11, 27, 17, 0, tzinfo=UTC),
-                datetime(2026, 11, 27, 18, 0, tzinfo=UTC), import_cap_w=0,
-            )  # fmt: skip
-            p = await next_plan(seen)
-            for s in p.slots[1:3]:
-                assert s.grid_import_w == 0
-
-            # Measured PV far above the forecast (it is dark) triggers a replan.
-            state.register_device("pv", Role.PV)
-            state.publish([Reading("pv", Quantity.POWER_W, 2500.0, clock.now())])
-            await clock.advance(61)
-            await clock.advance(61)  # the loop may have begun its 60 s sleep after the first
-            await next_plan(seen)
-            last = await db.fetchone("SELECT reason FROM plans ORDER BY plan_pk DESC")
-            assert last is not None and "pv forecast off by 2500 W" in last[0]
+            yield svc, seen, clock, state
         finally:
             task.cancel()
             with pytest.raises(asyncio.CancelledError):
                 await task
+
+
+@pytest.fixture
+async def db(tmp_path: Path):  # type: ignore[no-untyped-def]
+    database = await Database.open(tmp_path / "hems.db")
+    yield database
+    await database.close()
+
+
+async def test_rolling_horizon_plans_stores_and_replans(replay, db) -> None:  # type: ignore[no-untyped-def]
+    async with planner_running(replay, db, ev_plugged=True) as (svc, seen, clock, state):
+        plan = await next_plan(seen)
+        assert plan is svc.current_plan and plan.status == "optimal"
+        first = plan.slots[0]
+        assert first.start == datetime(2026, 11, 27, 16, 0, tzinfo=UTC)
+        assert set(first.targets_w) == {"house-battery", "wallbox", "dishwasher"}
+        # The evening peak (16–19 h) is never where the car charges.
+        assert all(s.targets_w["wallbox"] == 0 for s in plan.slots[:6])
+        ev_kwh = sum(s.targets_w["wallbox"] for s in plan.slots) * 0.5 / 1000
+        assert ev_kwh == pytest.approx(20.0, abs=0.01)
+        dish = [s.switches["dishwasher"] for s in plan.slots]
+        assert sum(dish) == 4 and "TrueTrueTrueTrue" in "".join(map(str, dish))
+
+        # The stored problem reproduces the plan.
+        row = await db.fetchone(
+            "SELECT reason, problem_json, plan_json FROM plans ORDER BY plan_pk DESC"
+        )
+        assert row is not None and "start" in row[0]
+        again = optimise(Problem.model_validate_json(row[1]))
+        assert again.plan.cost == pytest.approx(plan.cost, abs=1e-3)
+        assert plan_from_dict(__import__("json").loads(row[2])).slots == plan.slots
+
+        # A slot boundary brings a new plan starting at the new slot.
+        await clock.advance(30 * 60)
+        p = await next_plan(seen)
+        assert p.slots[0].start == datetime(2026, 11, 27, 16, 30, tzinfo=UTC)
+
+        # An accepted flex event: no import 17:00–18:00.
+        svc.add_event_constraint(
+            "ev-1", datetime(2026, 11, 27, 17, 0, tzinfo=UTC),
+            datetime(2026, 11, 27, 18, 0, tzinfo=UTC), import_cap_w=0,
+        )  # fmt: skip
+        p = await next_plan(seen)
+        for s in p.slots[1:3]:
+            assert s.grid_import_w == 0
+
+        # Measured PV far above the forecast (it is dark) triggers a replan.
+        state.register_device("pv", Role.PV)
+        state.publish([Reading("pv", Quantity.POWER_W, 2500.0, clock.now())])
+        await clock.advance(61)
+        await clock.advance(61)  # the loop may have begun its 60 s sleep after the first
+        await next_plan(seen)
+        last = await db.fetchone("SELECT reason FROM plans ORDER BY plan_pk DESC")
+        assert last is not None and "pv forecast off by 2500 W" in last[0]
 
 
 async def test_impossible_event_is_left_out_and_named(replay, db) -> None:  # type: ignore[no-untyped-def]
@@ -216,83 +225,50 @@ async def test_load_forecast_above_the_fuse_is_clipped_not_fatal(replay, db) -> 
 async def test_aggregator_envelope_tightens_grid_caps_per_slot(replay, db) -> None:  # type: ignore[no-untyped-def]
     from hems.planning.service import Envelope, EnvelopeInterval
 
-    clock = ManualClock(NOW)
-    state = SiteState(clock, stale_after_s=3600)
-    state.register_device("house-battery", Role.BATTERY)
-    state.publish([Reading("house-battery", Quantity.SOC_PCT, 40.0, NOW)])
-    limits = LimitsConfig(fuse_a=60, export_limit_w=3680, battery_reserve_pct=10)
-    seen: asyncio.Queue[Plan] = asyncio.Queue()
-    async with httpx.AsyncClient() as http:
-        svc = PlannerService(planner_cfg(replay.base_url), limits, state, db, clock, http,
-                             site=SiteConfig(id="demo", timezone="Europe/London"))  # fmt: skip
-        svc.subscribe(seen.put_nowait)
-        svc.ev_plugged("wallbox")
-        task = asyncio.create_task(svc.run())
-        try:
-            await next_plan(seen)
-            t0 = datetime(2026, 11, 27, 23, 0, tzinfo=UTC)
-            svc.set_envelope(
-                Envelope(
-                    default_import_w=9000.0,  # tighter than the 13.8 kW fuse all day
-                    intervals=(EnvelopeInterval(t0, t0 + timedelta(hours=2), import_w=1500.0),),
-                )
+    async with planner_running(replay, db, ev_plugged=True) as (svc, seen, _clock, _state):
+        await next_plan(seen)
+        t0 = datetime(2026, 11, 27, 23, 0, tzinfo=UTC)
+        svc.set_envelope(
+            Envelope(
+                default_import_w=9000.0,  # tighter than the 13.8 kW fuse all day
+                intervals=(EnvelopeInterval(t0, t0 + timedelta(hours=2), import_w=1500.0),),
             )
-            p = await next_plan(seen)
-            problem = svc.last_problem
-            assert problem is not None and isinstance(problem.import_cap_w, list)
-            caps = dict(zip([s.start for s in p.slots], problem.import_cap_w, strict=False))
-            assert caps[t0] == 1500.0 and caps[t0 + timedelta(minutes=90)] == 1500.0
-            assert caps[t0 + timedelta(hours=2)] == 9000.0
-            assert caps[datetime(2026, 11, 27, 16, 0, tzinfo=UTC)] == 9000.0
-            for s in p.slots:
-                assert s.grid_import_w <= caps[s.start] + 1e-6
-            assert problem.export_cap_w == [3680.0] * len(p.slots)  # the site's own limit
-        finally:
-            task.cancel()
-            with pytest.raises(asyncio.CancelledError):
-                await task
+        )
+        p = await next_plan(seen)
+        problem = svc.last_problem
+        assert problem is not None and isinstance(problem.import_cap_w, list)
+        caps = dict(zip([s.start for s in p.slots], problem.import_cap_w, strict=False))
+        assert caps[t0] == 1500.0 and caps[t0 + timedelta(minutes=90)] == 1500.0
+        assert caps[t0 + timedelta(hours=2)] == 9000.0
+        assert caps[datetime(2026, 11, 27, 16, 0, tzinfo=UTC)] == 9000.0
+        for s in p.slots:
+            assert s.grid_import_w <= caps[s.start] + 1e-6
+        assert problem.export_cap_w == [3680.0] * len(p.slots)  # the site's own limit
 
 
 async def test_price_event_steers_the_plan_and_is_withdrawn_on_cancel(replay, db) -> None:  # type: ignore[no-untyped-def]
     from hems.bridges import FlexLink
     from hems.flex.events import FlexEvent
 
-    clock = ManualClock(NOW)
-    state = SiteState(clock, stale_after_s=3600)
-    state.register_device("house-battery", Role.BATTERY)
-    state.publish([Reading("house-battery", Quantity.SOC_PCT, 40.0, NOW)])
-    limits = LimitsConfig(fuse_a=60, export_limit_w=3680, battery_reserve_pct=10)
-    seen: asyncio.Queue[Plan] = asyncio.Queue()
-    async with httpx.AsyncClient() as http:
-        svc = PlannerService(planner_cfg(replay.base_url), limits, state, db, clock, http,
-                             site=SiteConfig(id="demo", timezone="Europe/London"))  # fmt: skip
-        svc.subscribe(seen.put_nowait)
+    async with planner_running(replay, db, ev_plugged=False) as (svc, seen, clock, _state):
         link = FlexLink(clock, svc, None)
-        task = asyncio.create_task(svc.run())
-        try:
-            first = await next_plan(seen)
-            t0 = datetime(2026, 11, 28, 2, 0, tzinfo=UTC)
-            event = FlexEvent(event_id="price-1", modification_number=1, kind="turn_up",
-                              start=t0, end=t0 + timedelta(hours=1), price_per_kwh=-0.5,
-                              currency="GBP")  # fmt: skip
-            await link.on_change([event])
-            p = await next_plan(seen)
-            prices = {s.start: s.price_import_per_kwh for s in p.slots}
-            assert prices[t0] == -0.5 and prices[t0 + timedelta(minutes=30)] == -0.5
-            before = {s.start: s.price_import_per_kwh for s in first.slots}
-            assert prices[t0 + timedelta(hours=1)] == before[t0 + timedelta(hours=1)]
-            # Paid to import: the plan imports in that hour (battery or car take it).
-            assert all(
-                s.grid_import_w > 0 for s in p.slots if t0 <= s.start < t0 + timedelta(hours=1)
-            )
+        first = await next_plan(seen)
+        t0 = datetime(2026, 11, 28, 2, 0, tzinfo=UTC)
+        event = FlexEvent(event_id="price-1", modification_number=1, kind="turn_up",
+                          start=t0, end=t0 + timedelta(hours=1), price_per_kwh=-0.5,
+                          currency="GBP")  # fmt: skip
+        await link.on_change([event])
+        p = await next_plan(seen)
+        prices = {s.start: s.price_import_per_kwh for s in p.slots}
+        assert prices[t0] == -0.5 and prices[t0 + timedelta(minutes=30)] == -0.5
+        before = {s.start: s.price_import_per_kwh for s in first.slots}
+        assert prices[t0 + timedelta(hours=1)] == before[t0 + timedelta(hours=1)]
+        # Paid to import: the plan imports in that hour (battery or car take it).
+        assert all(s.grid_import_w > 0 for s in p.slots if t0 <= s.start < t0 + timedelta(hours=1))
 
-            cancelled = FlexEvent(event_id="price-1", modification_number=2, kind="turn_up",
-                                  start=t0, end=t0 + timedelta(hours=1), cancelled=True,
-                                  price_per_kwh=-0.5)  # fmt: skip
-            await link.on_change([cancelled])
-            p = await next_plan(seen)
-            assert {s.start: s.price_import_per_kwh for s in p.slots}[t0] == before[t0]
-        finally:
-            task.cancel()
-            with pytest.raises(asyncio.CancelledError):
-                await task
+        cancelled = FlexEvent(event_id="price-1", modification_number=2, kind="turn_up",
+                              start=t0, end=t0 + timedelta(hours=1), cancelled=True,
+                              price_per_kwh=-0.5)  # fmt: skip
+        await link.on_change([cancelled])
+        p = await next_plan(seen)
+        assert {s.start: s.price_import_per_kwh for s in p.slots}[t0] == before[t0]
