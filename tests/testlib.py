@@ -90,3 +90,30 @@ async def mosquitto(workdir: Path, tls: BrokerTls | None = None) -> AsyncIterato
         pytest.fail("mosquitto is required for this test (apt-get install mosquitto)")
     async with MosquittoBroker(binary, workdir, tls) as broker:
         yield broker
+
+
+def sunspec_cfg(
+    port: int,
+    device_id: str,
+    role: str,
+    unit: int,
+    *,
+    timeout_s: float,
+    backoff_max_s: float,
+    **kw: Any,
+) -> Any:
+    """A SunSpec device entry on loopback with fast timeouts and backoff, for rig tests."""
+    from hems.devices.modbus.config import SunSpecDeviceConfig
+
+    return SunSpecDeviceConfig(
+        type="sunspec",
+        id=device_id,
+        role=role,  # type: ignore[arg-type]
+        host="127.0.0.1",
+        port=port,
+        unit_id=unit,
+        timeout_s=timeout_s,
+        backoff_initial_s=0.05,
+        backoff_max_s=backoff_max_s,
+        **kw,
+    )

@@ -23,6 +23,7 @@ from hems.core.state import SiteState
 from hems.devices.modbus.config import SunSpecDeviceConfig
 from hems.devices.modbus.engine import EndpointPool
 from hems.devices.modbus.sunspec_device import sunspec_device
+from tests.testlib import sunspec_cfg
 
 NOON = datetime(2026, 6, 21, 11, 0, tzinfo=UTC)
 FUSE_A = 40.0
@@ -30,17 +31,8 @@ EXPORT_LIMIT_W = 2000.0
 
 
 def _cfg(port: int, device_id: str, role: str, unit: int) -> SunSpecDeviceConfig:
-    return SunSpecDeviceConfig(
-        type="sunspec",
-        id=device_id,
-        role=role,
-        host="127.0.0.1",
-        port=port,
-        unit_id=unit,
-        timeout_s=0.2,
-        backoff_initial_s=0.05,
-        backoff_max_s=0.2,
-        control_revert_s=60,
+    return sunspec_cfg(
+        port, device_id, role, unit, timeout_s=0.2, backoff_max_s=0.2, control_revert_s=60
     )
 
 

@@ -15,22 +15,13 @@ from hems.core.state import SiteState
 from hems.devices.modbus.config import SunSpecDeviceConfig
 from hems.devices.modbus.engine import EndpointPool
 from hems.devices.modbus.sunspec_device import sunspec_device
+from tests.testlib import sunspec_cfg
 
 NOON = datetime(2026, 6, 21, 11, 0, tzinfo=UTC)
 
 
 def cfg(port: int, device_id: str, role: str, unit: int) -> SunSpecDeviceConfig:
-    return SunSpecDeviceConfig(
-        type="sunspec",
-        id=device_id,
-        role=role,
-        host="127.0.0.1",
-        port=port,
-        unit_id=unit,
-        timeout_s=0.5,
-        backoff_initial_s=0.05,
-        backoff_max_s=0.2,
-    )
+    return sunspec_cfg(port, device_id, role, unit, timeout_s=0.5, backoff_max_s=0.2)
 
 
 async def test_modbus_hil_home_readings_and_control():

@@ -24,6 +24,7 @@ from hems.devices.modbus.sunspec_device import (
     sunspec_device,
 )
 from hems.errors import BadValue, DeviceUnreachable, NotSupported
+from tests.testlib import sunspec_cfg
 
 T0 = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
 BASE = 40000
@@ -82,18 +83,7 @@ def home_images(with_123: bool = True) -> dict[int, tuple[int, list[int]]]:
 
 
 def cfg(port: int, device_id: str, role: str, unit: int, **kw) -> SunSpecDeviceConfig:
-    return SunSpecDeviceConfig(
-        type="sunspec",
-        id=device_id,
-        role=role,
-        host="127.0.0.1",
-        port=port,
-        unit_id=unit,
-        timeout_s=0.3,
-        backoff_initial_s=0.05,
-        backoff_max_s=0.1,
-        **kw,
-    )
+    return sunspec_cfg(port, device_id, role, unit, timeout_s=0.3, backoff_max_s=0.1, **kw)
 
 
 def build(port, state, clock, pool=None):
