@@ -362,20 +362,32 @@ class SimChargePoint:
         self._link = link
         self._jobs = asyncio.Queue()
         self.connected.set()
-        async with asyncio.TaskGroup() as tg:
-            receiver = tg.create_task(self._receive(link))
-            worker = tg.create_task(self._work())
-            try:
-                await self._boot()
-                await self._loop()
-            except (ConnectionClosed, TimeoutError) as exc:
-                self.errors.append(repr(exc))  # the run loop reconnects
-            except OCPPError as exc:  # a refused CALL: drop the link and start over
-                self.errors.append(repr(exc))
-                await ws.close()
-            finally:
-                receiver.cancel()
-                worker.cancel()
+        receiver = asyncio.create_task(self._receive(link))
+        worker = asyncio.create_task(self._work())
+        body = asyncio.create_task(self._drive(ws))
+        try:
+            # The receiver ends when the connection closes. A CALL then in flight can never be
+            # answered: abandon it at once (cancel the body) instead of waiting out its
+            # response timeout, so the run loop reconnects promptly.
+            await asyncio.wait({receiver, body}, return_when=asyncio.FIRST_COMPLETED)
+            if not body.done():
+                self.errors.append("connection closed with the session running")
+        finally:
+            for task in (body, worker, receiver):
+                task.cancel()
+            await asyncio.gather(body, worker, receiver, return_exceptions=True)
+        if receiver.done() and not receiver.cancelled() and receiver.exception() is not None:
+            raise receiver.exception()  # type: ignore[misc]
+
+    async def _drive(self, ws: ClientConnection) -> None:
+        try:
+            await self._boot()
+            await self._loop()
+        except (ConnectionClosed, TimeoutError) as exc:
+            self.errors.append(repr(exc))  # the run loop reconnects
+        except OCPPError as exc:  # a refused CALL: drop the link and start over
+            self.errors.append(repr(exc))
+            await ws.close()
 
     async def _receive(self, link: Any) -> None:
         with contextlib.suppress(ConnectionClosed):

@@ -102,6 +102,9 @@ async def test_unanswered_calls_time_out_and_fault_the_charger(version: str, db)
         charger = cs.charger("cp1")
         async with charger_sim(cs, version=version, quirks=quirks) as sim:
             await wait_for(lambda: charger.booted and charger.status, what="boot")
+            # The post-boot follow-ups (meter configuration, status trigger) are answered;
+            # one answered between the two timeouts would rightly restart the count.
+            await wait_for(charger.followups_idle, what="post-boot follow-ups done")
             with structlog.testing.capture_logs() as logs:
                 for _ in range(2):
                     with pytest.raises(DeviceTimeout):

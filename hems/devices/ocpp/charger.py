@@ -364,6 +364,13 @@ class OcppCharger:
                 self._on_timeout("follow-up")
             except (OCPPError, DeviceRejected, DeviceUnreachable, DeviceTimeout) as exc:
                 log.warning("ocpp follow-up failed", charger=self.device_id, error=str(exc))
+            finally:
+                queue.task_done()
+
+    def followups_idle(self) -> bool:
+        """No follow-up call queued or running on the current connection. Their answers
+        reset the unanswered-call count, so a test timing calls waits for this first."""
+        return self._followups._unfinished_tasks == 0  # type: ignore[attr-defined]
 
     def followup(self, job: Followup) -> None:
         """Queue a call to make after the current handler has answered."""
