@@ -90,6 +90,7 @@ async def _bench(args: argparse.Namespace) -> None:
         host="127.0.0.1",
         meter_value_sample_interval_s=max(1, int(args.interval)),
         max_connects_per_window=1000,
+        max_handshakes_per_address=10_000,  # every simulated charger is on 127.0.0.1
         chargers=[
             {"id": f"cp{i:03d}", "identity": f"CP{i:03d}", "password": f"bench-password-{i:04d}"}
             for i in range(n)

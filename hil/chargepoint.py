@@ -86,7 +86,7 @@ class _SimRouting(StrictRouting):
         q = self.sim.quirks
         try:
             data = json.loads(raw_msg)
-        except (ValueError, TypeError):
+        except (ValueError, TypeError, RecursionError):
             data = None
         if isinstance(data, list) and len(data) == 4 and data[0] == 2:
             if data[2] in q.silent_actions:

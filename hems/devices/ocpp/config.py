@@ -106,6 +106,16 @@ class OcppConfig(Strict):
     # (HTTP 429) and shown faulted until the window passes.
     max_connects_per_window: int = Field(default=10, ge=2, le=1000)
     reconnect_window_s: float = Field(default=60.0, gt=0, le=3600)
+    # Handshakes from one remote address within reconnect_window_s, whatever identity or
+    # password they carry; more get HTTP 429 without touching any charger's state.
+    max_handshakes_per_address: int = Field(default=60, ge=2, le=10000)
+    # Unknown ids held as pending at once (allow_pending_unknown); one not seen for
+    # pending_unknown_expiry_s is forgotten (its row in the database stays for the owner).
+    max_pending_unknown: int = Field(default=20, ge=1, le=1000)
+    pending_unknown_expiry_s: float = Field(default=3600.0, gt=0, le=86400 * 7)
+    # Largest websocket message accepted from a charger; a bigger one closes the connection
+    # (1009). OCPP frames from a charger are a few kB; MeterValues batches stay well below.
+    max_frame_bytes: int = Field(default=256 * 1024, ge=4096, le=16 * 1024 * 1024)
     # Local authorisation list for Authorize / StartTransaction (id tags / idTokens).
     # Empty: every tag is accepted (plug and charge at home).
     id_tags: list[str] = Field(default_factory=list)

@@ -8,6 +8,7 @@ central system and the simulator alike) and fixes that:
 | what arrives             | 1.6 code                     | 2.0.1 code                    |
 | ------------------------ | ---------------------------- | ----------------------------- |
 | not JSON                 | FormationViolation           | RpcFrameworkError             |
+| nested too deeply        | FormationViolation           | FormatViolation               |
 | not an array, no id      | ProtocolError                | RpcFrameworkError             |
 | unknown MessageTypeId    | ProtocolError                | MessageTypeNotSupported       |
 | action unknown           | NotImplemented               | NotImplemented                |
@@ -80,6 +81,8 @@ def parse_frame(raw: str | bytes, version: str) -> Call | CallResult | CallError
         data = json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError):
         raise FrameError(codes["json"], "frame is not valid JSON") from None
+    except RecursionError:  # the decoder's own depth limit: answer, do not drop the link
+        raise FrameError(codes["format"], "frame is nested too deeply") from None
     if not isinstance(data, list) or len(data) < 3:
         raise FrameError(codes["rpc"], "frame must be a JSON array [type, id, …]")
     type_id = data[0]
@@ -110,7 +113,10 @@ def check_payload(version: str, action: str, payload: dict[str, Any], type_id: i
         validator = get_validator(type_id, action, version, parse_float=parse_float)
     except OSError:
         raise FrameError("NotImplemented", f"no schema for {action}") from None
-    error: SchemaError | None = next(iter(validator.iter_errors(payload)), None)
+    try:
+        error: SchemaError | None = next(iter(validator.iter_errors(payload)), None)
+    except RecursionError:  # parsed, but too deep for the schema walk
+        raise FrameError(codes["format"], f"{action}: payload is nested too deeply") from None
     if error is None:
         return
     where = "/".join(str(p) for p in error.absolute_path) or "(payload)"

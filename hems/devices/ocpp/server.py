@@ -4,8 +4,10 @@ Chargers connect to ws(s)://HOST:PORT/<identity> (the identity is the LAST path 
 /ocpp/CP1 works too) offering `ocpp2.0.1` or `ocpp1.6`. Authentication happens in
 `process_request`, before the upgrade: HTTP Basic with user == identity (security profile 1;
 profile 2 when TLS is configured). Unknown identities get 404 or, when allowed, are held as
-pending. A charger reconnecting faster than `max_connects_per_window` gets 429 and is shown
-faulted until it calms down.
+pending (at most `max_pending_unknown`, forgotten after `pending_unknown_expiry_s`).
+Handshakes are limited per remote address first (429, no charger touched); an identity's
+reconnect-loop count (429 and shown faulted until it calms down) only counts handshakes that
+passed authentication, so an attacker guessing passwords cannot lock the real charger out.
 """
 
 from __future__ import annotations
@@ -91,6 +93,8 @@ class OcppCentralSystem:
         self._by_identity: dict[str, OcppCharger] = {}
         self._connections: dict[str, ServerConnection] = {}
         self._connects: dict[str, deque[float]] = {}
+        self._by_address: dict[str, deque[float]] = {}
+        self._unknown_seen_s: dict[str, float] = {}  # pending unknown id → last handshake
         self.started = asyncio.Event()
         self.port: int | None = None
         if FRAMES.level == logging.NOTSET:
@@ -124,6 +128,7 @@ class OcppCentralSystem:
         if charger is None or not charger.pending:
             return
         charger.pending = False
+        self._unknown_seen_s.pop(identity, None)  # no longer held against the pending bound
         log.info("ocpp pending charger accepted", charger=identity)
         link = charger.link
         if link is not None:
@@ -152,6 +157,7 @@ class OcppCentralSystem:
             process_request=self._process_request,
             ping_interval=self.cfg.ping_interval_s,
             ping_timeout=self.cfg.ping_timeout_s,
+            max_size=self.cfg.max_frame_bytes,
             ssl=ssl_ctx,
             logger=logging.getLogger("hems.ocpp.websockets"),
         ) as server:
@@ -170,16 +176,25 @@ class OcppCentralSystem:
         identity = identity_from_path(request.path)
         if not identity:
             return connection.respond(HTTPStatus.NOT_FOUND, "no charge point id in the path\n")
-        if self._reconnect_loop(identity):
-            return connection.respond(HTTPStatus.TOO_MANY_REQUESTS, "reconnecting too fast\n")
+        remote = _address(connection)
+        if self._too_many(self._by_address, remote, self.cfg.max_handshakes_per_address):
+            log.warning("ocpp handshakes refused for an address", remote=remote)
+            return connection.respond(HTTPStatus.TOO_MANY_REQUESTS, "too many handshakes\n")
         ccfg = self.cfg.charger(identity)
         if ccfg is None:
-            if self._accept_any or self.cfg.allow_pending_unknown:
-                return None
+            if self._accept_any:
+                return self._counted(connection, identity)
+            if self.cfg.allow_pending_unknown:
+                if not self._admit_unknown(identity):
+                    log.warning("ocpp pending charger refused: too many", charger=identity)
+                    return connection.respond(
+                        HTTPStatus.SERVICE_UNAVAILABLE, "too many pending charge points\n"
+                    )
+                return self._counted(connection, identity)
             log.warning("ocpp unknown charger refused", charger=identity)
             return connection.respond(HTTPStatus.NOT_FOUND, "unknown charge point\n")
         if ccfg.password is None:
-            return None
+            return self._counted(connection, identity)
         creds = basic_auth(request.headers.get("Authorization"))
         expected = ccfg.password.get_secret_value().encode()
         ok = creds is not None and hmac.compare_digest(
@@ -194,21 +209,56 @@ class OcppCentralSystem:
             response = connection.respond(HTTPStatus.UNAUTHORIZED, "authentication failed\n")
             response.headers["WWW-Authenticate"] = 'Basic realm="hems-ocpp", charset="UTF-8"'
             return response
+        return self._counted(connection, identity)
+
+    def _counted(self, connection: ServerConnection, identity: str) -> Response | None:
+        """The handshake passed authentication: count it for the identity's reconnect loop."""
+        if self._reconnect_loop(identity):
+            return connection.respond(HTTPStatus.TOO_MANY_REQUESTS, "reconnecting too fast\n")
         return None
 
-    def _reconnect_loop(self, identity: str) -> bool:
+    def _too_many(self, counts: dict[str, deque[float]], key: str, limit: int) -> bool:
+        """Record one attempt for `key`; True when it makes more than `limit` in the window."""
         now_s = self._clock.monotonic()
-        if len(self._connects) > 1000:  # random ids must not grow this without bound
-            window_s = self.cfg.reconnect_window_s
-            self._connects = {
-                k: v for k, v in self._connects.items() if v and now_s - v[-1] <= window_s
-            }
-        seen = self._connects.setdefault(identity, deque())
+        window_s = self.cfg.reconnect_window_s
+        if len(counts) > 1000:  # random keys must not grow this without bound
+            for k in [k for k, v in counts.items() if not v or now_s - v[-1] > window_s]:
+                del counts[k]
+        seen = counts.setdefault(key, deque())
         seen.append(now_s)
-        while seen and now_s - seen[0] > self.cfg.reconnect_window_s:
+        while seen and now_s - seen[0] > window_s:
             seen.popleft()
-        if len(seen) <= self.cfg.max_connects_per_window:
+        return len(seen) > limit
+
+    def _admit_unknown(self, identity: str) -> bool:
+        """Hold an unknown id as pending unless `max_pending_unknown` are held already.
+        Ids not seen for `pending_unknown_expiry_s` and not connected are forgotten first."""
+        now_s = self._clock.monotonic()
+        for other, seen_s in list(self._unknown_seen_s.items()):
+            charger = self._by_identity.get(other)
+            connected = charger is not None and charger.link is not None
+            if now_s - seen_s > self.cfg.pending_unknown_expiry_s and not connected:
+                del self._unknown_seen_s[other]
+                if charger is not None and charger.pending:
+                    del self._by_identity[other]
+                    self._connects.pop(other, None)
+        known = self._by_identity.get(identity)
+        if known is not None and not known.pending:
+            return True  # accepted by the owner: no longer counts against the bound
+        if identity not in self._unknown_seen_s:
+            if len(self._unknown_seen_s) >= self.cfg.max_pending_unknown:
+                return False
+        self._unknown_seen_s[identity] = now_s
+        return True
+
+    def pending_unknown_count(self) -> int:
+        """Unknown ids currently held in memory as pending."""
+        return len(self._unknown_seen_s)
+
+    def _reconnect_loop(self, identity: str) -> bool:
+        if not self._too_many(self._connects, identity, self.cfg.max_connects_per_window):
             return False
+        seen = self._connects[identity]
         charger = self._by_identity.get(identity)
         if charger is not None and charger.faulted_reason is None:
             charger.set_fault(
@@ -268,6 +318,8 @@ class OcppCentralSystem:
             )
             charger.pending = not self._accept_any and status != "accepted"
             self._by_identity[identity] = charger
+            if not charger.pending:
+                self._unknown_seen_s.pop(identity, None)
         quirks = self._quirks_for(charger.cfg, version)
         if quirks is not charger.quirks:
             charger.quirks = quirks
@@ -292,6 +344,13 @@ class OcppCentralSystem:
             )
             return default_profile(version)  # type: ignore[arg-type]
         return profile
+
+
+def _address(connection: ServerConnection) -> str:
+    try:
+        return str(connection.remote_address[0])
+    except (TypeError, IndexError, AttributeError):
+        return "unknown"
 
 
 async def _trigger_boot(link: Any) -> None:
