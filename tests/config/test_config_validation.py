@@ -131,6 +131,7 @@ def test_battery_and_charger_facts_are_stated_once(tmp_path: Path) -> None:
         + """\
 ocpp:
   enabled: true
+  allow_insecure_chargers: true
   chargers: [{id: wallbox, phases: 1, min_current_a: 8, max_current_a: 16}]
 planner:
   enabled: true

@@ -8,6 +8,7 @@ import base64
 import json
 from datetime import UTC, datetime
 
+import structlog
 from ocpp_helpers import PASSWORD, central_system, charger_sim, ocpp_config, wait_for
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
@@ -136,3 +137,13 @@ async def test_oversized_frame_closes_the_connection_with_1009() -> None:
                 raise AssertionError("the oversized frame was answered")
             except ConnectionClosed as exc:
                 assert exc.rcvd is not None and exc.rcvd.code == 1009
+
+
+async def test_insecure_chargers_are_logged_at_start() -> None:
+    cfg = ocpp_config(allow_insecure_chargers=True, chargers=[{"id": "cp1", "identity": "CP1"}])
+    with structlog.testing.capture_logs() as logs:
+        async with central_system(cfg) as (cs, _state):
+            async with charger_sim(cs, password=None) as sim:
+                await wait_for(lambda: sim.booted.is_set(), what="boot")
+    insecure = [e for e in logs if e["event"].startswith("ocpp INSECURE")]
+    assert insecure and insecure[0]["chargers"] == ["cp1"]

@@ -6,7 +6,7 @@ import asyncio
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from ocpp_helpers import central_system, ocpp_config, stop_task, wait_for
+from ocpp_helpers import PASSWORD, central_system, ocpp_config, stop_task, wait_for
 
 from hems.core.clock import RealClock
 from hil.chargepoint import SimChargePoint, SimConfig
@@ -43,12 +43,19 @@ async def test_ev_power_feeds_the_simulated_home() -> None:
     from hil.home import Home
 
     home = Home()
-    async with central_system(ocpp_config(chargers=[{"id": "cp1", "identity": "CP1"}])) as (
+    async with central_system(
+        ocpp_config(chargers=[{"id": "cp1", "identity": "CP1", "password": PASSWORD}])
+    ) as (
         cs,
         _state,
     ):
         sim = SimChargePoint(
-            SimConfig(url=f"ws://127.0.0.1:{cs.port}", identity="CP1", meter_interval_s=0.2),
+            SimConfig(
+                url=f"ws://127.0.0.1:{cs.port}",
+                identity="CP1",
+                password=PASSWORD,
+                meter_interval_s=0.2,
+            ),
             RealClock(),
             on_power=lambda w: home.set_external_load_w("ev", w),
         )

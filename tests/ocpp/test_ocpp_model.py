@@ -183,6 +183,22 @@ def test_config_example() -> None:
     assert "0123" not in repr(charger)  # the password never shows
 
 
+def test_a_charger_needs_a_password_unless_insecure_is_explicit() -> None:
+    charger = {"id": "garage", "identity": "GARAGE-1"}
+    with pytest.raises(ConfigErrors) as err:
+        validate({"site": {"id": "home"}, "ocpp": {"enabled": True, "chargers": [charger]}})
+    assert any("ocpp" in p and "chargers[0].password: required" in p for p in err.value.problems), (
+        err.value.problems
+    )
+    cfg = validate(
+        {
+            "site": {"id": "home"},
+            "ocpp": {"enabled": True, "allow_insecure_chargers": True, "chargers": [charger]},
+        }
+    )
+    assert cfg.ocpp.charger("GARAGE-1") is not None
+
+
 def test_unknown_quirk_profile_is_a_config_error() -> None:
     with pytest.raises(ConfigErrors) as err:
         validate({"site": {"id": "home"}, "ocpp": {"chargers": [{"id": "cp1", "quirks": "x"}]}})

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import pytest
-from ocpp_helpers import central_system, charger_sim, ocpp_config, wait_for
+from ocpp_helpers import PASSWORD, central_system, charger_sim, ocpp_config, wait_for
 
 from hems.core.clock import ManualClock
 from hems.core.readings import Quantity
@@ -19,12 +19,18 @@ async def test_phase_switch_respects_cooldown(version: str, quirks: str) -> None
     clock = ManualClock(datetime(2026, 6, 1, 12, tzinfo=UTC))
     cfg = ocpp_config(
         chargers=[
-            {"id": "cp1", "identity": "CP1", "quirks": quirks, "phase_switch_cooldown_s": 300}
+            {
+                "id": "cp1",
+                "identity": "CP1",
+                "password": PASSWORD,
+                "quirks": quirks,
+                "phase_switch_cooldown_s": 300,
+            }
         ]
     )
     async with central_system(cfg, clock=clock) as (cs, state):
         charger = cs.charger("cp1")
-        async with charger_sim(cs, version=version, password=None) as sim:
+        async with charger_sim(cs, version=version) as sim:
             await wait_for(lambda: charger.booted and charger.transaction, what="session")
             await charger.set_limit(16, 1)
             await wait_for(lambda: sim.phases == 1 and sim.current_a == 16.0, what="1 phase")

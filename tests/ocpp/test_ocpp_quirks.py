@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from ocpp_helpers import central_system, charger_sim, ocpp_config, wait_for
+from ocpp_helpers import PASSWORD, central_system, charger_sim, ocpp_config, wait_for
 
 from hems.core.capabilities import EvState
 from hems.devices.ocpp.quirks import all_profiles, load_profile_file
@@ -16,7 +16,11 @@ from hil.ev import EvModel
 
 
 def _cfg(quirks: str, **charger: object):
-    return ocpp_config(chargers=[{"id": "cp1", "identity": "CP1", "quirks": quirks, **charger}])
+    return ocpp_config(
+        chargers=[
+            {"id": "cp1", "identity": "CP1", "password": PASSWORD, "quirks": quirks, **charger}
+        ]
+    )
 
 
 @pytest.mark.parametrize("answer", ["Rejected", "NotSupported"])
@@ -24,7 +28,7 @@ async def test_refused_profile_falls_back_to_change_configuration(answer: str) -
     quirks = SimQuirks(profile_response=answer, limit_config_key="MaxCurrent")
     async with central_system(_cfg("config-maxcurrent-1.6")) as (cs, _state):
         charger = cs.charger("cp1")
-        async with charger_sim(cs, password=None, quirks=quirks) as sim:
+        async with charger_sim(cs, quirks=quirks) as sim:
             await wait_for(lambda: charger.booted and charger.transaction, what="session")
             await charger.set_limit(8, 3)
             assert ("config", ("MaxCurrent", "8")) in sim.received
@@ -38,12 +42,14 @@ async def test_refused_profile_falls_back_to_change_configuration(answer: str) -
 
 async def test_refused_profile_without_fallback_is_an_error() -> None:
     quirks = SimQuirks(profile_response="Rejected")
-    async with central_system(ocpp_config(chargers=[{"id": "cp1", "identity": "CP1"}])) as (
+    async with central_system(
+        ocpp_config(chargers=[{"id": "cp1", "identity": "CP1", "password": PASSWORD}])
+    ) as (
         cs,
         _state,
     ):
         charger = cs.charger("cp1")
-        async with charger_sim(cs, password=None, quirks=quirks):
+        async with charger_sim(cs, quirks=quirks):
             await wait_for(lambda: charger.booted, what="boot")
             with pytest.raises(DeviceRejected, match="Rejected"):
                 await charger.set_limit(8, 3)
@@ -60,7 +66,7 @@ async def test_data_transfer_limit_and_kwh_register() -> None:
     )
     async with central_system(_cfg("datatransfer-limit-1.6")) as (cs, _state):
         charger = cs.charger("cp1")
-        async with charger_sim(cs, password=None, quirks=quirks) as sim:
+        async with charger_sim(cs, quirks=quirks) as sim:
             await wait_for(lambda: charger.booted and charger.transaction, what="session")
             await charger.set_limit(7, 3)
             assert not any(k == "profile" for k, _ in sim.received)
@@ -74,7 +80,7 @@ async def test_watts_only_station_gets_watts() -> None:
     quirks = SimQuirks(wants_watts=True)
     async with central_system(_cfg("tx-default-watts-2.0.1")) as (cs, _state):
         charger = cs.charger("cp1")
-        async with charger_sim(cs, version="2.0.1", password=None, quirks=quirks) as sim:
+        async with charger_sim(cs, version="2.0.1", quirks=quirks) as sim:
             await wait_for(lambda: charger.booted and charger.transaction, what="session")
             await charger.set_limit(10, 3)
             profile = next(p for k, p in sim.received if k == "profile")
@@ -103,7 +109,7 @@ async def test_suspended_ev_when_paused_reads_as_suspended_evse() -> None:
     quirks = SimQuirks(suspended_ev_when_paused=True)
     async with central_system(_cfg("config-maxcurrent-1.6")) as (cs, _state):
         charger = cs.charger("cp1")
-        async with charger_sim(cs, password=None, quirks=quirks) as sim:
+        async with charger_sim(cs, quirks=quirks) as sim:
             await wait_for(lambda: charger.current_state() is EvState.CHARGING, what="charging")
             await charger.set_limit(0, 3)
             await wait_for(lambda: sim.status == "SuspendedEV", what="charger says SuspendedEV")
@@ -139,7 +145,7 @@ async def test_gb_randomised_delay_and_dsr() -> None:
         charger = cs.charger("cp1")
         assert charger.expected_response_delay_s() == 600.0
         assert charger.expected_response_delay_s(dsr=True) == 0.0
-        async with charger_sim(cs, password=None, quirks=quirks, seed=3) as sim:
+        async with charger_sim(cs, quirks=quirks, seed=3) as sim:
             await wait_for(lambda: charger.current_state() is EvState.CHARGING, what="charging")
             await charger.set_limit(10, 3)
             normal = [d for k, d in sim.received if k == "limit"][-1]

@@ -117,6 +117,8 @@ async def _run(args: argparse.Namespace) -> int:
             host=args.host,
             port=args.port,
             chargers=chargers,
+            # A bench tool: a charger without --password is allowed, and logged as insecure.
+            allow_insecure_chargers=args.password is None,
             meter_value_sample_interval_s=5,
         )
     except ValidationError as exc:

@@ -98,6 +98,10 @@ class OcppConfig(Strict):
     ping_timeout_s: float = Field(default=20.0, gt=0, le=3600)
     response_timeout_s: float = Field(default=15.0, gt=0, le=300)
     heartbeat_interval_s: int = Field(default=300, ge=10, le=86400)
+    # Every configured charger needs a password (security profile 1, or 2 with tls) unless
+    # this is set: then anyone on the LAN using a charger's identity can take its place.
+    # For a test bench only; logged as insecure at start.
+    allow_insecure_chargers: bool = False
     # Unknown ids are held as pending (BootNotification answered Pending) for the owner to
     # accept, instead of being refused with HTTP 404.
     allow_pending_unknown: bool = False
@@ -131,6 +135,18 @@ class OcppConfig(Strict):
                     raise ValueError(f"charger id/identity {key!r} is used twice")
                 seen.add(key)
         return chargers
+
+    @model_validator(mode="after")
+    def _passwords_required(self) -> OcppConfig:
+        if not self.enabled or self.allow_insecure_chargers:
+            return self
+        for i, charger in enumerate(self.chargers):
+            if charger.password is None:
+                raise ValueError(
+                    f"chargers[{i}].password: required for charger {charger.id!r} (security "
+                    "profile 1/2); set ocpp.allow_insecure_chargers: true only for a test bench"
+                )
+        return self
 
     def charger(self, identity: str) -> ChargerConfig | None:
         """The configured charger whose charge point identity is `identity`."""

@@ -146,9 +146,13 @@ class OcppCentralSystem:
                 ssl_ctx.load_cert_chain(self.cfg.tls.cert_path, self.cfg.tls.key_path)
             except (OSError, ssl.SSLError) as exc:
                 raise ConfigError("ocpp.tls", f"cannot load certificate/key: {exc}") from None
-        for c in self.cfg.chargers:
-            if c.password is None:
-                log.warning("ocpp charger without password (security profile 0)", charger=c.id)
+        insecure = [c.id for c in self.cfg.chargers if c.password is None]
+        if insecure:  # only possible with ocpp.allow_insecure_chargers
+            log.warning(
+                "ocpp INSECURE: chargers without password (security profile 0); any LAN host"
+                " using their identity can take their place",
+                chargers=insecure,
+            )
         async with serve(
             self._handler,
             self.cfg.host,
