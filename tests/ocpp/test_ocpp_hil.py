@@ -67,3 +67,29 @@ async def test_ev_power_feeds_the_simulated_home() -> None:
         finally:
             await sim.aclose()
             await stop_task(task)
+
+
+async def test_simulator_abandons_an_unanswered_call_when_the_connection_closes() -> None:
+    """A central system that closes with the simulator's CALL in flight: the simulator
+    reconnects at once instead of waiting out its 10 s response timeout."""
+    from websockets.asyncio.server import serve
+
+    received: list[str] = []
+
+    async def close_after_first_frame(ws) -> None:
+        received.append(str(await ws.recv()))  # the BootNotification, never answered
+        await ws.close()
+
+    async with serve(close_after_first_frame, "127.0.0.1", 0, subprotocols=["ocpp1.6"]) as srv:
+        port = next(iter(srv.sockets)).getsockname()[1]
+        sim = SimChargePoint(
+            SimConfig(url=f"ws://127.0.0.1:{port}", identity="CP1", reconnect_delay_s=0.05),
+            RealClock(),
+        )
+        task = asyncio.create_task(sim.run())
+        try:
+            await wait_for(lambda: sim.connects >= 2, timeout_s=3, what="prompt reconnect")
+            assert "BootNotification" in received[0]
+        finally:
+            await sim.aclose()
+            await stop_task(task)
