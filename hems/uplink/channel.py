@@ -151,6 +151,7 @@ class Uplink:
         self.connected = asyncio.Event()
         # (reason, detail), newest last; bounded: a flood of forgeries must not grow memory
         self.rejections: deque[tuple[str, str]] = deque(maxlen=100)
+        self.handler_failures = 0  # messages dropped because handling them raised
         self.connects = 0
 
     @property
@@ -399,13 +400,20 @@ class Uplink:
         except (sqlite3.Error, StoreError, UplinkError) as exc:
             # Not answered and not acked: the aggregator resends it, and we try again.
             log.error("uplink message not handled", topic=topic, error=str(exc))
+        except Exception as exc:  # one message must never stop the daemon
+            # A message that breaks a handler is a bug or an attack; either way it is counted
+            # and dropped, and the next message is handled as usual.
+            self.handler_failures += 1
+            self.rejections.append(("handler_failed", f"{type(exc).__name__}: {exc}"[:500]))
+            log.exception("uplink message dropped: handler failed", topic=topic)
 
     async def _handle(self, topic: str, raw: bytes) -> None:
         expected = type_for_topic(self._prefix, topic)
         try:
             message = envelope.parse(raw)
-            msg_id = message.get("id")
-            seen = isinstance(msg_id, str) and await self._seen(msg_id)
+            # Only a well-formed id is ever bound into SQLite; check() rejects the others.
+            msg_id = envelope.safe_id(message.get("id"))
+            seen = msg_id is not None and await self._seen(msg_id)
             checked = envelope.check(
                 message,
                 key=self._peer_key,
@@ -537,12 +545,13 @@ class Uplink:
         )
         if ref_type == "ack":
             return  # an ack is never answered, or two peers could ping-pong rejections
+        payload = message.get("payload")
+        event_id = payload.get("event_id") if isinstance(payload, dict) else None
         response = EventResponse(
-            ref_id=exc.message_id,
-            ref_type=ref_type,
-            event_id=(message.get("payload") or {}).get("event_id")
-            if isinstance(message.get("payload"), dict)
-            else None,
+            ref_id=envelope.safe_id(exc.message_id),
+            ref_type=ref_type if envelope.safe_id(ref_type) else None,
+            # Echo only what is well-formed: this message may be forged junk.
+            event_id=envelope.safe_id(event_id),
             status="rejected",
             reason=exc.reason,  # type: ignore[arg-type]
             detail=detail[:500],

@@ -11,6 +11,7 @@ import base64
 import binascii
 import json
 import os
+import re
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -130,18 +131,58 @@ def field_error(exc: ValidationError, prefix: str) -> str:
     return f"{prefix}{loc}: {msg}"
 
 
+# A message id we echo back or look up: anything else (a lone surrogate, 1 MB of text) is
+# never bound into SQLite or put in an answer.
+_SAFE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+MAX_MESSAGE_BYTES = 256 * 1024
+MAX_DEPTH = 32
+
+
+def safe_id(value: Any) -> str | None:
+    """`value` if it is a plausible message id (ASCII, <= 128 characters), else None."""
+    return value if isinstance(value, str) and _SAFE_ID.match(value) else None
+
+
 def reject(reason: str, detail: str, message: dict[str, Any] | None = None) -> MessageRejected:
     ref = message.get("id") if isinstance(message, dict) else None
-    exc = MessageRejected(reason, ref if isinstance(ref, str) else None)
+    exc = MessageRejected(reason, safe_id(ref))
     exc.detail = detail  # type: ignore[attr-defined]
     exc.message = message  # type: ignore[attr-defined]
     return exc
 
 
+def _depth(raw: bytes) -> int:
+    """Deepest nesting of JSON arrays/objects in `raw`, outside strings (a linear scan, so a
+    hostile body cannot reach the recursive parser)."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for byte in raw:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif byte == 0x5C:  # backslash
+                escaped = True
+            elif byte == 0x22:  # quote
+                in_string = False
+        elif byte == 0x22:
+            in_string = True
+        elif byte in (0x5B, 0x7B):  # [ {
+            depth += 1
+            deepest = max(deepest, depth)
+        elif byte in (0x5D, 0x7D):  # ] }
+            depth -= 1
+    return deepest
+
+
 def parse(raw: bytes) -> dict[str, Any]:
+    """One received message as a dict; size and nesting are checked before parsing."""
+    if len(raw) > MAX_MESSAGE_BYTES:
+        raise reject("malformed", f"message: {len(raw)} bytes exceeds {MAX_MESSAGE_BYTES}")
+    if _depth(raw) > MAX_DEPTH:
+        raise reject("malformed", f"message: nested deeper than {MAX_DEPTH} levels")
     try:
         message = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         raise reject("malformed", f"not JSON: {exc}") from None
     if not isinstance(message, dict):
         raise reject("malformed", "message: must be a JSON object")
@@ -156,7 +197,8 @@ def verify_signature(message: dict[str, Any], key: Ed25519PublicKey) -> None:
         raise reject("bad_signature", "sig: must be a base64url string", message)
     try:
         data = canonical(message)
-    except rfc8785.CanonicalizationError as exc:  # e.g. integers beyond 2**53
+    except (rfc8785.CanonicalizationError, UnicodeError, ValueError, RecursionError) as exc:
+        # e.g. integers beyond 2**53, a lone surrogate in a string
         raise reject("malformed", f"not canonicalisable: {exc}", message) from None
     try:
         key.verify(b64url_decode(sig), data)
