@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
+from collections.abc import Coroutine
 from dataclasses import asdict
 from datetime import datetime, timedelta
 from typing import Any, Protocol
@@ -26,6 +27,7 @@ from hems.config import Config
 from hems.core.clock import Clock
 from hems.core.readings import Role
 from hems.core.state import SiteState
+from hems.core.supervise import StageHealth, supervise
 from hems.devices.factory import DeviceLayer, build_devices
 from hems.errors import HemsError
 from hems.flex.views import recent_events, recent_reports
@@ -61,6 +63,7 @@ class Daemon:
         self.uplink: Any | None = None
         self.ev_sessions: EvSessions | None = None
         self.started = asyncio.Event()
+        self.stage_health: dict[str, StageHealth] = {}
 
     async def run(self) -> None:
         cfg = self.cfg
@@ -115,7 +118,7 @@ class Daemon:
             try:
                 async with asyncio.TaskGroup() as tg:
                     for name, service in self.services.items():
-                        tasks.append(tg.create_task(service.run(), name=name))
+                        tasks.append(tg.create_task(self._run_stage(name, service), name=name))
                     if self.control is None:
                         # Without a control loop, liveness of the event loop is the health.
                         tasks.append(tg.create_task(self._watchdog(), name="watchdog"))
@@ -123,6 +126,14 @@ class Daemon:
                 reaper.cancel()
                 self.notifier.stopping()
                 log.info("hems stopping", store=asdict(self.store.stats))
+
+    def _run_stage(self, name: str, service: Service) -> Coroutine[Any, Any, None]:
+        """The control loop and the store stop the daemon if they fail (systemd restarts it
+        and the watchdog is tied to control's health); every other stage is supervised."""
+        if name in _ESSENTIAL:
+            return service.run()
+        health = self.stage_health.setdefault(name, StageHealth())
+        return supervise(name, service.run, self.clock, health)
 
     # -- the optional stages ------------------------------------------------------------------
     async def _build_stages(self, stack: contextlib.AsyncExitStack, db: Database) -> None:
@@ -304,7 +315,13 @@ class Daemon:
 
     # -- the web page's view of the stages ----------------------------------------------------
     def _publish_on_web(self, web: WebServer) -> None:
-        web.add_json("stages", lambda: {"stages": sorted(self.services)})
+        web.add_json(
+            "stages",
+            lambda: {
+                "stages": sorted(self.services),
+                "failures": {n: h.as_dict() for n, h in self.stage_health.items() if h.failures},
+            },
+        )
         if self.planner is not None:
             from hems.planning.planio import plan_to_dict
 
@@ -427,6 +444,7 @@ class Daemon:
 
 
 _STOP_GRACE_S = 3.0
+_ESSENTIAL = frozenset({"control", "store"})
 
 
 async def _reap_stragglers(owner: asyncio.Task[Any], tasks: list[asyncio.Task[None]]) -> None:
