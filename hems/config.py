@@ -29,6 +29,8 @@ from hems.planning.config import PlannerConfig
 from hems.uplink.config import UplinkConfig
 from hems.yamllines import Loc, format_loc, line_for, load_with_lines
 
+_ZONE_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_+-]*(/[A-Za-z0-9_+-]+){0,3}$")
+
 
 class SiteConfig(Strict):
     id: str = Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")
@@ -40,9 +42,14 @@ class SiteConfig(Strict):
     @field_validator("timezone")
     @classmethod
     def _known_zone(cls, value: str) -> str:
+        # IANA names are short paths of letters; anything else never reaches the file system.
+        if len(value) > 64 or not _ZONE_NAME.match(value):
+            raise ValueError(
+                f"unknown time zone {value[:80]!r}: not an IANA name like Europe/London"
+            )
         try:
             ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError) as exc:
+        except (ZoneInfoNotFoundError, ValueError, OSError) as exc:  # OSError: a directory
             raise ValueError(f"unknown time zone {value!r}") from exc
         return value
 
@@ -147,6 +154,11 @@ def _parse_yaml(text: str, source: str) -> tuple[Any, dict[Loc, int]]:
         raise ConfigErrors([f"{source}: not valid YAML: {exc.problem}{line}"]) from exc
     except yaml.YAMLError as exc:
         raise ConfigErrors([f"{source}: not valid YAML: {exc}"]) from exc
+    except RecursionError:
+        # `a: &a [*a]`: an alias inside its own anchor (or nesting no config needs).
+        raise ConfigErrors(
+            [f"{source}: not valid YAML: an alias refers to itself or nesting is too deep"]
+        ) from None
 
 
 def _resolve_secrets(value: Any, loc: Loc, base: Path, problems: list[tuple[Loc, str]]) -> Any:
@@ -295,6 +307,8 @@ def load_config(path: Path | str) -> Config:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigErrors([f"{path}: no such file"]) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigErrors([f"{path}: not UTF-8 text (bad byte at offset {exc.start})"]) from None
     except OSError as exc:
         raise ConfigErrors([f"{path}: cannot read: {exc.strerror}"]) from None
     data, lines = _parse_yaml(text, str(path))

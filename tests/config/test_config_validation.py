@@ -151,3 +151,43 @@ control:
     ev = cfg.planner.evs[0]
     assert (ev.phases, ev.min_current_a, ev.max_current_a) == (1, 8, 10)  # max set explicitly
     assert cfg.control.devices["other"].max_charge_w == 1000
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        (
+            b'site:\n  id: a\n  name: "\xff\xfe"\n',
+            "hems.yaml: not UTF-8 text (bad byte at offset 23)",
+        ),
+        (
+            b"site:\n  id: a\n  timezone: Europe\n",
+            "site.timezone: unknown time zone 'Europe' (line 3)",
+        ),
+        (
+            b"site:\n  id: a\n  timezone: " + b"A" * 300 + b"\n",
+            "site.timezone: unknown time zone '" + "A" * 80 + "': not an IANA name like "
+            "Europe/London (line 3)",
+        ),
+        (
+            b"site:\n  id: a\nx: &a [*a]\n",
+            "hems.yaml: not valid YAML: an alias refers to itself or nesting is too deep",
+        ),
+    ],
+    ids=["not-utf8", "zone-is-a-directory", "zone-300-chars", "recursive-alias"],
+)
+def test_check_config_names_hostile_files_without_a_traceback(
+    tmp_path: Path, content: bytes, expected: str
+) -> None:
+    path = tmp_path / "hems.yaml"
+    path.write_bytes(content)
+    result = subprocess.run(
+        [sys.executable, "-m", "hems.cli", "check-config", str(path)],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    lines = [ln.replace(str(tmp_path) + "/", "") for ln in result.stderr.strip().splitlines()]
+    assert lines == [expected]
