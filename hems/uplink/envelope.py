@@ -24,6 +24,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from pydantic import BaseModel, ValidationError
 
+from hems.core.jsonsafe import loads_bounded
 from hems.errors import MessageRejected
 from hems.uplink.messages import PROTOCOL_VERSION, TYPES, UNSEQUENCED_TYPES, Envelope
 
@@ -151,39 +152,14 @@ def reject(reason: str, detail: str, message: dict[str, Any] | None = None) -> M
     return exc
 
 
-def _depth(raw: bytes) -> int:
-    """Deepest nesting of JSON arrays/objects in `raw`, outside strings (a linear scan, so a
-    hostile body cannot reach the recursive parser)."""
-    depth = deepest = 0
-    in_string = escaped = False
-    for byte in raw:
-        if in_string:
-            if escaped:
-                escaped = False
-            elif byte == 0x5C:  # backslash
-                escaped = True
-            elif byte == 0x22:  # quote
-                in_string = False
-        elif byte == 0x22:
-            in_string = True
-        elif byte in (0x5B, 0x7B):  # [ {
-            depth += 1
-            deepest = max(deepest, depth)
-        elif byte in (0x5D, 0x7D):  # ] }
-            depth -= 1
-    return deepest
-
-
 def parse(raw: bytes) -> dict[str, Any]:
     """One received message as a dict; size and nesting are checked before parsing."""
-    if len(raw) > MAX_MESSAGE_BYTES:
-        raise reject("malformed", f"message: {len(raw)} bytes exceeds {MAX_MESSAGE_BYTES}")
-    if _depth(raw) > MAX_DEPTH:
-        raise reject("malformed", f"message: nested deeper than {MAX_DEPTH} levels")
     try:
-        message = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
-        raise reject("malformed", f"not JSON: {exc}") from None
+        message = loads_bounded(
+            raw, max_bytes=MAX_MESSAGE_BYTES, max_depth=MAX_DEPTH, what="message"
+        )
+    except ValueError as exc:
+        raise reject("malformed", str(exc)) from None
     if not isinstance(message, dict):
         raise reject("malformed", "message: must be a JSON object")
     return message

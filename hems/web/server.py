@@ -19,6 +19,7 @@ import structlog
 from aiohttp import web
 
 from hems.core.clock import Clock
+from hems.core.jsonsafe import JsonTooLarge, loads_bounded
 from hems.core.readings import Quantity, Role
 from hems.core.state import SiteState
 from hems.errors import ConfigError, HemsError
@@ -75,7 +76,7 @@ class WebServer:
         self._actions[name] = handler
 
     def app(self) -> web.Application:
-        app = web.Application(client_max_size=64 * 1024)
+        app = web.Application(client_max_size=_MAX_BODY_BYTES)
         app.router.add_get("/", self._index)
         app.router.add_get("/api/state", self._api_state)
         app.router.add_get("/api/series", self._api_series)
@@ -165,11 +166,18 @@ class WebServer:
             return _error(404, f"{name}: no such action")
         try:
             if request.content_type == "application/json":
-                body = await request.json()
+                raw = await request.read()
+                body = loads_bounded(raw, max_bytes=_MAX_BODY_BYTES, max_depth=_MAX_DEPTH)
             else:
                 body = dict(await request.post())
-        except (json.JSONDecodeError, ValueError):
-            return _error(400, "body: not valid JSON")
+        except web.HTTPRequestEntityTooLarge:
+            return _error(413, f"body: larger than {_MAX_BODY_BYTES} bytes")
+        except JsonTooLarge as exc:
+            return _error(413, str(exc))
+        except LookupError as exc:  # an unknown charset in Content-Type
+            return _error(400, f"body: unsupported charset ({exc})")
+        except ValueError as exc:
+            return _error(400, str(exc))
         if not isinstance(body, dict):
             return _error(400, "body: must be a JSON object")
         try:
@@ -178,6 +186,10 @@ class WebServer:
             log.warning("web action refused", action=name, error=str(exc))
             return _error(400, str(exc))
         return web.json_response({"ok": True, "result": result}, dumps=_dumps)
+
+
+_MAX_BODY_BYTES = 64 * 1024
+_MAX_DEPTH = 16
 
 
 def _error(status: int, message: str) -> web.Response:

@@ -79,3 +79,33 @@ async def test_api_rejects_bad_input_with_the_field_named(tmp_path: Path) -> Non
     finally:
         await web.stop()
         await db.close()
+
+
+async def test_hostile_action_bodies_get_400_or_413_never_500(tmp_path: Path) -> None:
+    web, _, _, db = await serve(tmp_path)
+    seen: list[dict] = []
+
+    async def action(body: dict) -> dict:
+        seen.append(body)
+        return {}
+
+    web.add_action("echo", action)
+    json_type = {"Content-Type": "application/json"}
+    try:
+        base = f"http://127.0.0.1:{web.bound_port}"
+        async with httpx.AsyncClient(base_url=base) as client:
+            r = await client.post("/api/echo", content=b"[" * 50_000, headers=json_type)
+            assert r.status_code == 400 and "nested deeper" in r.json()["error"]
+            r = await client.post(
+                "/api/echo", content=b"{" + b" " * 70_000 + b"}", headers=json_type
+            )
+            assert r.status_code == 413 and r.json()["error"].startswith("body:")
+            form = {"Content-Type": "application/x-www-form-urlencoded; charset=klingon"}
+            r = await client.post("/api/echo", content=b"a=1", headers=form)
+            assert r.status_code == 400 and "charset" in r.json()["error"]
+            r = await client.post("/api/echo", json={"ok": 1})
+            assert r.status_code == 200
+        assert seen == [{"ok": 1}]  # nothing hostile reached the handler
+    finally:
+        await web.stop()
+        await db.close()
