@@ -249,3 +249,17 @@ def test_modbus_sunspec_encode_point_uses_fresh_scale_factor():
         encode_point(no_sf, "InWRte", 10.0, "bat")
     with pytest.raises(BadValue, match="not a number"):
         encode_point(data, "WMaxLimPct", float("nan"), "inv")
+
+
+@pytest.mark.parametrize("model_id", [111, 112, 113])
+def test_a_short_block_is_a_bad_value_not_an_index_error(model_id: int) -> None:
+    with pytest.raises(BadValue, match=rf"model {model_id} at 40002: block of 2 registers"):
+        decode_model(model_id, 40002, [model_id, 0])
+
+
+def test_repeat_counts_larger_than_the_block_are_refused_before_pysunspec2() -> None:
+    regs = [705, 50] + [0] * 50
+    regs[5], regs[6] = 1000, 1000  # NPt, NCrv: a million points declared in 52 registers
+    # The message is ours, so pysunspec2's slow length calculation never ran.
+    with pytest.raises(BadValue, match="Crv repeats 1000 times"):
+        decode_model(705, 40002, regs)

@@ -201,6 +201,7 @@ def decode_model(
     for r in regs:
         if not 0 <= r <= 0xFFFF:
             raise BadValue(who, f"model {model_id} at {address}: {r} is not a register value")
+    _check_counts(model_id, address, regs, who)
     data = b"".join(struct.pack(">H", r) for r in regs)
     try:
         model = ss_device.Model(model_id=model_id, model_len=len(regs) - 2, data=data)
@@ -210,8 +211,47 @@ def decode_model(
         reason = model.error_info.strip() or "no definition shipped with pysunspec2"
         raise BadValue(who, f"model {model_id} at {address}: {reason}")
     out = ModelData(model_id, address)
-    _collect(model, model, "", regs, address, out)
+    try:
+        _collect(model, model, "", regs, address, out)
+    except (IndexError, KeyError, TypeError, ValueError) as exc:  # a block shorter than declared
+        raise BadValue(
+            who,
+            f"model {model_id} at {address}: block of {len(regs)} registers is too short"
+            f" for its definition ({type(exc).__name__}: {exc})",
+        ) from None
     return out
+
+
+def _check_counts(model_id: int, address: int, regs: Sequence[int], who: str) -> None:
+    """Repeating groups (705's curves × points) sized by count points in the block must fit
+    in it: every repetition takes at least one register. Checked before pysunspec2, whose
+    length calculation grows with the counts (seconds for counts in the thousands)."""
+    try:
+        mdef = ss_device.get_model_def(model_id)
+    except Exception:  # no definition: decoding below says so
+        return
+    offsets: dict[str, int] = {}
+    at = 0
+    for point in mdef["group"].get("points", []):
+        offsets[point["name"]] = at
+        at += int(point.get("size", 1))
+
+    def walk(groups: list[dict[str, Any]], multiplier: int) -> None:
+        for group in groups:
+            count = group.get("count", 1)
+            if isinstance(count, str):
+                i = offsets.get(count)
+                count = regs[i] if i is not None and i < len(regs) else 0
+            total = multiplier * int(count)
+            if total > len(regs):
+                raise BadValue(
+                    who,
+                    f"model {model_id} at {address}: {group.get('name')} repeats {total} times,"
+                    f" more than the {len(regs)} registers of the block can hold",
+                )
+            walk(group.get("groups", []), max(total, 1))
+
+    walk(mdef["group"].get("groups", []), 1)
 
 
 def _collect(
