@@ -42,4 +42,4 @@ def loads_bounded(raw: bytes, *, max_bytes: int, max_depth: int, what: str = "bo
     try:
         return json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
-        raise ValueError(f"{what}: not valid JSON ({exc})") from None
+        raise ValueError(f"{what}: not JSON ({exc})") from None

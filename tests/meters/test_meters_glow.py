@@ -94,3 +94,10 @@ async def test_glow_over_real_mosquitto(meter_data: Path, mosquitto: int) -> Non
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
+
+
+def test_deep_or_huge_payloads_are_refused_before_parsing() -> None:
+    with pytest.raises(GlowError, match="nested deeper than 8"):
+        parse_glow(b'{"electricitymeter":' * 500 + b"1" + b"}" * 500)  # 10 KiB, 500 deep
+    with pytest.raises(GlowError, match="exceeds 16384"):
+        parse_glow(b" " * 20_000)

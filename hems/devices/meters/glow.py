@@ -14,7 +14,6 @@ above 1 MW is treated the same way.
 from __future__ import annotations
 
 import asyncio
-import json
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -23,6 +22,7 @@ import aiomqtt
 import structlog
 
 from hems.core.clock import Clock
+from hems.core.jsonsafe import loads_bounded
 from hems.core.readings import Quantity, Reading
 from hems.core.state import SiteState
 from hems.core.tasks import raise_if_cancelling
@@ -71,12 +71,17 @@ def _units(data: dict[str, Any], path: str, expected: str) -> None:
         raise GlowError(f"electricitymeter.{path}: unit {node!r}, expected {expected!r}")
 
 
+MAX_PAYLOAD_BYTES = 16 * 1024
+
+
 def parse_glow(payload: bytes | str) -> GlowSample:
     """One `SENSOR/electricitymeter` payload to a sample. Raises GlowError."""
+    raw = payload.encode() if isinstance(payload, str) else payload
     try:
-        doc = json.loads(payload)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise GlowError(f"not JSON: {exc}") from None
+        # A real payload is ~1 KiB and 4 levels deep: anything far beyond is refused unparsed.
+        doc = loads_bounded(raw, max_bytes=MAX_PAYLOAD_BYTES, max_depth=8, what="payload")
+    except ValueError as exc:
+        raise GlowError(str(exc)) from None
     meter = doc.get("electricitymeter") if isinstance(doc, dict) else None
     if not isinstance(meter, dict):
         raise GlowError("no 'electricitymeter' object")
