@@ -8,12 +8,13 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from dsmr_parser.clients.telegram_buffer import TelegramBuffer
 
 from hems.core.clock import ManualClock
 from hems.core.readings import Quantity
 from hems.core.state import SiteState
 from hems.devices.meters.config import P1MeterConfig
-from hems.devices.meters.p1 import P1Error, P1Meter, parse_telegram
+from hems.devices.meters.p1 import MAX_TELEGRAM_CHARS, P1Error, P1Meter, feed, parse_telegram
 from hil.p1_server import P1Server, P1Values, build_telegram, crc16
 
 # expected.json names dsmr-parser specs; these are the matching `dsmr_version` settings.
@@ -191,3 +192,19 @@ async def test_p1_port_refused_marks_down_without_crashing() -> None:
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
+
+
+def test_a_stream_without_telegrams_cannot_grow_the_buffer() -> None:
+    buffer = TelegramBuffer()
+    dropped = 0
+    for _ in range(100):  # 400 KiB of noise with no telegram end
+        _, n = feed(buffer, "x" * 4096)
+        dropped += n
+        assert len(buffer._buffer) <= MAX_TELEGRAM_CHARS
+    assert dropped > 300_000
+    good = build_telegram(P1Values(datetime(2026, 1, 5, 9, tzinfo=UTC), 850.0, 1_000_500, 2_000))
+    telegrams, _ = feed(buffer, good)
+    assert telegrams == [good]  # a real telegram after the noise still gets through
+    assert parse_telegram(telegrams[0], "5").power_w == 850.0
+    with pytest.raises(P1Error, match="exceeds"):
+        parse_telegram("/" + "x" * MAX_TELEGRAM_CHARS + "!0000\r\n", "5")

@@ -88,8 +88,29 @@ def _total(telegram: Any, total: str, tariffs: tuple[str, ...]) -> float | None:
     return round(sum(known), 3) if known else None
 
 
+# A DSMR telegram is 1-3 KiB (more with M-Bus devices); a stream that runs far past that
+# without a complete telegram is noise or an attack and must not grow the buffer for ever.
+MAX_TELEGRAM_CHARS = 16 * 1024
+
+
+def feed(buffer: TelegramBuffer, data: str) -> tuple[list[str], int]:
+    """Append `data`; return the complete telegrams and how many characters were dropped
+    because no complete telegram arrived within MAX_TELEGRAM_CHARS."""
+    buffer.append(data)
+    telegrams = list(buffer.get_all())
+    pending = buffer._buffer  # dsmr-parser keeps the unframed rest here
+    if len(pending) <= MAX_TELEGRAM_CHARS:
+        return telegrams, 0
+    start = pending.rfind("/")  # keep a telegram that may be starting now
+    keep = pending[start:] if start >= 0 and len(pending) - start <= MAX_TELEGRAM_CHARS else ""
+    buffer._buffer = keep
+    return telegrams, len(pending) - len(keep)
+
+
 def parse_telegram(text: str, dsmr_version: str = "5") -> P1Sample:
     """One complete telegram (from '/' to the CRC line) to a sample. Raises P1Error."""
+    if len(text) > MAX_TELEGRAM_CHARS:
+        raise P1Error(f"telegram of {len(text)} characters exceeds {MAX_TELEGRAM_CHARS}")
     try:
         parser = TelegramParser(SPECS[dsmr_version])
     except KeyError:
@@ -214,8 +235,12 @@ class P1Meter:
                 raise_if_cancelling()
                 if not data:
                     return
-                buffer.append(data.decode("latin-1"))
-                for telegram in buffer.get_all():
+                telegrams, dropped = feed(buffer, data.decode("latin-1"))
+                if dropped:
+                    self.health.input_rejected(
+                        f"{dropped} characters without a complete telegram dropped"
+                    )
+                for telegram in telegrams:
                     self.handle(telegram)
         finally:
             writer.close()
