@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed-dev
 
-.PHONY: demo test lint format lock bench clean
+.PHONY: demo test fuzz lint format lock bench clean
 
 # Creates .venv with the locked dependencies (hashes checked) and the project in editable mode.
 $(STAMP): pyproject.toml requirements-dev.lock
@@ -23,6 +23,11 @@ demo: $(STAMP)
 test: $(STAMP)
 	bash scripts/ensure-system-deps.sh
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# Long fuzz runs of every parser of outside input (tests/fuzz); `make test` runs them short.
+FUZZ_EXAMPLES ?= 10000
+fuzz: $(STAMP)
+	HEMS_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(PY) -m pytest tests/fuzz -q -p no:cacheprovider
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
