@@ -1,5 +1,5 @@
 """A stage that raises inside the real daemon is restarted while the control loop keeps
-cycling against the HIL rig; the failure is shown in the web API's stage list."""
+cycling against the HIL rig; the failure is shown in the web API's stage list and on the page."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from typing import Any
 
 import httpx
 import pytest
+from playwright.async_api import async_playwright
 
 from hems.app import Daemon
 from hems.config import validate
@@ -18,6 +19,7 @@ from hems.planning.service import PlannerService
 from hil.rig import HilRig
 from tests.daemon.test_daemon_full_stack import demo_config
 from tests.testlib import free_port, poll_json, wait_until
+from tests.web.conftest import CHROMIUM_ARGS, chromium_path
 
 
 async def test_a_failing_planner_comes_back_while_control_keeps_cycling(
@@ -56,6 +58,18 @@ async def test_a_failing_planner_comes_back_while_control_keeps_cycling(
             async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{web_port}") as client:
                 stages = await poll_json(client, "/api/stages", lambda s: "failures" in s, 10)
             assert stages["failures"]["planner"]["last_error"] == "RuntimeError: planner bug 2"
+            async with async_playwright() as p:
+                browser = await p.chromium.launch(
+                    executable_path=chromium_path(), args=CHROMIUM_ARGS
+                )
+                try:
+                    page = await browser.new_page()
+                    await page.goto(f"http://127.0.0.1:{web_port}/")
+                    banner = page.locator("#stage-failures p[data-stage='planner']")
+                    await banner.wait_for(timeout=15_000)
+                    assert "planner bug 2" in await banner.inner_text()
+                finally:
+                    await browser.close()
         finally:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
