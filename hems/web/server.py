@@ -126,7 +126,11 @@ class WebServer:
 
     async def _api_health(self, _: web.Request) -> web.Response:
         stale = [d for d in self._state.devices if self._state.is_stale(d)]
-        return web.json_response({"ok": True, "stale_devices": stale})
+        stages = self._json.get("stages")
+        failures = (stages() or {}).get("failures", {}) if stages is not None else {}
+        return web.json_response(
+            {"ok": True, "stale_devices": stale, "stage_failures": failures}, dumps=_dumps
+        )
 
     async def _api_series(self, request: web.Request) -> web.Response:
         if self._store is None:

@@ -58,6 +58,9 @@ async def test_a_failing_planner_comes_back_while_control_keeps_cycling(
             async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{web_port}") as client:
                 stages = await poll_json(client, "/api/stages", lambda s: "failures" in s, 10)
             assert stages["failures"]["planner"]["last_error"] == "RuntimeError: planner bug 2"
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{web_port}") as client:
+                health = (await client.get("/api/health")).json()
+            assert health["stage_failures"]["planner"]["failures"] == 2
             async with async_playwright() as p:
                 browser = await p.chromium.launch(
                     executable_path=chromium_path(), args=CHROMIUM_ARGS
