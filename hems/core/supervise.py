@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import structlog
 
@@ -26,7 +26,6 @@ class StageHealth:
     last_error: str | None = None
     last_failure_at: str | None = None  # ISO 8601
     restarting_in_s: float | None = None
-    history: list[str] = field(default_factory=list)  # last few errors
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -67,7 +66,6 @@ async def supervise(
             health.failures += 1
             health.last_error = f"{type(exc).__name__}: {exc}"[:500]
             health.last_failure_at = clock.now().isoformat()
-            health.history = [*health.history, health.last_error][-5:]
             health.restarting_in_s = delay_s
             log.error(
                 "stage failed; restarting",
