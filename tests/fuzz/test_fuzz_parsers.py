@@ -124,9 +124,14 @@ def test_envelope_parse_and_check(raw: bytes) -> None:
     _parse_and_check(raw)
 
 
+# Any subset of the envelope's fields, each of any JSON type. (st.dictionaries over these
+# keys hit a hypothesis-internal IndexError near 10,000 examples; this draws the same space.)
+_ENVELOPE_FIELDS = ["v", "id", "type", "site_id", "seq", "payload", "issued_at", "expires_at"]
+_ENVELOPE_FIELDS += ["sig"]
+
+
 @FUZZ
-@given(st.dictionaries(st.sampled_from(["v", "id", "type", "site_id", "seq", "payload",
-                                        "issued_at", "expires_at", "sig"]), _JSON))  # fmt: skip
+@given(st.fixed_dictionaries({}, optional={k: _JSON for k in _ENVELOPE_FIELDS}))
 def test_envelope_fields_of_any_type(message: dict[str, Any]) -> None:
     raw = json.dumps(message).encode()
     _parse_and_check(raw)
