@@ -23,7 +23,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import structlog
 
-from hems.config import LimitsConfig
 from hems.control.config import ControlConfig
 from hems.control.devices import ControlledDevices
 from hems.control.loop import ControlLoop
@@ -31,6 +30,7 @@ from hems.core.capabilities import BatteryMode, EvState
 from hems.core.clock import ManualClock, RealClock
 from hems.core.readings import Quantity as Q
 from hems.core.readings import Reading, Role
+from hems.core.site import LimitsConfig
 from hems.core.state import SiteState
 
 N_PV, N_BAT, N_LOAD, N_EV = 16, 8, 6, 8  # 30 Modbus devices + 8 OCPP chargers

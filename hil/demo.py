@@ -35,8 +35,8 @@ from pydantic import ValidationError
 
 from hems import logs
 from hems.app import Daemon
-from hems.bridges import IntervalSender
-from hems.cli_core import report_problems
+from hems.app.links import IntervalSender
+from hems.cli.core import report_problems
 from hems.config import Config, ConfigErrors, load_config
 from hems.core.clock import AcceleratedClock, Clock
 from hems.flex.config import FlexConfig

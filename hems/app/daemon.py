@@ -22,7 +22,7 @@ import structlog
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
-from hems.bridges import EnvelopeLink, EvSessions, FlexLink, IntervalSender
+from hems.app.links import EnvelopeLink, EvSessions, FlexLink, IntervalSender
 from hems.config import Config
 from hems.core.clock import Clock
 from hems.core.readings import Role
@@ -80,7 +80,7 @@ class Daemon:
             self.state.add_listener(self.store.add)
             self.services["store"] = self.store
 
-            self.layer = build_devices(cfg, self.state, self.clock, db)
+            self.layer = build_devices(cfg.devices, self.state, self.clock, db)
             self.services.update(self.layer.services)
             await self._build_stages(stack, db)
             for device_id, role in self.state.devices.items():
@@ -401,7 +401,7 @@ class Daemon:
         raw = _field(body, "departure", str)
         try:
             if len(raw) == 5 and raw[2] == ":":
-                from hems.bridges import next_departure
+                from hems.app.links import next_departure
 
                 departure = next_departure(self.clock.now(), raw, ZoneInfo(self.cfg.site.timezone))
             else:

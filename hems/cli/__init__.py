@@ -10,13 +10,13 @@ from collections.abc import Sequence
 
 # Each module has `register(subparsers)`, adding parsers whose `func(args) -> int` runs them.
 COMMAND_MODULES = (
-    "hems.cli_core",  # run, check-config
-    "hems.devices.modbus.cli",  # scan
-    "hems.devices.ocpp.cli",  # charger test
-    "hems.planning.cli",  # optimise, plan, schema problem
-    "hems.flex.cli",  # baseline
-    "hems.control.cli",  # interventions
-    "hems.uplink.cli",  # keys show, schema uplink
+    "hems.cli.core",  # run, check-config
+    "hems.cli.scan",  # scan
+    "hems.cli.charger",  # charger test
+    "hems.cli.plan",  # optimise, plan, schema problem
+    "hems.cli.flex",  # baseline
+    "hems.cli.control",  # interventions
+    "hems.cli.uplink",  # keys show, schema uplink
 )
 
 

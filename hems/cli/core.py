@@ -19,7 +19,7 @@ from hems.errors import HemsError
 
 # name -> "module:function" returning a JSON Schema dict
 SCHEMAS = {
-    "config": "hems.cli_core:config_json_schema",
+    "config": "hems.cli.core:config_json_schema",
     "problem": "hems.planning.problem:problem_json_schema",
     "profile": "hems.devices.modbus.profile:profile_schema",
     "uplink": "hems.uplink.schema:uplink_json_schema",

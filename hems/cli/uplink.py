@@ -27,7 +27,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 def cmd_keys_show(args: argparse.Namespace) -> int:
     from cryptography.hazmat.primitives import serialization
 
-    from hems.cli_core import report_problems
+    from hems.cli.core import report_problems
     from hems.config import ConfigErrors, load_config
     from hems.uplink.envelope import public_key_text
     from hems.uplink.keys import load_or_create_key

@@ -10,7 +10,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
-from hems.configbase import DeviceId, Strict
+from hems.core.configbase import DeviceId, Strict
 
 ShedStep = Literal["ev", "battery-charge", "deferrable-loads", "battery-discharge"]
 BatteryStrategy = Literal["plan", "self-consumption"]

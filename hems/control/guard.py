@@ -30,7 +30,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from typing import Final
 
-from hems.config import LimitsConfig
 from hems.control.config import ControlConfig
 from hems.control.model import (
     BatteryCommand,
@@ -46,6 +45,7 @@ from hems.control.model import (
     command_values,
 )
 from hems.core.capabilities import BatteryMode, EvState
+from hems.core.site import LimitsConfig
 
 _TOKEN: Final = object()
 FUSE_DEADLINE_S: Final = 2.0  # an overload must be gone within this [s]

@@ -28,7 +28,6 @@ from typing import Any
 
 import structlog
 
-from hems.config import LimitsConfig
 from hems.control.config import ControlConfig
 from hems.control.devices import ControlledDevices, response_delay_s
 from hems.control.guard import FUSE_DEADLINE_S, ExcursionTracker, Guarded, apply_guard
@@ -61,6 +60,7 @@ from hems.core.capabilities import BatteryMode, EvState
 from hems.core.clock import Clock
 from hems.core.plan import Plan, PlanSlot
 from hems.core.readings import Quantity, Reading, Role
+from hems.core.site import LimitsConfig
 from hems.core.state import SiteState
 from hems.core.tasks import raise_if_cancelling
 from hems.errors import BadValue, DeviceRejected

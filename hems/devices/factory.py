@@ -9,9 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from hems.config import Config
 from hems.core.clock import Clock
 from hems.core.state import SiteState
+from hems.devices.config import DeviceConfig
 from hems.devices.meters.service import MeterService
 from hems.devices.modbus.service import ModbusService
 from hems.store.db import Database
@@ -28,13 +28,15 @@ class DeviceLayer:
     devices: dict[str, Any] = field(default_factory=dict)
 
 
-def build_devices(cfg: Config, state: SiteState, clock: Clock, db: Database | None) -> DeviceLayer:
+def build_devices(
+    devices: list[DeviceConfig], state: SiteState, clock: Clock, db: Database | None
+) -> DeviceLayer:
     layer = DeviceLayer()
-    modbus = ModbusService(cfg.devices, state, clock)
+    modbus = ModbusService(devices, state, clock)
     if modbus.devices:
         layer.services["modbus"] = modbus
         layer.devices.update(modbus.devices)
-    meters = MeterService(cfg.devices, state, clock, db)
+    meters = MeterService(devices, state, clock, db)
     if meters.meters or meters.recorders:
         layer.services["meters"] = meters
         layer.devices.update(meters.meters)

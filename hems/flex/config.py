@@ -26,7 +26,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from hems.configbase import DeviceId, Strict
+from hems.core.configbase import DeviceId, Strict
 from hems.flex.calendar import BANK_HOLIDAYS
 from hems.flex.presets import PRESETS
 

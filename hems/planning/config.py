@@ -27,7 +27,7 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, Field, field_validator, model_validator
 
-from hems.configbase import DeviceId, Strict
+from hems.core.configbase import DeviceId, Strict
 
 _HHMM = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
 

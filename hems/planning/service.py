@@ -48,7 +48,7 @@ from hems.store.db import Database
 from hems.store.timeseries import to_ms
 
 if TYPE_CHECKING:
-    from hems.config import LimitsConfig, SiteConfig
+    from hems.core.site import LimitsConfig, SiteConfig
 
 
 @dataclass(frozen=True, slots=True)

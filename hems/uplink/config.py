@@ -6,7 +6,7 @@ from pathlib import Path
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 
-from hems.configbase import Port, Strict
+from hems.core.configbase import Port, Strict
 
 
 class UplinkTlsConfig(Strict):

@@ -12,7 +12,6 @@ from datetime import timedelta
 import pytest
 from control_helpers import T0, FakeBattery, FakeCharger, FakePv, image, spec
 
-from hems.config import LimitsConfig
 from hems.control.config import ControlConfig
 from hems.control.devices import ControlledDevices
 from hems.control.guard import apply_guard
@@ -22,6 +21,7 @@ from hems.core.capabilities import BatteryMode, EvState
 from hems.core.clock import ManualClock
 from hems.core.readings import Quantity as Q
 from hems.core.readings import Reading, Role
+from hems.core.site import LimitsConfig
 from hems.core.state import SiteState
 
 SP = BatteryMode.POWER_SETPOINT

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from hems.control import cli
+from hems.cli import control as cli
 from hems.store.db import Database
 
 

@@ -11,7 +11,6 @@ from datetime import timedelta
 import pytest
 from control_helpers import T0, image, spec
 
-from hems.config import LimitsConfig
 from hems.control.config import ControlConfig
 from hems.control.guard import apply_guard
 from hems.control.model import BatteryCommand, EvCommand
@@ -19,6 +18,7 @@ from hems.control.strategies import propose
 from hems.core.capabilities import BatteryMode
 from hems.core.capabilities import EvState as S
 from hems.core.plan import PlanSlot
+from hems.core.site import LimitsConfig
 
 SP = BatteryMode.POWER_SETPOINT
 EV_W = 3680.0

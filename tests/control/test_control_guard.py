@@ -7,7 +7,6 @@ from dataclasses import dataclass, field
 import pytest
 from control_helpers import ALL_MODES, image, spec
 
-from hems.config import LimitsConfig
 from hems.control.config import ControlConfig
 from hems.control.guard import ExcursionTracker, Guarded, apply_guard
 from hems.control.model import (
@@ -20,6 +19,7 @@ from hems.control.model import (
     SiteSpec,
 )
 from hems.core.capabilities import BatteryMode, EvState
+from hems.core.site import LimitsConfig
 
 SP = BatteryMode.POWER_SETPOINT
 LIM_1P = LimitsConfig(

@@ -15,12 +15,12 @@ from zoneinfo import ZoneInfo
 
 from control_plant import Plant
 
-from hems.config import LimitsConfig
 from hems.control.config import ControlConfig, DeviceControlConfig
 from hems.control.devices import ControlledDevices
 from hems.control.loop import ControlLoop
 from hems.core.clock import ManualClock
 from hems.core.plan import Plan, PlanSlot
+from hems.core.site import LimitsConfig
 from hems.core.state import SiteState
 from hil.ev import EvModel
 from hil.home import Home, HomeConfig

@@ -10,7 +10,6 @@ from datetime import timedelta
 import pytest
 from control_helpers import T0, FakeBattery, FakeCharger, FakeLoad, FakePv
 
-from hems.config import LimitsConfig
 from hems.control.config import ControlConfig, StageBudgets
 from hems.control.devices import ControlledDevices
 from hems.control.loop import ControlLoop
@@ -20,6 +19,7 @@ from hems.core.clock import ManualClock
 from hems.core.plan import Plan, PlanSlot
 from hems.core.readings import Quantity as Q
 from hems.core.readings import Reading, Role
+from hems.core.site import LimitsConfig
 from hems.core.state import SiteState
 from hems.errors import BadValue, ConfigError, DeviceUnreachable
 from hems.store.db import Database

@@ -14,11 +14,11 @@ from datetime import UTC, datetime
 import hil.faults as hil_faults
 import hil.home as hil_home
 import hil.sunspec_server as hil_server
-from hems.config import LimitsConfig
 from hems.control.config import ControlConfig, StageBudgets
 from hems.control.devices import ControlledDevices
 from hems.control.loop import ControlLoop
 from hems.core.clock import ManualClock
+from hems.core.site import LimitsConfig
 from hems.core.state import SiteState
 from hems.devices.modbus.config import SunSpecDeviceConfig
 from hems.devices.modbus.engine import EndpointPool

@@ -14,13 +14,13 @@ import contextlib
 import hil.chargepoint as hil_cp
 import hil.ev as hil_ev
 import hil.home as hil_home
-from hems.config import LimitsConfig
 from hems.control.config import ControlConfig
 from hems.control.devices import ControlledDevices
 from hems.control.loop import ControlLoop
 from hems.core.clock import RealClock
 from hems.core.readings import Quantity as Q
 from hems.core.readings import Reading, Role
+from hems.core.site import LimitsConfig
 from hems.core.state import SiteState
 from hems.devices.ocpp.config import OcppConfig
 from hems.devices.ocpp.server import OcppCentralSystem

@@ -7,7 +7,7 @@ import asyncio
 
 import pytest
 
-from hems.app import _reap_stragglers
+from hems.app.daemon import _reap_stragglers
 from hems.core.clock import RealClock
 from hems.devices.health import poll_forever
 

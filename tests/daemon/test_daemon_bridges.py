@@ -5,12 +5,12 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
-from hems.bridges import EvSessions
-from hems.config import LimitsConfig
+from hems.app.links import EvSessions
 from hems.control.config import ControlConfig
 from hems.control.devices import ControlledDevices
 from hems.control.loop import ControlLoop
 from hems.core.clock import ManualClock
+from hems.core.site import LimitsConfig
 from hems.core.state import SiteState
 
 T0 = datetime(2026, 6, 10, 18, 0, tzinfo=UTC)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from hems.bridges import IntervalSender
+from hems.app.links import IntervalSender
 from hems.config import ConfigErrors, load_config
 from hil import demo
 from hil.aggregator import check_report

@@ -11,7 +11,7 @@ import pytest
 import yaml
 from modbus_sim import common_model, free_port, model_regs, sunspec_image
 
-from hems.devices.modbus.cli import parse_target
+from hems.cli.scan import parse_target
 from hems.devices.modbus.config import SunSpecDeviceConfig
 from hems.errors import ConfigError
 

@@ -10,10 +10,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from hems.config import LimitsConfig, SiteConfig
 from hems.core.clock import ManualClock
 from hems.core.plan import Plan
 from hems.core.readings import Quantity, Reading, Role
+from hems.core.site import LimitsConfig, SiteConfig
 from hems.core.state import SiteState
 from hems.planning.config import PlannerConfig
 from hems.planning.optimiser import optimise
@@ -247,7 +247,7 @@ async def test_aggregator_envelope_tightens_grid_caps_per_slot(replay, db) -> No
 
 
 async def test_price_event_steers_the_plan_and_is_withdrawn_on_cancel(replay, db) -> None:  # type: ignore[no-untyped-def]
-    from hems.bridges import FlexLink
+    from hems.app.links import FlexLink
     from hems.flex.events import FlexEvent
 
     async with planner_running(replay, db, ev_plugged=False) as (svc, seen, clock, _state):

@@ -141,13 +141,13 @@ async def db(tmp_path: Path):  # type: ignore[no-untyped-def]
 
 async def test_flex_link_hands_a_turn_up_event_to_the_planner(replay, db) -> None:  # type: ignore[no-untyped-def]
     """An accepted turn-up event (setpoint >= 0) reaches PlannerService as a net-import floor
-    through hems.bridges.FlexLink; a turn-down one still as an import cap."""
+    through hems.app.links.FlexLink; a turn-down one still as an import cap."""
     import httpx
     from test_planning_service import planner_cfg
 
-    from hems.bridges import FlexLink
-    from hems.config import LimitsConfig
+    from hems.app.links import FlexLink
     from hems.core.clock import ManualClock
+    from hems.core.site import LimitsConfig
     from hems.core.state import SiteState
     from hems.flex.events import FlexEvent
     from hems.planning.service import PlannerService

@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator
 
-from hems.configbase import DeviceId, Port, Strict
+from hems.core.configbase import DeviceId, Port, Strict
 from hems.core.readings import Role
 
 DsmrVersion = Literal[

@@ -16,8 +16,8 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from hems.configbase import DeviceId, Port, Strict, UnitId
 from hems.core.capabilities import BatteryMode
+from hems.core.configbase import DeviceId, Port, Strict, UnitId
 from hems.core.readings import Role
 from hems.devices.modbus.engine import EndpointSpec
 

@@ -12,8 +12,8 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from hems.configbase import DeviceId, UnitId
 from hems.core.capabilities import BatteryMode
+from hems.core.configbase import DeviceId, UnitId
 from hems.core.readings import Role
 from hems.devices.modbus.config import ModbusConnection
 from hems.devices.modbus.profile import Profile, ProfileError, get_profile

@@ -19,7 +19,7 @@ from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 
-from hems.configbase import DeviceId, Port, Strict
+from hems.core.configbase import DeviceId, Port, Strict
 
 
 class OcppTlsConfig(Strict):
