@@ -201,7 +201,7 @@ async def bench_rig(seconds: float, trials: int) -> tuple[list[float], list[floa
     from hems.devices.modbus.config import SunSpecDeviceConfig
     from hems.devices.modbus.engine import EndpointPool
     from hems.devices.modbus.sunspec_device import sunspec_device
-    from hems.devices.ocpp.config import OcppConfig
+    from hems.devices.ocpp.config import ChargerConfig, OcppConfig
     from hems.devices.ocpp.server import OcppCentralSystem
     from hil.chargepoint import SimChargePoint, SimConfig
     from hil.ev import EvModel
@@ -249,7 +249,11 @@ async def bench_rig(seconds: float, trials: int) -> tuple[list[float], list[floa
             "enabled": True,
             "host": "127.0.0.1",
             "meter_value_sample_interval_s": 1,
-            "chargers": [
+        }
+    ).model_copy(update={"port": 0})
+    ocpp_cfg = ocpp_cfg.with_chargers(
+        [
+            ChargerConfig.model_validate(
                 {
                     "id": f"ev{i}",
                     "identity": f"CP{i}",
@@ -257,10 +261,10 @@ async def bench_rig(seconds: float, trials: int) -> tuple[list[float], list[floa
                     "max_current_a": 16,
                     "randomised_delay_max_s": 0,
                 }
-                for i in range(N_EV)
-            ],
-        }
-    ).model_copy(update={"port": 0})
+            )
+            for i in range(N_EV)
+        ]
+    )
     cs = OcppCentralSystem(ocpp_cfg, state, clock)
     tasks = [asyncio.create_task(a.run()) for a in adapters]
     tasks.append(asyncio.create_task(cs.run()))

@@ -79,7 +79,7 @@ async def _bench(args: argparse.Namespace) -> None:
 
     from hems.core.clock import RealClock
     from hems.core.state import SiteState
-    from hems.devices.ocpp.config import OcppConfig
+    from hems.devices.ocpp.config import ChargerConfig, OcppConfig
     from hems.devices.ocpp.server import OcppCentralSystem
     from hems.store.db import Database
 
@@ -91,11 +91,19 @@ async def _bench(args: argparse.Namespace) -> None:
         meter_value_sample_interval_s=max(1, int(args.interval)),
         max_connects_per_window=1000,
         max_handshakes_per_address=10_000,  # every simulated charger is on 127.0.0.1
-        chargers=[
-            {"id": f"cp{i:03d}", "identity": f"CP{i:03d}", "password": f"bench-password-{i:04d}"}
-            for i in range(n)
-        ],
     ).model_copy(update={"port": 0})
+    cfg = cfg.with_chargers(
+        [
+            ChargerConfig.model_validate(
+                {
+                    "id": f"cp{i:03d}",
+                    "identity": f"CP{i:03d}",
+                    "password": f"bench-password-{i:04d}",
+                }
+            )
+            for i in range(n)
+        ]
+    )
     clock = RealClock()
     state = SiteState(clock)
     meter_count = 0

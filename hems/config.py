@@ -16,16 +16,22 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator
 
-from hems.control.config import ControlConfig
+from hems.configmigrate import old_layout_moves
+from hems.control.config import ControlConfig, DeviceControlConfig
 from hems.core.configbase import Port, Strict
 from hems.core.site import LimitsConfig, SiteConfig
 from hems.devices.config import DeviceConfig
-from hems.devices.ocpp.config import OcppConfig
+from hems.devices.ocpp.config import ChargerConfig, OcppConfig
 from hems.errors import ConfigError
 from hems.flex.config import FlexConfig
-from hems.planning.config import PlannerConfig
+from hems.planning.config import (
+    BatteryPlanConfig,
+    DeferrableLoadConfig,
+    EvPlanConfig,
+    PlannerConfig,
+)
 from hems.uplink.config import UplinkConfig
 from hems.yamllines import Loc, format_loc, line_for, load_with_lines
 
@@ -61,26 +67,58 @@ class Config(Strict):
     uplink: UplinkConfig = Field(default_factory=UplinkConfig)
     flex: FlexConfig = Field(default_factory=FlexConfig)
 
-    @model_validator(mode="after")
-    def _say_it_once(self) -> Config:
-        """Facts stated in one section fill the same facts in another, so the owner writes
-        a battery's power limits or a charger's phases once. An explicit value always wins."""
-        for b in self.planner.batteries:
-            d = self.control.device(b.device_id)
-            if d.max_charge_w is None:
-                d.max_charge_w = b.max_charge_w
-            if d.max_discharge_w is None:
-                d.max_discharge_w = b.max_discharge_w
-            self.control.devices[b.device_id] = d
-        chargers = {c.id: c for c in self.ocpp.chargers}
-        for ev in self.planner.evs:
-            charger = chargers.get(ev.charger_id)
-            if charger is None:
+    # -- what each stage is given: its section's policy and the devices it serves ---------
+    def planner_config(self) -> PlannerConfig:
+        """`planner:` with the batteries, EVs and scheduled loads of `devices[]`."""
+        batteries, evs, loads = [], [], []
+        for d in self.devices:
+            battery = getattr(d, "battery", None)
+            if battery is not None and battery.capacity_wh is not None:
+                batteries.append(BatteryPlanConfig(device_id=d.id, **battery.model_dump()))
+            load = getattr(d, "load", None)
+            if load is not None and load.run_time_min is not None:
+                loads.append(
+                    DeferrableLoadConfig(
+                        device_id=d.id,
+                        **load.model_dump(exclude={"deferrable"}),
+                    )
+                )
+            if isinstance(d, ChargerConfig) and d.ev is not None:
+                evs.append(
+                    EvPlanConfig(
+                        charger_id=d.id,
+                        phases=d.phases,
+                        voltage_v=d.voltage_v,
+                        min_current_a=d.min_current_a,
+                        max_current_a=d.max_current_a,
+                        **d.ev.model_dump(),
+                    )
+                )
+        return self.planner.with_assets(batteries, evs, loads)
+
+    def control_config(self) -> ControlConfig:
+        """`control:` with each device's ratings and tuning from `devices[]`."""
+        per_device: dict[str, DeviceControlConfig] = {}
+        for d in self.devices:
+            battery = getattr(d, "battery", None)
+            load = getattr(d, "load", None)
+            options = getattr(d, "control", None)
+            rated_w = getattr(d, "rated_w", None)
+            if battery is None and load is None and options is None and rated_w is None:
                 continue
-            for key in ("phases", "min_current_a", "max_current_a", "voltage_v"):
-                if key not in ev.model_fields_set:
-                    setattr(ev, key, getattr(charger, key))
-        return self
+            per_device[d.id] = DeviceControlConfig(
+                max_charge_w=battery.max_charge_w if battery else None,
+                max_discharge_w=battery.max_discharge_w if battery else None,
+                rated_w=rated_w,
+                load_power_w=load.power_w if load else None,
+                deferrable=load.deferrable if load else True,
+                **(options.model_dump() if options else {}),
+            )
+        return self.control.with_devices(per_device)
+
+    def ocpp_config(self) -> OcppConfig:
+        """`ocpp:` serving the `type: ocpp` entries of `devices[]`."""
+        return self.ocpp.with_chargers([d for d in self.devices if isinstance(d, ChargerConfig)])
 
     @field_validator("devices")
     @classmethod
@@ -205,8 +243,11 @@ def validate(data: Any, lines: dict[Loc, int] | None = None, source: str = "conf
     lines = lines or {}
     if not isinstance(data, dict):
         raise ConfigErrors([f"{source}: must be a mapping of sections (site, devices, …)"])
+    moves = old_layout_moves(data)
+    if moves:
+        raise ConfigErrors(_old_layout_problems(moves, lines, source))
     try:
-        return Config.model_validate(data)
+        config = Config.model_validate(data)
     except ValidationError as exc:
         problems = []
         for err in exc.errors():
@@ -221,6 +262,56 @@ def validate(data: Any, lines: dict[Loc, int] | None = None, source: str = "conf
             where = f" (line {line})" if line is not None else ""
             problems.append(f"{format_loc(loc)}: {message}{where}")
         raise ConfigErrors(problems) from None
+    cross = _cross_checks(config)
+    if cross:
+        raise ConfigErrors(
+            [f"{format_loc(loc)}: {msg}{_line_suffix(loc, lines)}" for loc, msg in cross]
+        )
+    return config
+
+
+def _line_suffix(loc: Loc, lines: dict[Loc, int]) -> str:
+    line = line_for(loc, lines)
+    return f" (line {line})" if line is not None else ""
+
+
+def _old_layout_problems(moves: list[Any], lines: dict[Loc, int], source: str) -> list[str]:
+    out = [
+        f"{source}: written in the old layout, where a device's facts were spread over "
+        "several sections; each device is now one devices[] entry "
+        "(`hems config migrate FILE` prints the file rewritten):"
+    ]
+    for m in moves:
+        how = f"cannot move automatically: {m.problem}" if m.problem else f"move to {m.new}"
+        out.append(f"{format_loc(m.old)}: {how}{_line_suffix(m.old, lines)}")
+    return out
+
+
+def _cross_checks(config: Config) -> list[tuple[Loc, str]]:
+    """Rules that span sections (the models check one entry at a time)."""
+    problems: list[tuple[Loc, str]] = []
+    for i, d in enumerate(config.devices):
+        if not isinstance(d, ChargerConfig):
+            continue
+        if not config.ocpp.enabled:
+            problems.append(((("devices", i, "type")), "ocpp needs ocpp.enabled: true"))
+        elif d.password is None and not config.ocpp.allow_insecure_chargers:
+            problems.append(
+                (
+                    ("devices", i, "password"),
+                    f"required for charger {d.id!r} (security profile 1/2); set "
+                    "ocpp.allow_insecure_chargers: true only for a test bench",
+                )
+            )
+    identities: dict[str, int] = {}
+    for i, d in enumerate(config.devices):
+        if isinstance(d, ChargerConfig):
+            if d.cp_identity in identities:
+                problems.append(
+                    (("devices", i, "identity"), f"{d.cp_identity!r} is used by another charger")
+                )
+            identities[d.cp_identity] = i
+    return problems
 
 
 def _describe(err: dict[str, Any], loc: Loc) -> str:

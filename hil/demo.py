@@ -134,7 +134,7 @@ def demo_chargers(cfg: Config, clock: AcceleratedClock, rig: HilRig) -> list[Sim
         return []
     url = f"ws://{cfg.ocpp.host if cfg.ocpp.host != '0.0.0.0' else '127.0.0.1'}:{cfg.ocpp.port}"
     sims = []
-    for c in cfg.ocpp.chargers:
+    for c in cfg.ocpp_config().chargers:
         arrive = clock.now() + timedelta(hours=1)
         ev = EvModel(
             battery_kwh=60,

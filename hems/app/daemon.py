@@ -139,11 +139,12 @@ class Daemon:
     async def _build_stages(self, stack: contextlib.AsyncExitStack, db: Database) -> None:
         cfg = self.cfg
         tz = ZoneInfo(cfg.site.timezone)
+        planner_cfg, control_cfg = cfg.planner_config(), cfg.control_config()
         if cfg.ocpp.enabled:
             from hems.devices.ocpp.server import OcppCentralSystem
 
             self.ocpp = OcppCentralSystem(
-                cfg.ocpp, self.state, self.clock, db, listener=self._on_charger_event
+                cfg.ocpp_config(), self.state, self.clock, db, listener=self._on_charger_event
             )
             self.services["ocpp"] = self.ocpp
 
@@ -156,7 +157,7 @@ class Daemon:
             )
             stack.push_async_callback(http.aclose)
             self.planner = PlannerService(
-                cfg.planner,
+                planner_cfg,
                 cfg.limits,
                 self.state,
                 db,
@@ -175,10 +176,10 @@ class Daemon:
             adapters = list(self.layer.devices.values())
             if self.ocpp is not None:
                 adapters += list(self.ocpp.chargers.values())
-            devices = ControlledDevices.from_adapters(cfg.control, adapters)
+            devices = ControlledDevices.from_adapters(control_cfg, adapters)
             planner = self.planner
             self.control = ControlLoop(
-                cfg.control,
+                control_cfg,
                 cfg.limits,
                 self.state,
                 devices,
@@ -193,7 +194,7 @@ class Daemon:
             self.ev_sessions = EvSessions(
                 self.clock,
                 tz,
-                {e.charger_id: (e.default_departure, e.target_energy_wh) for e in cfg.planner.evs},
+                {e.charger_id: (e.default_departure, e.target_energy_wh) for e in planner_cfg.evs},
                 {c.identity: device_id for device_id, c in self.ocpp.chargers.items()},
                 planner=self.planner,
                 control=self.control,
@@ -282,11 +283,12 @@ class Daemon:
         from hems.uplink.messages import Asset, Capabilities
 
         cfg = self.cfg
-        capacity = {b.device_id: b.capacity_wh for b in cfg.planner.batteries}
-        chargers = {c.id: c for c in cfg.ocpp.chargers} if cfg.ocpp.enabled else {}
+        capacity = {b.device_id: b.capacity_wh for b in cfg.planner_config().batteries}
+        control_cfg = cfg.control_config()
+        chargers = {c.id: c for c in cfg.ocpp_config().chargers} if cfg.ocpp.enabled else {}
         assets = []
         for device_id, role in sorted(self.state.devices.items()):
-            d = cfg.control.device(device_id)
+            d = control_cfg.device(device_id)
             kind, lo, hi = "none", None, None
             if role is Role.BATTERY and d.max_charge_w and d.max_discharge_w:
                 kind, lo, hi = "power_setpoint", -d.max_discharge_w, d.max_charge_w

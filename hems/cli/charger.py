@@ -116,11 +116,10 @@ async def _run(args: argparse.Namespace) -> int:
             enabled=True,
             host=args.host,
             port=args.port,
-            chargers=chargers,
             # A bench tool: a charger without --password is allowed, and logged as insecure.
             allow_insecure_chargers=args.password is None,
             meter_value_sample_interval_s=5,
-        )
+        ).with_chargers(chargers)
     except ValidationError as exc:
         for err in exc.errors():
             where = ".".join(str(p) for p in err["loc"]) or "argument"

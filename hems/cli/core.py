@@ -9,6 +9,7 @@ import json
 import signal
 import sys
 from datetime import datetime
+from pathlib import Path
 
 import structlog
 
@@ -42,6 +43,15 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     check.add_argument("file")
     check.set_defaults(func=cmd_check_config)
 
+    config = sub.add_parser("config", help="configuration file tools")
+    config_sub = config.add_subparsers(dest="config_command", metavar="COMMAND")
+    config_sub.required = True
+    migrate = config_sub.add_parser(
+        "migrate", help="print a file in the old layout rewritten as one entry per device"
+    )
+    migrate.add_argument("file")
+    migrate.set_defaults(func=cmd_config_migrate)
+
     schema = sub.add_parser("schema", help="print a JSON Schema (config, problem, profile, uplink)")
     schema.add_argument("name", choices=sorted(SCHEMAS))
     schema.set_defaults(func=cmd_schema)
@@ -52,6 +62,36 @@ def report_problems(exc: ConfigErrors) -> int:
     for problem in exc.problems:
         print(problem, file=sys.stderr)
     return 1
+
+
+def cmd_config_migrate(args: argparse.Namespace) -> int:
+    """The file rewritten on stdout (comments are not kept), each move on stderr. Secrets
+    references (`${env:…}`) are copied as written, never resolved."""
+    import yaml
+
+    from hems.configmigrate import migrate
+    from hems.yamllines import format_loc
+
+    path = Path(args.file)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        print(f"{path}: cannot read: {exc}", file=sys.stderr)
+        return 1
+    if not isinstance(data, dict):
+        print(f"{path}: must be a mapping of sections (site, devices, …)", file=sys.stderr)
+        return 1
+    new, moves = migrate(data)
+    stuck = [m for m in moves if m.problem]
+    for m in moves:
+        how = f"not moved: {m.problem}" if m.problem else f"moved to {m.new}"
+        print(f"{format_loc(m.old)}: {how}", file=sys.stderr)
+    if not moves:
+        print(f"{path}: already in the current layout", file=sys.stderr)
+    if stuck:
+        return 1
+    sys.stdout.write(yaml.safe_dump(new, sort_keys=False, allow_unicode=True))
+    return 0
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:

@@ -1,22 +1,23 @@
 """Config of the control loop (`control:` section).
 
-Every field carries its unit in its name and its bounds. Per-device tuning lives under
-`devices:` keyed by device id; anything not given there uses the section-wide default.
+Every field carries its unit in its name and its bounds. Per-device ratings and tuning are
+not in this section: they are each `devices[]` entry's `rated_w`, `battery:`, `load:` and
+`control:`, which the composition root hands over with `ControlConfig.with_devices`; a
+device without its own tuning uses the section-wide default.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, PrivateAttr, field_validator
 
+from hems.core.assets import BatteryStaleFallback, ChargerStaleFallback, EvStrategy
 from hems.core.configbase import DeviceId, Strict
 
 ShedStep = Literal["ev", "battery-charge", "deferrable-loads", "battery-discharge"]
 BatteryStrategy = Literal["plan", "self-consumption"]
-EvStrategy = Literal["plan", "min-pv", "pv-only", "fast", "off"]
-BatteryStaleFallback = Literal["idle", "self-consumption"]
-ChargerStaleFallback = Literal["pause", "minimum"]
 
 
 class StageBudgets(Strict):
@@ -56,8 +57,9 @@ class G100Config(Strict):
 
 
 class DeviceControlConfig(Strict):
-    """Per-device tuning and ratings; unset fields use the section defaults (ratings: the
-    adapter's own, where it has them)."""
+    """One device's ratings and tuning as the control loop sees them, gathered by the
+    composition root from the device's `devices[]` entry; unset tuning uses the section
+    defaults."""
 
     max_charge_w: float | None = Field(default=None, gt=0, le=1e6, description="battery")
     max_discharge_w: float | None = Field(default=None, gt=0, le=1e6, description="battery")
@@ -125,7 +127,8 @@ class ControlConfig(Strict):
             "first (the safety guard may still discharge it to protect the fuse)"
         ),
     )
-    devices: dict[DeviceId, DeviceControlConfig] = Field(default_factory=dict)
+    # Per-device ratings and tuning, from the `devices[]` entries (never from this section).
+    _devices: dict[str, DeviceControlConfig] = PrivateAttr(default_factory=dict)
 
     @field_validator("shed_order")
     @classmethod
@@ -134,12 +137,22 @@ class ControlConfig(Strict):
             raise ValueError("each step may appear once")
         return steps
 
+    def with_devices(self, devices: Mapping[str, DeviceControlConfig]) -> ControlConfig:
+        """This policy for these devices (a copy; the section itself is unchanged)."""
+        copy = self.model_copy()
+        copy._devices = dict(devices)
+        return copy
+
+    @property
+    def devices(self) -> Mapping[str, DeviceControlConfig]:
+        return self._devices
+
     def device(self, device_id: str) -> DeviceControlConfig:
-        return self.devices.get(device_id) or DeviceControlConfig()
+        return self._devices.get(device_id) or DeviceControlConfig()
 
     def setting(self, device_id: str, name: str) -> Any:
-        """`devices.<id>.<name>` where set, else the section-wide `<name>` (read every cycle,
-        so no per-device model is built for a device without its own entry)."""
-        entry = self.devices.get(device_id)
+        """The device's own `<name>` where set, else the section-wide `<name>` (read every
+        cycle, so no per-device model is built for a device without its own tuning)."""
+        entry = self._devices.get(device_id)
         value = None if entry is None else getattr(entry, name)
         return getattr(self, name) if value is None else value

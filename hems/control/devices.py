@@ -24,9 +24,20 @@ class _Entry:
     control: Control
 
 
+# Where each rating is written in the device's `devices[]` entry, for the error message.
+_FILE_KEY = {
+    "max_charge_w": "battery.max_charge_w",
+    "max_discharge_w": "battery.max_discharge_w",
+    "rated_w": "rated_w",
+    "load_power_w": "load.power_w",
+}
+
+
 def _need(value: float | None, device_id: str, key: str) -> float:
     if value is None:
-        raise ConfigError(f"control.devices.{device_id}.{key}", "is required for this device")
+        raise ConfigError(
+            f"devices[{device_id}].{_FILE_KEY.get(key, key)}", "is required to control this device"
+        )
     return value
 
 
@@ -129,10 +140,11 @@ class ControlledDevices:
     def from_adapters(cls, cfg: ControlConfig, adapters: Iterable[object]) -> ControlledDevices:
         """Register every adapter that can be commanded, by the capability it offers.
 
-        Ratings come from `control.devices.<id>` (batteries need max_charge_w and
-        max_discharge_w, PV rated_w, loads load_power_w); chargers take their current range
-        and phases from the adapter's own config (`adapter.cfg`) where it has one. Meters and
-        other read-only adapters are skipped.
+        Ratings come from each device's `devices[]` entry through `cfg.device(id)`
+        (batteries need battery.max_charge_w and max_discharge_w, PV rated_w, loads
+        load.power_w); chargers take their current range and phases from the adapter's own
+        config (`adapter.cfg`) where it has one. Meters and other read-only adapters are
+        skipped.
         """
         devs = cls()
         for a in adapters:

@@ -168,7 +168,9 @@ class ControlLoop:
         self._last_result_pred_w: float | None = None
         unknown = sorted(set(cfg.devices) - set(devices))
         if unknown:
-            log.warning("control.devices: no such controllable device", devices=unknown)
+            log.warning(
+                "devices[]: tuning given for devices that cannot be controlled", devices=unknown
+            )
 
     # -- public API ------------------------------------------------------------------------
     async def run(self) -> None:

@@ -1,4 +1,9 @@
-"""The `devices:` list: one entry per device, told apart by `type`."""
+"""The `devices:` list: one entry per device, told apart by `type`.
+
+Each entry states the device once: how it is reached, its role, and the facts the stages
+need (ratings, the owner's needs, control tuning; see hems.core.assets). OCPP chargers are
+entries of `type: ocpp`; they connect to us, so they have an identity instead of an address.
+"""
 
 from __future__ import annotations
 
@@ -9,8 +14,9 @@ from pydantic import Field
 from hems.devices.meters.config import GlowMeterConfig, P1MeterConfig
 from hems.devices.modbus.config import SunSpecDeviceConfig
 from hems.devices.modbus.profile_config import ProfileDeviceConfig
+from hems.devices.ocpp.config import ChargerConfig
 
 DeviceConfig = Annotated[
-    SunSpecDeviceConfig | ProfileDeviceConfig | P1MeterConfig | GlowMeterConfig,
+    SunSpecDeviceConfig | ProfileDeviceConfig | P1MeterConfig | GlowMeterConfig | ChargerConfig,
     Field(discriminator="type"),
 ]

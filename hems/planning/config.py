@@ -15,30 +15,21 @@ Example (config/demo.yaml):
         fallback_export_per_kwh: 0.15
       forecast:
         arrays: [{kwp: 4.2, tilt_deg: 35, azimuth_deg: 180}]
-      batteries: [{device_id: battery, capacity_wh: 9500, max_charge_w: 3600,
-                   max_discharge_w: 3600}]
-      evs: [{charger_id: wallbox, default_departure: "07:00", target_energy_wh: 20000}]
+
+The batteries, EVs and deferrable loads the planner plans are not listed here: they are the
+`devices[]` entries with a `battery:`, `ev:` or `load: {run_time_min: …}` section, which the
+composition root hands over with `PlannerConfig.with_assets`.
 """
 
 from __future__ import annotations
 
-import re
-from typing import Annotated, Literal
+from collections.abc import Sequence
+from typing import Literal
 
-from pydantic import AfterValidator, Field, field_validator, model_validator
+from pydantic import Field, PrivateAttr, field_validator, model_validator
 
+from hems.core.assets import BatteryFacts, EvNeeds, HhMm
 from hems.core.configbase import DeviceId, Strict
-
-_HHMM = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
-
-
-def _check_hhmm(value: str) -> str:
-    if not _HHMM.match(value):
-        raise ValueError(f"must be a time HH:MM (24 h), got {value!r}")
-    return value
-
-
-HhMm = Annotated[str, AfterValidator(_check_hhmm)]
 
 
 class TouBand(Strict):
@@ -125,38 +116,21 @@ class ForecastConfig(Strict):
     default_load_w: float = Field(default=400.0, ge=0, le=50000)
 
 
-class BatteryPlanConfig(Strict):
+class BatteryPlanConfig(BatteryFacts):
+    """A battery as the planner sees it: its `devices[]` entry's `battery:` facts."""
+
     device_id: DeviceId
-    capacity_wh: float = Field(gt=0, le=1e6)
-    max_charge_w: float = Field(gt=0, le=1e6)
-    max_discharge_w: float = Field(gt=0, le=1e6)
-    charge_efficiency: float = Field(default=0.95, gt=0, le=1)
-    discharge_efficiency: float = Field(default=0.95, gt=0, le=1)
-    min_soc_pct: float = Field(default=5.0, ge=0, le=100)
-    max_soc_pct: float = Field(default=100.0, ge=0, le=100)
-    degradation_cost_per_kwh: float = Field(default=0.0, ge=0, le=10)
-    terminal_value_per_kwh: float | None = Field(
-        default=None, ge=-10, le=10, description="None: median import price × η_discharge"
-    )
-
-    @model_validator(mode="after")
-    def _soc_order(self) -> BatteryPlanConfig:
-        if self.min_soc_pct > self.max_soc_pct:
-            raise ValueError("min_soc_pct: must be <= max_soc_pct")
-        return self
+    capacity_wh: float = Field(gt=0, le=1e6, description="usable capacity [Wh]")
 
 
-class EvPlanConfig(Strict):
+class EvPlanConfig(EvNeeds):
+    """An EV charger as the planner sees it: the charger entry's ratings and its `ev:` needs."""
+
     charger_id: DeviceId
-    default_departure: HhMm = "07:00"
-    target_energy_wh: float | None = Field(default=20000.0, gt=0, le=300000)
-    target_soc_pct: float | None = Field(default=None, ge=0, le=100)
-    battery_capacity_wh: float = Field(default=60000.0, gt=0, le=300000)
     phases: Literal[1, 3] = 1
     voltage_v: float = Field(default=230.0, gt=0, le=500)
     min_current_a: float = Field(default=6.0, ge=0, le=80)
     max_current_a: float = Field(default=32.0, gt=0, le=80)
-    shortfall_penalty_per_kwh: float = Field(default=2.0, ge=0, le=100)
 
     @model_validator(mode="after")
     def _currents(self) -> EvPlanConfig:
@@ -174,6 +148,8 @@ class EvPlanConfig(Strict):
 
 
 class DeferrableLoadConfig(Strict):
+    """A load the planner schedules: a `devices[]` entry with `load: {run_time_min: …}`."""
+
     device_id: DeviceId
     power_w: float = Field(gt=0, le=50000)
     run_time_min: float = Field(gt=0, le=24 * 60)
@@ -201,19 +177,40 @@ class PlannerConfig(Strict):
     mip_rel_gap: float = Field(default=0.005, ge=0, le=1)
     tariff: TariffConfig = Field(default_factory=TariffConfig)
     forecast: ForecastConfig = Field(default_factory=ForecastConfig)
-    batteries: list[BatteryPlanConfig] = Field(default_factory=list)
-    evs: list[EvPlanConfig] = Field(default_factory=list)
-    loads: list[DeferrableLoadConfig] = Field(default_factory=list)
     replan: ReplanConfig = Field(default_factory=ReplanConfig)
     retention_days: float = Field(
         default=14.0, gt=0, le=400, description="keep stored plans and forecasts this long"
     )
 
-    @model_validator(mode="after")
-    def _unique_ids(self) -> PlannerConfig:
-        ids = [b.device_id for b in self.batteries] + [e.charger_id for e in self.evs]
-        ids += [ld.device_id for ld in self.loads]
-        dup = {i for i in ids if ids.count(i) > 1}
+    # The devices planned, from their `devices[]` entries (never from this file section).
+    _batteries: tuple[BatteryPlanConfig, ...] = PrivateAttr(default=())
+    _evs: tuple[EvPlanConfig, ...] = PrivateAttr(default=())
+    _loads: tuple[DeferrableLoadConfig, ...] = PrivateAttr(default=())
+
+    def with_assets(
+        self,
+        batteries: Sequence[BatteryPlanConfig] = (),
+        evs: Sequence[EvPlanConfig] = (),
+        loads: Sequence[DeferrableLoadConfig] = (),
+    ) -> PlannerConfig:
+        """This policy, planning these devices (a copy; the section itself is unchanged)."""
+        ids = [b.device_id for b in batteries] + [e.charger_id for e in evs]
+        ids += [ld.device_id for ld in loads]
+        dup = sorted({i for i in ids if ids.count(i) > 1})
         if dup:
-            raise ValueError(f"device id {sorted(dup)[0]!r} is planned twice")
-        return self
+            raise ValueError(f"device id {dup[0]!r} is planned twice")
+        copy = self.model_copy()
+        copy._batteries, copy._evs, copy._loads = tuple(batteries), tuple(evs), tuple(loads)
+        return copy
+
+    @property
+    def batteries(self) -> tuple[BatteryPlanConfig, ...]:
+        return self._batteries
+
+    @property
+    def evs(self) -> tuple[EvPlanConfig, ...]:
+        return self._evs
+
+    @property
+    def loads(self) -> tuple[DeferrableLoadConfig, ...]:
+        return self._loads

@@ -125,32 +125,116 @@ def test_check_config_cli_exit_codes(tmp_path: Path) -> None:
     assert bad.stderr.strip().splitlines() == ["devices[1].port: must be 1..65535 (line 9)"]
 
 
-def test_battery_and_charger_facts_are_stated_once(tmp_path: Path) -> None:
+def test_one_entry_states_a_device_for_every_stage(tmp_path: Path) -> None:
     text = (
-        GOOD
+        GOOD.replace(
+            "  - {type: sunspec, id: inv, role: pv, host: 10.0.0.5}\n",
+            """\
+  - {type: sunspec, id: inv, role: pv, host: 10.0.0.5, rated_w: 4000}
+  - type: sunspec
+    id: house
+    role: battery
+    host: 10.0.0.5
+    unit_id: 2
+    battery: {capacity_wh: 9500, max_charge_w: 3600, max_discharge_w: 2500}
+    control: {ramp_w_per_s: 2000, battery_stale: self-consumption}
+  - type: ocpp
+    id: wallbox
+    phases: 1
+    min_current_a: 8
+    max_current_a: 16
+    ev: {default_departure: "06:30", target_energy_wh: 12000}
+""",
+        )
         + """\
-ocpp:
-  enabled: true
-  allow_insecure_chargers: true
-  chargers: [{id: wallbox, phases: 1, min_current_a: 8, max_current_a: 16}]
-planner:
-  enabled: true
-  batteries: [{device_id: house, capacity_wh: 9500, max_charge_w: 3600, max_discharge_w: 3000}]
-  evs: [{charger_id: wallbox, max_current_a: 10}]
-control:
-  enabled: true
-  devices:
-    other: {max_charge_w: 1000, max_discharge_w: 1000}
-    house: {max_discharge_w: 2500}
+ocpp: {enabled: true, allow_insecure_chargers: true}
+planner: {enabled: true}
+control: {enabled: true}
 """
     )
     cfg = load_config(write(tmp_path, text))
-    house = cfg.control.devices["house"]
-    assert house.max_charge_w == 3600  # from planner.batteries
-    assert house.max_discharge_w == 2500  # an explicit value wins
-    ev = cfg.planner.evs[0]
-    assert (ev.phases, ev.min_current_a, ev.max_current_a) == (1, 8, 10)  # max set explicitly
-    assert cfg.control.devices["other"].max_charge_w == 1000
+    control = cfg.control_config()
+    house = control.device("house")
+    assert (house.max_charge_w, house.max_discharge_w) == (3600, 2500)
+    assert control.setting("house", "ramp_w_per_s") == 2000
+    assert control.setting("house", "battery_stale") == "self-consumption"
+    assert control.setting("inv", "ramp_w_per_s") == control.ramp_w_per_s  # section default
+    assert control.device("inv").rated_w == 4000
+    planner = cfg.planner_config()
+    assert [(b.device_id, b.capacity_wh, b.max_discharge_w) for b in planner.batteries] == [
+        ("house", 9500, 2500)
+    ]
+    ev = planner.evs[0]  # the charger's own ratings, stated once on its entry
+    assert (ev.charger_id, ev.phases, ev.min_current_a, ev.max_current_a) == ("wallbox", 1, 8, 16)
+    assert (ev.default_departure, ev.target_energy_wh) == ("06:30", 12000)
+    assert [c.id for c in cfg.ocpp_config().chargers] == ["wallbox"]
+    assert cfg.planner.batteries == ()  # the file's planner section holds policy only
+
+
+OLD_LAYOUT = """\
+site:
+  id: home
+devices:
+  - {type: sunspec, id: house, role: battery, host: 10.0.0.5}
+  - {type: sunspec, id: inv, role: pv, host: 10.0.0.5, unit_id: 2}
+ocpp:
+  enabled: true
+  allow_insecure_chargers: true
+  chargers: [{id: wallbox, phases: 1}]
+planner:
+  enabled: true
+  batteries: [{device_id: house, capacity_wh: 9500, max_charge_w: 3600, max_discharge_w: 3000}]
+  evs: [{charger_id: wallbox, max_current_a: 10, target_energy_wh: 15000}]
+  loads: [{device_id: boiler, power_w: 3000, run_time_min: 60}]
+control:
+  enabled: true
+  devices:
+    house: {max_discharge_w: 2500, ramp_w_per_s: 1000}
+    inv: {rated_w: 4000}
+"""
+
+
+def test_a_file_in_the_old_layout_is_refused_naming_each_key_and_where_it_goes(
+    tmp_path: Path,
+) -> None:
+    found = problems(write(tmp_path, OLD_LAYOUT))
+    assert found[0].endswith("`hems config migrate FILE` prints the file rewritten):")
+    assert found[1:] == [
+        "ocpp.chargers[0]: move to a new devices[] entry {type: ocpp, id: wallbox, …} (line 9)",
+        "planner.batteries[0]: move to devices[house].battery (line 12)",
+        "planner.evs[0]: move to devices[wallbox].ev (line 13)",
+        "planner.loads[0]: cannot move automatically: no device with id 'boiler' (line 14)",
+        "control.devices.house: move to devices[house] (rated_w, battery:, load:, control:);"
+        " kept max_discharge_w: 2500 (planner had 3000) (line 18)",
+        "control.devices.inv: move to devices[inv] (rated_w, battery:, load:, control:) (line 19)",
+    ]
+
+
+def test_config_migrate_rewrites_the_old_layout_into_a_valid_file(tmp_path: Path) -> None:
+    old = write(tmp_path, OLD_LAYOUT.replace("  loads: [{device_id: boiler, power_w: 3000, "
+                                             "run_time_min: 60}]\n", ""))  # fmt: skip
+    out = subprocess.run(
+        [sys.executable, "-m", "hems.cli", "config", "migrate", str(old)],
+        capture_output=True,
+        text=True,
+    )
+    assert out.returncode == 0, out.stderr
+    new = tmp_path / "new.yaml"
+    new.write_text(out.stdout)
+    cfg = load_config(new)
+    house = cfg.control_config().device("house")
+    # The value the control loop drove the device with is the one kept.
+    assert (house.max_charge_w, house.max_discharge_w) == (3600, 2500)
+    assert cfg.control_config().setting("house", "ramp_w_per_s") == 1000
+    assert cfg.control_config().device("inv").rated_w == 4000
+    ev = cfg.planner_config().evs[0]
+    assert (ev.charger_id, ev.phases, ev.max_current_a, ev.target_energy_wh) == (
+        "wallbox",
+        1,
+        10,
+        15000,
+    )
+    assert "moved" in out.stderr  # what was moved is said on stderr, the file on stdout
 
 
 @pytest.mark.parametrize(

@@ -76,8 +76,7 @@ async def test_simulated_day_closed_loop() -> None:
         # The evening runs the battery down to its reserve (the rule under test), the car
         # included; the default (the battery keeps off the car) has its own table tests.
         ev_from_battery=True,
-        devices={"ev": DeviceControlConfig(ev_strategy="pv-only")},
-    )
+    ).with_devices({"ev": DeviceControlConfig(ev_strategy="pv-only")})
     devs = ControlledDevices()
     devs.add_battery(plant.battery, max_charge_w=5000, max_discharge_w=5000)
     devs.add_pv(plant.pv, rated_w=6000)

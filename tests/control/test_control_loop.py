@@ -468,7 +468,7 @@ def test_registry_from_adapters_uses_config_ratings() -> None:
 
     from hems.control.config import DeviceControlConfig as D
 
-    cfg = ControlConfig(devices={
+    cfg = ControlConfig().with_devices({
         "bat": D(max_charge_w=3000, max_discharge_w=2500),
         "pv": D(rated_w=4000),
         "boiler": D(load_power_w=3000, phase=2),
@@ -493,7 +493,7 @@ def test_registry_from_adapters_uses_config_ratings() -> None:
     assert spec.chargers["wallbox"].max_current_a == 32
     assert spec.loads["boiler"].phase == 2
     assert "grid" not in devs
-    with pytest.raises(ConfigError, match=r"control\.devices\.bat\.max_charge_w: is required"):
+    with pytest.raises(ConfigError, match=r"devices\[bat\]\.battery\.max_charge_w: is required"):
         ControlledDevices.from_adapters(ControlConfig(), [FakeBattery()])
 
 

@@ -22,7 +22,7 @@ from hems.core.readings import Quantity as Q
 from hems.core.readings import Reading, Role
 from hems.core.site import LimitsConfig
 from hems.core.state import SiteState
-from hems.devices.ocpp.config import OcppConfig
+from hems.devices.ocpp.config import ChargerConfig, OcppConfig
 from hems.devices.ocpp.server import OcppCentralSystem
 from tests.testlib import wait_until
 
@@ -41,9 +41,11 @@ async def test_control_loop_sheds_an_ocpp_charger_on_fuse_overload() -> None:
             "host": "127.0.0.1",
             "meter_value_sample_interval_s": 1,
             "response_timeout_s": 2,
-            "chargers": [{"id": "cp1", "identity": "CP1", "password": PASSWORD}],
         }
     ).model_copy(update={"port": 0})
+    ocpp_cfg = ocpp_cfg.with_chargers(
+        [ChargerConfig(id="cp1", identity="CP1", password=PASSWORD)]  # type: ignore[arg-type]
+    )
     state = SiteState(clock)
     state.register_device("grid", Role.GRID, stale_after_s=2)
     cs = OcppCentralSystem(ocpp_cfg, state, clock)

@@ -46,10 +46,10 @@ SPEED = 240.0  # 42 simulated minutes in ~11 s
 def flex_config(tmp_path: Path, modbus_port: int, web_port: int, broker_port: int, agg_key: str):  # type: ignore[no-untyped-def]
     """config/demo.yaml + config/demo-aggregator.yaml, paced for SPEED, without the wallbox."""
     raw = yaml.safe_load((REPO / "config" / "demo.yaml").read_text())
+    raw["devices"] = [d for d in raw["devices"] if d["type"] != "ocpp"]
     for device in raw["devices"]:
         device.update(port=modbus_port, poll_interval_s=10)
     raw["ocpp"]["enabled"] = False
-    raw["planner"]["evs"] = []
     raw["planner"]["horizon_h"] = 12
     raw["planner"]["replan"] = {"min_interval_s": 300, "check_interval_s": 300}
     raw["planner"]["forecast"]["base_url"] = "http://127.0.0.1:9"  # offline: history fallback

@@ -27,7 +27,8 @@ from tests.web.conftest import CHROMIUM_ARGS, chromium_path
 def demo_config(tmp_path: Path, modbus_port: int, ocpp_port: int, web_port: int) -> dict:
     cfg = yaml.safe_load((REPO / "config" / "demo.yaml").read_text())
     for device in cfg["devices"]:
-        device["port"] = modbus_port
+        if device["type"] == "sunspec":
+            device["port"] = modbus_port
     cfg["ocpp"]["port"] = ocpp_port
     cfg["web"]["port"] = web_port
     cfg["storage"]["path"] = str(tmp_path / "hems.db")

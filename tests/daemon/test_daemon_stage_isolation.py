@@ -42,7 +42,7 @@ async def test_a_failing_planner_comes_back_while_control_keeps_cycling(
     async with rig:
         data = demo_config(tmp_path, rig.sunspec_port, free_port(), web_port)
         data["ocpp"]["enabled"] = False
-        data["planner"]["evs"] = []
+        data["devices"] = [d for d in data["devices"] if d["type"] != "ocpp"]
         cfg = validate(data)
         daemon = Daemon(cfg, clock)
         task = asyncio.create_task(daemon.run())

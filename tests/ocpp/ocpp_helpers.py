@@ -10,7 +10,7 @@ from typing import Any
 
 from hems.core.clock import Clock, RealClock
 from hems.core.state import SiteState
-from hems.devices.ocpp.config import OcppConfig
+from hems.devices.ocpp.config import ChargerConfig, OcppConfig
 from hems.devices.ocpp.server import OcppCentralSystem
 from hems.store.db import Database
 from hil.chargepoint import SimChargePoint, SimConfig, SimQuirks
@@ -43,10 +43,10 @@ def ocpp_config(**kw: Any) -> OcppConfig:
         "host": "127.0.0.1",
         "meter_value_sample_interval_s": 1,
         "response_timeout_s": 2,
-        "chargers": chargers,
     }
     base.update(kw)
-    return OcppConfig.model_validate(base).model_copy(update={"port": 0})
+    cfg = OcppConfig.model_validate(base).model_copy(update={"port": 0})
+    return cfg.with_chargers([ChargerConfig.model_validate(c) for c in chargers])
 
 
 @contextlib.asynccontextmanager

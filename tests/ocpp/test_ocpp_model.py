@@ -130,31 +130,34 @@ def test_followed() -> None:
 
 
 @pytest.mark.parametrize(
-    ("ocpp", "problem"),
+    ("ocpp", "chargers", "problem"),
     [
-        ({"port": 0}, "ocpp.port: must be 1..65535"),
+        ({"port": 0}, [], "ocpp.port: must be 1..65535"),
         (
-            {"chargers": [{"id": "cp1", "password": "short"}]},
-            "ocpp.chargers[0].password: must be 16..40 characters",
+            {},
+            [{"id": "cp1", "password": "short"}],
+            "devices[0].password: must be 16..40 characters",
         ),
         (
-            {"chargers": [{"id": "cp1", "min_current_a": 10, "max_current_a": 8}]},
+            {},
+            [{"id": "cp1", "min_current_a": 10, "max_current_a": 8}],
             "max_current_a must be >= min_current_a",
         ),
-        (
-            {"chargers": [{"id": "cp1", "min_current_a": 5}]},
-            "ocpp.chargers[0].min_current_a: must be 6.0..80.0",
-        ),
-        ({"chargers": [{"id": "cp1", "safe_state": "off"}]}, "ocpp.chargers[0].safe_state"),
-        ({"chargers": [{"id": "cp1"}, {"id": "cp2", "identity": "cp1"}]}, "used twice"),
-        ({"chargers": [{"id": "cp1", "phases": 2}]}, "ocpp.chargers[0].phases"),
-        ({"meter_value_sample_interval_s": 0}, "ocpp.meter_value_sample_interval_s"),
-        ({"tls": {"cert_path": "/x"}}, "ocpp.tls.key_path: is required"),
+        ({}, [{"id": "cp1", "min_current_a": 5}], "devices[0].min_current_a: must be 6.0..80.0"),
+        ({}, [{"id": "cp1", "safe_state": "off"}], "devices[0].safe_state"),
+        ({}, [{"id": "cp1"}, {"id": "cp2", "identity": "cp1"}], "devices[1].identity: 'cp1'"),
+        ({}, [{"id": "cp1", "phases": 2}], "devices[0].phases"),
+        ({}, [{"id": "cp1", "ev": {"target_energy_wh": 0}}], "devices[0].ev.target_energy_wh"),
+        ({"enabled": False}, [{"id": "cp1"}], "devices[0].type: ocpp needs ocpp.enabled: true"),
+        ({"meter_value_sample_interval_s": 0}, [], "ocpp.meter_value_sample_interval_s"),
+        ({"tls": {"cert_path": "/x"}}, [], "ocpp.tls.key_path: is required"),
     ],
 )
-def test_config_errors_name_the_field(ocpp, problem) -> None:
+def test_config_errors_name_the_field(ocpp, chargers, problem) -> None:
+    devices = [{"type": "ocpp", **c} for c in chargers]
+    section = {"enabled": True, "allow_insecure_chargers": True, **ocpp}
     with pytest.raises(ConfigErrors) as err:
-        validate({"site": {"id": "home"}, "ocpp": ocpp})
+        validate({"site": {"id": "home"}, "ocpp": section, "devices": devices})
     assert any(problem in p for p in err.value.problems), err.value.problems
 
 
@@ -162,46 +165,44 @@ def test_config_example() -> None:
     cfg = validate(
         {
             "site": {"id": "home"},
-            "ocpp": {
-                "enabled": True,
-                "chargers": [
-                    {
-                        "id": "garage",
-                        "identity": "GARAGE-1",
-                        "password": "0123456789abcdef0123",
-                        "quirks": "gb-scp-1.6",
-                        "phases": 1,
-                        "safe_state": "minimum",
-                    }
-                ],
-            },
+            "ocpp": {"enabled": True},
+            "devices": [
+                {
+                    "type": "ocpp",
+                    "id": "garage",
+                    "identity": "GARAGE-1",
+                    "password": "0123456789abcdef0123",
+                    "quirks": "gb-scp-1.6",
+                    "phases": 1,
+                    "safe_state": "minimum",
+                }
+            ],
         }
     )
-    charger = cfg.ocpp.charger("GARAGE-1")
+    charger = cfg.ocpp_config().charger("GARAGE-1")
     assert charger is not None and charger.id == "garage"
     assert cfg.ocpp.port == 9000 and math.isclose(charger.min_current_a, 6.0)
     assert "0123" not in repr(charger)  # the password never shows
 
 
 def test_a_charger_needs_a_password_unless_insecure_is_explicit() -> None:
-    charger = {"id": "garage", "identity": "GARAGE-1"}
+    devices = [{"type": "ocpp", "id": "garage", "identity": "GARAGE-1"}]
     with pytest.raises(ConfigErrors) as err:
-        validate({"site": {"id": "home"}, "ocpp": {"enabled": True, "chargers": [charger]}})
-    assert any("ocpp" in p and "chargers[0].password: required" in p for p in err.value.problems), (
-        err.value.problems
-    )
+        validate({"site": {"id": "home"}, "ocpp": {"enabled": True}, "devices": devices})
+    assert any("devices[0].password: required" in p for p in err.value.problems), err.value.problems
     cfg = validate(
         {
             "site": {"id": "home"},
-            "ocpp": {"enabled": True, "allow_insecure_chargers": True, "chargers": [charger]},
+            "ocpp": {"enabled": True, "allow_insecure_chargers": True},
+            "devices": devices,
         }
     )
-    assert cfg.ocpp.charger("GARAGE-1") is not None
+    assert cfg.ocpp_config().charger("GARAGE-1") is not None
 
 
 def test_unknown_quirk_profile_is_a_config_error() -> None:
     with pytest.raises(ConfigErrors) as err:
-        validate({"site": {"id": "home"}, "ocpp": {"chargers": [{"id": "cp1", "quirks": "x"}]}})
-    assert (
-        "ocpp.chargers[0].quirks: unknown charger profile 'x' (known: " in (err.value.problems[0])
-    )
+        validate(
+            {"site": {"id": "home"}, "devices": [{"type": "ocpp", "id": "cp1", "quirks": "x"}]}
+        )
+    assert "devices[0].quirks: unknown charger profile 'x' (known: " in (err.value.problems[0])

@@ -15,7 +15,12 @@ from hems.core.plan import Plan
 from hems.core.readings import Quantity, Reading, Role
 from hems.core.site import LimitsConfig, SiteConfig
 from hems.core.state import SiteState
-from hems.planning.config import PlannerConfig
+from hems.planning.config import (
+    BatteryPlanConfig,
+    DeferrableLoadConfig,
+    EvPlanConfig,
+    PlannerConfig,
+)
 from hems.planning.optimiser import optimise
 from hems.planning.planio import plan_from_dict
 from hems.planning.problem import Problem
@@ -41,16 +46,15 @@ def planner_cfg(base_url: str) -> PlannerConfig:
                 },
             },
             "forecast": {"base_url": base_url, "arrays": [{"kwp": 4.0}]},
-            "batteries": [
-                {"device_id": "house-battery", "capacity_wh": 9500, "max_charge_w": 3600,
-                 "max_discharge_w": 3600}
-            ],
-            "evs": [{"charger_id": "wallbox", "default_departure": "07:00",
-                     "target_energy_wh": 20000, "phases": 1}],
-            "loads": [{"device_id": "dishwasher", "power_w": 1800, "run_time_min": 120,
-                       "window_start": "20:00", "window_end": "07:00", "contiguous": True}],
             "replan": {"min_interval_s": 0, "check_interval_s": 60},
         }
+    ).with_assets(
+        batteries=[BatteryPlanConfig(device_id="house-battery", capacity_wh=9500,
+                                     max_charge_w=3600, max_discharge_w=3600)],
+        evs=[EvPlanConfig(charger_id="wallbox", default_departure="07:00",
+                          target_energy_wh=20000, phases=1)],
+        loads=[DeferrableLoadConfig(device_id="dishwasher", power_w=1800, run_time_min=120,
+                                    window_start="20:00", window_end="07:00", contiguous=True)],
     )  # fmt: skip
 
 
@@ -212,7 +216,8 @@ async def test_tariff_polls_every_5_min_after_16h_until_tomorrow_is_known(replay
 async def test_load_forecast_above_the_fuse_is_clipped_not_fatal(replay, db) -> None:  # type: ignore[no-untyped-def]
     clock = ManualClock(NOW)
     limits = LimitsConfig(fuse_a=1)  # 230 W, below the default 400 W base load
-    cfg = planner_cfg(replay.base_url).model_copy(update={"evs": [], "loads": []})
+    cfg = planner_cfg(replay.base_url)
+    cfg = cfg.with_assets(batteries=cfg.batteries)
     async with httpx.AsyncClient() as http:
         svc = PlannerService(cfg, limits, SiteState(clock), db, clock, http)
         plan = await svc.plan_once("test")

@@ -16,6 +16,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
+from hems.core.assets import DeviceFacts
 from hems.core.capabilities import BatteryMode
 from hems.core.configbase import DeviceId, Port, Strict, UnitId
 from hems.core.readings import Role
@@ -100,7 +101,7 @@ class ModbusConnection(Strict):
         )
 
 
-class SunSpecDeviceConfig(ModbusConnection):
+class SunSpecDeviceConfig(ModbusConnection, DeviceFacts):
     type: Literal["sunspec"]
     id: DeviceId
     role: Role

@@ -12,6 +12,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
+from hems.core.assets import DeviceFacts
 from hems.core.capabilities import BatteryMode
 from hems.core.configbase import DeviceId, UnitId
 from hems.core.readings import Role
@@ -20,7 +21,7 @@ from hems.devices.modbus.profile import Profile, ProfileError, get_profile
 from hems.errors import ConfigError
 
 
-class ProfileDeviceConfig(ModbusConnection):
+class ProfileDeviceConfig(ModbusConnection, DeviceFacts):
     type: Literal["modbus-profile"]
     id: DeviceId
     role: Role

@@ -1,25 +1,33 @@
 """Config of the OCPP central system (the gateway is the CSMS for the home's chargers).
 
 ```yaml
+devices:
+  - type: ocpp                        # one entry per charger, beside the other devices
+    id: garage
+    password: ${cred:ocpp-garage}     # security profile 1 (or 2 with tls)
+    quirks: generic-1.6
+    phases: 3
+    ev: {default_departure: "07:00", target_energy_wh: 20000}
 ocpp:
   enabled: true
   port: 9000
-  chargers:
-    - id: garage
-      password: ${cred:ocpp-garage}     # security profile 1 (or 2 with tls)
-      quirks: generic-1.6
-      phases: 3
 ```
+
+The `ocpp:` section holds the central system's policy; the composition root hands it the
+charger entries with `OcppConfig.with_chargers`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, PrivateAttr, SecretStr, field_validator, model_validator
 
+from hems.core.assets import ControlOptions, EvNeeds
 from hems.core.configbase import DeviceId, Port, Strict
+from hems.core.readings import Role
 
 
 class OcppTlsConfig(Strict):
@@ -30,6 +38,9 @@ class OcppTlsConfig(Strict):
 
 
 class ChargerConfig(Strict):
+    """A `devices[]` entry of `type: ocpp`: one EV charger connecting to our central system."""
+
+    type: Literal["ocpp"] = "ocpp"
     id: DeviceId  # the hems device id
     # The charge point identity: the last segment of ws://gateway:9000/<identity> and the
     # basic-auth user name. Defaults to `id`. OCPP 2.0.1 identifierString characters.
@@ -54,6 +65,12 @@ class ChargerConfig(Strict):
     randomised_delay_max_s: float | None = Field(default=None, ge=0, le=1800)
     # Tolerance when checking that the measured current followed the limit [A].
     follow_tolerance_a: float = Field(default=1.5, ge=0, le=10)
+    ev: EvNeeds | None = Field(default=None, description="what the owner wants; None: not planned")
+    control: ControlOptions | None = None
+
+    @property
+    def role(self) -> Role:
+        return Role.EV
 
     @property
     def cp_identity(self) -> str:
@@ -123,30 +140,31 @@ class OcppConfig(Strict):
     # Local authorisation list for Authorize / StartTransaction (id tags / idTokens).
     # Empty: every tag is accepted (plug and charge at home).
     id_tags: list[str] = Field(default_factory=list)
-    chargers: list[ChargerConfig] = Field(default_factory=list)
 
-    @field_validator("chargers")
-    @classmethod
-    def _unique_ids(cls, chargers: list[ChargerConfig]) -> list[ChargerConfig]:
+    # The configured chargers: the `type: ocpp` entries of `devices[]`.
+    _chargers: tuple[ChargerConfig, ...] = PrivateAttr(default=())
+
+    def with_chargers(self, chargers: Sequence[ChargerConfig]) -> OcppConfig:
+        """This policy serving these chargers (a copy). Raises ValueError naming the charger
+        for a repeated identity or, unless insecure chargers are allowed, a missing password."""
         seen: set[str] = set()
         for charger in chargers:
             for key in {charger.id, charger.cp_identity}:
                 if key in seen:
                     raise ValueError(f"charger id/identity {key!r} is used twice")
                 seen.add(key)
-        return chargers
-
-    @model_validator(mode="after")
-    def _passwords_required(self) -> OcppConfig:
-        if not self.enabled or self.allow_insecure_chargers:
-            return self
-        for i, charger in enumerate(self.chargers):
-            if charger.password is None:
+            if self.enabled and not self.allow_insecure_chargers and charger.password is None:
                 raise ValueError(
-                    f"chargers[{i}].password: required for charger {charger.id!r} (security "
-                    "profile 1/2); set ocpp.allow_insecure_chargers: true only for a test bench"
+                    f"password: required for charger {charger.id!r} (security profile 1/2); "
+                    "set ocpp.allow_insecure_chargers: true only for a test bench"
                 )
-        return self
+        copy = self.model_copy()
+        copy._chargers = tuple(chargers)
+        return copy
+
+    @property
+    def chargers(self) -> tuple[ChargerConfig, ...]:
+        return self._chargers
 
     def charger(self, identity: str) -> ChargerConfig | None:
         """The configured charger whose charge point identity is `identity`."""
