@@ -424,7 +424,7 @@ class OcppCharger:
                 at=self._clock.now(),
                 limit_a=cmd.current_a,
                 followed=bool(cmd.outcome),
-                measured_a=sample.max_phase_current_a or 0.0,
+                measured_a=sample.max_phase_current_a or 0.0,  # judged: never None
             )
         )
         if cmd.command_pk is not None:
