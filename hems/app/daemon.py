@@ -29,6 +29,7 @@ from hems.core.readings import Role
 from hems.core.state import SiteState
 from hems.core.supervise import StageHealth, supervise
 from hems.devices.factory import DeviceLayer, build_devices
+from hems.devices.ocpp.events import ChargerEvent
 from hems.errors import HemsError
 from hems.flex.views import recent_events, recent_reports
 from hems.sdnotify import Notifier, watchdog_interval_s
@@ -195,7 +196,6 @@ class Daemon:
                 self.clock,
                 tz,
                 {e.charger_id: (e.default_departure, e.target_energy_wh) for e in planner_cfg.evs},
-                {c.identity: device_id for device_id, c in self.ocpp.chargers.items()},
                 planner=self.planner,
                 control=self.control,
             )
@@ -250,9 +250,9 @@ class Daemon:
                     db, self.clock, meter_id, self.uplink.send
                 )
 
-    def _on_charger_event(self, kind: str, data: dict[str, Any]) -> None:
+    def _on_charger_event(self, event: ChargerEvent) -> None:
         if self.ev_sessions is not None:
-            self.ev_sessions.on_charger_event(kind, data)
+            self.ev_sessions.on_charger_event(event)
 
     async def _on_event(self, event: Any) -> Any:
         from hems.uplink.messages import EventDecision

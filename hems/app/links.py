@@ -21,6 +21,7 @@ from hems.core.capabilities import EV_PLUGGED, EvState
 from hems.core.clock import Clock
 from hems.core.localtime import next_local as next_departure
 from hems.core.tasks import raise_if_cancelling
+from hems.devices.ocpp.events import ChargerEvent, ChargerStatusChanged
 from hems.errors import HemsError
 from hems.store.db import Database
 from hems.store.timeseries import from_ms
@@ -40,28 +41,22 @@ class EvSessions:
         clock: Clock,
         tz: ZoneInfo,
         targets: dict[str, tuple[str, float | None]],
-        identity_to_device: dict[str, str],
         planner: Any | None = None,
         control: Any | None = None,
     ) -> None:
         self._clock = clock
         self._tz = tz
         self._targets = targets
-        self._ids = identity_to_device
         self._planner = planner
         self._control = control
         self.plugged: dict[str, bool] = {}
         self.sessions: dict[str, dict[str, Any]] = {}
 
-    def on_charger_event(self, kind: str, data: dict[str, Any]) -> None:
+    def on_charger_event(self, event: ChargerEvent) -> None:
         """OCPP listener (synchronous, called from the charger's receive loop)."""
-        if kind != "status":
+        if not isinstance(event, ChargerStatusChanged):
             return
-        device_id = self._ids.get(str(data.get("charger")), str(data.get("charger")))
-        try:
-            state = EvState(str(data.get("state")))
-        except ValueError:
-            return
+        device_id, state = event.device_id, event.state
         if state in (EvState.OFFLINE, EvState.FAULTED):
             return  # not a plug change; control puts the charger in its safe state
         plugged = state in EV_PLUGGED

@@ -17,6 +17,18 @@ from typing import Any
 from hems.core.clock import RealClock
 from hems.core.state import SiteState
 from hems.devices.ocpp.config import ChargerConfig, OcppConfig
+from hems.devices.ocpp.events import (
+    ChargerBooted,
+    ChargerEvent,
+    ChargerFaulted,
+    ChargerOffline,
+    ChargerStatusChanged,
+    LimitOutcome,
+    LimitSent,
+    MeterUpdated,
+    TransactionStarted,
+    TransactionStopped,
+)
 from hems.errors import ConfigError, DeviceError
 
 EXIT_OK, EXIT_LIMIT, EXIT_NO_CHARGER = 0, 1, 2
@@ -47,40 +59,40 @@ def _say(line: str) -> None:
     print(line, flush=True)
 
 
-def _show(kind: str, data: dict[str, Any]) -> None:
-    cp = data.get("charger")
-    if kind == "boot":
-        state = "PENDING" if data.get("pending") else "accepted"
+def _show(event: ChargerEvent) -> None:
+    cp = event.identity
+    if isinstance(event, ChargerBooted):
+        state = "PENDING" if event.pending else "accepted"
         _say(
-            f"[{cp}] boot ({state}): OCPP {data.get('version')} vendor={data.get('vendor')!r} "
-            f"model={data.get('model')!r} serial={data.get('serial')!r} "
-            f"firmware={data.get('firmware')!r}"
+            f"[{cp}] boot ({state}): OCPP {event.version} vendor={event.vendor!r} "
+            f"model={event.model!r} serial={event.serial!r} "
+            f"firmware={event.firmware!r}"
         )
-    elif kind == "status":
+    elif isinstance(event, ChargerStatusChanged):
         _say(
-            f"[{cp}] status {data['status']} -> {data['state']}"
-            + (
-                f" (error {data['error_code']})"
-                if data.get("error_code") not in (None, "NoError")
-                else ""
-            )
+            f"[{cp}] status {event.status} -> {event.state}"
+            + (f" (error {event.error_code})" if event.error_code not in (None, "NoError") else "")
         )
-    elif kind == "meter":
-        amps = ", ".join(f"{k or 'I'}={v:.1f} A" for k, v in sorted(data["current_a"].items()))
-        power = data["power_w"]
+    elif isinstance(event, MeterUpdated):
+        amps = ", ".join(f"{k or 'I'}={v:.1f} A" for k, v in sorted(event.current_a.items()))
+        power = event.power_w
         _say(
             f"[{cp}] meter power={'?' if power is None else f'{power:.0f} W'} {amps} "
-            f"session={data['session_energy_wh']:.0f} Wh"
+            f"session={event.session_energy_wh:.0f} Wh"
         )
-    elif kind == "limit":
+    elif isinstance(event, LimitSent):
         _say(
-            f"[{cp}] limit {data['current_a']:g} A x {data['phases']} via {data['method']}: "
-            f"{data['status']}"
+            f"[{cp}] limit {event.current_a:g} A x {event.phases} via {event.method}: "
+            f"{event.status}"
         )
-    elif kind in ("offline", "faulted"):
-        _say(f"[{cp}] {kind}: {data['reason']}")
-    elif kind in ("transaction_started", "transaction_stopped"):
-        _say(f"[{cp}] {kind.replace('_', ' ')} {data['transaction_id']}")
+    elif isinstance(event, ChargerOffline):
+        _say(f"[{cp}] offline: {event.reason}")
+    elif isinstance(event, ChargerFaulted):
+        _say(f"[{cp}] faulted: {event.reason}")
+    elif isinstance(event, TransactionStarted):
+        _say(f"[{cp}] transaction started {event.transaction_id}")
+    elif isinstance(event, TransactionStopped):
+        _say(f"[{cp}] transaction stopped {event.transaction_id}")
 
 
 def run_test(args: argparse.Namespace) -> int:
@@ -128,11 +140,11 @@ async def _run(args: argparse.Namespace) -> int:
     from hems.devices.ocpp.server import OcppCentralSystem
 
     clock = RealClock()
-    outcome: asyncio.Queue[tuple[str, dict[str, Any]]] = asyncio.Queue()
+    outcome: asyncio.Queue[ChargerEvent] = asyncio.Queue()
 
-    def listener(kind: str, data: dict[str, Any]) -> None:
-        _show(kind, data)
-        outcome.put_nowait((kind, data))
+    def listener(event: ChargerEvent) -> None:
+        _show(event)
+        outcome.put_nowait(event)
 
     cs = OcppCentralSystem(
         cfg,
@@ -166,7 +178,7 @@ def _booted(cs: Any) -> bool:
 async def _session(
     cs: Any,
     args: argparse.Namespace,
-    events: asyncio.Queue,
+    events: asyncio.Queue[ChargerEvent],
     server: asyncio.Task,
     progress: dict[str, bool],
 ) -> int:
@@ -181,8 +193,8 @@ async def _session(
         " (subprotocols ocpp2.0.1, ocpp1.6)"
     )
     while True:
-        kind, data = await events.get()
-        if kind == "boot" and not data.get("pending"):
+        event = await events.get()
+        if isinstance(event, ChargerBooted) and not event.pending:
             break
     charger = next(c for c in cs.chargers.values() if c.booted)
     await asyncio.sleep(0.5)  # let the first StatusNotification arrive
@@ -200,8 +212,8 @@ async def _session(
     progress["accepted"] = True
     _say(f"RESULT: limit {args.limit_a:g} A accepted; waiting for meter values to confirm")
     while True:
-        kind, data = await events.get()
-        if kind == "outcome":
-            verdict = "yes" if data["followed"] else "NO (charger ignores the limit)"
-            _say(f"RESULT: current followed: {verdict} (measured {data['measured_a']:.1f} A)")
+        event = await events.get()
+        if isinstance(event, LimitOutcome):
+            verdict = "yes" if event.followed else "NO (charger ignores the limit)"
+            _say(f"RESULT: current followed: {verdict} (measured {event.measured_a:.1f} A)")
             return EXIT_OK

@@ -30,8 +30,9 @@ from websockets.http11 import Request, Response
 
 from hems.core.clock import Clock
 from hems.core.state import SiteState
-from hems.devices.ocpp.charger import Listener, OcppCharger
+from hems.devices.ocpp.charger import OcppCharger
 from hems.devices.ocpp.config import ChargerConfig, OcppConfig
+from hems.devices.ocpp.events import ChargerListener
 from hems.devices.ocpp.quirks import QuirkProfile, default_profile, load_profile
 from hems.devices.ocpp.store import OcppStore
 from hems.devices.ocpp.v16 import Link16
@@ -80,7 +81,7 @@ class OcppCentralSystem:
         db: Database | None = None,
         *,
         accept_any_id: bool = False,
-        listener: Listener | None = None,
+        listener: ChargerListener | None = None,
         quirks_for_unknown: str | None = None,
     ) -> None:
         self.cfg = cfg

@@ -25,7 +25,7 @@ from ocpp.v16.enums import (
 )
 
 from hems.devices.ocpp.link import CsmsLink
-from hems.devices.ocpp.model import parse_meter_values
+from hems.devices.ocpp.model import MeterSample, parse_meter_values
 from hems.devices.ocpp.quirks import Fallback
 
 _PURPOSE = {
@@ -79,7 +79,7 @@ class Link16(CsmsLink, ChargePoint):
     async def _start(
         self, connector_id: int, id_tag: str, meter_start: int, timestamp: str, **kw: Any
     ):
-        tx_id = await self.charger.on_transaction_start16(connector_id, id_tag, float(meter_start))
+        tx_id = await self._start_transaction(connector_id, id_tag, float(meter_start))
         return call_result.StartTransaction(
             transaction_id=tx_id, id_tag_info=self._tag_info(id_tag)
         )
@@ -91,7 +91,7 @@ class Link16(CsmsLink, ChargePoint):
                 parse_meter_values(kw["transaction_data"], self.charger.energy_unit),
                 str(transaction_id),
             )
-        await self.charger.on_transaction_stop(
+        await self.charger.transactions.stop(
             str(transaction_id), float(meter_stop), kw.get("reason") or "Local"
         )
         tag = kw.get("id_tag")
@@ -102,7 +102,7 @@ class Link16(CsmsLink, ChargePoint):
         tx = kw.get("transaction_id")
         if connector_id not in (0, self.charger.cfg.connector_id):
             return call_result.MeterValues()  # another connector: not this EvCharger
-        await self.charger.on_meter_values16(
+        await self._meter_values(
             parse_meter_values(meter_value, self.charger.energy_unit),
             None if tx is None else str(tx),
         )
@@ -120,6 +120,33 @@ class Link16(CsmsLink, ChargePoint):
     @on(Action.diagnostics_status_notification, skip_schema_validation=True)
     def _diag(self, status: str, **kw: Any):
         return call_result.DiagnosticsStatusNotification()
+
+    async def _start_transaction(
+        self, connector_id: int, id_tag: str, meter_start_wh: float
+    ) -> int:
+        txs = self.charger.transactions
+        tx = txs.current
+        # A charger replaying its StartTransaction after a reconnect gets the same id.
+        if (
+            tx is not None
+            and tx.connector_id == connector_id
+            and tx.meter_start_wh == meter_start_wh
+        ):
+            return int(tx.transaction_id)
+        tx_id = await txs.new_id()
+        await txs.begin(str(tx_id), connector_id, meter_start_wh, id_tag)
+        return tx_id
+
+    async def _meter_values(self, sample: MeterSample, transaction_id: str | None) -> None:
+        txs = self.charger.transactions
+        tx = txs.current
+        if transaction_id is not None and (tx is None or tx.transaction_id != transaction_id):
+            if not await txs.join(transaction_id) and sample.energy_wh is not None:
+                # A transaction we never saw start (daemon restarted without its database):
+                # count from the first register we see, never from the lifetime total.
+                txs.joined_late(transaction_id, sample.energy_wh)
+                await txs.begin(transaction_id, self.charger.cfg.connector_id, sample.energy_wh)
+        await self.charger.on_meter_values(sample, transaction_id)
 
     def _tag_info(self, id_tag: str) -> dict[str, str]:
         ok = self.charger.authorize(id_tag)

@@ -21,7 +21,7 @@ from ocpp.v201.enums import (
 )
 
 from hems.devices.ocpp.link import CsmsLink
-from hems.devices.ocpp.model import parse_meter_values
+from hems.devices.ocpp.model import MeterSample, parse_meter_values
 from hems.devices.ocpp.quirks import Fallback
 
 _PURPOSE = {
@@ -95,7 +95,7 @@ class Link201(CsmsLink, ChargePoint):
         tx_id = str(transaction_info["transaction_id"])
         sample = parse_meter_values(kw.get("meter_value") or [], self.charger.energy_unit)
         evse_id = int((kw.get("evse") or {}).get("id", self.charger.cfg.connector_id))
-        await self.charger.on_transaction_event201(
+        await self._transaction_event(
             event_type,
             tx_id,
             evse_id,
@@ -138,6 +138,34 @@ class Link201(CsmsLink, ChargePoint):
     @on(Action.firmware_status_notification, skip_schema_validation=True)
     def _fw(self, status: str, **kw: Any):
         return call_result.FirmwareStatusNotification()
+
+    async def _transaction_event(
+        self,
+        event_type: str,
+        tx_id: str,
+        evse_id: int,
+        sample: MeterSample,
+        charging_state: str | None,
+        stopped_reason: str | None,
+    ) -> None:
+        charger = self.charger
+        if evse_id != charger.cfg.connector_id:
+            return
+        txs = charger.transactions
+        tx = txs.current
+        if (tx is None or tx.transaction_id != tx_id) and not await txs.join(tx_id):
+            start = sample.energy_wh
+            if start is None:
+                start = charger.sample.energy_wh if charger.sample else None
+            if event_type != "Started":
+                txs.joined_late(tx_id, start)
+            if start is not None:
+                await txs.begin(tx_id, evse_id, start)
+        if charging_state:
+            charger.on_status(charging_state, evse_id, None, None)
+        await charger.on_meter_values(sample, tx_id)
+        if event_type == "Ended":
+            await txs.stop(tx_id, sample.energy_wh, stopped_reason or "Local")
 
     def _token_info(self, token: dict[str, Any]) -> dict[str, str]:
         ok = self.charger.authorize(str(token.get("id_token", "")))
