@@ -28,7 +28,7 @@ from paho.mqtt.properties import Properties
 from pydantic import BaseModel, ValidationError
 
 from hems.core.clock import Clock
-from hems.core.readings import Quantity, Role
+from hems.core.quantities import site_values
 from hems.core.state import SiteState
 from hems.core.tasks import raise_if_cancelling
 from hems.errors import ConfigError, MessageRejected, StoreError, UplinkError
@@ -77,18 +77,6 @@ class Backoff:
         cap = min(self.max_s, self.min_s * 2**self._attempt)
         self._attempt = min(self._attempt + 1, 30)
         return self.min_s + self._rng.random() * max(0.0, cap - self.min_s)
-
-
-def mean_soc_pct(state: SiteState) -> float | None:
-    """Mean state of charge of the batteries; None if any is stale or there are none."""
-    socs = [
-        state.fresh_value(d, Quantity.SOC_PCT)
-        for d, r in state.devices.items()
-        if r is Role.BATTERY
-    ]
-    if not socs or any(v is None for v in socs):
-        return None
-    return sum(v for v in socs if v is not None) / len(socs)
 
 
 def tls_context(cfg: UplinkConfig) -> ssl.SSLContext | None:
@@ -261,14 +249,15 @@ class Uplink:
                 failing = False
 
     def telemetry(self) -> Telemetry:
-        s = self._state
+        # The figures come from the site-quantity table; the wire names stay as they are.
+        v = site_values(self._state)
         return Telemetry(
             at=self._clock.now(),
-            grid_w=s.role_total(Role.GRID),
-            pv_w=s.role_total(Role.PV),
-            battery_w=s.role_total(Role.BATTERY),
-            soc_pct=mean_soc_pct(s),
-            ev_w=s.role_total(Role.EV),
+            grid_w=v["grid_power_w"],
+            pv_w=v["pv_power_w"],
+            battery_w=v["battery_power_w"],
+            soc_pct=v["battery_soc_pct"],
+            ev_w=v["ev_power_w"],
         )
 
     def _client_for_session(self) -> aiomqtt.Client:

@@ -1,74 +1,28 @@
-"""Home Assistant MQTT discovery for the main sensors, on a local broker (optional).
+"""Home Assistant MQTT discovery for the site quantities, on a local broker (optional).
 
-Sensors are rows of a table; a new sensor is a new row. Discovery configs and the
-availability topic are retained; the state is one JSON object read by value templates.
+One sensor per row of hems.core.quantities.SITE_QUANTITIES (a new figure there is a new
+sensor here), with its unit, device class and state class, so the energy counters can feed
+HA's Energy dashboard. Discovery configs and the availability topic are retained; the state
+is one JSON object read by value templates (null renders as None, which HA takes as unknown).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
-from dataclasses import dataclass
 
 import aiomqtt
 import structlog
 
 from hems.core.clock import Clock
-from hems.core.readings import Role
+from hems.core.quantities import SITE_QUANTITIES, SiteQuantity, site_values
 from hems.core.state import SiteState
 from hems.core.tasks import raise_if_cancelling
-from hems.uplink.channel import mean_soc_pct
 from hems.uplink.config import HomeAssistantConfig
 
 log = structlog.get_logger(__name__)
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class SensorDescription:
-    key: str
-    name: str
-    unit: str
-    device_class: str
-    value_fn: Callable[[SiteState], float | None]
-
-
-SENSORS = (
-    SensorDescription(
-        key="grid_power_w",
-        name="Grid power",
-        unit="W",
-        device_class="power",
-        value_fn=lambda s: s.role_total(Role.GRID),
-    ),
-    SensorDescription(
-        key="pv_power_w",
-        name="PV power",
-        unit="W",
-        device_class="power",
-        value_fn=lambda s: s.role_total(Role.PV),
-    ),
-    SensorDescription(
-        key="battery_power_w",
-        name="Battery power",
-        unit="W",
-        device_class="power",
-        value_fn=lambda s: s.role_total(Role.BATTERY),
-    ),
-    SensorDescription(
-        key="battery_soc_pct",
-        name="Battery state of charge",
-        unit="%",
-        device_class="battery",
-        value_fn=mean_soc_pct,
-    ),
-    SensorDescription(
-        key="ev_power_w",
-        name="EV charging power",
-        unit="W",
-        device_class="power",
-        value_fn=lambda s: s.role_total(Role.EV),
-    ),
-)
+SENSORS: tuple[SiteQuantity, ...] = SITE_QUANTITIES  # one sensor per site quantity
 
 
 def _base_topic(site_id: str) -> str:
@@ -80,24 +34,28 @@ def discovery_messages(site_id: str, prefix: str) -> dict[str, dict[str, object]
     node = f"hems_{site_id}"
     base = _base_topic(site_id)
     out: dict[str, dict[str, object]] = {}
-    for s in SENSORS:
-        out[f"{prefix}/sensor/{node}/{s.key}/config"] = {
-            "name": s.name,
-            "unique_id": f"{node}_{s.key}",
-            "object_id": f"{node}_{s.key}",
+    for q in SENSORS:
+        config: dict[str, object] = {
+            "name": q.name,
+            "unique_id": f"{node}_{q.key}",
+            "object_id": f"{node}_{q.key}",
             "state_topic": f"{base}/state",
-            "value_template": f"{{{{ value_json.{s.key} }}}}",
-            "unit_of_measurement": s.unit,
-            "device_class": s.device_class,
-            "state_class": "measurement",
+            "value_template": f"{{{{ value_json.{q.key} }}}}",
+            "unit_of_measurement": q.unit,
+            "device_class": q.device_class,
+            "state_class": q.state_class,
+            "suggested_display_precision": q.precision,
             "availability_topic": f"{base}/availability",
             "device": {"identifiers": [node], "name": f"hems {site_id}", "manufacturer": "hems"},
         }
+        if q.icon is not None:
+            config["icon"] = q.icon
+        out[f"{prefix}/sensor/{node}/{q.key}/config"] = config
     return out
 
 
 def state_message(state: SiteState) -> dict[str, float | None]:
-    return {s.key: s.value_fn(state) for s in SENSORS}
+    return site_values(state)
 
 
 class HomeAssistantDiscovery:

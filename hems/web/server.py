@@ -12,6 +12,7 @@ import json
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict
 from datetime import timedelta
+from html import escape
 from importlib import resources
 from typing import Any
 
@@ -20,7 +21,8 @@ from aiohttp import web
 
 from hems.core.clock import Clock
 from hems.core.jsonsafe import JsonTooLarge, loads_bounded
-from hems.core.readings import Quantity, Role
+from hems.core.quantities import SITE_QUANTITIES, site_values
+from hems.core.readings import Quantity
 from hems.core.state import SiteState
 from hems.errors import ConfigError, HemsError
 from hems.store.timeseries import ReadingStore
@@ -32,20 +34,23 @@ Action = Callable[[dict[str, Any]], Awaitable[Any]]
 
 
 def site_summary(state: SiteState) -> dict[str, float | None]:
-    """The five numbers the owner looks at first [W, %]; None when unknown or stale."""
-    soc = [
-        state.fresh_value(device_id, Quantity.SOC_PCT)
-        for device_id, role in state.devices.items()
-        if role is Role.BATTERY
-    ]
-    known_soc = [s for s in soc if s is not None]
-    return {
-        "grid_power_w": state.role_total(Role.GRID),
-        "pv_power_w": state.role_total(Role.PV),
-        "battery_power_w": state.role_total(Role.BATTERY),
-        "battery_soc_pct": sum(known_soc) / len(known_soc) if known_soc else None,
-        "ev_power_w": state.role_total(Role.EV),
-    }
+    """The site figures the owner looks at first, by key; None when unknown or stale.
+
+    The figures and their rules are hems.core.quantities.SITE_QUANTITIES, shared with the
+    uplink and Home Assistant so the page never disagrees with them.
+    """
+    return site_values(state)
+
+
+def summary_cards() -> str:
+    """The page's summary cards, one per site quantity; the script fills in the values."""
+    return "\n".join(
+        f'    <div class="card"><div class="label">{escape(q.name)}</div>'
+        f'<div class="value" id="{escape(q.key)}" data-unit="{escape(q.unit)}" '
+        f'data-precision="{q.precision}">–</div>'
+        f'<div class="hint">{escape(q.description)}</div></div>'
+        for q in SITE_QUANTITIES
+    )
 
 
 class WebServer:
@@ -103,6 +108,7 @@ class WebServer:
     # -- handlers ---------------------------------------------------------------------------
     async def _index(self, _: web.Request) -> web.Response:
         page = resources.files("hems.web").joinpath("static/index.html").read_text("utf-8")
+        page = page.replace("    <!-- summary cards -->", summary_cards(), 1)
         return web.Response(text=page, content_type="text/html")
 
     async def _api_state(self, _: web.Request) -> web.Response:

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 import aiomqtt
 
 from hems.core.clock import RealClock
+from hems.core.quantities import SITE_QUANTITIES
 from hems.core.readings import Quantity, Reading, Role
 from hems.core.state import SiteState
 from hems.uplink.config import HomeAssistantConfig
@@ -25,6 +26,8 @@ async def test_discovery_configs_are_retained_and_state_follows(broker: Mosquitt
     state.register_device("meter", Role.GRID)
     state.register_device("inv", Role.PV)
     state.publish([Reading("meter", Quantity.POWER_W, -1500.0, clock.now()),
+                   Reading("meter", Quantity.ENERGY_IMPORT_WH, 1_234_500.0, clock.now()),
+                   Reading("meter", Quantity.ENERGY_EXPORT_WH, 98_000.0, clock.now()),
                    Reading("inv", Quantity.POWER_W, 3200.0, clock.now())])  # fmt: skip
     cfg = HomeAssistantConfig(enabled=True, broker_port=broker.port, broker_host="127.0.0.1",
                               state_interval_s=1)  # fmt: skip
@@ -43,7 +46,20 @@ async def test_discovery_configs_are_retained_and_state_follows(broker: Mosquitt
     assert grid["unit_of_measurement"] == "W" and grid["device_class"] == "power"
     assert grid["state_topic"] == "hems/s1/ha/state"
     assert grid["unique_id"] == "hems_s1_grid_power_w"
+    assert grid["state_class"] == "measurement"
+    # every site quantity is a sensor, with the classes HA's Energy dashboard needs
+    for q in SITE_QUANTITIES:
+        config = json.loads(got[f"homeassistant/sensor/hems_s1/{q.key}/config"])
+        assert (config["unit_of_measurement"], config["device_class"], config["state_class"]) == (
+            q.unit, q.device_class, q.state_class,
+        )  # fmt: skip
+    imported = json.loads(got["homeassistant/sensor/hems_s1/grid_import_energy_kwh/config"])
+    assert imported["unit_of_measurement"] == "kWh" and imported["device_class"] == "energy"
+    assert imported["state_class"] == "total_increasing"
     assert got["hems/s1/ha/availability"] == b"online"
     values = json.loads(got["hems/s1/ha/state"])
     assert values["grid_power_w"] == -1500.0 and values["pv_power_w"] == 3200.0
     assert values["battery_soc_pct"] is None  # no battery: unknown, never 0
+    assert values["grid_import_energy_kwh"] == 1234.5 and values["grid_export_energy_kwh"] == 98.0
+    assert values["grid_export_power_w"] == 1500.0 and values["load_power_w"] == 1700.0
+    assert values["pv_energy_kwh"] is None  # the inverter sent no energy register

@@ -9,6 +9,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from hems.core.clock import ManualClock
+from hems.core.quantities import site_values
 from hems.core.readings import Quantity, Reading, Role
 from hems.core.state import SiteState
 from hems.errors import ConfigError, UplinkError
@@ -71,6 +72,34 @@ async def test_telemetry_uses_role_totals_and_null_for_stale(tmp_path: Path) -> 
     state.publish([Reading("meter", Quantity.POWER_W, 300.0, clock.now())])
     t = up.telemetry()
     assert t.grid_w == 300 and t.pv_w is None and t.soc_pct is None  # stale: unknown, not 0
+    await db.close()
+
+
+async def test_telemetry_maps_the_site_quantities_onto_its_wire_names(tmp_path: Path) -> None:
+    clock = ManualClock(START)
+    db = await Database.open(tmp_path / "hems.db")
+    state = SiteState(clock, stale_after_s=30)
+    for device, role in [("meter", Role.GRID), ("b1", Role.BATTERY), ("b2", Role.BATTERY),
+                         ("cp", Role.EV)]:  # fmt: skip
+        state.register_device(device, role)
+    state.publish([Reading("b2", Quantity.SOC_PCT, 80.0, START)])
+    await clock.advance(31)
+    state.publish([
+        Reading("meter", Quantity.POWER_W, 4200.0, clock.now()),
+        Reading("b1", Quantity.POWER_W, 0.0, clock.now()),
+        Reading("b1", Quantity.SOC_PCT, 40.0, clock.now()),
+        Reading("b2", Quantity.POWER_W, 0.0, clock.now()),
+        Reading("cp", Quantity.POWER_W, 3700.0, clock.now()),
+    ])  # fmt: skip
+    up = Uplink(cfg(), "home-1", state, db, clock, key=Ed25519PrivateKey.generate())
+    wire = up.telemetry().model_dump(mode="json")
+    assert set(wire) == {"at", "grid_w", "pv_w", "battery_w", "soc_pct", "ev_w"}  # unchanged
+    v = site_values(state)
+    assert (wire["grid_w"], wire["pv_w"], wire["battery_w"], wire["soc_pct"], wire["ev_w"]) == (
+        v["grid_power_w"], v["pv_power_w"], v["battery_power_w"], v["battery_soc_pct"],
+        v["ev_power_w"],
+    )  # fmt: skip
+    assert wire["soc_pct"] is None and wire["battery_w"] == 0.0  # b2's SoC is stale
     await db.close()
 
 

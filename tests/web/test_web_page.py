@@ -9,6 +9,7 @@ import httpx
 from playwright.async_api import Browser
 
 from hems.core import ManualClock, Quantity, Reading, Role, SiteState
+from hems.core.quantities import SITE_QUANTITIES
 from hems.store.db import Database
 from hems.store.timeseries import ReadingStore
 from hems.web import WebServer
@@ -57,6 +58,32 @@ async def test_page_shows_live_values_and_flags_stale_device(
         stale_rows = await page.locator("#devices tr.stale td:first-child").all_inner_texts()
         assert stale_rows == ["pv"]
         assert await page.inner_text("#pv_power_w") == "–"  # stale is unknown, not zero
+    finally:
+        await web.stop()
+        await db.close()
+
+
+async def test_summary_and_cards_follow_the_site_quantity_table(tmp_path: Path) -> None:
+    web, state, clock, db = await serve(tmp_path)
+    state.register_device("battery2", Role.BATTERY)
+    try:
+        state.publish([Reading("battery", Quantity.SOC_PCT, 56.5, clock.now()),
+                       Reading("battery2", Quantity.SOC_PCT, 20.0, clock.now())])  # fmt: skip
+        base = f"http://127.0.0.1:{web.bound_port}"
+        async with httpx.AsyncClient(base_url=base) as client:
+            summary = (await client.get("/api/state")).json()["summary"]
+            assert list(summary) == [q.key for q in SITE_QUANTITIES]
+            assert summary["battery_soc_pct"] == (56.5 + 20.0) / 2
+            await clock.advance(20)
+            state.publish([Reading("battery", Quantity.SOC_PCT, 57.0, clock.now())])
+            await clock.advance(20)  # battery2 is now 40 s old: stale
+            summary = (await client.get("/api/state")).json()["summary"]
+            # The site's SoC is unknown while one battery is: the page used to show the
+            # fresh battery's 57 % here, disagreeing with the uplink and Home Assistant.
+            assert summary["battery_soc_pct"] is None
+            page = (await client.get("/")).text
+        for q in SITE_QUANTITIES:
+            assert f'id="{q.key}" data-unit="{q.unit}"' in page
     finally:
         await web.stop()
         await db.close()
