@@ -13,7 +13,6 @@ import contextlib
 import math
 from collections.abc import Coroutine
 from dataclasses import asdict
-from datetime import datetime, timedelta
 from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
@@ -22,7 +21,8 @@ import structlog
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
-from hems.app.links import EnvelopeLink, EvSessions, FlexLink, IntervalSender
+from hems.app.evsessions import EvSessions
+from hems.app.links import EnvelopeLink, FlexLink, IntervalSender
 from hems.config import Config
 from hems.core.clock import Clock
 from hems.core.readings import Role
@@ -30,11 +30,12 @@ from hems.core.state import SiteState
 from hems.core.supervise import StageHealth, supervise
 from hems.devices.factory import DeviceLayer, build_devices
 from hems.devices.ocpp.events import ChargerEvent
-from hems.errors import HemsError
 from hems.flex.views import recent_events, recent_reports
 from hems.sdnotify import Notifier, watchdog_interval_s
 from hems.store.db import Database
+from hems.store.evsessions import EvSessionTable
 from hems.store.timeseries import ReadingStore
+from hems.web import actions
 from hems.web.server import WebServer
 
 log = structlog.get_logger(__name__)
@@ -196,9 +197,13 @@ class Daemon:
                 self.clock,
                 tz,
                 {e.charger_id: (e.default_departure, e.target_energy_wh) for e in planner_cfg.evs},
+                EvSessionTable(db),
                 planner=self.planner,
                 control=self.control,
             )
+            # Before the central system accepts chargers, so a plugged car resumes its session.
+            await self.ev_sessions.restore()
+            self.services["ev-sessions"] = self.ev_sessions
 
         if cfg.uplink.enabled:
             from hems.uplink.channel import Uplink
@@ -342,7 +347,7 @@ class Daemon:
                     "interventions": control.recent_interventions()[-20:],
                 },
             )
-            web.add_action("override", self._action_override)
+            web.add_action("override", actions.override(control, self.clock))
         if self.ocpp is not None:
             ocpp = self.ocpp
 
@@ -354,8 +359,17 @@ class Daemon:
                 }
 
             web.add_json("chargers", chargers)
-            web.add_action("ev-session", self._action_ev_session)
-            web.add_action("accept-charger", self._action_accept_charger)
+            if self.ev_sessions is not None:
+                web.add_action(
+                    "ev-session",
+                    actions.ev_session(
+                        self.ev_sessions,
+                        ocpp.chargers,
+                        self.clock,
+                        ZoneInfo(self.cfg.site.timezone),
+                    ),
+                )
+            web.add_action("accept-charger", actions.accept_charger(ocpp))
         if self.flex is not None:
             flex, db = self.flex, self.db
             assert db is not None
@@ -377,49 +391,6 @@ class Daemon:
             "events": await recent_events(self.db),
             "rejected": [{"reason": reason, "detail": detail} for reason, detail in rejected],
         }
-
-    async def _action_override(self, body: dict[str, Any]) -> dict[str, Any]:
-        assert self.control is not None
-        device_id = _field(body, "device_id", str)
-        minutes = _field(body, "minutes", float)
-        if not 1 <= minutes <= 24 * 60:
-            raise HemsError("minutes: must be 1..1440")
-        raw = body.get("target")
-        target: float | bool
-        if isinstance(raw, bool) or raw in ("on", "off"):
-            target = raw if isinstance(raw, bool) else raw == "on"
-        else:
-            target = _field(body, "target", float)
-        expires = self.clock.now() + timedelta(minutes=minutes)
-        self.control.set_override(device_id, target, expires)
-        return {"device_id": device_id, "target": target, "expires_at": expires.isoformat()}
-
-    async def _action_ev_session(self, body: dict[str, Any]) -> dict[str, Any]:
-        assert self.ev_sessions is not None and self.ocpp is not None
-        charger_id = _field(body, "charger_id", str)
-        if charger_id not in self.ocpp.chargers:
-            raise HemsError(f"charger_id: unknown charger {charger_id!r}")
-        energy_wh = _field(body, "energy_kwh", float) * 1000
-        raw = _field(body, "departure", str)
-        try:
-            if len(raw) == 5 and raw[2] == ":":
-                from hems.app.links import next_departure
-
-                departure = next_departure(self.clock.now(), raw, ZoneInfo(self.cfg.site.timezone))
-            else:
-                departure = datetime.fromisoformat(raw)
-        except ValueError as exc:
-            raise HemsError(f"departure: not HH:MM or ISO 8601 ({exc})") from None
-        self.ev_sessions.set_session(charger_id, energy_wh, departure)
-        return self.ev_sessions.sessions[charger_id]
-
-    async def _action_accept_charger(self, body: dict[str, Any]) -> dict[str, Any]:
-        assert self.ocpp is not None
-        identity = _field(body, "identity", str)
-        if identity not in await self.ocpp.pending():
-            raise HemsError(f"identity: {identity!r} is not waiting for acceptance")
-        await self.ocpp.accept(identity)
-        return {"accepted": identity}
 
     # -- health ---------------------------------------------------------------------------
     def _control_watchdog(self) -> Any:
@@ -471,17 +442,3 @@ async def _reap_stragglers(owner: asyncio.Task[Any], tasks: list[asyncio.Task[No
             if not task.done():
                 log.warning("service did not stop; cancelling it again", service=task.get_name())
                 task.cancel()
-
-
-def _field(body: dict[str, Any], name: str, kind: type) -> Any:
-    """One form/API field, converted, or a HemsError naming it."""
-    if name not in body or body[name] in (None, ""):
-        raise HemsError(f"{name}: is required")
-    value = body[name]
-    try:
-        converted = kind(value)
-    except (TypeError, ValueError):
-        raise HemsError(f"{name}: must be a {kind.__name__}") from None
-    if isinstance(converted, float) and not math.isfinite(converted):
-        raise HemsError(f"{name}: must be a finite number")
-    return converted

@@ -1,7 +1,5 @@
 """Glue between the stages, kept out of the composition root so each piece is testable.
 
-* `EvSessions`: charger events (OCPP) → the planner (EV plugged / unplugged) and the control
-  loop (energy wanted by departure).
 * `FlexLink`: accepted flexibility events → planner constraints and the live control target.
 * `EnvelopeLink`: the aggregator's operating envelope → the planner's per-slot grid caps.
 * `IntervalSender`: half-hourly meter intervals → the uplink's outbox, with a durable cursor.
@@ -13,83 +11,16 @@ import math
 from collections.abc import Awaitable, Callable, Iterable
 from datetime import datetime, timedelta
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import structlog
 
-from hems.core.capabilities import EV_PLUGGED, EvState
 from hems.core.clock import Clock
-from hems.core.localtime import next_local as next_departure
 from hems.core.tasks import raise_if_cancelling
-from hems.devices.ocpp.events import ChargerEvent, ChargerStatusChanged
 from hems.errors import HemsError
 from hems.store.db import Database
 from hems.store.timeseries import from_ms
 
 log = structlog.get_logger(__name__)
-
-
-class EvSessions:
-    """Turns charger status changes into EV sessions for the planner and the control loop.
-
-    `targets`: charger device id → (default departure "HH:MM", energy wanted [Wh]) from the
-    planner's `evs:` config; a session set by the owner (web page/API) replaces it.
-    """
-
-    def __init__(
-        self,
-        clock: Clock,
-        tz: ZoneInfo,
-        targets: dict[str, tuple[str, float | None]],
-        planner: Any | None = None,
-        control: Any | None = None,
-    ) -> None:
-        self._clock = clock
-        self._tz = tz
-        self._targets = targets
-        self._planner = planner
-        self._control = control
-        self.plugged: dict[str, bool] = {}
-        self.sessions: dict[str, dict[str, Any]] = {}
-
-    def on_charger_event(self, event: ChargerEvent) -> None:
-        """OCPP listener (synchronous, called from the charger's receive loop)."""
-        if not isinstance(event, ChargerStatusChanged):
-            return
-        device_id, state = event.device_id, event.state
-        if state in (EvState.OFFLINE, EvState.FAULTED):
-            return  # not a plug change; control puts the charger in its safe state
-        plugged = state in EV_PLUGGED
-        if self.plugged.get(device_id) == plugged:
-            return
-        self.plugged[device_id] = plugged
-        if plugged:
-            departure, energy_wh = self._targets.get(device_id, ("07:00", None))
-            try:
-                self.set_session(
-                    device_id, energy_wh, next_departure(self._clock.now(), departure, self._tz)
-                )
-            except HemsError as exc:
-                # Called from the charger's receive loop: a refusal is logged, never raised.
-                log.error("ev session not set", charger=device_id, error=str(exc))
-        else:
-            self.sessions.pop(device_id, None)
-            if self._planner is not None:
-                self._planner.ev_unplugged(device_id)
-            log.info("ev unplugged", charger=device_id)
-
-    def set_session(self, device_id: str, energy_wh: float | None, departure: datetime) -> None:
-        """Start or change a session (plug-in, or the owner's request on the web page)."""
-        if departure.tzinfo is None:
-            raise HemsError("departure: must carry a time zone offset")
-        if energy_wh is not None and not (math.isfinite(energy_wh) and 0 <= energy_wh <= 200_000):
-            raise HemsError("energy_wh: must be 0..200000")
-        self.sessions[device_id] = {"energy_wh": energy_wh, "departure": departure.isoformat()}
-        if self._planner is not None:
-            self._planner.ev_plugged(device_id, energy_wh=energy_wh, departure=departure)
-        if self._control is not None and energy_wh is not None:
-            self._control.set_ev_session(device_id, energy_wh, departure)
-        log.info("ev session", charger=device_id, energy_wh=energy_wh, departure=departure)
 
 
 class FlexLink:

@@ -225,10 +225,13 @@ class PlannerService:
         *,
         energy_wh: float | None = None,
         departure: datetime | None = None,
+        arrival: datetime | None = None,
     ) -> None:
-        """An EV was plugged in (or its target/departure changed)."""
+        """An EV was plugged in (or its target/departure changed); `arrival`: when it was
+        plugged in, if known (a session resumed after a restart)."""
         prev = self._evs.get(charger_id)
-        arrival = prev.arrival if prev else self.clock.now()
+        if arrival is None:
+            arrival = prev.arrival if prev else self.clock.now()
         self._evs[charger_id] = _EvRequest(arrival, departure, energy_wh)
         self.request_replan(f"ev {charger_id} plugged/target changed")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
-from hems.app.links import EvSessions
+from hems.app.evsessions import EvSessions
 from hems.control.config import ControlConfig
 from hems.control.devices import ControlledDevices
 from hems.control.loop import ControlLoop

@@ -1,0 +1,48 @@
+"""The `ev_sessions` table (its only owner): one row per charger with a car plugged in."""
+
+from __future__ import annotations
+
+from hems.core.ev import EvSession
+from hems.errors import HemsError
+from hems.store.db import Database
+from hems.store.timeseries import from_ms, to_ms
+
+
+class EvSessionTable:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def load(self) -> dict[str, EvSession]:
+        """Every stored session by device id; a row that no longer validates is skipped."""
+        rows = await self._db.fetchall(
+            "SELECT device_id, plugged_at_ms, departure_ms, energy_wh, set_by FROM ev_sessions"
+        )
+        out: dict[str, EvSession] = {}
+        for device_id, plugged_ms, departure_ms, energy_wh, set_by in rows:
+            try:
+                out[device_id] = EvSession(
+                    device_id, from_ms(plugged_ms), from_ms(departure_ms), energy_wh, set_by
+                )
+            except HemsError:
+                continue
+        return out
+
+    async def save(self, session: EvSession, now_ms: int) -> None:
+        await self._db.execute(
+            "INSERT INTO ev_sessions(device_id, plugged_at_ms, departure_ms, energy_wh, set_by,"
+            " updated_ms) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(device_id) DO UPDATE SET"
+            " plugged_at_ms=excluded.plugged_at_ms, departure_ms=excluded.departure_ms,"
+            " energy_wh=excluded.energy_wh, set_by=excluded.set_by,"
+            " updated_ms=excluded.updated_ms",
+            (
+                session.device_id,
+                to_ms(session.plugged_at),
+                to_ms(session.departure),
+                session.energy_wh,
+                session.set_by,
+                now_ms,
+            ),
+        )
+
+    async def delete(self, device_id: str) -> None:
+        await self._db.execute("DELETE FROM ev_sessions WHERE device_id = ?", (device_id,))

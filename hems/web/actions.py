@@ -1,0 +1,101 @@
+"""The page's and API's state-changing actions: parse the form or JSON body, name the field
+at fault, then call the stage. Each action is built from the narrow surface it needs."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Collection
+from datetime import datetime, timedelta
+from typing import Any, Protocol
+from zoneinfo import ZoneInfo
+
+from hems.core.clock import Clock
+from hems.core.ev import EvSession
+from hems.core.localtime import next_local
+from hems.errors import HemsError
+from hems.web.server import Action
+
+
+class Overrides(Protocol):
+    def set_override(self, device_id: str, target: float | bool, expires_at: datetime) -> None: ...
+
+
+class Sessions(Protocol):
+    def set_session(
+        self, device_id: str, energy_wh: float | None, departure: datetime
+    ) -> EvSession: ...
+
+
+class Acceptor(Protocol):
+    async def pending(self) -> Any: ...
+
+    async def accept(self, identity: str) -> None: ...
+
+
+def override(control: Overrides, clock: Clock) -> Action:
+    """`POST /api/override {device_id, target (W, or on/off), minutes}`."""
+
+    async def act(body: dict[str, Any]) -> dict[str, Any]:
+        device_id = field(body, "device_id", str)
+        minutes = field(body, "minutes", float)
+        if not 1 <= minutes <= 24 * 60:
+            raise HemsError("minutes: must be 1..1440")
+        raw = body.get("target")
+        target: float | bool
+        if isinstance(raw, bool) or raw in ("on", "off"):
+            target = raw if isinstance(raw, bool) else raw == "on"
+        else:
+            target = field(body, "target", float)
+        expires = clock.now() + timedelta(minutes=minutes)
+        control.set_override(device_id, target, expires)
+        return {"device_id": device_id, "target": target, "expires_at": expires.isoformat()}
+
+    return act
+
+
+def ev_session(sessions: Sessions, chargers: Collection[str], clock: Clock, tz: ZoneInfo) -> Action:
+    """`POST /api/ev-session {charger_id, energy_kwh, departure (HH:MM local or ISO 8601)}`."""
+
+    async def act(body: dict[str, Any]) -> dict[str, Any]:
+        charger_id = field(body, "charger_id", str)
+        if charger_id not in chargers:
+            raise HemsError(f"charger_id: unknown charger {charger_id!r}")
+        energy_wh = field(body, "energy_kwh", float) * 1000
+        raw = field(body, "departure", str)
+        try:
+            if len(raw) == 5 and raw[2] == ":":
+                departure = next_local(clock.now(), raw, tz)
+            else:
+                departure = datetime.fromisoformat(raw)
+        except ValueError as exc:
+            raise HemsError(f"departure: not HH:MM or ISO 8601 ({exc})") from None
+        return sessions.set_session(charger_id, energy_wh, departure).as_dict()
+
+    return act
+
+
+def accept_charger(ocpp: Acceptor) -> Action:
+    """`POST /api/accept-charger {identity}`: accept a charger waiting as pending."""
+
+    async def act(body: dict[str, Any]) -> dict[str, Any]:
+        identity = field(body, "identity", str)
+        if identity not in await ocpp.pending():
+            raise HemsError(f"identity: {identity!r} is not waiting for acceptance")
+        await ocpp.accept(identity)
+        return {"accepted": identity}
+
+    return act
+
+
+def field(body: dict[str, Any], name: str, kind: type) -> Any:
+    """One form/API field, converted, or a HemsError naming it."""
+    if name not in body or body[name] in (None, ""):
+        raise HemsError(f"{name}: is required")
+    value = body[name]
+    try:
+        converted = kind(value)
+    except (TypeError, ValueError):
+        raise HemsError(f"{name}: must be a {kind.__name__}") from None
+    if isinstance(converted, float) and not math.isfinite(converted):
+        raise HemsError(f"{name}: must be a finite number")
+    return converted
