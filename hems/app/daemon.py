@@ -11,9 +11,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import asdict
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 from zoneinfo import ZoneInfo
 
 import httpx
@@ -38,6 +38,14 @@ from hems.store.timeseries import ReadingStore
 from hems.web import actions
 from hems.web.server import WebServer
 
+if TYPE_CHECKING:
+    from hems.control.loop import ControlLoop
+    from hems.devices.ocpp.server import OcppCentralSystem
+    from hems.flex.service import FlexService
+    from hems.planning.service import PlannerService
+    from hems.uplink.channel import Uplink
+    from hems.uplink.messages import Capabilities, Event, EventDecision
+
 log = structlog.get_logger(__name__)
 
 
@@ -58,11 +66,12 @@ class Daemon:
         self.web: WebServer | None = None
         self.layer = DeviceLayer()
         self.services: dict[str, Service] = {}
-        self.ocpp: Any | None = None
-        self.planner: Any | None = None
-        self.control: Any | None = None
-        self.flex: Any | None = None
-        self.uplink: Any | None = None
+        # Stages are imported when enabled (each pulls in its own libraries), so typed here.
+        self.ocpp: OcppCentralSystem | None = None
+        self.planner: PlannerService | None = None
+        self.control: ControlLoop | None = None
+        self.flex: FlexService | None = None
+        self.uplink: Uplink | None = None
         self.ev_sessions: EvSessions | None = None
         self.started = asyncio.Event()
         self.stage_health: dict[str, StageHealth] = {}
@@ -259,7 +268,7 @@ class Daemon:
         if self.ev_sessions is not None:
             self.ev_sessions.on_charger_event(event)
 
-    async def _on_event(self, event: Any) -> Any:
+    async def _on_event(self, event: Event) -> EventDecision:
         from hems.uplink.messages import EventDecision
 
         if self.flex is None:
@@ -284,7 +293,7 @@ class Daemon:
         period_h = (event.end - event.start).total_seconds() / 3600 / max(1, len(kwh))
         return sum(known) / len(known) / period_h * 1000
 
-    def _capabilities(self) -> Any:
+    def _capabilities(self) -> Capabilities:
         from hems.uplink.messages import Asset, Capabilities
 
         cfg = self.cfg
@@ -393,7 +402,7 @@ class Daemon:
         }
 
     # -- health ---------------------------------------------------------------------------
-    def _control_watchdog(self) -> Any:
+    def _control_watchdog(self) -> Callable[[], None]:
         """The control loop calls this only after a healthy cycle; pace it for systemd."""
         interval_s = watchdog_interval_s()
         last = [-math.inf]
