@@ -1,1 +1,16 @@
-"""Device adapters: protocol engines that turn the outside world into capabilities."""
+"""Device adapters: protocol engines that turn the outside world into core capabilities.
+
+* `modbus/` — one connection per TCP endpoint or serial bus, SunSpec discovery and decoding,
+  profile-driven devices from `drivers/*.yaml`, the optional Modbus proxy;
+* `meters/` — DSMR P1, the GB CAD (Glow, local MQTT), half-hourly import/export intervals;
+* `ocpp/` — the OCPP central system (1.6J and 2.0.1) for the home's chargers;
+* `config.py` — the `devices[]` entry of each type; `factory.py` — builds the services.
+
+Public surface: `build_devices` (the Modbus and meter services for a `devices[]` list) and
+`DeviceConfig`; the OCPP central system is `hems.devices.ocpp.OcppCentralSystem`.
+"""
+
+from hems.devices.config import DeviceConfig
+from hems.devices.factory import DeviceLayer, build_devices
+
+__all__ = ["DeviceConfig", "DeviceLayer", "build_devices"]
