@@ -18,6 +18,7 @@ from hems.core.clock import Clock
 from hems.core.tasks import raise_if_cancelling
 from hems.errors import HemsError
 from hems.store.db import Database
+from hems.store.intervals import intervals_updated_after
 from hems.store.timeseries import from_ms
 
 log = structlog.get_logger(__name__)
@@ -188,14 +189,10 @@ class IntervalSender:
     async def send_new(self) -> int:
         row = await self._db.fetchone("SELECT value FROM app_state WHERE key=?", (self.KEY,))
         cursor = int(row[0]) if row else -1
-        rows = await self._db.fetchall(
-            "SELECT period_start_ms, import_wh, export_wh, quality, updated_ms "
-            "FROM meter_intervals WHERE device_id=? AND updated_ms>? ORDER BY updated_ms, "
-            "period_start_ms",
-            (self._device_id, cursor),
-        )
-        for start_ms, imp, exp, quality, updated_ms in rows:
-            start = from_ms(start_ms)
+        rows = await intervals_updated_after(self._db, self._device_id, cursor)
+        for row in rows:
+            imp, exp, quality = row.interval.import_wh, row.interval.export_wh, row.interval.quality
+            start, updated_ms = from_ms(row.interval.period_start_ms), row.updated_ms
             await self._send(
                 "meter_interval",
                 {

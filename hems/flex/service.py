@@ -32,6 +32,7 @@ from hems.flex.meterdata import MeterData
 from hems.flex.presets import method as preset_method
 from hems.flex.report import DeliveryReport, report_for_event
 from hems.store.db import Database
+from hems.store.intervals import load_intervals
 from hems.store.rollup import periods_between, settlement_periods
 from hems.store.timeseries import to_ms
 
@@ -156,15 +157,10 @@ class FlexService:
         if self.cfg.meter_device_id is None:
             return MeterData()
 
-        def run(conn: sqlite3.Connection) -> list[tuple[int, float | None, float | None, str]]:
-            return conn.execute(
-                "SELECT period_start_ms, import_wh, export_wh, quality FROM meter_intervals"
-                " WHERE device_id = ? AND period_start_ms >= ? AND period_start_ms < ?",
-                (self.cfg.meter_device_id, to_ms(start), to_ms(end)),
-            ).fetchall()
-
         try:
-            rows = await self._db.call(run)
+            intervals = await load_intervals(
+                self._db, self.cfg.meter_device_id, to_ms(start), to_ms(end)
+            )
         except sqlite3.OperationalError as exc:
             if not self._meter_table_missing:
                 log.error("flex cannot read meter intervals", error=str(exc))
@@ -173,6 +169,7 @@ class FlexService:
         if self._meter_table_missing:
             log.info("flex meter intervals readable again")
         self._meter_table_missing = False
+        rows = [(i.period_start_ms, i.import_wh, i.export_wh, i.quality) for i in intervals]
         return MeterData.from_rows(rows, use_estimated=self.cfg.use_estimated_intervals)
 
     async def build_report(self, ev: FlexEvent) -> tuple[DeliveryReport, bool]:

@@ -20,7 +20,7 @@ import structlog
 from hems.core.clock import Clock
 from hems.planning.config import ForecastConfig, PvArrayConfig
 from hems.store.db import Database
-from hems.store.timeseries import from_ms, to_ms
+from hems.store.timeseries import half_hour_means, to_ms
 
 log = structlog.get_logger(__name__)
 
@@ -225,27 +225,7 @@ def array_power(
     return ArrayPower(times, power, step_s, negative)
 
 
-# -- history from the store ------------------------------------------------------------
-
-
-async def half_hour_means(
-    db: Database, device_ids: Sequence[str], since: datetime, until: datetime
-) -> dict[str, dict[datetime, float]]:
-    """device → {half-hour start: mean power [W]} from the 30-min roll-ups."""
-    if not device_ids:
-        return {}
-    marks = ",".join("?" for _ in device_ids)
-    rows = await db.fetchall(
-        "SELECT d.device_id, r.start_ms, r.mean FROM rollups r"
-        " JOIN devices d USING(device_pk) JOIN quantities q USING(quantity_pk)"
-        f" WHERE r.resolution_s = 1800 AND q.name = 'power_w' AND d.device_id IN ({marks})"
-        " AND r.start_ms >= ? AND r.start_ms < ?",
-        (*device_ids, to_ms(since), to_ms(until)),
-    )
-    out: dict[str, dict[datetime, float]] = {d: {} for d in device_ids}
-    for device_id, start_ms, mean in rows:
-        out[device_id][from_ms(start_ms)] = float(mean)
-    return out
+# -- history from the store: half_hour_means (hems.store.timeseries) ------------------------
 
 
 @dataclass

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import sqlite3
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -275,3 +276,23 @@ class ReadingStore:
     async def count_raw(self) -> int:
         row = await self._db.fetchone("SELECT count(*) FROM readings")
         return int(row[0]) if row else 0
+
+
+async def half_hour_means(
+    db: Database, device_ids: Sequence[str], since: datetime, until: datetime
+) -> dict[str, dict[datetime, float]]:
+    """device → {half-hour start: mean power [W]} from the 30-min roll-ups."""
+    if not device_ids:
+        return {}
+    marks = ",".join("?" for _ in device_ids)
+    rows = await db.fetchall(
+        "SELECT d.device_id, r.start_ms, r.mean FROM rollups r"
+        " JOIN devices d USING(device_pk) JOIN quantities q USING(quantity_pk)"
+        f" WHERE r.resolution_s = 1800 AND q.name = 'power_w' AND d.device_id IN ({marks})"
+        " AND r.start_ms >= ? AND r.start_ms < ?",
+        (*device_ids, to_ms(since), to_ms(until)),
+    )
+    out: dict[str, dict[datetime, float]] = {d: {} for d in device_ids}
+    for device_id, start_ms, mean in rows:
+        out[device_id][from_ms(start_ms)] = float(mean)
+    return out

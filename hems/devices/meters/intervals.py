@@ -21,18 +21,19 @@ from __future__ import annotations
 import bisect
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
-from typing import Literal
 from zoneinfo import ZoneInfo
 
 import structlog
 
 from hems.core.clock import Clock
 from hems.store.db import Database
+from hems.store.intervals import Interval, Quality, load_intervals, save_intervals
+
+__all__ = ["Interval", "IntervalRecorder", "Quality", "load_intervals"]
 
 log = structlog.get_logger(__name__)
 
 PERIOD_MS = 30 * 60 * 1000
-Quality = Literal["actual", "estimated", "missing"]
 _RANK = {"actual": 0, "estimated": 1, "missing": 2}
 
 
@@ -41,14 +42,6 @@ class Sample:
     at_ms: int  # Unix ms, UTC
     import_wh: float  # cumulative register
     export_wh: float
-
-
-@dataclass(frozen=True, slots=True)
-class Interval:
-    period_start_ms: int
-    import_wh: float | None
-    export_wh: float | None
-    quality: Quality
 
 
 def to_ms(at: datetime) -> int:
@@ -124,16 +117,6 @@ def derive_intervals(
 
 # -- recording ---------------------------------------------------------------------------------
 
-_UPSERT = """
-INSERT INTO meter_intervals(device_id, period_start_ms, import_wh, export_wh, quality, updated_ms)
-VALUES (?, ?, ?, ?, ?, ?)
-ON CONFLICT(device_id, period_start_ms) DO UPDATE SET
-    import_wh = excluded.import_wh, export_wh = excluded.export_wh,
-    quality = excluded.quality, updated_ms = excluded.updated_ms
-WHERE meter_intervals.quality = 'missing'
-   OR (meter_intervals.quality = 'estimated' AND excluded.quality = 'actual')
-"""
-
 
 class IntervalRecorder:
     """Collects one meter's cumulative samples and writes finished periods.
@@ -207,13 +190,7 @@ class IntervalRecorder:
         rows = self.due(to_ms(now))
         if rows:
             stamp = to_ms(now)
-            await self._db.executemany(
-                _UPSERT,
-                [
-                    (self.device_id, r.period_start_ms, r.import_wh, r.export_wh, r.quality, stamp)
-                    for r in rows
-                ],
-            )
+            await save_intervals(self._db, self.device_id, rows, stamp)
             for r in rows:
                 if r.quality != "actual":
                     log.info(
@@ -225,15 +202,3 @@ class IntervalRecorder:
                         quality=r.quality,
                     )
         return rows
-
-
-async def load_intervals(
-    db: Database, device_id: str, start_ms: int, end_ms: int
-) -> list[Interval]:
-    rows = await db.fetchall(
-        "SELECT period_start_ms, import_wh, export_wh, quality FROM meter_intervals"
-        " WHERE device_id = ? AND period_start_ms >= ? AND period_start_ms < ?"
-        " ORDER BY period_start_ms",
-        (device_id, start_ms, end_ms),
-    )
-    return [Interval(r[0], r[1], r[2], r[3]) for r in rows]
