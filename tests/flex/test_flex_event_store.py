@@ -1,4 +1,4 @@
-"""One store of events: migration 0009 moves what only the uplink knew into flex_events."""
+"""One store of events: migration 0010 moves what only the uplink knew into flex_events."""
 
 from __future__ import annotations
 
