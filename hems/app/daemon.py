@@ -22,9 +22,10 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
 from hems.app.evsessions import EvSessions
-from hems.app.links import EnvelopeLink, FlexLink, IntervalSender
+from hems.app.links import EnvelopeLink, FlexLink, IntervalSender, answer_event
 from hems.config import Config
 from hems.core.clock import Clock
+from hems.core.flex import FlexInstruction
 from hems.core.readings import Role
 from hems.core.state import SiteState
 from hems.core.supervise import StageHealth, supervise
@@ -269,11 +270,7 @@ class Daemon:
             self.ev_sessions.on_charger_event(event)
 
     async def _on_event(self, event: Event) -> EventDecision:
-        from hems.uplink.messages import EventDecision
-
-        if self.flex is None:
-            return EventDecision(status="opted_out", reason="flexibility is not enabled here")
-        return await self.flex.on_event(event)
+        return await answer_event(self.flex, event)
 
     async def _send_up(self, type_: str, payload: dict[str, Any]) -> int | None:
         if self.uplink is None:
@@ -281,17 +278,11 @@ class Daemon:
             return None
         return int(await self.uplink.send(type_, payload))
 
-    async def _live_baseline_w(self, event: Any) -> float:
-        """Mean unadjusted baseline of the event's periods [W] for live tracking."""
+    async def _live_baseline_w(self, instruction: FlexInstruction) -> float:
+        """The event's baseline net import [W] for live tracking (NaN: unknown)."""
         if self.flex is None:
             return math.nan
-        report, _ = await self.flex.build_report(event)
-        kwh = [p.unadjusted_baseline_kwh for p in report.periods]
-        known = [k for k in kwh if k is not None and math.isfinite(k)]
-        if not known:
-            return math.nan
-        period_h = (event.end - event.start).total_seconds() / 3600 / max(1, len(kwh))
-        return sum(known) / len(known) / period_h * 1000
+        return await self.flex.live_baseline_w(instruction)
 
     def _capabilities(self) -> Capabilities:
         from hems.uplink.messages import Asset, Capabilities

@@ -1,6 +1,7 @@
 """Glue between the stages, kept out of the composition root so each piece is testable.
 
-* `FlexLink`: accepted flexibility events → planner constraints and the live control target.
+* `FlexLink`: accepted flexibility instructions → the planner and the live control target;
+  `answer_event`: the aggregator's down/event → flex's policy and back.
 * `EnvelopeLink`: the aggregator's operating envelope → the planner's per-slot grid caps.
 * `IntervalSender`: half-hourly meter intervals → the uplink's outbox, with a durable cursor.
 """
@@ -8,128 +9,98 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Awaitable, Callable, Iterable
-from datetime import datetime, timedelta
-from typing import Any
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import timedelta
+from typing import Any, Protocol
 
 import structlog
 
 from hems.core.clock import Clock
+from hems.core.flex import FlexInstruction, live_candidate
 from hems.core.tasks import raise_if_cancelling
 from hems.errors import HemsError
+from hems.flex.events import EventError, FlexEvent
+from hems.flex.service import FlexService
 from hems.store.db import Database
 from hems.store.intervals import intervals_updated_after
 from hems.store.timeseries import from_ms
+from hems.uplink.messages import Event, EventDecision
 
 log = structlog.get_logger(__name__)
 
 
-class FlexLink:
-    """Accepted flexibility events → planner constraints and the live control target.
+class FlexPlanner(Protocol):
+    def set_flex_instructions(self, instructions: Sequence[FlexInstruction]) -> None: ...
 
-    `baseline_w(event)` gives the event's baseline net import [W] for live tracking (the
-    unadjusted baseline of the configured method); when it cannot be computed (no history
-    yet) the cap itself is used and the log says so, so delivery is tracked against the cap.
+
+class FlexControl(Protocol):
+    def set_flex_event(self, instruction: FlexInstruction | None) -> None: ...
+
+
+class FlexLink:
+    """Accepted flexibility instructions → the planner (all of them) and the control loop (the
+    first cap or export floor to come, as its live target).
+
+    `baseline_w(instruction)` gives the event's baseline net import [W] for live tracking
+    (FlexService.live_baseline_w); when it cannot be computed (no history yet) the cap itself
+    is used and the log says so, so delivery is tracked against the cap.
     """
 
     def __init__(
         self,
         clock: Clock,
-        planner: Any | None,
-        control: Any | None,
-        baseline_w: Callable[[Any], Awaitable[float]] | None = None,
+        planner: FlexPlanner | None,
+        control: FlexControl | None,
+        baseline_w: Callable[[FlexInstruction], Awaitable[float]] | None = None,
     ) -> None:
         self._clock = clock
         self._planner = planner
         self._control = control
         self._baseline_w = baseline_w
-        self._in_planner: set[str] = set()
-        self._prices: dict[str, tuple[datetime, datetime]] = {}
 
-    async def on_change(self, events: Iterable[Any]) -> None:
-        from hems.control.strategies import FlexEvent as LiveEvent
-
-        events = [e for e in events if not getattr(e, "cancelled", False)]
+    async def on_change(self, instructions: Sequence[FlexInstruction]) -> None:
         if self._planner is not None:
-            ids = set()
-            prices: dict[str, tuple[datetime, datetime]] = {}
-            for e in events:
-                ids.add(e.event_id)
-                cap, floor, up = _instruction(e)
-                if cap is None and floor is None and up is None:
-                    if e.price_per_kwh is not None:
-                        # A price event: the aggregator's price for import in its window,
-                        # which the plan then answers as it answers any price.
-                        self._price_signal(e)
-                        prices[e.event_id] = (e.start, e.end)
-                    continue
-                self._planner.add_event_constraint(
-                    e.event_id,
-                    e.start,
-                    e.end,
-                    import_cap_w=cap,
-                    export_floor_w=floor,
-                    import_floor_w=up,
-                )
-            for gone in self._in_planner - ids:
-                self._planner.remove_event_constraint(gone)
-            for gone, (start, end) in self._prices.items():
-                if gone not in prices:
-                    self._planner.clear_price_signal(start, end)
-            self._in_planner, self._prices = ids, prices
+            self._planner.set_flex_instructions(instructions)
         if self._control is None:
             return
-        now = self._clock.now()
-        upcoming = sorted((e for e in events if e.end > now), key=lambda e: e.start)
-        live = None
-        for e in upcoming:
-            # The live loop tracks caps and export floors; a turn-up floor is left to the
-            # plan (the control loop follows its per-slot targets).
-            cap, floor, _up = _instruction(e)
-            if cap is None and floor is None:
-                continue
-            baseline = math.nan
-            if self._baseline_w is not None:
-                try:
-                    baseline = await self._baseline_w(e)
-                except HemsError as exc:
-                    log.warning("flex baseline unavailable", event_id=e.event_id, error=str(exc))
-            limit = cap if cap is not None else floor
-            assert limit is not None
-            if not math.isfinite(baseline):
-                log.warning(
-                    "flex baseline unknown; delivery tracked against the cap", event_id=e.event_id
-                )
-                baseline = limit if cap is not None else -limit
-            live = LiveEvent(
-                event_id=e.event_id,
-                kind="import-cap" if cap is not None else "export-floor",
-                start=e.start,
-                end=e.end,
-                limit_w=limit,
-                baseline_w=baseline,
-            )
-            break
+        live = live_candidate(instructions, self._clock.now())
+        if live is not None:
+            live = live.with_baseline(await self._live_baseline_w(live))
         self._control.set_flex_event(live)
 
-    def _price_signal(self, event: Any) -> None:
-        assert self._planner is not None
-        step_min = 30
-        slots = max(1, math.ceil((event.end - event.start).total_seconds() / (step_min * 60)))
-        self._planner.inject_price_signal(
-            event.start, step_min, [float(event.price_per_kwh)] * slots
+    async def _live_baseline_w(self, live: FlexInstruction) -> float:
+        baseline = math.nan
+        if self._baseline_w is not None:
+            try:
+                baseline = await self._baseline_w(live)
+            except HemsError as exc:
+                log.warning("flex baseline unavailable", event_id=live.event_id, error=str(exc))
+        if math.isfinite(baseline):
+            return baseline
+        log.warning(
+            "flex baseline unknown; delivery tracked against the cap", event_id=live.event_id
         )
+        limit = live.live_limit_w
+        assert limit is not None  # live_candidate picks caps and export floors only
+        return limit if live.import_cap_w is not None else -limit
 
 
-def _instruction(event: Any) -> tuple[float | None, float | None, float | None]:
-    """(import cap, export floor, net-import floor) [W] of an event; all None for a
-    price-only event."""
-    from hems.flex.events import as_planner_constraint
+async def answer_event(flex: FlexService | None, event: Event) -> EventDecision:
+    """The uplink's event handler: the wire event → flex's input, flex's answer → the wire.
 
-    constraint = as_planner_constraint(event)
-    if constraint is None:
-        return None, None, None
-    return constraint.import_cap_w, constraint.export_floor_w, constraint.import_floor_w
+    The modification rule is flex's (its event book); an outdated answer becomes the uplink's
+    outdated_modification rejection.
+    """
+    if flex is None:
+        return EventDecision(status="opted_out", reason="flexibility is not enabled here")
+    try:
+        received = FlexEvent.from_mapping(event.model_dump())
+    except EventError as exc:
+        return EventDecision(status="opted_out", reason=str(exc))
+    answer = await flex.on_event(received)
+    if answer.status == "outdated":
+        return EventDecision(status="outdated", stored_modification=answer.stored_modification)
+    return EventDecision(status=answer.status, reason=answer.reason, clamped=answer.clamped)
 
 
 class EnvelopeLink:

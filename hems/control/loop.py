@@ -49,7 +49,6 @@ from hems.control.model import (
 from hems.control.strategies import (
     EvHysteresis,
     EvSession,
-    FlexEvent,
     Override,
     changed,
     ev_session_done,
@@ -58,6 +57,7 @@ from hems.control.strategies import (
 )
 from hems.core.capabilities import BatteryMode, EvState
 from hems.core.clock import Clock
+from hems.core.flex import LIVE_KINDS, FlexInstruction
 from hems.core.plan import Plan, PlanSlot
 from hems.core.readings import Quantity, Reading, Role
 from hems.core.site import LimitsConfig
@@ -102,7 +102,8 @@ class DeviceStatus:
 
 @dataclass(slots=True)
 class _FlexProgress:
-    event: FlexEvent
+    event: FlexInstruction
+    baseline_w: float  # the event's, checked finite
     delivered_wh: float = 0.0
     last_s: float | None = None
     delivered_w: float | None = None
@@ -320,18 +321,17 @@ class ControlLoop:
         start = self._state.fresh_value(device_id, Quantity.SESSION_ENERGY_WH) or 0.0
         self._sessions[device_id] = EvSession(target_energy_wh, departure, start)
 
-    def set_flex_event(self, event: FlexEvent | None) -> None:
-        """An accepted flexibility event becomes a live target (None clears it)."""
-        if event is not None:
-            if event.kind not in ("import-cap", "export-floor"):
-                raise BadValue(event.event_id, f"flex event: unknown kind {event.kind!r}")
-            if not (math.isfinite(event.limit_w) and event.limit_w >= 0):
-                raise BadValue(event.event_id, "flex event: limit_w must be >= 0")
-            if not math.isfinite(event.baseline_w):
-                raise BadValue(event.event_id, "flex event: baseline_w must be finite")
-            if event.start.tzinfo is None or event.end <= event.start:
-                raise BadValue(event.event_id, "flex event: needs aware start < end")
-        self._flex = None if event is None else _FlexProgress(event)
+    def set_flex_event(self, event: FlexInstruction | None) -> None:
+        """An accepted flexibility instruction becomes a live target (None clears it): its
+        import cap, else its export floor, tracked against its baseline."""
+        if event is None:
+            self._flex = None
+            return
+        if event.kind not in LIVE_KINDS:
+            raise BadValue(event.event_id, f"flex event: not a live target ({event.kind!r})")
+        if event.baseline_w is None or not math.isfinite(event.baseline_w):
+            raise BadValue(event.event_id, "flex event: baseline_w must be finite")
+        self._flex = _FlexProgress(event, event.baseline_w)
 
     def flex_status(self) -> dict[str, Any] | None:
         f = self._flex
@@ -345,8 +345,8 @@ class ControlLoop:
             "event_id": e.event_id,
             "kind": e.kind,
             "active": e.active(now),
-            "baseline_w": e.baseline_w,
-            "limit_w": e.limit_w,
+            "baseline_w": f.baseline_w,
+            "limit_w": e.live_limit_w,
             "delivered_w": f.delivered_w,
             "delivered_wh": round(f.delivered_wh, 2),
             "expected_delivery_wh": round(f.delivered_wh + rate_w * left_s / 3600.0, 2),
@@ -618,7 +618,7 @@ class ControlLoop:
             shaped[d] = ramp(cmd, st.last_written, dt_s, ramp_w, image.voltage_v)
         cap = None
         if flex is not None and flex.active(image.at) and flex.kind == "import-cap":
-            cap = flex.limit_w
+            cap = flex.import_cap_w
         result = apply_guard(
             image, self._spec, self._limits, self._cfg, shaped, cap, self._distrusted(image)
         )
@@ -920,7 +920,7 @@ class ControlLoop:
         if not f.event.active(image.at):
             f.last_s = None
             return
-        delivered_w = f.event.baseline_w - image.grid.power_w
+        delivered_w = f.baseline_w - image.grid.power_w
         if f.last_s is not None:
             f.delivered_wh += delivered_w * (image.at_s - f.last_s) / 3600.0
         f.last_s = image.at_s

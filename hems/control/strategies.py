@@ -27,7 +27,6 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Literal
 
 from hems.control.config import ControlConfig, EvStrategy
 from hems.control.model import (
@@ -45,6 +44,7 @@ from hems.control.model import (
     SiteSpec,
 )
 from hems.core.capabilities import EV_PLUGGED, BatteryMode
+from hems.core.flex import FlexInstruction
 from hems.core.plan import PlanSlot
 
 _EV_DRAWING_W = 100.0  # below this an EV is taken as not drawing (standby, noise)
@@ -62,19 +62,6 @@ class EvSession:
     target_energy_wh: float  # energy still wanted when the session was declared
     departure: datetime
     start_energy_wh: float = 0.0  # session energy at declaration
-
-
-@dataclass(frozen=True, slots=True)
-class FlexEvent:
-    event_id: str
-    kind: Literal["import-cap", "export-floor"]
-    start: datetime
-    end: datetime
-    limit_w: float  # cap on import, or floor on export [W]
-    baseline_w: float  # baseline net import over the window [W]
-
-    def active(self, t: datetime) -> bool:
-        return self.start <= t < self.end
 
 
 @dataclass(slots=True)
@@ -104,7 +91,7 @@ def propose(
     overrides: dict[str, Override],
     sessions: dict[str, EvSession],
     ev_memory: dict[str, EvHysteresis],
-    flex: FlexEvent | None,
+    flex: FlexInstruction | None,
     session_energy_wh: dict[str, float] | None = None,
 ) -> Proposal:
     """Targets for every controllable device; `ev_memory` is updated in place."""
@@ -301,7 +288,7 @@ def _battery_command(
     cfg: ControlConfig,
     slot: PlanSlot | None,
     grid_after_w: float | None,
-    flex: FlexEvent | None,
+    flex: FlexInstruction | None,
     now: datetime,
     share: float = 1.0,
     house_grid_w: float | None = None,
@@ -334,11 +321,13 @@ def _battery_command(
         lo, hi = (0.0, hi) if plan_w >= 0 else (lo, 0.0)
     else:
         target_w = img.power_w - share * grid_after_w  # grid towards 0 W
-    if flex is not None and flex.active(now):
+    limit_w = flex.live_limit_w if flex is not None else None
+    if flex is not None and limit_w is not None and flex.active(now):
+        # The live part of an instruction: its import cap, else its export floor.
         if flex.kind == "import-cap":
-            target_w = min(target_w, img.power_w - share * (grid_after_w - flex.limit_w))
+            target_w = min(target_w, img.power_w - share * (grid_after_w - limit_w))
         else:
-            target_w = min(target_w, img.power_w - share * (grid_after_w + flex.limit_w))
+            target_w = min(target_w, img.power_w - share * (grid_after_w + limit_w))
         lo = -b.max_discharge_w
     if house_grid_w is not None:
         # Discharge no more than the house without the EVs needs; never force a charge.

@@ -2,10 +2,11 @@
 
 An event asks the home to turn down (or up) for a window: an import cap, an export floor, a
 grid setpoint or a price. It is identified by (event_id, modification_number); a higher
-modification replaces a lower one. The policy checks it against the home's limits: unsafe
-instructions are clamped to what is safe (and the response says so); events the home should
-not take (too long, the EV would miss its target, the battery would go below its reserve)
-are opted out of.
+modification replaces a lower one (`supersedes`, the one home of that rule). The policy
+checks it against the home's limits: unsafe instructions are clamped to what is safe (and the
+response says so); events the home should not take (too long, the EV would miss its target,
+the battery would go below its reserve) are opted out of. An accepted event reaches the
+planner and the control loop as a `hems.core.flex.FlexInstruction` (`instruction_for`).
 """
 
 from __future__ import annotations
@@ -17,9 +18,10 @@ import sqlite3
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
-from typing import Any, Literal, TypeVar
+from typing import Any, Generic, Literal, TypeVar
 from zoneinfo import ZoneInfo
 
+from hems.core.flex import FlexInstruction
 from hems.errors import HemsError, PlanningError
 from hems.flex.config import PolicyConfig
 from hems.store.db import Database
@@ -48,13 +50,12 @@ class FlexEvent:
     currency: str | None = None
 
     @classmethod
-    def from_any(cls, obj: Mapping[str, Any] | Any) -> FlexEvent:
-        """From a dict (e.g. a down/event payload) or an object with the same attributes."""
+    def from_mapping(cls, obj: Mapping[str, object]) -> FlexEvent:
+        """From a dict: a down/event payload (times as ISO 8601 text or aware datetimes) or
+        `to_json()` as stored. Raises EventError naming the field."""
 
         def get(name: str, default: Any = None) -> Any:
-            if isinstance(obj, Mapping):
-                return obj.get(name, default)
-            return getattr(obj, name, default)
+            return obj.get(name, default)
 
         try:
             start, end = get("start"), get("end")
@@ -103,16 +104,17 @@ class FlexEvent:
         return d
 
 
-def as_planner_constraint(event: FlexEvent) -> Any | None:
-    """The planner's `FlexConstraint` for an accepted event, or None if it has no power
-    instruction (a price-only event changes the tariff, not the constraints).
+def instruction_for(event: FlexEvent) -> FlexInstruction | None:
+    """The instruction of an accepted (effective) event; None for a cancellation or an event
+    that asks for nothing.
 
     Turn-down: a setpoint >= 0 becomes an import cap, a negative one an export floor.
     Turn-up: the setpoint becomes a net-import floor (the aggregator wants at least that much
     import; a negative setpoint means "export at most that much"), soft in the planner.
+    A price rides along; the planner follows it only when no power is asked for.
     """
-    from hems.planning.problem import FlexConstraint  # the planner is optional for flex
-
+    if event.cancelled:
+        return None
     cap, floor, up = event.import_cap_w, event.export_floor_w, None
     if event.setpoint_w is not None:
         if event.kind == "turn_up":
@@ -121,16 +123,24 @@ def as_planner_constraint(event: FlexEvent) -> Any | None:
             cap = event.setpoint_w if cap is None else min(cap, event.setpoint_w)
         else:
             floor = -event.setpoint_w if floor is None else max(floor, -event.setpoint_w)
-    if cap is None and floor is None and up is None:
+    if cap is None and floor is None and up is None and event.price_per_kwh is None:
         return None
-    return FlexConstraint(
-        id=f"{event.event_id}#{event.modification_number}",
+    return FlexInstruction(
+        event_id=event.event_id,
+        modification=event.modification_number,
         start=event.start,
         end=event.end,
         import_cap_w=cap,
         export_floor_w=floor,
-        import_floor_w=up,
+        turn_up_floor_w=up,
+        price_per_kwh=event.price_per_kwh,
     )
+
+
+def supersedes(modification: int, stored: int | None) -> bool:
+    """The modification rule: an event replaces the stored one of its event_id only with a
+    higher modification number; an equal or lower one is outdated."""
+    return stored is None or modification > stored
 
 
 # -- policy ------------------------------------------------------------------------------------
@@ -155,6 +165,17 @@ class Decision:
     @property
     def reason(self) -> str | None:
         return "; ".join(self.reasons) or None
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """What the home answers to one event. "outdated": its modification is not above the
+    stored one (`stored_modification`); the uplink rejects it as outdated_modification."""
+
+    status: Literal["accepted", "opted_out", "outdated"]
+    reason: str | None = None
+    clamped: dict[str, float] | None = None
+    stored_modification: int | None = None
 
 
 def evaluate(
@@ -248,8 +269,8 @@ class StoredEvent:
 
 def _row_to_stored(row: sqlite3.Row) -> StoredEvent:
     return StoredEvent(
-        event=FlexEvent.from_any(json.loads(row["effective_json"])),
-        received=FlexEvent.from_any(json.loads(row["constraint_json"])),
+        event=FlexEvent.from_mapping(json.loads(row["effective_json"])),
+        received=FlexEvent.from_mapping(json.loads(row["constraint_json"])),
         status=row["status"],
         reasons=tuple(json.loads(row["reasons_json"])),
     )
@@ -262,15 +283,15 @@ class EventBook:
         self._db = db
 
     async def record(self, received: FlexEvent, decision: Decision, at: datetime) -> bool:
-        """Store a decided event. False (and nothing changed) if a modification at least as
-        high is already stored for this event_id: higher modifications replace lower ones."""
+        """Store a decided event. False (and nothing changed) if it does not supersede the
+        stored modification of its event_id (checked in the same transaction)."""
 
         def run(conn: sqlite3.Connection) -> bool:
             row = conn.execute(
                 "SELECT MAX(modification_number) FROM flex_events WHERE event_id = ?",
                 (received.event_id,),
             ).fetchone()
-            if row[0] is not None and row[0] >= received.modification_number:
+            if not supersedes(received.modification_number, row[0]):
                 return False
             conn.execute(
                 "UPDATE flex_events SET status = 'superseded' WHERE event_id = ? "
@@ -298,6 +319,20 @@ class EventBook:
             return True
 
         return await self._db.call(run)
+
+    async def stored_modification(self, event_id: str) -> int | None:
+        """The highest modification number stored for `event_id`, None if never seen."""
+        row = await self._db.fetchone(
+            "SELECT MAX(modification_number) FROM flex_events WHERE event_id = ?", (event_id,)
+        )
+        return None if row is None else row[0]
+
+    async def get(self, event_id: str, modification_number: int) -> StoredEvent | None:
+        row = await self._db.fetchone(
+            "SELECT * FROM flex_events WHERE event_id = ? AND modification_number = ?",
+            (event_id, modification_number),
+        )
+        return None if row is None else _row_to_stored(row)
 
     async def current(self, event_id: str) -> StoredEvent | None:
         """The highest modification of `event_id`."""
@@ -395,26 +430,20 @@ class OfferPeriod:
         return d
 
 
-def planner_add_cap(problem: Any, start: datetime, end: datetime, cap_w: float) -> Any:
-    """Add an import cap for [start, end) to a `hems.planning.problem.Problem`."""
-    from hems.planning.problem import FlexConstraint  # the planner is optional for flex
-
-    event = FlexConstraint(id="offer", start=start, end=end, import_cap_w=max(0.0, cap_w))
-    return problem.model_copy(update={"events": [*problem.events, event]})
+AddProbe = Callable[[P, datetime, datetime, float], P]
 
 
-def planner_add_floor(problem: Any, start: datetime, end: datetime, floor_w: float) -> Any:
-    """Add a HARD net-import floor for [start, end): infeasible = the home cannot turn up."""
-    from hems.planning.problem import FlexConstraint  # the planner is optional for flex
+@dataclass(frozen=True, slots=True)
+class OfferSolver(Generic[P]):
+    """How offers re-solve the plan (the planner supplies these; see hems.planning.flex).
 
-    event = FlexConstraint(
-        id="offer-up",
-        start=start,
-        end=end,
-        import_floor_w=floor_w,
-        import_floor_penalty_per_kwh=None,
-    )
-    return problem.model_copy(update={"events": [*problem.events, event], "version": 2})
+    solve(problem) -> cost [currency], raising PlanningError when infeasible; add_cap adds an
+    import cap for a period, add_floor a HARD net-import floor (None: no turn-up offers).
+    """
+
+    solve: Callable[[P], float]
+    add_cap: AddProbe[P]
+    add_floor: AddProbe[P] | None
 
 
 def build_offers(
@@ -423,10 +452,10 @@ def build_offers(
     periods: Sequence[tuple[datetime, datetime]],
     solve: Callable[[P], float],
     sizes_w: Sequence[float],
-    add_cap: Callable[[P, datetime, datetime, float], P] = planner_add_cap,
+    add_cap: AddProbe[P],
     *,
+    add_floor: AddProbe[P] | None,
     expected_export_w: Mapping[datetime, float] | None = None,
-    add_floor: Callable[[P, datetime, datetime, float], P] | None = planner_add_floor,
 ) -> list[OfferPeriod]:
     """Per period, the largest turn-down and turn-up in `sizes_w` the home can do and what
     each costs.

@@ -14,19 +14,24 @@ from zoneinfo import ZoneInfo
 import structlog
 
 from hems.core.clock import Clock
+from hems.core.flex import FlexInstruction
 from hems.core.tasks import raise_if_cancelling
 from hems.flex.baselines import check_window
 from hems.flex.calendar import WorkingDayCalendar
 from hems.flex.config import FlexConfig
 from hems.flex.events import (
+    Answer,
     Decision,
     EstimateFn,
     EventBook,
-    EventError,
     FlexEvent,
+    OfferPeriod,
+    OfferSolver,
     build_offers,
     evaluate,
+    instruction_for,
     maybe_await,
+    supersedes,
 )
 from hems.flex.meterdata import MeterData
 from hems.flex.presets import method as preset_method
@@ -41,14 +46,17 @@ log = structlog.get_logger(__name__)
 SendFn = Callable[[str, dict[str, Any]], Awaitable[Any] | Any]
 # () -> (problem, expected import per period start [W]) or None when no plan is available
 OfferSource = Callable[[], Awaitable[tuple[Any, dict[datetime, float]] | None]]
+InstructionsFn = Callable[[list[FlexInstruction]], Awaitable[None] | None]
 
 
 class FlexService:
     """The flex area's entry class.
 
-    - `await on_event(event)`: the uplink's `on_event` handler; decides, stores and returns an
-      `EventDecision` (accepted / opted_out, reason, clamped).
-    - `await active_events()`: accepted events still to come, for the planner / control loop.
+    - `await on_event(event)`: decides, stores and returns an `Answer` (accepted / opted_out,
+      reason, clamped; outdated when the modification is not above the stored one).
+    - `await active_events()`: accepted events still to come; `instructions()`: the same as
+      `FlexInstruction`s, which `on_change` receives after every change.
+    - `await live_baseline_w(instruction)`: its baseline net import [W] for live tracking.
     - `run()`: after each accepted event ends and its meter data are in `meter_intervals`,
       builds the delivery report and hands it to `send("delivery_report", payload)`; when
       offers are enabled, sends `send("flex_offer", payload)` every `offers.interval_s`.
@@ -65,9 +73,9 @@ class FlexService:
         import_limit_w: float,
         export_limit_w: float,
         estimate: EstimateFn | None = None,
-        on_change: Callable[[list[FlexEvent]], Awaitable[None] | None] | None = None,
+        on_change: InstructionsFn | None = None,
         offer_source: OfferSource | None = None,
-        solve: Callable[[Any], float] | None = None,
+        offer_solver: OfferSolver[Any] | None = None,
     ) -> None:
         self.cfg = cfg
         self.tz = site_tz if isinstance(site_tz, ZoneInfo) else ZoneInfo(site_tz)
@@ -80,7 +88,7 @@ class FlexService:
         self._estimate = estimate
         self._on_change = on_change
         self._offer_source = offer_source
-        self._solve = solve
+        self._offer_solver = offer_solver
         self.calendar = WorkingDayCalendar(cfg.calendar.region, cfg.calendar.extra_holidays)
         self.method = preset_method(
             cfg.baseline_method,
@@ -110,44 +118,63 @@ class FlexService:
             feasibility=feasibility,
         )
 
-    async def on_event(self, event: Any) -> Any:
-        """Handler for a down/event (a wire model or dict). Returns an uplink EventDecision."""
-        from hems.uplink.messages import EventDecision  # the wire model of the answer
-
-        try:
-            ev = FlexEvent.from_any(event)
-        except EventError as exc:
-            return EventDecision(status="opted_out", reason=str(exc))
+    async def on_event(self, ev: FlexEvent) -> Answer:
+        """Decide and store one event (as received); the caller answers the aggregator."""
         if not self.cfg.enabled:
-            return EventDecision(status="opted_out", reason="flexibility is not enabled")
-        current = await self.book.current(ev.event_id)
-        if current is not None and current.received.modification_number >= ev.modification_number:
-            # The uplink rejects outdated modifications first; answer consistently anyway.
-            return EventDecision(
-                status="opted_out",
-                reason=f"modification {ev.modification_number} is not above "
-                f"{current.received.modification_number}",
-            )
+            return Answer(status="opted_out", reason="flexibility is not enabled")
+        stored = await self.book.stored_modification(ev.event_id)
+        if not supersedes(ev.modification_number, stored):
+            return self._outdated(ev, stored)
         decision = await self.decide(ev)
-        if await self.book.record(ev, decision, self._clock.now()):
-            log.info(
-                "flex event decided",
-                event_id=ev.event_id,
-                modification=ev.modification_number,
-                status=decision.status,
-                reason=decision.reason,
-            )
-            await self._changed()
-        return EventDecision(
+        if not await self.book.record(ev, decision, self._clock.now()):
+            # Another modification was stored while the policy ran.
+            return self._outdated(ev, await self.book.stored_modification(ev.event_id))
+        log.info(
+            "flex event decided",
+            event_id=ev.event_id,
+            modification=ev.modification_number,
+            status=decision.status,
+            reason=decision.reason,
+        )
+        await self._changed()
+        return Answer(
             status=decision.status, reason=decision.reason, clamped=decision.clamped or None
+        )
+
+    @staticmethod
+    def _outdated(ev: FlexEvent, stored: int | None) -> Answer:
+        return Answer(
+            status="outdated",
+            reason=f"modification {ev.modification_number} is not above {stored}",
+            stored_modification=stored,
         )
 
     async def active_events(self) -> list[FlexEvent]:
         return await self.book.accepted(ending_after=self._clock.now())
 
+    async def instructions(self) -> list[FlexInstruction]:
+        """The accepted events still to come as instructions, in start order."""
+        out = (instruction_for(e) for e in await self.active_events())
+        return [i for i in out if i is not None]
+
+    async def live_baseline_w(self, instruction: FlexInstruction) -> float:
+        """Mean unadjusted baseline of the event's periods [W] for live tracking; NaN when it
+        cannot be computed (no history yet, or the event is no longer stored)."""
+        stored = await self.book.get(instruction.event_id, instruction.modification)
+        if stored is None:
+            return math.nan
+        event = stored.event
+        report, _ = await self.build_report(event)
+        kwh = [p.unadjusted_baseline_kwh for p in report.periods]
+        known = [k for k in kwh if k is not None and math.isfinite(k)]
+        if not known:
+            return math.nan
+        period_h = (event.end - event.start).total_seconds() / 3600 / max(1, len(kwh))
+        return sum(known) / len(known) / period_h * 1000
+
     async def _changed(self) -> None:
         if self._on_change is not None:
-            await maybe_await(self._on_change(await self.active_events()))
+            await maybe_await(self._on_change(await self.instructions()))
 
     # -- reports --------------------------------------------------------------------------
 
@@ -229,7 +256,8 @@ class FlexService:
 
     async def send_offer(self) -> dict[str, Any] | None:
         """Compute and send one offer for the next `offers.horizon_h`. None if not possible."""
-        if self._offer_source is None or self._solve is None:
+        solver = self._offer_solver
+        if self._offer_source is None or solver is None:
             return None
         source = await self._offer_source()
         if source is None:
@@ -242,9 +270,15 @@ class FlexService:
         )
         n = int(self.cfg.offers.horizon_h * 3600) // self.method.period_s
         periods = [(first + i * period, first + (i + 1) * period) for i in range(n)]
-        offers = await asyncio.to_thread(
-            build_offers, problem, expected, periods, self._solve, self.cfg.offers.sizes_w
-        )
+        sizes_w = self.cfg.offers.sizes_w
+
+        def offers_now() -> list[OfferPeriod]:
+            return build_offers(
+                problem, expected, periods, solver.solve, sizes_w, solver.add_cap,
+                add_floor=solver.add_floor,
+            )  # fmt: skip
+
+        offers = await asyncio.to_thread(offers_now)
         payload = {"offer_id": str(uuid.uuid4()), "periods": [o.to_json() for o in offers]}
         await maybe_await(self._send("flex_offer", payload))
         return payload

@@ -16,7 +16,7 @@ import asyncio
 import json
 import math
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, time, timedelta
 from typing import TYPE_CHECKING
@@ -26,6 +26,7 @@ import httpx
 import structlog
 
 from hems.core.clock import Clock
+from hems.core.flex import FlexInstruction
 from hems.core.localtime import next_local
 from hems.core.plan import Plan
 from hems.core.readings import Quantity, Role
@@ -33,6 +34,7 @@ from hems.core.state import SiteState
 from hems.core.tasks import raise_if_cancelling
 from hems.errors import Infeasible, PlanningError
 from hems.planning.config import DeferrableLoadConfig, PlannerConfig
+from hems.planning.flex import PRICE_STEP_MIN, constraint_for, price_slots
 from hems.planning.forecast import Forecast, Forecaster, SiteDevices
 from hems.planning.optimiser import Result, optimise
 from hems.planning.planio import plan_to_dict
@@ -143,7 +145,8 @@ class PlannerService:
         self._listeners: list[PlanListener] = []
         self._reasons: list[str] = []
         self._wake = asyncio.Event()
-        self._events: dict[str, FlexConstraint] = {}
+        self._events: dict[str, FlexConstraint] = {}  # by event id
+        self._prices: dict[str, tuple[datetime, datetime]] = {}  # price events' windows
         self._envelope: Envelope | None = None
         self._evs: dict[str, _EvRequest] = {}
         self._load_done_min: dict[tuple[str, datetime], float] = {}
@@ -173,31 +176,32 @@ class PlannerService:
         self._reasons.append(reason)
         self._wake.set()
 
-    def add_event_constraint(
-        self,
-        event_id: str,
-        start: datetime,
-        end: datetime,
-        *,
-        import_cap_w: float | None = None,
-        export_floor_w: float | None = None,
-        import_floor_w: float | None = None,
-    ) -> None:
-        """An accepted flexibility event becomes a constraint of every plan: the import cap
-        and export floor are hard, a turn-up's net-import floor is soft (see FlexConstraint)."""
-        self._events[event_id] = FlexConstraint(
-            id=event_id,
-            start=start,
-            end=end,
-            import_cap_w=import_cap_w,
-            export_floor_w=export_floor_w,
-            import_floor_w=import_floor_w,
-        )
-        self.request_replan(f"flex event {event_id}")
+    def set_flex_instructions(self, instructions: Sequence[FlexInstruction]) -> None:
+        """The accepted flexibility instructions, all of them: what is missing is withdrawn.
 
-    def remove_event_constraint(self, event_id: str) -> None:
-        if self._events.pop(event_id, None) is not None:
-            self.request_replan(f"flex event {event_id} removed")
+        One with a power instruction becomes a constraint of every plan (see
+        `hems.planning.flex.constraint_for`); a price-only one becomes the aggregator's import
+        price in its window, which the plan then answers as it answers any price.
+        """
+        constraints: dict[str, FlexConstraint] = {}
+        prices: dict[str, tuple[datetime, datetime]] = {}
+        for ins in instructions:
+            constraint = constraint_for(ins)
+            if constraint is not None:
+                constraints[ins.event_id] = constraint
+                self.request_replan(f"flex event {ins.event_id}")
+            elif ins.price_per_kwh is not None:
+                self.inject_price_signal(ins.start, PRICE_STEP_MIN, price_slots(ins))
+                prices[ins.event_id] = (ins.start, ins.end)
+        for gone in [e for e in self._events if e not in constraints]:
+            self.request_replan(f"flex event {gone} removed")
+        for gone, (start, end) in self._prices.items():
+            if gone not in prices:
+                self.clear_price_signal(start, end)
+        # Known events keep their place, so a plan's events[i] stay put as others come and go.
+        kept = {e: constraints[e] for e in self._events if e in constraints}
+        self._events = kept | constraints
+        self._prices = prices
 
     def set_envelope(self, envelope: Envelope | None) -> None:
         """An aggregator's operating envelope: grid caps per interval, within the site's own."""

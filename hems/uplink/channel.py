@@ -435,19 +435,18 @@ class Uplink:
             await self._handle_envelope(env, checked.payload)  # type: ignore[arg-type]
 
     async def _handle_event(self, env: envelope.Envelope, event: Event) -> None:
-        row = await self._db.fetchone(
-            "SELECT modification_number FROM uplink_events WHERE event_id = ?", (event.event_id,)
-        )
-        if row is not None and event.modification_number <= row[0]:
+        # The modification rule is the event owner's (on_event, i.e. the flex event book);
+        # this side only guards message ids and seqs.
+        decision = await self._decide(event)
+        if decision.status == "outdated":
             exc = envelope.reject(
                 "outdated_modification",
                 f"payload.modification_number: {event.modification_number} is not above "
-                f"{row[0]} for event {event.event_id}",
+                f"{decision.stored_modification} for event {event.event_id}",
                 {"id": env.id, "type": env.type, "seq": env.seq, "payload": env.payload},
             )
             await self._rejected(exc, accept_seq=env)
             return
-        decision = await self._decide(event)
         response = EventResponse(
             ref_id=env.id,
             ref_type="event",
@@ -457,25 +456,7 @@ class Uplink:
             detail=decision.reason,
             clamped=decision.clamped,
         )
-
-        def record(conn: sqlite3.Connection) -> None:
-            self._mark_seen(conn, env)
-            conn.execute(
-                "INSERT INTO uplink_events(event_id, modification_number, message_id, payload,"
-                " received_at) VALUES (?, ?, ?, ?, ?) ON CONFLICT(event_id) DO UPDATE SET "
-                "modification_number = excluded.modification_number, message_id = "
-                "excluded.message_id, payload = excluded.payload, received_at = "
-                "excluded.received_at",
-                (
-                    event.event_id,
-                    event.modification_number,
-                    env.id,
-                    event.model_dump_json(),
-                    envelope.iso(self._clock.now()),
-                ),
-            )
-
-        await self._send("event_response", response, also=record)
+        await self._send("event_response", response, also=lambda conn: self._mark_seen(conn, env))
         self._last_peer_seq = env.seq
         log.info(
             "flex event answered",

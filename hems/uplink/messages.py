@@ -154,13 +154,18 @@ class Event(_Wire):
 
 
 class EventDecision(_Wire):
-    """What the flex policy decided; the gateway sends it as an EventResponse."""
+    """What the flex policy decided; the gateway sends it as an EventResponse.
 
-    status: Literal["accepted", "opted_out"]
+    "outdated": the modification is not above the one the policy stored
+    (`stored_modification`); the gateway rejects the event as outdated_modification.
+    """
+
+    status: Literal["accepted", "opted_out", "outdated"]
     reason: str | None = None
     clamped: dict[str, float] | None = Field(
         default=None, description="instructions clamped to the home's safety limits"
     )
+    stored_modification: int | None = None
 
 
 RejectReason = Literal[

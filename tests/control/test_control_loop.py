@@ -13,9 +13,9 @@ from control_helpers import T0, FakeBattery, FakeCharger, FakeLoad, FakePv
 from hems.control.config import ControlConfig, StageBudgets
 from hems.control.devices import ControlledDevices
 from hems.control.loop import ControlLoop
-from hems.control.strategies import FlexEvent
 from hems.core.capabilities import BatteryMode, EvState
 from hems.core.clock import ManualClock
+from hems.core.flex import FlexInstruction
 from hems.core.plan import Plan, PlanSlot
 from hems.core.readings import Quantity as Q
 from hems.core.readings import Reading, Role
@@ -339,7 +339,10 @@ async def test_interventions_are_stored(tmp_path) -> None:
 
 async def test_flex_status_tracks_delivery() -> None:
     r = Rig()
-    ev = FlexEvent("evt-1", "import-cap", T0, T0 + timedelta(hours=1), 500, 2500)
+    end = T0 + timedelta(hours=1)
+    ev = FlexInstruction(
+        event_id="evt-1", modification=0, start=T0, end=end, import_cap_w=500, baseline_w=2500
+    )
     r.loop.set_flex_event(ev)
     for _ in range(3):
         await r.clock.advance(60)
@@ -448,16 +451,18 @@ async def test_an_overload_reading_wakes_the_loop_before_its_next_tick() -> None
 
 
 @pytest.mark.parametrize(
-    ("kind", "limit_w", "hours", "message"),
+    ("instruction", "message"),
     [
-        ("import-floor", 500, 1, "unknown kind 'import-floor'"),
-        ("import-cap", -1, 1, "limit_w must be >= 0"),
-        ("import-cap", 500, -1, "needs aware start < end"),
+        ({"turn_up_floor_w": 3000.0, "baseline_w": 2000.0}, "not a live target \\('turn-up'\\)"),
+        ({"price_per_kwh": -0.1, "baseline_w": 2000.0}, "not a live target \\('price'\\)"),
+        ({"import_cap_w": 500.0}, "baseline_w must be finite"),
     ],
 )
-def test_bad_flex_events_are_refused(kind, limit_w, hours, message) -> None:
+def test_bad_flex_events_are_refused(instruction, message) -> None:
     r = Rig()
-    ev = FlexEvent("evt-9", kind, T0, T0 + timedelta(hours=hours), limit_w, 2000)
+    ev = FlexInstruction(
+        event_id="evt-9", modification=0, start=T0, end=T0 + timedelta(hours=1), **instruction
+    )
     with pytest.raises(BadValue, match=f"evt-9: flex event: {message}"):
         r.loop.set_flex_event(ev)
     assert r.loop.flex_status() is None
@@ -504,8 +509,8 @@ async def test_charger_changes_inside_an_aggregator_event_are_marked_dsr() -> No
     r.site(grid_w=1000, ev_w=3000)
     await r.loop.step()
     assert r.ev.dsr_flags and not any(r.ev.dsr_flags)  # no event: ordinary changes
-    ev = FlexEvent("evt-dsr", "import-cap", T0 + timedelta(minutes=5), T0 + timedelta(hours=1),
-                   0, 4000)  # fmt: skip
+    ev = FlexInstruction(event_id="evt-dsr", modification=0, start=T0 + timedelta(minutes=5),
+                         end=T0 + timedelta(hours=1), import_cap_w=0, baseline_w=4000)  # fmt: skip
     r.loop.set_flex_event(ev)
     await r.cycle(400)  # inside the window now
     r.site(grid_w=2500, ev_w=3000)

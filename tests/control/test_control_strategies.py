@@ -12,7 +12,6 @@ from hems.control.model import BatteryCommand, EvCommand, PvCommand
 from hems.control.strategies import (
     EvHysteresis,
     EvSession,
-    FlexEvent,
     Override,
     changed,
     propose,
@@ -20,6 +19,7 @@ from hems.control.strategies import (
 )
 from hems.core.capabilities import BatteryMode
 from hems.core.capabilities import EvState as S
+from hems.core.flex import FlexInstruction
 from hems.core.plan import PlanSlot
 
 SP = BatteryMode.POWER_SETPOINT
@@ -299,13 +299,22 @@ def test_plan_ev_target_and_overrides() -> None:
 
 def test_flex_events_steer_the_battery() -> None:
     cfg = ControlConfig(strategy="self-consumption")
-    cap = FlexEvent("e1", "import-cap", T0, T0 + timedelta(hours=1), 0, 2000)
-    floor = FlexEvent("e2", "export-floor", T0, T0 + timedelta(hours=1), 1000, 500)
+    end = T0 + timedelta(hours=1)
+    cap = FlexInstruction(event_id="e1", modification=0, start=T0, end=end, import_cap_w=0,
+                          baseline_w=2000)  # fmt: skip
+    floor = FlexInstruction(event_id="e2", modification=0, start=T0, end=end,
+                            export_floor_w=1000, baseline_w=500)  # fmt: skip
+    up = FlexInstruction(event_id="e3", modification=0, start=T0, end=end, turn_up_floor_w=3000)
     img = image(grid_w=1500, batt=(0, 50))
     p = propose(img, spec(ev=False), cfg, None, {}, {}, {}, cap)
     assert p.commands["bat"].power_w == pytest.approx(-1500)
     p = propose(img, spec(ev=False), cfg, None, {}, {}, {}, floor)
     assert p.commands["bat"].power_w == pytest.approx(-2500)
+    # A turn-up floor is the plan's to follow, not a live target: self-consumption as usual.
+    p = propose(img, spec(ev=False), cfg, None, {}, {}, {}, up)
+    assert p.commands["bat"].power_w == pytest.approx(
+        propose(img, spec(ev=False), cfg, None, {}, {}, {}, None).commands["bat"].power_w
+    )
 
 
 def test_negative_export_price_curtails_towards_zero_export() -> None:

@@ -11,6 +11,7 @@ import pytest
 from flexdata import build_data
 
 from hems.core.clock import ManualClock
+from hems.core.flex import FlexInstruction
 from hems.flex.calendar import WorkingDayCalendar
 from hems.flex.config import FlexConfig, PolicyConfig
 from hems.flex.events import (
@@ -18,11 +19,13 @@ from hems.flex.events import (
     EventError,
     Feasibility,
     FlexEvent,
-    as_planner_constraint,
     build_offers,
     evaluate,
+    instruction_for,
+    supersedes,
 )
 from hems.flex.service import FlexService
+from hems.planning.flex import add_cap, add_floor
 from hems.planning.optimiser import optimise
 from hems.planning.problem import BatterySpec, Problem
 from hems.store.db import Database
@@ -37,7 +40,7 @@ def ev(mod: int = 0, **kw) -> FlexEvent:
     base = dict(event_id="dfs-42", modification_number=mod, kind="turn_down",
                 start=START.isoformat(), end=END.isoformat(), import_cap_w=1000.0)  # fmt: skip
     base.update(kw)
-    return FlexEvent.from_any(base)
+    return FlexEvent.from_mapping(base)
 
 
 def decide(event: FlexEvent, feasibility: Feasibility | None = None, **policy):
@@ -100,12 +103,22 @@ def test_malformed_events_name_the_field(change: dict, message: str) -> None:
         ev(**change)
 
 
-def test_planner_constraints() -> None:
-    c = as_planner_constraint(ev(3, import_cap_w=None, setpoint_w=-1500.0))
-    assert c.id == "dfs-42#3" and c.export_floor_w == 1500.0 and c.import_cap_w is None
-    c = as_planner_constraint(ev(3, import_cap_w=800.0, setpoint_w=1200.0))
-    assert c.import_cap_w == 800.0 and c.start == START and c.end == END
-    assert as_planner_constraint(ev(3, import_cap_w=None, price_per_kwh=3.0)) is None
+def test_instructions() -> None:
+    c = instruction_for(ev(3, import_cap_w=None, setpoint_w=-1500.0))
+    assert c is not None and c.event_id == "dfs-42" and c.modification == 3
+    assert c.export_floor_w == 1500.0 and c.import_cap_w is None and c.kind == "export-floor"
+    c = instruction_for(ev(3, import_cap_w=800.0, setpoint_w=1200.0))
+    assert c is not None and c.import_cap_w == 800.0 and c.start == START and c.end == END
+    price = instruction_for(ev(3, import_cap_w=None, price_per_kwh=3.0))
+    assert price is not None and price.power_free and price.price_per_kwh == 3.0
+    assert price.kind == "price"
+    assert instruction_for(ev(3, cancelled=True)) is None
+    assert instruction_for(ev(3, import_cap_w=None)) is None  # asks for nothing
+
+
+def test_modification_rule() -> None:
+    assert supersedes(0, None) and supersedes(3, 2)
+    assert not supersedes(2, 2) and not supersedes(1, 2)
 
 
 # -- event book ---------------------------------------------------------------------------------
@@ -153,8 +166,9 @@ def test_offers_from_re_solving_the_plan() -> None:
     first = problem.start  # planned import 5000 W (the battery charges in the cheap slot)
     periods = [(first, first + timedelta(minutes=30))]
     offers = build_offers(
-        problem, expected, periods, lambda p: optimise(p).objective, [1000.0, 3000.0, 6000.0]
-    )
+        problem, expected, periods, lambda p: optimise(p).objective, [1000.0, 3000.0, 6000.0],
+        add_cap, add_floor=add_floor,
+    )  # fmt: skip
     o = offers[0]
     assert expected[first] == pytest.approx(5000.0)
     # 6000 W is more than the planned import: the largest feasible step is 3000 W
@@ -205,17 +219,18 @@ async def test_service_answers_event_and_sends_report_once(tmp_path: Path) -> No
     async def send(type_: str, payload: dict) -> None:
         sent.append((type_, payload))
 
-    changes: list[list[FlexEvent]] = []
+    changes: list[list[FlexInstruction]] = []
     cfg = FlexConfig(enabled=True, meter_device_id="smart-meter", report_delay_s=1800,
                      check_interval_s=600)  # fmt: skip
     flex = FlexService(cfg, "Europe/London", db, clock, send, import_limit_w=13800.0,
                        export_limit_w=3680.0, on_change=changes.append)  # fmt: skip
     try:
-        decision = await flex.on_event(ev(0, import_cap_w=100.0).to_json())
+        decision = await flex.on_event(ev(0, import_cap_w=100.0))
         assert decision.status == "accepted" and decision.clamped == {"import_cap_w": 500.0}
         assert [e.import_cap_w for e in changes[-1]] == [500.0]
-        stale = await flex.on_event(ev(0).to_json())
-        assert stale.status == "opted_out" and "not above 0" in stale.reason
+        stale = await flex.on_event(ev(0))
+        assert stale.status == "outdated" and stale.stored_modification == 0
+        assert stale.reason == "modification 0 is not above 0"
 
         task = asyncio.create_task(flex.run())
         # meter data so far: history only; the event window is still missing
@@ -257,7 +272,7 @@ async def test_service_reports_with_gaps_after_giving_up(tmp_path: Path) -> None
     flex = FlexService(cfg, "Europe/London", db, clock, lambda t, p: sent.append((t, p)),
                        import_limit_w=13800.0, export_limit_w=3680.0)  # fmt: skip
     try:
-        await flex.on_event(ev(0).to_json())
+        await flex.on_event(ev(0))
         await write_meter(db, END, None)  # the meter reports the event window as missing
         await clock.advance(12 * 3600)
         assert await flex.report_due() == 0
@@ -277,12 +292,12 @@ async def test_service_without_meter_data_waits(tmp_path: Path) -> None:
     flex = FlexService(cfg, "Europe/London", db, clock, lambda t, p: None,
                        import_limit_w=13800.0, export_limit_w=3680.0)  # fmt: skip
     try:
-        await flex.on_event(ev(0).to_json())
+        await flex.on_event(ev(0))
         await clock.advance(12 * 3600)
         assert await flex.report_due() == 0  # no meter data yet: wait, don't invent zeros
         disabled = FlexService(FlexConfig(), "Europe/London", db, clock, lambda t, p: None,
                                import_limit_w=1.0, export_limit_w=1.0)  # fmt: skip
-        d = await disabled.on_event(ev(5).to_json())
+        d = await disabled.on_event(ev(5))
         assert d.status == "opted_out" and d.reason == "flexibility is not enabled"
     finally:
         await db.close()
@@ -298,7 +313,7 @@ async def test_estimated_meter_periods(tmp_path: Path, use_estimated: bool) -> N
     flex = FlexService(cfg, "Europe/London", db, clock, lambda t, p: sent.append((t, p)),
                        import_limit_w=13800.0, export_limit_w=3680.0)  # fmt: skip
     try:
-        await flex.on_event(ev(0).to_json())
+        await flex.on_event(ev(0))
         await write_meter(db, END, 200.0, estimated_at=datetime(2024, 1, 30, 3, tzinfo=UTC))
         await clock.advance(12 * 3600)
         assert await flex.report_due() == 1
@@ -328,7 +343,7 @@ async def test_report_is_kept_until_the_uplink_takes_it(tmp_path: Path) -> None:
     flex = FlexService(cfg, "Europe/London", db, clock, send, import_limit_w=13800.0,
                        export_limit_w=3680.0)  # fmt: skip
     try:
-        await flex.on_event(ev(0).to_json())
+        await flex.on_event(ev(0))
         await write_meter(db, END, 200.0)
         await clock.advance(12 * 3600)
         task = asyncio.create_task(flex.run())

@@ -1,4 +1,5 @@
-"""Turn-up events: mapped to a net-import floor for the planner; turn-up offers."""
+"""Turn-up events: a net-import floor instruction (a soft floor in the planner); turn-up
+offers."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from hems.errors import Infeasible
-from hems.flex.events import FlexEvent, as_planner_constraint, build_offers, planner_add_floor
+from hems.flex.events import FlexEvent, build_offers, instruction_for
+from hems.planning.flex import add_cap, add_floor, constraint_for
 from hems.planning.optimiser import optimise
 from hems.planning.problem import BatterySpec, Problem
 
@@ -20,24 +22,28 @@ def ev(**kw: object) -> FlexEvent:
     base: dict[str, object] = dict(event_id="wind-1", modification_number=2, kind="turn_up",
                                    start=START.isoformat(), end=END.isoformat())  # fmt: skip
     base.update(kw)
-    return FlexEvent.from_any(base)
+    return FlexEvent.from_mapping(base)
 
 
 def test_turn_up_setpoint_becomes_a_soft_import_floor() -> None:
-    c = as_planner_constraint(ev(setpoint_w=3000.0))
-    assert c is not None and c.id == "wind-1#2"
-    assert c.import_floor_w == 3000.0 and c.import_cap_w is None and c.export_floor_w is None
+    i = instruction_for(ev(setpoint_w=3000.0))
+    assert i is not None and (i.event_id, i.modification) == ("wind-1", 2)
+    assert i.turn_up_floor_w == 3000.0 and i.import_cap_w is None and i.export_floor_w is None
+    assert i.kind == "turn-up"
+    c = constraint_for(i)
+    assert c is not None and c.id == "wind-1" and c.import_floor_w == 3000.0
     assert c.import_floor_penalty_per_kwh == 10.0  # soft
     # A negative turn-up setpoint: export at most 1000 W.
-    c = as_planner_constraint(ev(setpoint_w=-1000.0))
-    assert c is not None and c.import_floor_w == -1000.0 and c.export_floor_w is None
+    i = instruction_for(ev(setpoint_w=-1000.0))
+    assert i is not None and i.turn_up_floor_w == -1000.0 and i.export_floor_w is None
     # The same setpoints in a turn-down event keep their old meaning.
-    c = as_planner_constraint(ev(kind="turn_down", setpoint_w=3000.0))
-    assert c is not None and c.import_cap_w == 3000.0 and c.import_floor_w is None
-    c = as_planner_constraint(ev(kind="turn_down", setpoint_w=-1000.0))
-    assert c is not None and c.export_floor_w == 1000.0 and c.import_floor_w is None
-    # Price-only turn-up: no constraint.
-    assert as_planner_constraint(ev(price_per_kwh=-0.05)) is None
+    i = instruction_for(ev(kind="turn_down", setpoint_w=3000.0))
+    assert i is not None and i.import_cap_w == 3000.0 and i.turn_up_floor_w is None
+    i = instruction_for(ev(kind="turn_down", setpoint_w=-1000.0))
+    assert i is not None and i.export_floor_w == 1000.0 and i.turn_up_floor_w is None
+    # Price-only turn-up: a price, no constraint.
+    i = instruction_for(ev(price_per_kwh=-0.05))
+    assert i is not None and i.price_per_kwh == -0.05 and constraint_for(i) is None
 
 
 def offer_problem() -> Problem:
@@ -61,7 +67,8 @@ def test_turn_up_offers_from_re_solving_with_a_floor() -> None:
     assert imp[t16] == pytest.approx(5000.0) and imp[t1630] == pytest.approx(0.0)
     periods = [(t16, t1630), (t1630, t1630 + timedelta(minutes=30))]
     offers = build_offers(problem, imp, periods, lambda p: optimise(p).objective,
-                          [1000.0, 3000.0, 6000.0], expected_export_w=exp)  # fmt: skip
+                          [1000.0, 3000.0, 6000.0], add_cap, add_floor=add_floor,
+                          expected_export_w=exp)  # fmt: skip
     at16, at1630 = offers
     # 16:00: the battery already charges at its limit: nothing more can be taken in.
     assert at16.turn_up_w == 0.0 and at16.turn_up_cost is None
@@ -78,7 +85,8 @@ def test_offer_floor_is_hard_and_turn_up_offers_can_be_skipped() -> None:
     problem = offer_problem()
     t = problem.start
     with pytest.raises(Infeasible):
-        optimise(planner_add_floor(problem, t, t + timedelta(minutes=30), 9000.0))
+        optimise(add_floor(problem, t, t + timedelta(minutes=30), 9000.0))
     offers = build_offers(problem, {t: 5000.0}, [(t, t + timedelta(minutes=30))],
-                          lambda p: optimise(p).objective, [1000.0], add_floor=None)  # fmt: skip
+                          lambda p: optimise(p).objective, [1000.0], add_cap,
+                          add_floor=None)  # fmt: skip
     assert offers[0].turn_up_w == 0.0 and offers[0].turn_up_cost is None

@@ -11,6 +11,7 @@ import httpx
 import pytest
 
 from hems.core.clock import ManualClock
+from hems.core.flex import FlexInstruction
 from hems.core.plan import Plan
 from hems.core.readings import Quantity, Reading, Role
 from hems.core.site import LimitsConfig, SiteConfig
@@ -123,10 +124,10 @@ async def test_rolling_horizon_plans_stores_and_replans(replay, db) -> None:  # 
         assert p.slots[0].start == datetime(2026, 11, 27, 16, 30, tzinfo=UTC)
 
         # An accepted flex event: no import 17:00–18:00.
-        svc.add_event_constraint(
-            "ev-1", datetime(2026, 11, 27, 17, 0, tzinfo=UTC),
-            datetime(2026, 11, 27, 18, 0, tzinfo=UTC), import_cap_w=0,
-        )  # fmt: skip
+        svc.set_flex_instructions([FlexInstruction(
+            event_id="ev-1", modification=0, start=datetime(2026, 11, 27, 17, 0, tzinfo=UTC),
+            end=datetime(2026, 11, 27, 18, 0, tzinfo=UTC), import_cap_w=0,
+        )])  # fmt: skip
         p = await next_plan(seen)
         for s in p.slots[1:3]:
             assert s.grid_import_w == 0
@@ -147,7 +148,10 @@ async def test_impossible_event_is_left_out_and_named(replay, db) -> None:  # ty
     limits = LimitsConfig()
     async with httpx.AsyncClient() as http:
         svc = PlannerService(planner_cfg(replay.base_url), limits, state, db, clock, http)
-        svc.add_event_constraint("turn-up", NOW, NOW + timedelta(hours=1), export_floor_w=5000)
+        svc.set_flex_instructions([FlexInstruction(
+            event_id="turn-up", modification=0, start=NOW, end=NOW + timedelta(hours=1),
+            export_floor_w=5000,
+        )])  # fmt: skip
         await db.execute(
             "INSERT INTO plans(created_at_ms, reason, status, problem_json) VALUES (0, 'old',"
             " 'optimal', '{}')"
@@ -253,7 +257,7 @@ async def test_aggregator_envelope_tightens_grid_caps_per_slot(replay, db) -> No
 
 async def test_price_event_steers_the_plan_and_is_withdrawn_on_cancel(replay, db) -> None:  # type: ignore[no-untyped-def]
     from hems.app.links import FlexLink
-    from hems.flex.events import FlexEvent
+    from hems.flex.events import FlexEvent, instruction_for
 
     async with planner_running(replay, db, ev_plugged=False) as (svc, seen, clock, _state):
         link = FlexLink(clock, svc, None)
@@ -262,7 +266,7 @@ async def test_price_event_steers_the_plan_and_is_withdrawn_on_cancel(replay, db
         event = FlexEvent(event_id="price-1", modification_number=1, kind="turn_up",
                           start=t0, end=t0 + timedelta(hours=1), price_per_kwh=-0.5,
                           currency="GBP")  # fmt: skip
-        await link.on_change([event])
+        await link.on_change([i for i in [instruction_for(event)] if i is not None])
         p = await next_plan(seen)
         prices = {s.start: s.price_import_per_kwh for s in p.slots}
         assert prices[t0] == -0.5 and prices[t0 + timedelta(minutes=30)] == -0.5
@@ -274,6 +278,7 @@ async def test_price_event_steers_the_plan_and_is_withdrawn_on_cancel(replay, db
         cancelled = FlexEvent(event_id="price-1", modification_number=2, kind="turn_up",
                               start=t0, end=t0 + timedelta(hours=1), cancelled=True,
                               price_per_kwh=-0.5)  # fmt: skip
-        await link.on_change([cancelled])
+        assert instruction_for(cancelled) is None  # a cancellation withdraws the price
+        await link.on_change([])
         p = await next_plan(seen)
         assert {s.start: s.price_import_per_kwh for s in p.slots}[t0] == before[t0]

@@ -141,7 +141,7 @@ async def db(tmp_path: Path):  # type: ignore[no-untyped-def]
 
 async def test_flex_link_hands_a_turn_up_event_to_the_planner(replay, db) -> None:  # type: ignore[no-untyped-def]
     """An accepted turn-up event (setpoint >= 0) reaches PlannerService as a net-import floor
-    through hems.app.links.FlexLink; a turn-down one still as an import cap."""
+    (its FlexInstruction through hems.app.links.FlexLink); a turn-down one as an import cap."""
     import httpx
     from test_planning_service import planner_cfg
 
@@ -149,23 +149,24 @@ async def test_flex_link_hands_a_turn_up_event_to_the_planner(replay, db) -> Non
     from hems.core.clock import ManualClock
     from hems.core.site import LimitsConfig
     from hems.core.state import SiteState
-    from hems.flex.events import FlexEvent
+    from hems.flex.events import FlexEvent, instruction_for
     from hems.planning.service import PlannerService
 
     now = datetime(2026, 11, 27, 16, 5, tzinfo=UTC)
     clock = ManualClock(now)
     state = SiteState(clock, stale_after_s=3600)
-    up = FlexEvent.from_any(
+    up = FlexEvent.from_mapping(
         dict(event_id="wind-7", modification_number=0, kind="turn_up", setpoint_w=4000.0,
              start="2026-11-27T17:00:00+00:00", end="2026-11-27T18:00:00+00:00")
     )  # fmt: skip
-    down = FlexEvent.from_any(
+    down = FlexEvent.from_mapping(
         dict(event_id="dfs-1", modification_number=0, kind="turn_down", setpoint_w=1500.0,
              start="2026-11-27T19:00:00+00:00", end="2026-11-27T19:30:00+00:00")
     )  # fmt: skip
     async with httpx.AsyncClient() as http:
         svc = PlannerService(planner_cfg(replay.base_url), LimitsConfig(), state, db, clock, http)
-        await FlexLink(clock, svc, None).on_change([up, down])
+        instructions = [instruction_for(up), instruction_for(down)]
+        await FlexLink(clock, svc, None).on_change([i for i in instructions if i is not None])
         plan = await svc.plan_once("test")
     assert plan is not None and svc.last_problem is not None
     events = {e.id: e for e in svc.last_problem.events}

@@ -77,7 +77,8 @@ class Gateway:
 
     def __init__(self, tmp: Path, cfg: UplinkConfig, clock: Clock = CLOCK) -> None:
         self.tmp, self.cfg, self.clock = tmp, cfg, clock
-        self.events: list[Event] = []
+        self.events: list[Event] = []  # the events decided (not outdated)
+        self.modifications: dict[str, int] = {}
         self.envelopes: list[OperatingEnvelope] = []
         self.db: Database | None = None
         self.uplink: Uplink | None = None
@@ -89,6 +90,11 @@ class Gateway:
         state.publish([Reading("meter", Quantity.POWER_W, 1234.0, self.clock.now())])
 
         async def on_event(ev: Event) -> EventDecision:
+            # The event owner keeps the modification rule (in the daemon: the flex book).
+            stored = self.modifications.get(ev.event_id)
+            if stored is not None and ev.modification_number <= stored:
+                return EventDecision(status="outdated", stored_modification=stored)
+            self.modifications[ev.event_id] = ev.modification_number
             self.events.append(ev)
             return EventDecision(status="accepted", clamped={"import_cap_w": ev.import_cap_w})
 
@@ -234,7 +240,11 @@ async def test_every_rejection_is_answered_on_the_wire(
             assert got[reason]["ref_id"] == msg["id"], reason
         assert got["malformed"]["detail"].startswith("payload.import_cap_w"), got["malformed"]
         assert got["outdated_modification"]["event_id"] == "ok-1"
-        assert [e.event_id for e in gw.events] == ["ok-1"]  # nothing rejected reached the policy
+        assert got["outdated_modification"]["ref_id"] == outdated["id"]
+        assert got["outdated_modification"]["detail"] == (
+            "payload.modification_number: 0 is not above 0 for event ok-1"
+        )
+        assert [e.event_id for e in gw.events] == ["ok-1"]  # nothing rejected was decided
         assert {r for r, _ in uplink.rejections} >= set(cases) | {"outdated_modification"}
     await gw.close()
 
