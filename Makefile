@@ -20,8 +20,10 @@ demo: $(STAMP)
 	$(PY) -m hil.demo $(ARGS)
 
 # Whole suite. Installs mosquitto (and chromium for the web-page tests) when missing.
+# The import contracts (pyproject.toml, [tool.importlinter]) run first: a wrong import fails.
 test: $(STAMP)
 	bash scripts/ensure-system-deps.sh
+	$(VENV)/bin/lint-imports
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 # Long fuzz runs of every parser of outside input (tests/fuzz); `make test` runs them short.
