@@ -1,5 +1,67 @@
 """Planning: tariffs, forecasts, the local MILP optimiser and the rolling-horizon service.
 
-Entry class for the daemon: `PlannerService` (hems.planning.service). Standalone solving:
-`optimise(Problem)` (hems.planning.optimiser); the problem format: hems.planning.problem.
+Modules:
+
+* `service`: `PlannerService`, the entry class for the daemon: when to replan, gathering
+  the inputs, solving, storing and publishing plans.
+* `builder`: the pure problem builder, `build_problem(ProblemInputs) -> (Problem, notes)`.
+* `problem`: the `Problem` format (versioned JSON, `hems schema problem`).
+* `optimiser`: `optimise(Problem)`, the HiGHS MILP (standalone: `hems optimise`).
+* `store`: owner of the `plans` table (save, retention, latest plan).
+* `tariffs`: prices per slot (fixed, TOU, Octopus Agile, aggregator signals); owns
+  `tariff_prices`.
+* `forecast`: PV and base-load forecasts; owns `forecasts`.
+* `config`: `PlannerConfig`; `planio`: plans as JSON; `chart`: a plan as SVG.
+
+The names below load their module on first use, so `import hems.planning` stays cheap (no
+HiGHS, numpy or httpx until a planner is built).
 """
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from hems.planning.builder import (
+        Envelope,
+        EnvelopeInterval,
+        EvRequest,
+        ProblemInputs,
+        build_problem,
+    )
+    from hems.planning.config import PlannerConfig
+    from hems.planning.optimiser import optimise
+    from hems.planning.problem import Problem
+    from hems.planning.service import PlannerService
+
+_HOMES = {
+    "Envelope": "hems.planning.builder",
+    "EnvelopeInterval": "hems.planning.builder",
+    "EvRequest": "hems.planning.builder",
+    "ProblemInputs": "hems.planning.builder",
+    "build_problem": "hems.planning.builder",
+    "PlannerConfig": "hems.planning.config",
+    "optimise": "hems.planning.optimiser",
+    "Problem": "hems.planning.problem",
+    "PlannerService": "hems.planning.service",
+}
+
+__all__ = [
+    "Envelope",
+    "EnvelopeInterval",
+    "EvRequest",
+    "PlannerConfig",
+    "PlannerService",
+    "Problem",
+    "ProblemInputs",
+    "build_problem",
+    "optimise",
+]
+
+
+def __getattr__(name: str) -> object:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module 'hems.planning' has no attribute {name!r}")
+    return getattr(import_module(home), name)
