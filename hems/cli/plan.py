@@ -14,7 +14,7 @@ from pydantic import ValidationError
 from hems.core.plan import Plan
 from hems.errors import ConfigError, PlanningError, StoreError
 from hems.planning.chart import plan_svg
-from hems.planning.planio import plan_from_dict, plan_to_dict
+from hems.planning.planio import plan_to_dict
 from hems.planning.problem import Problem
 from hems.yamllines import format_loc
 
@@ -112,19 +112,14 @@ def plan_table(plan: Plan, timezone: str = "UTC") -> str:
 
 async def latest_plan(db_path: Path) -> tuple[Plan, str] | None:
     """The newest stored plan and the reason it was made, or None."""
+    from hems.planning.store import latest_plan as stored_latest_plan
     from hems.store.db import Database
 
     db = await Database.open(db_path)
     try:
-        row = await db.fetchone(
-            "SELECT plan_json, reason FROM plans WHERE plan_json IS NOT NULL"
-            " ORDER BY created_at_ms DESC, plan_pk DESC LIMIT 1"
-        )
+        return await stored_latest_plan(db)
     finally:
         await db.close()
-    if row is None:
-        return None
-    return plan_from_dict(json.loads(row[0])), row[1]
 
 
 def run_plan(args: argparse.Namespace) -> int:

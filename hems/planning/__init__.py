@@ -1,15 +1,23 @@
 """Planning: tariffs, forecasts, the local MILP optimiser and the rolling-horizon service.
 
-Public surface:
-- `PlannerService` (hems.planning.service): the daemon's entry class; flexibility enters
-  through `set_flex_instructions(list[hems.core.flex.FlexInstruction])`, the aggregator's
-  operating envelope through `set_envelope(Envelope)`.
-- `optimise(Problem) -> Result` (hems.planning.optimiser) for standalone solving; the
-  problem format, with `FlexConstraint`, is hems.planning.problem.
-- hems.planning.flex: instructions as plan constraints (`constraint_for`) and the offer
-  probes `add_cap` / `add_floor`.
+Modules:
 
-Names load on first use, so `import hems.planning` does not load the solver (highspy).
+* `service`: `PlannerService`, the entry class for the daemon: when to replan, gathering
+  the inputs, solving, storing and publishing plans.
+* `builder`: the pure problem builder, `build_problem(ProblemInputs) -> (Problem, notes)`.
+* `problem`: the `Problem` format (versioned JSON, `hems schema problem`).
+* `optimiser`: `optimise(Problem)`, the HiGHS MILP (standalone: `hems optimise`).
+* `store`: owner of the `plans` table (save, retention, latest plan).
+* `tariffs`: prices per slot (fixed, TOU, Octopus Agile, aggregator signals); owns
+  `tariff_prices`.
+* `forecast`: PV and base-load forecasts; owns `forecasts`.
+* `flex`: flexibility instructions (`hems.core.flex.FlexInstruction`, given through
+  `PlannerService.set_flex_instructions`) as plan constraints (`constraint_for`), and the
+  offer probes `add_cap` / `add_floor`.
+* `config`: `PlannerConfig`; `planio`: plans as JSON; `chart`: a plan as SVG.
+
+The names below load their module on first use, so `import hems.planning` stays cheap (no
+HiGHS, numpy or httpx until a planner is built).
 """
 
 from __future__ import annotations
@@ -18,18 +26,30 @@ from importlib import import_module
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from hems.planning.builder import (
+        Envelope,
+        EnvelopeInterval,
+        EvRequest,
+        ProblemInputs,
+        build_problem,
+    )
+    from hems.planning.config import PlannerConfig
     from hems.planning.flex import add_cap, add_floor, constraint_for
     from hems.planning.optimiser import Result, optimise
     from hems.planning.problem import FlexConstraint, Problem
-    from hems.planning.service import Envelope, EnvelopeInterval, PlannerService
+    from hems.planning.service import PlannerService
 
-_WHERE = {
-    "PlannerService": "hems.planning.service",
-    "Envelope": "hems.planning.service",
-    "EnvelopeInterval": "hems.planning.service",
+_HOMES = {
+    "Envelope": "hems.planning.builder",
+    "EnvelopeInterval": "hems.planning.builder",
+    "EvRequest": "hems.planning.builder",
+    "ProblemInputs": "hems.planning.builder",
+    "build_problem": "hems.planning.builder",
+    "PlannerConfig": "hems.planning.config",
     "optimise": "hems.planning.optimiser",
-    "Result": "hems.planning.optimiser",
     "Problem": "hems.planning.problem",
+    "PlannerService": "hems.planning.service",
+    "Result": "hems.planning.optimiser",
     "FlexConstraint": "hems.planning.problem",
     "constraint_for": "hems.planning.flex",
     "add_cap": "hems.planning.flex",
@@ -39,19 +59,23 @@ _WHERE = {
 __all__ = [
     "Envelope",
     "EnvelopeInterval",
+    "EvRequest",
     "FlexConstraint",
+    "PlannerConfig",
     "PlannerService",
     "Problem",
+    "ProblemInputs",
     "Result",
     "add_cap",
     "add_floor",
+    "build_problem",
     "constraint_for",
     "optimise",
 ]
 
 
 def __getattr__(name: str) -> object:
-    module = _WHERE.get(name)
-    if module is None:
+    home = _HOMES.get(name)
+    if home is None:
         raise AttributeError(f"module 'hems.planning' has no attribute {name!r}")
-    return getattr(import_module(module), name)
+    return getattr(import_module(home), name)

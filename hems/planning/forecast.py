@@ -486,3 +486,9 @@ async def store_forecast(db: Database, kind: str, made_at: datetime, fc: Forecas
             json.dumps(list(fc.flags)),
         ),
     )
+
+
+async def prune_forecasts(db: Database, before: datetime) -> int:
+    """Delete the forecasts made before `before` (this module owns the `forecasts` table);
+    how many went."""
+    return await db.execute("DELETE FROM forecasts WHERE made_at_ms < ?", (to_ms(before),))

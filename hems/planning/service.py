@@ -13,12 +13,9 @@ cron jobs, so the accelerated demo clock and the tests drive them too.
 from __future__ import annotations
 
 import asyncio
-import json
 import math
-import sqlite3
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from datetime import UTC, datetime, time, timedelta
+from datetime import datetime, time, timedelta
 from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
@@ -27,47 +24,27 @@ import structlog
 
 from hems.core.clock import Clock
 from hems.core.flex import FlexInstruction
-from hems.core.localtime import next_local
 from hems.core.plan import Plan
 from hems.core.readings import Quantity, Role
 from hems.core.state import SiteState
 from hems.core.tasks import raise_if_cancelling
 from hems.errors import Infeasible, PlanningError
-from hems.planning.config import DeferrableLoadConfig, PlannerConfig
+from hems.planning.builder import Envelope, EnvelopeInterval, ProblemInputs, load_window, without
+from hems.planning.builder import EvRequest as _EvRequest  # the name ev_plugged uses
+from hems.planning.builder import build_problem as _build_problem
+from hems.planning.config import PlannerConfig
 from hems.planning.flex import PRICE_STEP_MIN, constraint_for, price_slots
-from hems.planning.forecast import Forecast, Forecaster, SiteDevices
+from hems.planning.forecast import Forecast, Forecaster, SiteDevices, prune_forecasts
 from hems.planning.optimiser import Result, optimise
-from hems.planning.planio import plan_to_dict
-from hems.planning.problem import (
-    BatterySpec,
-    DeferrableLoad,
-    EvSession,
-    FlexConstraint,
-    Problem,
-)
+from hems.planning.problem import FlexConstraint, Problem
+from hems.planning.store import prune_plans, save_plan
 from hems.planning.tariffs import Tariff, build_tariff
 from hems.store.db import Database
-from hems.store.timeseries import to_ms
 
 if TYPE_CHECKING:
     from hems.core.site import LimitsConfig, SiteConfig
 
-
-@dataclass(frozen=True, slots=True)
-class EnvelopeInterval:
-    start: datetime
-    end: datetime
-    import_w: float | None = None
-    export_w: float | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Envelope:
-    """An aggregator's operating envelope (down/envelope): caps the planner must respect."""
-
-    default_import_w: float | None = None
-    default_export_w: float | None = None
-    intervals: tuple[EnvelopeInterval, ...] = ()
+__all__ = ["Envelope", "EnvelopeInterval", "PlannerService", "load_window", "slot_floor"]
 
 
 log = structlog.get_logger(__name__)
@@ -75,28 +52,9 @@ log = structlog.get_logger(__name__)
 PlanListener = Callable[[Plan], None]
 
 
-@dataclass
-class _EvRequest:
-    arrival: datetime
-    departure: datetime | None
-    energy_wh: float | None
-
-
 def slot_floor(t: datetime, step_min: int) -> datetime:
     """Start of the settlement period holding `t` (UTC; 15/30 min divide the hour)."""
     return t.replace(minute=t.minute - t.minute % step_min, second=0, microsecond=0)
-
-
-def load_window(
-    cfg: DeferrableLoadConfig, now: datetime, zone: ZoneInfo
-) -> tuple[datetime, datetime]:
-    """The current window if open, else the next one: (start, end) aware UTC."""
-    # In UTC, so that "a day earlier" below is 24 real hours, also across clock changes.
-    end = next_local(now, cfg.window_end, zone).astimezone(UTC)
-    start = next_local(end - timedelta(days=1), cfg.window_start, zone).astimezone(UTC)
-    if start >= end:
-        start -= timedelta(days=1)
-    return start, end
 
 
 class PlannerService:
@@ -207,21 +165,6 @@ class PlannerService:
         """An aggregator's operating envelope: grid caps per interval, within the site's own."""
         self._envelope = envelope
         self.request_replan("aggregator envelope changed")
-
-    def _grid_caps(self, start: datetime, step_min: int, n: int) -> tuple[list[float], list[float]]:
-        """Per-slot import/export caps [W]: the site's limits, tightened by the envelope."""
-        imp = [self.limits.import_limit_w] * n
-        exp = [self.limits.export_limit_w] * n
-        env = self._envelope
-        if env is None:
-            return imp, exp
-        step = timedelta(minutes=step_min)
-        for i in range(n):
-            t0 = start + i * step
-            here = [iv for iv in env.intervals if iv.start < t0 + step and iv.end > t0]
-            imp[i] = _tightest(imp[i], env.default_import_w, *(iv.import_w for iv in here))
-            exp[i] = _tightest(exp[i], env.default_export_w, *(iv.export_w for iv in here))
-        return imp, exp
 
     def ev_plugged(
         self,
@@ -398,7 +341,7 @@ class PlannerService:
                     break
                 # Keep planning without the impossible part; say so on the plan.
                 dropped.append(f"{exc} (left out of this plan)")
-                problem = problem.model_copy(update={group: _without(problem, group, exc.field)})
+                problem = without(problem, exc.field)
             except PlanningError as exc:
                 error = str(exc)
                 break
@@ -428,126 +371,41 @@ class PlannerService:
         return plan
 
     def build_problem(self, start: datetime, n: int) -> tuple[Problem, list[str]]:
-        """The `Problem` for now, from the tariff, the latest forecasts and the state."""
+        """The `Problem` for now: the tariff, the latest forecasts, the live state and the
+        requests gathered into `ProblemInputs` for the pure builder (hems.planning.builder)."""
         assert self._pv_fc is not None and self._load_fc is not None
-        now = self.clock.now()
-        notes: list[str] = []
-        step = self.cfg.step_min
-        end = start + timedelta(minutes=step * n)
-        prices = self.tariff.prices(start, n, step)
-        notes += prices.notes
-        notes += self._pv_fc.flags + self._load_fc.flags
-        batteries = []
-        for i, b in enumerate(self.cfg.batteries):
-            soc = self.state.fresh_value(b.device_id, Quantity.SOC_PCT)
-            if soc is None or math.isnan(soc):
-                notes.append(f"batteries[{i}] {b.device_id}: SoC unknown (stale); not planned")
-                continue
-            batteries.append(
-                BatterySpec(
-                    id=b.device_id,
-                    capacity_wh=b.capacity_wh,
-                    initial_soc_pct=min(100.0, max(0.0, soc)),
-                    max_charge_w=b.max_charge_w,
-                    max_discharge_w=b.max_discharge_w,
-                    charge_efficiency=b.charge_efficiency,
-                    discharge_efficiency=b.discharge_efficiency,
-                    min_soc_pct=b.min_soc_pct,
-                    max_soc_pct=b.max_soc_pct,
-                    reserve_pct=self.limits.battery_reserve_pct,
-                    degradation_cost_per_kwh=b.degradation_cost_per_kwh,
-                    terminal_value_per_kwh=b.terminal_value_per_kwh,
-                )
-            )
-        evs = []
-        for e in self.cfg.evs:
-            req = self._evs.get(e.charger_id)
-            if req is None:
-                continue
-            departure = req.departure or (
-                next_local(now, e.default_departure, self.zone).astimezone(UTC)
-            )
-            if req.energy_wh is not None:
-                need = req.energy_wh
-            elif e.target_energy_wh is not None:
-                need = e.target_energy_wh
-            else:
-                need = (e.target_soc_pct or 100.0) / 100.0 * e.battery_capacity_wh
-            done = self.state.fresh_value(e.charger_id, Quantity.SESSION_ENERGY_WH) or 0.0
-            evs.append(
-                EvSession(
-                    id=e.charger_id,
-                    arrival=min(req.arrival, start),
-                    departure=min(departure, end),
-                    energy_wh=max(0.0, need - done),
-                    min_power_w=e.min_power_w,
-                    max_power_w=e.max_power_w,
-                    battery_capacity_wh=e.battery_capacity_wh,
-                    shortfall_penalty_per_kwh=e.shortfall_penalty_per_kwh,
-                )
-            )
-        loads = []
-        for d in self.cfg.loads:
-            w_start, w_end = load_window(d, now, self.zone)
-            w_start, w_end = max(w_start, start), min(w_end, end)
-            if w_end <= w_start:
-                continue
-            done_min = self._load_done_min.get((d.device_id, load_window(d, start, self.zone)[0]))
-            remaining = d.run_time_min - (done_min or 0.0)
-            if remaining <= 0:
-                continue
-            window_min = (w_end - w_start).total_seconds() / 60
-            if remaining > window_min:
-                notes.append(
-                    f"loads {d.device_id}: {remaining:g} min left but only {window_min:g} min "
-                    "of the window remain in the horizon; run time shortened"
-                )
-                remaining = window_min - window_min % step
-                if remaining <= 0:
-                    continue
-            loads.append(
-                DeferrableLoad(
-                    id=d.device_id,
-                    power_w=d.power_w,
-                    run_time_min=remaining,
-                    window_start=w_start,
-                    window_end=w_end,
-                    contiguous=d.contiguous,
-                    min_on_min=min(d.min_on_min, remaining),
-                )
-            )
+        cfg, fresh = self.cfg, self.state.fresh_value
+        prices = self.tariff.prices(start, n, cfg.step_min)  # aggregator price signals included
+        # Flexibility: the accepted events still to come become constraints of the problem.
         events = [ev for ev in self._events.values() if ev.end > start]
-        pv_w = [max(0.0, v) for v in self._pv_fc.values_w]
-        load_w = [max(0.0, v) for v in self._load_fc.values_w]
-        # A forecast base load above what the connection can supply is a forecast error, not
-        # a reason to give up planning: clip it and say so.
-        most_w = [self.limits.import_limit_w + p for p in pv_w]
-        clipped = [i for i, (ld, mx) in enumerate(zip(load_w, most_w, strict=True)) if ld > mx]
-        if clipped:
-            notes.append(
-                f"load: forecast above the import limit in {len(clipped)} slots from "
-                f"{(start + timedelta(minutes=step * clipped[0])).astimezone(self.zone):%H:%M}"
-                "; clipped"
-            )
-            load_w = [min(ld, mx) for ld, mx in zip(load_w, most_w, strict=True)]
-        import_cap_w, export_cap_w = self._grid_caps(start, step, len(pv_w))
-        problem = Problem(
+        inputs = ProblemInputs(
+            now=self.clock.now(),
             start=start,
-            step_min=step,
-            import_price_per_kwh=prices.import_per_kwh,
-            export_price_per_kwh=prices.export_per_kwh,
-            import_cap_w=import_cap_w,
-            export_cap_w=export_cap_w,
-            pv_w=pv_w,
-            load_w=load_w,
-            batteries=batteries,
-            evs=evs,
-            loads=loads,
-            events=events,
-            timezone=str(self.zone.key),
+            n_slots=n,
+            step_min=cfg.step_min,
+            import_price_per_kwh=tuple(prices.import_per_kwh),
+            export_price_per_kwh=tuple(prices.export_per_kwh),
+            pv_w=tuple(self._pv_fc.values_w),
+            load_w=tuple(self._load_fc.values_w),
+            input_notes=(*prices.notes, *self._pv_fc.flags, *self._load_fc.flags),
+            limits=self.limits,
+            zone=self.zone,
+            batteries=cfg.batteries,
+            battery_soc_pct={
+                b.device_id: fresh(b.device_id, Quantity.SOC_PCT) for b in cfg.batteries
+            },
+            evs=cfg.evs,
+            ev_requests=dict(self._evs),
+            ev_session_energy_wh={
+                e.charger_id: fresh(e.charger_id, Quantity.SESSION_ENERGY_WH) for e in cfg.evs
+            },
+            loads=cfg.loads,
+            load_done_min=dict(self._load_done_min),
+            envelope=self._envelope,
+            events=tuple(events),
             battery_to_ev=self.battery_to_ev,
         )
-        return problem, notes
+        return _build_problem(inputs)
 
     async def _store(
         self,
@@ -559,29 +417,21 @@ class PlannerService:
         solve_time_s: float | None,
         notes: list[str] | None,
     ) -> None:
-        row = (
-            to_ms(now),
-            reason,
-            status,
-            plan.cost if plan else None,
-            solve_time_s * 1000 if solve_time_s is not None else None,
-            problem.model_dump_json(),
-            json.dumps(plan_to_dict(plan)) if plan else None,
-            json.dumps(notes if notes is not None else list(plan.notes if plan else [])),
+        await save_plan(
+            self.db,
+            created_at=now,
+            reason=reason,
+            status=status,
+            problem=problem,
+            plan=plan,
+            solve_time_s=solve_time_s,
+            notes=notes,
         )
-        cutoff_ms = to_ms(now - timedelta(days=self.cfg.retention_days))
-
-        def write(conn: sqlite3.Connection) -> None:
-            conn.execute(
-                "INSERT INTO plans(created_at_ms, reason, status, cost, solve_time_ms,"
-                " problem_json, plan_json, notes_json) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                row,
-            )
-            # ~100 plans a day with their inputs: keep the SD card from filling up.
-            conn.execute("DELETE FROM plans WHERE created_at_ms < ?", (cutoff_ms,))
-            conn.execute("DELETE FROM forecasts WHERE made_at_ms < ?", (cutoff_ms,))
-
-        await self.db.call(write)
+        # ~100 plans a day with their inputs: keep the SD card from filling up. Each table's
+        # owner deletes its own rows.
+        before = now - timedelta(days=self.cfg.retention_days)
+        await prune_plans(self.db, before)
+        await prune_forecasts(self.db, before)
 
     def _devices_from_state(self) -> SiteDevices:
         roles = self.state.devices
@@ -593,18 +443,3 @@ class PlannerService:
             ev=[d for d, r in roles.items() if r is Role.EV],
             deferrable=[d for d, r in roles.items() if r is Role.LOAD and d in planned],
         )
-
-
-def _tightest(limit_w: float, *caps_w: float | None) -> float:
-    """The smallest of `limit_w` and the caps that are set."""
-    return min([limit_w, *(c for c in caps_w if c is not None)])
-
-
-def _without(problem: Problem, group: str, field: str) -> list[object]:
-    """The list `group` without the entry `field` names (e.g. 'loads[1].run_time_min');
-    empty when `field` names the whole group."""
-    items = list(getattr(problem, group))
-    if "[" in field:
-        index = int(field.split("[", 1)[1].split("]", 1)[0])
-        return [x for i, x in enumerate(items) if i != index]
-    return []

@@ -156,11 +156,18 @@ async def test_impossible_event_is_left_out_and_named(replay, db) -> None:  # ty
             "INSERT INTO plans(created_at_ms, reason, status, problem_json) VALUES (0, 'old',"
             " 'optimal', '{}')"
         )
+        await db.execute(
+            "INSERT INTO forecasts(kind, made_at_ms, start_ms, step_s, values_json, source)"
+            " VALUES ('pv', 0, 0, 1800, '[]', 'default')"
+        )
         plan = await svc.plan_once("test")
     assert plan is not None
     # Retention: plans older than retention_days (14) are gone, the new one is stored.
     rows = await db.fetchall("SELECT reason FROM plans")
     assert [r[0] for r in rows] == ["test"]
+    # And so are old forecasts (pruned by their owner, hems.planning.forecast).
+    made = await db.fetchall("SELECT made_at_ms FROM forecasts")
+    assert len(made) == 2 and all(r[0] > 0 for r in made)
     assert any(
         # The event starts 16:05, so the first slot fully inside it is 16:30.
         n.startswith("events[0].export_floor_w: at 16:30 needs 5000 W net export but export")

@@ -1,0 +1,64 @@
+"""The owner of the `plans` table (migration 0003): every plan with the `Problem` that made it.
+
+Only this module writes, reads or deletes `plans` rows: the service saves each plan (or
+failed attempt) here and asks for the retention; the CLI reads the latest plan here. The
+`forecasts` table is the forecaster's (hems.planning.forecast: `store_forecast`,
+`prune_forecasts`), `tariff_prices` the tariff's (hems.planning.tariffs).
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+
+from hems.core.plan import Plan
+from hems.planning.planio import plan_from_dict, plan_to_dict
+from hems.planning.problem import Problem
+from hems.store.db import Database
+from hems.store.timeseries import to_ms
+
+
+async def save_plan(
+    db: Database,
+    *,
+    created_at: datetime,
+    reason: str,
+    status: str,
+    problem: Problem,
+    plan: Plan | None,
+    solve_time_s: float | None,
+    notes: list[str] | None,
+) -> None:
+    """Store one planning attempt; `plan` None = none came out (`notes` says why). The
+    notes stored are `notes` if given, else the plan's."""
+    row = (
+        to_ms(created_at),
+        reason,
+        status,
+        plan.cost if plan else None,
+        solve_time_s * 1000 if solve_time_s is not None else None,
+        problem.model_dump_json(),
+        json.dumps(plan_to_dict(plan)) if plan else None,
+        json.dumps(notes if notes is not None else list(plan.notes if plan else [])),
+    )
+    await db.execute(
+        "INSERT INTO plans(created_at_ms, reason, status, cost, solve_time_ms,"
+        " problem_json, plan_json, notes_json) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        row,
+    )
+
+
+async def prune_plans(db: Database, before: datetime) -> int:
+    """Delete the plans made before `before`; how many went."""
+    return await db.execute("DELETE FROM plans WHERE created_at_ms < ?", (to_ms(before),))
+
+
+async def latest_plan(db: Database) -> tuple[Plan, str] | None:
+    """The newest stored plan and the reason it was made, or None."""
+    row = await db.fetchone(
+        "SELECT plan_json, reason FROM plans WHERE plan_json IS NOT NULL"
+        " ORDER BY created_at_ms DESC, plan_pk DESC LIMIT 1"
+    )
+    if row is None:
+        return None
+    return plan_from_dict(json.loads(row[0])), row[1]
