@@ -282,6 +282,23 @@ class EventBook:
     def __init__(self, db: Database) -> None:
         self._db = db
 
+    async def recent_rows(self, limit: int) -> list[tuple[Any, ...]]:
+        """The last decided events, newest first, as stored (for hems.flex.views)."""
+        return await self._db.fetchall(
+            "SELECT event_id, modification_number, kind, start_ms, end_ms, constraint_json,"
+            " effective_json, status, reasons_json, received_at_ms FROM flex_events"
+            " ORDER BY received_at_ms DESC, modification_number DESC LIMIT ?",
+            (limit,),
+        )
+
+    async def recent_report_rows(self, limit: int) -> list[tuple[Any, ...]]:
+        """The last reports sent, newest first: (event_id, modification, created_ms, json)."""
+        return await self._db.fetchall(
+            "SELECT event_id, modification_number, created_at_ms, payload_json FROM flex_reports"
+            " ORDER BY created_at_ms DESC LIMIT ?",
+            (limit,),
+        )
+
     async def record(self, received: FlexEvent, decision: Decision, at: datetime) -> bool:
         """Store a decided event. False (and nothing changed) if it does not supersede the
         stored modification of its event_id (checked in the same transaction)."""

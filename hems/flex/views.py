@@ -1,10 +1,12 @@
-"""Read-only views of flexibility events and delivery reports, for the web page and API."""
+"""Read-only views of flexibility events and delivery reports, for the web page and API
+(the rows come from their owner, `EventBook`)."""
 
 from __future__ import annotations
 
 import json
 from typing import Any
 
+from hems.flex.events import EventBook
 from hems.store.db import Database
 from hems.store.timeseries import from_ms
 
@@ -17,12 +19,7 @@ def _iso_ms(ms: int) -> str:
 
 async def recent_events(db: Database, limit: int = 20) -> list[dict[str, Any]]:
     """The last events as decided (every status, with reasons), requested vs applied."""
-    rows = await db.fetchall(
-        "SELECT event_id, modification_number, kind, start_ms, end_ms, constraint_json,"
-        " effective_json, status, reasons_json, received_at_ms FROM flex_events"
-        " ORDER BY received_at_ms DESC, modification_number DESC LIMIT ?",
-        (limit,),
-    )
+    rows = await EventBook(db).recent_rows(limit)
     events = []
     for r in rows:
         received, effective = json.loads(r[5]), json.loads(r[6])
@@ -45,11 +42,7 @@ async def recent_events(db: Database, limit: int = 20) -> list[dict[str, Any]]:
 
 async def recent_reports(db: Database, limit: int = 5) -> list[dict[str, Any]]:
     """The last delivery reports as sent (signed) to the aggregator, newest first."""
-    rows = await db.fetchall(
-        "SELECT event_id, modification_number, created_at_ms, payload_json FROM flex_reports"
-        " ORDER BY created_at_ms DESC LIMIT ?",
-        (limit,),
-    )
+    rows = await EventBook(db).recent_report_rows(limit)
     out = []
     for event_id, modification, created_ms, payload_json in rows:
         p = json.loads(payload_json)
