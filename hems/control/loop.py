@@ -15,9 +15,10 @@ One cycle (`step`):
 4. verify    commands older than verify_after_s are checked against the readings (a load
              against its own is_on() report first); a device that keeps ignoring them is
              flagged in `status()`. (`verify.Verifier`)
-This module keeps the cadence, the compute stage (plan slot, overrides, EV sessions, the
-flexibility event, limit timing) and the public surface. The systemd watchdog callback is
-fed only after a healthy cycle.
+Measured limit excursions are timed before compute (`excursions.Excursions`); manual
+overrides are checked and expired by `overrides.Overrides`. This module keeps the cadence,
+the compute stage (plan slot, EV sessions, the flexibility event) and the public surface.
+The systemd watchdog callback is fed only after a healthy cycle.
 """
 
 from __future__ import annotations
@@ -33,20 +34,21 @@ import structlog
 
 from hems.control.config import ControlConfig
 from hems.control.devices import ControlledDevices
-from hems.control.guard import FUSE_DEADLINE_S, ExcursionTracker, Guarded, apply_guard
+from hems.control.excursions import Excursions, tracker_status
+from hems.control.guard import ExcursionTracker, Guarded, apply_guard
 from hems.control.journal import InterventionRecord, Journal
 from hems.control.model import (
     Intervention,
     LoadCommand,
     ProcessImage,
 )
+from hems.control.overrides import Overrides
 from hems.control.problems import Problems
 from hems.control.snapshot import PHASE_POWER, Snapshot
 from hems.control.strategies import (
     EvHysteresis,
     EvSession,
     FlexEvent,
-    Override,
     ev_session_done,
     propose,
 )
@@ -106,7 +108,6 @@ class ControlLoop:
         self._watchdog = watchdog
         self._spec = devices.spec()
         self._ev_memory: dict[str, EvHysteresis] = {}
-        self._overrides: dict[str, Override] = {}
         self._sessions: dict[str, EvSession] = {}
         self._flex: _FlexProgress | None = None
         self._problems = Problems()  # log-once keys for bad input transitions
@@ -132,8 +133,8 @@ class ControlLoop:
             self._writer.last_written,
             self._dsr_active,
         )
-        self._fuse = ExcursionTracker(FUSE_DEADLINE_S, FUSE_DEADLINE_S)
-        self._export = ExcursionTracker(cfg.g100.correct_within_s, cfg.g100.max_excursion_s)
+        self._overrides = Overrides(cfg, limits, self._spec, devices)
+        self._excursions = Excursions(cfg, limits, self._journal, self._problems)
         self._stats = _Stats()
         self._restore: set[str] = set()  # loads the guard switched off unasked
         self._wake = asyncio.Event()
@@ -210,7 +211,7 @@ class ControlLoop:
         healthy = True
         try:
             image = await self._snapshot.take()
-            self._track_limits(image)  # first: the guard escalates on persisting excursions
+            self._excursions.track(image)  # first: the guard escalates on persisting excursions
             t1 = loop.time()
             guarded, interventions = self._compute(image)
             t2 = loop.time()
@@ -253,38 +254,10 @@ class ControlLoop:
 
         Raises BadValue naming the device and the reason if the target is out of range.
         """
-        now = self._clock.now()
-        spec = self._spec
-        if device_id not in self._devices:
-            raise BadValue(device_id, "override: no such controllable device")
-        if expires_at.tzinfo is None:
-            raise BadValue(device_id, "override: expires_at must be timezone-aware")
-        horizon_s = (expires_at - now).total_seconds()
-        if horizon_s <= 0:
-            raise BadValue(device_id, "override: expires_at is in the past")
-        if horizon_s > self._cfg.override_max_s:
-            raise BadValue(
-                device_id, f"override: expiry more than {self._cfg.override_max_s:.0f} s ahead"
-            )
-        if device_id in spec.loads:
-            if not isinstance(target, bool):
-                raise BadValue(device_id, "override: a switchable load takes true or false")
-        else:
-            if isinstance(target, bool) or not isinstance(target, int | float):
-                raise BadValue(device_id, "override: target must be a number")
-            if not math.isfinite(target):
-                raise BadValue(device_id, "override: target must be finite")
-            lo, hi, unit = self._override_range(device_id)
-            if not lo <= target <= hi:
-                raise BadValue(
-                    device_id, f"override: target {target:g} {unit} outside {lo:g}..{hi:g} {unit}"
-                )
-        self._overrides[device_id] = Override(device_id, target, expires_at)
-        log.info("override set", device=device_id, target=target, expires_at=expires_at.isoformat())
+        self._overrides.set(device_id, target, expires_at, self._clock.now())
 
     def clear_override(self, device_id: str) -> None:
-        if self._overrides.pop(device_id, None) is not None:
-            log.info("override cleared", device=device_id)
+        self._overrides.clear(device_id)
 
     def set_ev_session(self, device_id: str, target_energy_wh: float, departure: datetime) -> None:
         """The EV on `device_id` wants `target_energy_wh` more by `departure`."""
@@ -349,12 +322,9 @@ class ControlLoop:
                 {"rule": i.rule, "device_id": i.device_id, "reason": i.reason}
                 for i in self._journal.active
             ],
-            "fuse": _tracker_dict(self._fuse),
-            "export": _tracker_dict(self._export),
-            "overrides": {
-                d: {"target": o.target, "expires_at": o.expires_at.isoformat()}
-                for d, o in self._overrides.items()
-            },
+            "fuse": tracker_status(self._excursions.fuse),
+            "export": tracker_status(self._excursions.export),
+            "overrides": self._overrides.status(),
             "flex": self.flex_status(),
         }
 
@@ -367,11 +337,11 @@ class ControlLoop:
 
     @property
     def fuse_tracker(self) -> ExcursionTracker:
-        return self._fuse
+        return self._excursions.fuse
 
     @property
     def export_tracker(self) -> ExcursionTracker:
-        return self._export
+        return self._excursions.export
 
     # -- 2. compute -------------------------------------------------------------------------
     def _current_slot(self, now: datetime) -> PlanSlot | None:
@@ -390,10 +360,7 @@ class ControlLoop:
         return slot
 
     def _compute(self, image: ProcessImage) -> tuple[Guarded, tuple[Intervention, ...]]:
-        for d, o in list(self._overrides.items()):
-            if o.expires_at <= image.at:
-                del self._overrides[d]
-                log.info("override expired", device=d)
+        self._overrides.expire(image.at)
         energies = {
             d: v
             for d in self._spec.chargers
@@ -409,7 +376,7 @@ class ControlLoop:
             self._spec,
             self._cfg,
             slot,
-            self._overrides,
+            self._overrides.by_device,
             self._sessions,
             self._ev_memory,
             flex,
@@ -444,53 +411,14 @@ class ControlLoop:
         predictions were wrong, so shed on measurements alone.
         """
         flagged = self._verifier.flagged()
-        fuse_s = self._fuse.duration_s(image.at_s)
-        export_s = self._export.duration_s(image.at_s)
-        if fuse_s >= self._cfg.cycle_s or export_s >= self._cfg.g100.correct_within_s / 3:
-            self._problems.report(
-                "escalated",
-                "limit still exceeded: shedding on measurements alone",
-                fuse_s=fuse_s,
-                export_s=export_s,
-            )
+        if self._excursions.escalated(image.at_s):
             return frozenset(self._devices)
-        self._problems.clear("escalated", "limits held again")
         return frozenset(flagged)
 
     def _dsr_active(self) -> bool:
         return self._flex is not None and self._flex.event.active(self._clock.now())
 
-    # -- limits over time, flexibility ----------------------------------------------------------
-    def _track_limits(self, image: ProcessImage) -> None:
-        grid = image.grid
-        if grid.power_w is None:
-            return
-        if grid.phase_current_a is not None:
-            over_fuse = max(grid.phase_current_a) > self._limits.fuse_a
-        else:
-            over_fuse = grid.power_w > self._limits.import_limit_w
-        ev = self._fuse.update(image.at_s, over_fuse)
-        if ev is not None and ev != "late":
-            self._journal.emit(
-                image.at,
-                Intervention("fuse-time", "", f"fuse overload {ev}", {}, {"grid_w": grid.power_w}),
-                ev,
-            )
-        over_export = -grid.power_w > self._limits.export_limit_w
-        ev = self._export.update(image.at_s, over_export)
-        if ev is not None:
-            self._journal.emit(
-                image.at,
-                Intervention(
-                    "g100",
-                    "",
-                    f"export excursion {ev}",
-                    {},
-                    {"export_w": -grid.power_w, "count": self._export.count},
-                ),
-                ev,
-            )
-
+    # -- flexibility ---------------------------------------------------------------------------
     def _track_flex(self, image: ProcessImage) -> None:
         f = self._flex
         if f is None or image.grid.power_w is None:
@@ -505,18 +433,8 @@ class ControlLoop:
         f.delivered_w = delivered_w
 
     # -- helpers ------------------------------------------------------------------------------
-    def _override_range(self, device_id: str) -> tuple[float, float, str]:
-        spec = self._spec
-        v = self._limits.voltage_v
-        if device_id in spec.batteries:
-            b = spec.batteries[device_id]
-            return -b.max_discharge_w, b.max_charge_w, "W"
-        if device_id in spec.chargers:
-            return 0.0, spec.chargers[device_id].max_power_w(v), "W"
-        return 0.0, 100.0, "%"
-
     async def _shutdown(self) -> None:
-        tasks: list[asyncio.Task[Any]] = [*self._writer.tasks(), *self._snapshot.tasks()]
+        tasks: list[asyncio.Task[object]] = [*self._writer.tasks(), *self._snapshot.tasks()]
         # Let a running store write finish so no intervention row is lost.
         await self._journal.settle(timeout_s=2.0)
         for t in tasks:
@@ -524,17 +442,7 @@ class ControlLoop:
         await asyncio.gather(*tasks, return_exceptions=True)
 
 
-def _tracker_dict(t: ExcursionTracker) -> dict[str, Any]:
-    return {
-        "excursions": t.count,
-        "late": t.late,
-        "breaches": t.breaches,
-        "longest_s": round(t.longest_s, 1),
-        "over_now": t.since_s is not None,
-    }
-
-
-def _device_status(w: WriteState, f: FollowState, stale: bool) -> dict[str, Any]:
+def _device_status(w: WriteState, f: FollowState, stale: bool) -> dict[str, object]:
     """One device's line in `status()`: its writes, whether it follows, its readings."""
     return {
         "command": None if w.last_written is None else w.last_written.values(),
