@@ -1,9 +1,27 @@
 """The real-time control loop and the safety guard.
 
-Entry class: `hems.control.loop.ControlLoop`; devices are handed in through
-`hems.control.devices.ControlledDevices`. Pure logic lives in `strategies` (what each device
-should do) and `guard` (what it may do). Nothing is re-exported here so that `hems.config`
-can import `hems.control.config` without pulling in the loop.
+Entry class: `ControlLoop`; devices are handed in through `ControlledDevices`. The names in
+`__all__` are imported lazily, on first use, so that `hems.config` can import
+`hems.control.config` without pulling in the loop. One job per module:
+
+  loop        `ControlLoop`: the cadence, the compute stage (plan slot, EV sessions, the
+              flexibility event) and the public surface; wires the parts below together.
+  config      `ControlConfig` (the `control:` section) and `DeviceControlConfig`; per-device
+              tuning is read with `cfg.setting(device_id, name)` / `cfg.device(device_id)`.
+  devices     `ControlledDevices`: the capability objects the loop may command.
+  model       the process image, device specs, commands and `Intervention`.
+  snapshot    `Snapshot`: reads the process image (and charger / load reports, under the
+              snapshot budget); drops implausible readings.
+  strategies  pure: what each device should do (`propose`, `ramp`, ...); a live
+              flexibility target is a `hems.core.flex.FlexInstruction`.
+  guard       pure: what it may do (`apply_guard`), and `ExcursionTracker`.
+  excursions  `Excursions`: times measured fuse and export excursions; escalates the guard.
+  overrides   `Overrides`: manual targets, checked against each device's range, expired.
+  writer      `Writer`: rate limits, then writes beyond the deadband, refreshes, timeouts.
+  verify      `Verifier`: did each device follow; flags those that ignore commands.
+  journal     `Journal`: interventions logged, kept for `recent_interventions()` and
+              stored in `control_interventions`.
+  problems    `Problems`: log-once keys for conditions that persist over cycles.
 
 One cycle (every `control.cycle_s`, default 1 s; earlier when a grid reading breaks the fuse
 or the export limit):
@@ -50,3 +68,42 @@ web page and stored in `control_interventions`. Fuse overloads (2 s) and export 
 (G100: corrected within 15 s, never over 60 s) are timed and counted. The systemd watchdog is
 fed only after a healthy cycle.
 """
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from hems.control.config import ControlConfig, DeviceControlConfig, StageBudgets
+    from hems.control.devices import ControlledDevices
+    from hems.control.journal import InterventionRecord
+    from hems.control.loop import ControlLoop
+    from hems.control.model import Intervention
+
+__all__ = [
+    "ControlConfig",
+    "ControlLoop",
+    "ControlledDevices",
+    "DeviceControlConfig",
+    "Intervention",
+    "InterventionRecord",
+    "StageBudgets",
+]
+
+_WHERE = {
+    "ControlConfig": "hems.control.config",
+    "ControlLoop": "hems.control.loop",
+    "ControlledDevices": "hems.control.devices",
+    "DeviceControlConfig": "hems.control.config",
+    "Intervention": "hems.control.model",
+    "InterventionRecord": "hems.control.journal",
+    "StageBudgets": "hems.control.config",
+}
+
+
+def __getattr__(name: str) -> object:
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(import_module(module), name)

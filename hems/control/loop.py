@@ -4,23 +4,27 @@ One cycle (`step`):
 1. snapshot  the process image from SiteState (+ charger states and load on/off reports,
              asked concurrently under a time budget);
              implausible readings are dropped for the cycle, a duplicate grid meter ignored.
+             (`snapshot.Snapshot`)
 2. compute   strategies (plan slot, self-consumption, PV surplus, overrides, flex event),
              rate limits, then the safety guard. Only the guard's output reaches step 3.
+             The guard's decisions are journalled (`journal.Journal`).
 3. write     only what changed beyond a deadband (or what the guard changed, or what is due
              for a refresh inside the device-side revert timeout); each write is a task owned
-             by the loop under its own timeout, and the cycle waits no longer than its budget.
+             by the writer under its own timeout, and the cycle waits no longer than its
+             budget. (`writer.Writer`, which also owns the rate limits)
 4. verify    commands older than verify_after_s are checked against the readings (a load
              against its own is_on() report first); a device that keeps ignoring them is
-             flagged in `status()`.
+             flagged in `status()`. (`verify.Verifier`)
+Measured limit excursions are timed before compute (`excursions.Excursions`); manual
+overrides are checked and expired by `overrides.Overrides`. This module keeps the cadence,
+the compute stage (plan slot, EV sessions, the flexibility event) and the public surface.
 The systemd watchdog callback is fed only after a healthy cycle.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import math
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -29,33 +33,26 @@ from typing import Any
 import structlog
 
 from hems.control.config import ControlConfig
-from hems.control.devices import ControlledDevices, response_delay_s
-from hems.control.guard import FUSE_DEADLINE_S, ExcursionTracker, Guarded, apply_guard
+from hems.control.devices import ControlledDevices
+from hems.control.excursions import Excursions, tracker_status
+from hems.control.guard import ExcursionTracker, Guarded, apply_guard
+from hems.control.journal import InterventionRecord, Journal
 from hems.control.model import (
-    BatteryCommand,
-    BatteryImage,
-    Command,
-    EvCommand,
-    EvImage,
-    GridImage,
     Intervention,
     LoadCommand,
-    LoadImage,
     ProcessImage,
-    PvCommand,
-    PvImage,
-    SiteSpec,
 )
+from hems.control.overrides import Overrides
+from hems.control.problems import Problems
+from hems.control.snapshot import PHASE_POWER, Snapshot
 from hems.control.strategies import (
     EvHysteresis,
     EvSession,
-    Override,
-    changed,
     ev_session_done,
     propose,
-    ramp,
 )
-from hems.core.capabilities import BatteryMode, EvState
+from hems.control.verify import FollowState, Verifier
+from hems.control.writer import Writer, WriteState
 from hems.core.clock import Clock
 from hems.core.flex import LIVE_KINDS, FlexInstruction
 from hems.core.plan import Plan, PlanSlot
@@ -63,41 +60,10 @@ from hems.core.readings import Quantity, Reading, Role
 from hems.core.site import LimitsConfig
 from hems.core.state import SiteState
 from hems.core.tasks import raise_if_cancelling
-from hems.errors import BadValue, DeviceRejected
+from hems.errors import BadValue
 from hems.store.db import Database
-from hems.store.timeseries import to_ms
 
 log = structlog.get_logger(__name__)
-
-_PHASE_POWER = (Quantity.POWER_L1_W, Quantity.POWER_L2_W, Quantity.POWER_L3_W)
-_PHASE_CURRENT = (Quantity.CURRENT_L1_A, Quantity.CURRENT_L2_A, Quantity.CURRENT_L3_A)
-_MAX_QUEUED_ROWS = 10000
-
-
-@dataclass(slots=True)
-class DeviceStatus:
-    """What the loop knows about one device's commands; shown by `status()`."""
-
-    last_written: Command | None = None
-    written_at_s: float = -math.inf
-    wanted: Command | None = None
-    write_error: str | None = None
-    failed_writes: int = 0
-    retry_at_s: float = -math.inf
-    misses: int = 0
-    flagged: bool = False  # ignores commands
-    verified: bool | None = None
-    stale: bool = False
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "command": None if self.last_written is None else self.last_written.values(),
-            "wanted": None if self.wanted is None else self.wanted.values(),
-            "write_error": self.write_error,
-            "ignores_commands": self.flagged,
-            "verified": self.verified,
-            "stale": self.stale,
-        }
 
 
 @dataclass(slots=True)
@@ -140,29 +106,37 @@ class ControlLoop:
         self._devices = devices
         self._clock = clock
         self._plan_source = plan_source
-        self._db = db
         self._watchdog = watchdog
-        self._spec: SiteSpec = devices.spec()
-        self._status: dict[str, DeviceStatus] = {d: DeviceStatus() for d in devices}
-        self._pending: dict[str, asyncio.Task[None]] = {}
-        self._ev_state: dict[str, EvState | None] = {}
-        self._load_on: dict[str, bool | None] = {}  # what each load reports (is_on)
-        self._probes: dict[str, asyncio.Task[Any]] = {}  # state / is_on calls in flight
+        self._spec = devices.spec()
         self._ev_memory: dict[str, EvHysteresis] = {}
-        self._overrides: dict[str, Override] = {}
         self._sessions: dict[str, EvSession] = {}
         self._flex: _FlexProgress | None = None
-        self._accepted: dict[tuple[str, Quantity], float] = {}
-        self._suspect: dict[tuple[str, Quantity], float] = {}
-        self._active: dict[tuple[str, str], Intervention] = {}  # (rule, device) -> latest
-        self._problems: set[str] = set()  # log-once keys for bad input transitions
-        self._recent: deque[dict[str, Any]] = deque(maxlen=500)
-        self._rows: list[tuple[Any, ...]] = []
-        self._flush_task: asyncio.Task[None] | None = None
-        self._fuse = ExcursionTracker(FUSE_DEADLINE_S, FUSE_DEADLINE_S)
-        self._export = ExcursionTracker(cfg.g100.correct_within_s, cfg.g100.max_excursion_s)
+        self._problems = Problems()  # log-once keys for bad input transitions
+        self._journal = Journal(db, self._problems)
+        self._verifier = Verifier(cfg, self._spec, self._journal, devices)
+        self._writer = Writer(
+            cfg,
+            devices,
+            clock,
+            self._journal,
+            self._problems,
+            self._dsr_active,
+            self._verifier.new_command,
+        )
+        self._snapshot = Snapshot(
+            cfg,
+            limits,
+            state,
+            devices,
+            self._spec,
+            clock,
+            self._problems,
+            self._writer.last_written,
+            self._dsr_active,
+        )
+        self._overrides = Overrides(cfg, limits, self._spec, devices)
+        self._excursions = Excursions(cfg, limits, self._journal, self._problems)
         self._stats = _Stats()
-        self._emitted = 0
         self._restore: set[str] = set()  # loads the guard switched off unasked
         self._wake = asyncio.Event()
         state.add_listener(self._on_readings)
@@ -228,7 +202,7 @@ class ControlLoop:
                 r.value > limit_w or -r.value > self._limits.export_limit_w
             ):
                 self._wake.set()
-            elif r.quantity in _PHASE_POWER and r.value > phase_limit_w:
+            elif r.quantity in PHASE_POWER and r.value > phase_limit_w:
                 self._wake.set()
 
     async def step(self) -> None:
@@ -237,15 +211,16 @@ class ControlLoop:
         t0 = loop.time()
         healthy = True
         try:
-            image = await self._snapshot()
-            self._track_limits(image)  # first: the guard escalates on persisting excursions
+            image = await self._snapshot.take()
+            self._excursions.track(image)  # first: the guard escalates on persisting excursions
             t1 = loop.time()
             guarded, interventions = self._compute(image)
             t2 = loop.time()
-            self._record(image, interventions)
-            await self._write(image, guarded)
+            self._journal.record(image.at, interventions)
+            safety = {i.device_id for i in self._journal.active}
+            await self._writer.write(image, guarded, safety)
             t3 = loop.time()
-            self._verify(image)
+            self._verifier.check(image, self._writer.states, self._snapshot.load_on)
             self._track_flex(image)
             self._stats.stage_ms = {
                 "snapshot": (t1 - t0) * 1000,
@@ -253,17 +228,18 @@ class ControlLoop:
                 "write": (t3 - t2) * 1000,
             }
             if t2 - t1 > self._cfg.budgets.compute_s:
-                self._problem("budget", "control compute over budget", ms=round((t2 - t1) * 1e3))
+                self._problems.report(
+                    "budget", "control compute over budget", ms=round((t2 - t1) * 1e3)
+                )
             else:
-                self._clear_problem("budget", "control compute within budget again")
-            self._clear_problem("cycle", "control cycle works again")
+                self._problems.clear("budget", "control compute within budget again")
+            self._problems.clear("cycle", "control cycle works again")
         except asyncio.CancelledError:
             raise
         except Exception:  # a bug must not stop the safety loop; the watchdog sees it
             healthy = False
             self._stats.errors += 1
-            if "cycle" not in self._problems:
-                self._problems.add("cycle")
+            if self._problems.first("cycle"):
                 log.exception("control cycle failed")
         elapsed_s = loop.time() - t0
         self._stats.cycles += 1
@@ -272,45 +248,17 @@ class ControlLoop:
         self._stats.healthy = healthy
         if healthy and self._watchdog is not None:
             self._watchdog()
-        self._maybe_flush()
+        self._journal.maybe_flush()
 
     def set_override(self, device_id: str, target: float | bool, expires_at: datetime) -> None:
         """Manual target until `expires_at`; still subject to the safety guard.
 
         Raises BadValue naming the device and the reason if the target is out of range.
         """
-        now = self._clock.now()
-        spec = self._spec
-        if device_id not in self._devices:
-            raise BadValue(device_id, "override: no such controllable device")
-        if expires_at.tzinfo is None:
-            raise BadValue(device_id, "override: expires_at must be timezone-aware")
-        horizon_s = (expires_at - now).total_seconds()
-        if horizon_s <= 0:
-            raise BadValue(device_id, "override: expires_at is in the past")
-        if horizon_s > self._cfg.override_max_s:
-            raise BadValue(
-                device_id, f"override: expiry more than {self._cfg.override_max_s:.0f} s ahead"
-            )
-        if device_id in spec.loads:
-            if not isinstance(target, bool):
-                raise BadValue(device_id, "override: a switchable load takes true or false")
-        else:
-            if isinstance(target, bool) or not isinstance(target, int | float):
-                raise BadValue(device_id, "override: target must be a number")
-            if not math.isfinite(target):
-                raise BadValue(device_id, "override: target must be finite")
-            lo, hi, unit = self._override_range(device_id)
-            if not lo <= target <= hi:
-                raise BadValue(
-                    device_id, f"override: target {target:g} {unit} outside {lo:g}..{hi:g} {unit}"
-                )
-        self._overrides[device_id] = Override(device_id, target, expires_at)
-        log.info("override set", device=device_id, target=target, expires_at=expires_at.isoformat())
+        self._overrides.set(device_id, target, expires_at, self._clock.now())
 
     def clear_override(self, device_id: str) -> None:
-        if self._overrides.pop(device_id, None) is not None:
-            log.info("override cleared", device=device_id)
+        self._overrides.clear(device_id)
 
     def set_ev_session(self, device_id: str, target_energy_wh: float, departure: datetime) -> None:
         """The EV on `device_id` wants `target_energy_wh` more by `departure`."""
@@ -364,226 +312,55 @@ class ControlLoop:
             "grid_pred_w": None
             if self._last_result_pred_w is None
             else round(self._last_result_pred_w, 1),
-            "interventions_logged": self._emitted,
+            "interventions_logged": self._journal.emitted,
             "stage_ms": {k: round(v, 2) for k, v in s.stage_ms.items()},
-            "devices": {d: st.as_dict() for d, st in self._status.items()},
+            "devices": {
+                d: _device_status(w, self._verifier.state(d), self._snapshot.stale(d))
+                for d, w in self._writer.states.items()
+            },
             "active_interventions": [
                 {"rule": i.rule, "device_id": i.device_id, "reason": i.reason}
-                for i in self._active.values()
+                for i in self._journal.active
             ],
-            "fuse": _tracker_dict(self._fuse),
-            "export": _tracker_dict(self._export),
-            "overrides": {
-                d: {"target": o.target, "expires_at": o.expires_at.isoformat()}
-                for d, o in self._overrides.items()
-            },
+            "fuse": tracker_status(self._excursions.fuse),
+            "export": tracker_status(self._excursions.export),
+            "overrides": self._overrides.status(),
             "flex": self.flex_status(),
         }
 
-    def recent_interventions(self) -> list[dict[str, Any]]:
-        return list(self._recent)
+    def recent_interventions(self) -> list[InterventionRecord]:
+        return self._journal.recent()
+
+    async def flush(self) -> None:
+        """Write queued intervention rows now (tests, shutdown)."""
+        await self._journal.flush()
 
     @property
     def fuse_tracker(self) -> ExcursionTracker:
-        return self._fuse
+        return self._excursions.fuse
 
     @property
     def export_tracker(self) -> ExcursionTracker:
-        return self._export
-
-    # -- 1. snapshot ------------------------------------------------------------------------
-    async def _snapshot(self) -> ProcessImage:
-        await self._refresh_probes()
-        grid_id = self._grid_id()
-        v = self._fresh(grid_id or "", Quantity.VOLTAGE_V) or self._limits.voltage_v
-        grid = self._grid_image(grid_id, v)
-        spec = self._spec
-        registered = self._state.devices
-        for d, st in self._status.items():
-            st.stale = d in registered and self._state.is_stale(d)
-        batteries = {
-            d: BatteryImage(self._fresh(d, Quantity.POWER_W), self._fresh(d, Quantity.SOC_PCT))
-            for d in spec.batteries
-        }
-        pvs = {}
-        for d in spec.pvs:
-            st = self._status[d]
-            last = st.last_written
-            limit = self._fresh(d, Quantity.POWER_LIMIT_PCT)
-            if limit is None:
-                limit = last.limit_pct if isinstance(last, PvCommand) else 100.0
-            pvs[d] = PvImage(self._fresh(d, Quantity.POWER_W), limit)
-        evs = {}
-        dsr = self._dsr_active()
-        for d in spec.chargers:
-            last = self._status[d].last_written
-            offered, phases = (
-                (last.current_a, last.phases) if isinstance(last, EvCommand) else (0.0, 1)
-            )
-            ev_state = self._ev_state.get(d)
-            power = self._fresh(d, Quantity.POWER_W)
-            if ev_state is EvState.OFFLINE:
-                power = None
-            delay_s = response_delay_s(self._devices.control(d), dsr)
-            evs[d] = EvImage(power, ev_state, offered, phases, delay_s)
-        loads = {}
-        for d in spec.loads:
-            last = self._status[d].last_written
-            # What the load says beats what it was told: it may have ignored us.
-            on = self._load_on.get(d)
-            if on is None and isinstance(last, LoadCommand):
-                on = last.on
-            loads[d] = LoadImage(self._fresh(d, Quantity.POWER_W), on, stale=self._status[d].stale)
-        return ProcessImage(
-            self._clock.now(), self._clock.monotonic(), v, grid, batteries, pvs, evs, loads
-        )
-
-    async def _refresh_probes(self) -> None:
-        """Ask every charger for its state and every switchable load whether it is on,
-        concurrently; what misses the budget keeps its last answer and is asked again next
-        cycle (a call is never started twice)."""
-        for d in (*self._spec.chargers, *self._spec.loads):
-            if d in self._probes:
-                continue
-            ctrl: Any = self._devices.control(d)
-            call = ctrl.state() if d in self._spec.chargers else ctrl.is_on()
-            self._probes[d] = asyncio.create_task(call, name=f"control:state:{d}")
-        if self._probes:
-            await asyncio.wait(self._probes.values(), timeout=self._cfg.budgets.snapshot_s)
-        for d, task in list(self._probes.items()):
-            if not task.done():
-                continue
-            del self._probes[d]
-            what = "charger state" if d in self._spec.chargers else "load on/off state"
-            exc = task.exception()
-            value = task.result() if exc is None else None
-            if d in self._spec.chargers:
-                self._ev_state[d] = value
-            else:
-                self._load_on[d] = value if isinstance(value, bool) else None
-            if exc is None:
-                self._clear_problem(f"state:{d}", f"{what} readable again", device=d)
-            else:
-                self._problem(f"state:{d}", f"{what} unreadable", device=d, error=str(exc))
-
-    def _grid_id(self) -> str | None:
-        meters = sorted(d for d, r in self._state.devices.items() if r is Role.GRID)
-        if not meters:
-            return None
-        chosen = self._cfg.grid_meter_id if self._cfg.grid_meter_id in meters else meters[0]
-        if len(meters) > 1:
-            values = {m: self._state.fresh_value(m, Quantity.POWER_W) for m in meters}
-            others = [m for m in meters if m != chosen and values[m] is not None]
-            if others:
-                self._problem(
-                    "grid:dup",
-                    "several devices report the grid flow; using one, not their sum",
-                    using=chosen,
-                    ignored=others,
-                )
-            if values[chosen] is None and others:
-                return others[0]  # the chosen meter is stale; another fresh one is better
-        return chosen
-
-    def _grid_image(self, grid_id: str | None, v: float) -> GridImage:
-        if grid_id is None:
-            self._problem("grid:none", "no grid meter registered: limits cannot be checked")
-            return GridImage(None)
-        power = self._fresh(grid_id, Quantity.POWER_W)
-        phases: tuple[float, ...] | None = None
-        if self._limits.phases > 1:
-            by_power = [self._fresh(grid_id, q) for q in _PHASE_POWER]
-            if all(p is not None for p in by_power):
-                phases = tuple(p / v for p in by_power)  # type: ignore[operator]
-            else:
-                # A current without a sign is taken as import: safe for the fuse.
-                by_current = [self._fresh(grid_id, q) for q in _PHASE_CURRENT]
-                if all(c is not None for c in by_current):
-                    phases = tuple(abs(c) for c in by_current)  # type: ignore[arg-type]
-        return GridImage(power, phases)
-
-    def _fresh(self, device_id: str, quantity: Quantity) -> float | None:
-        """A fresh value that passes the plausibility checks, else None."""
-        value = self._state.fresh_value(device_id, quantity)
-        if value is None:
-            return None
-        key = (device_id, quantity)
-        why = self._implausible(device_id, quantity, value)
-        if why is None:
-            prev = self._accepted.get(key)
-            if (
-                prev is not None
-                and quantity is Quantity.POWER_W
-                and abs(value - prev) > self._cfg.max_step_w
-            ):
-                # A jump may be real if the next reading confirms it.
-                suspect = self._suspect.get(key)
-                if suspect is None or abs(suspect - value) > 0.1 * abs(value) + 100:
-                    self._suspect[key] = value
-                    why = f"jumped {value - prev:+.0f} W in one cycle"
-        if why is not None:
-            self._problem(
-                f"bad:{device_id}:{quantity}",
-                "implausible reading ignored",
-                device=device_id,
-                quantity=str(quantity),
-                value=value,
-                why=why,
-            )
-            return None
-        self._suspect.pop(key, None)
-        self._accepted[key] = value
-        self._clear_problem(
-            f"bad:{device_id}:{quantity}",
-            "reading plausible again",
-            device=device_id,
-            quantity=str(quantity),
-        )
-        return value
-
-    def _implausible(self, device_id: str, quantity: Quantity, value: float) -> str | None:
-        if quantity is Quantity.SOC_PCT and not 0 <= value <= 100:
-            return "SoC outside 0..100 %"
-        if quantity is Quantity.POWER_LIMIT_PCT and not 0 <= value <= 100:
-            return "limit outside 0..100 %"
-        if quantity is Quantity.VOLTAGE_V and not 100 <= value <= 300:
-            return "voltage outside 100..300 V"
-        if quantity is not Quantity.POWER_W:
-            return None
-        spec = self._spec
-        bound_w = self._limits.import_limit_w * 3
-        if device_id in spec.batteries:
-            b = spec.batteries[device_id]
-            bound_w = 1.5 * max(b.max_charge_w, b.max_discharge_w) + 500
-        elif device_id in spec.pvs:
-            if value < -500:
-                return "PV power far below zero"
-            bound_w = 1.5 * spec.pvs[device_id].rated_w + 500
-        elif device_id in spec.chargers:
-            bound_w = 1.5 * spec.chargers[device_id].max_power_w(self._limits.voltage_v) + 500
-        if abs(value) > bound_w:
-            return f"|{value:.0f}| W beyond {bound_w:.0f} W"
-        return None
+        return self._excursions.export
 
     # -- 2. compute -------------------------------------------------------------------------
     def _current_slot(self, now: datetime) -> PlanSlot | None:
         try:
             plan = self._plan_source()
         except Exception as exc:  # the planner's problem must not stop control
-            self._problem("plan", "plan source failed; using live strategies", error=str(exc))
+            self._problems.report(
+                "plan", "plan source failed; using live strategies", error=str(exc)
+            )
             return None
         slot = plan.slot_at(now) if plan is not None else None
         if slot is None:
-            self._problem("plan", "no plan for the current slot; using live strategies")
+            self._problems.report("plan", "no plan for the current slot; using live strategies")
         else:
-            self._clear_problem("plan", "plan slot available again")
+            self._problems.clear("plan", "plan slot available again")
         return slot
 
     def _compute(self, image: ProcessImage) -> tuple[Guarded, tuple[Intervention, ...]]:
-        for d, o in list(self._overrides.items()):
-            if o.expires_at <= image.at:
-                del self._overrides[d]
-                log.info("override expired", device=d)
+        self._overrides.expire(image.at)
         energies = {
             d: v
             for d in self._spec.chargers
@@ -599,7 +376,7 @@ class ControlLoop:
             self._spec,
             self._cfg,
             slot,
-            self._overrides,
+            self._overrides.by_device,
             self._sessions,
             self._ev_memory,
             flex,
@@ -610,12 +387,7 @@ class ControlLoop:
         unasked = {d for d in self._spec.loads if d not in proposal.commands}
         for d in self._restore & unasked:
             proposal.commands[d] = LoadCommand(True)
-        shaped: dict[str, Command] = {}
-        for d, cmd in proposal.commands.items():
-            st = self._status[d]
-            ramp_w = self._cfg.setting(d, "ramp_w_per_s")
-            dt_s = image.at_s - st.written_at_s
-            shaped[d] = ramp(cmd, st.last_written, dt_s, ramp_w, image.voltage_v)
+        shaped = self._writer.shape(proposal.commands, image)
         cap = None
         if flex is not None and flex.active(image.at) and flex.kind == "import-cap":
             cap = flex.import_cap_w
@@ -638,281 +410,15 @@ class ControlLoop:
         overload outlasts one cycle or an export excursion a third of its G100 window: the
         predictions were wrong, so shed on measurements alone.
         """
-        flagged = {d for d, st in self._status.items() if st.flagged}
-        fuse_s = self._fuse.duration_s(image.at_s)
-        export_s = self._export.duration_s(image.at_s)
-        if fuse_s >= self._cfg.cycle_s or export_s >= self._cfg.g100.correct_within_s / 3:
-            self._problem(
-                "escalated",
-                "limit still exceeded: shedding on measurements alone",
-                fuse_s=fuse_s,
-                export_s=export_s,
-            )
-            return frozenset(self._status)
-        self._clear_problem("escalated", "limits held again")
+        flagged = self._verifier.flagged()
+        if self._excursions.escalated(image.at_s):
+            return frozenset(self._devices)
         return frozenset(flagged)
-
-    # -- interventions: log and store transitions ---------------------------------------------
-    def _record(self, image: ProcessImage, interventions: tuple[Intervention, ...]) -> None:
-        seen: dict[tuple[str, str], Intervention] = {}
-        for i in interventions:
-            key = (i.rule, i.device_id)
-            seen[key] = i
-            prev = self._active.get(key)
-            if prev is None or prev.reason != i.reason:
-                self._emit(image.at, i, "start")
-        for key, prev in list(self._active.items()):
-            if key not in seen:
-                self._emit(image.at, prev, "end")
-        self._active = seen
-
-    def _emit(self, at: datetime, i: Intervention, event: str) -> None:
-        level = log.info if event == "end" else log.warning
-        level(
-            "control intervention",
-            rule=i.rule,
-            device=i.device_id,
-            kind=event,
-            reason=i.reason,
-            before=i.before,
-            after=i.after,
-        )
-        row = {
-            "at": at.isoformat(),
-            "rule": i.rule,
-            "device_id": i.device_id,
-            "event": event,
-            "reason": i.reason,
-            "before": i.before,
-            "after": i.after,
-        }
-        self._recent.append(row)
-        self._emitted += 1
-        if self._db is not None and len(self._rows) < _MAX_QUEUED_ROWS:
-            self._rows.append(
-                (
-                    to_ms(at),
-                    i.rule,
-                    i.device_id,
-                    event,
-                    i.reason,
-                    json.dumps(i.before, sort_keys=True),
-                    json.dumps(i.after, sort_keys=True),
-                )
-            )
-
-    def _maybe_flush(self) -> None:
-        if self._db is None or not self._rows:
-            return
-        if self._flush_task is not None and not self._flush_task.done():
-            return
-        rows, self._rows = self._rows, []
-        self._flush_task = asyncio.create_task(self._flush(rows), name="control:flush")
-
-    async def _flush(self, rows: list[tuple[Any, ...]]) -> None:
-        assert self._db is not None
-        try:
-            await self._db.executemany(
-                "INSERT INTO control_interventions"
-                "(at_ms, rule, device_id, event, reason, before_json, after_json)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                rows,
-            )
-            self._clear_problem("db", "interventions stored again")
-        except Exception as exc:  # keep the rows for the next attempt; never stop control
-            self._rows[:0] = rows[: _MAX_QUEUED_ROWS - len(self._rows)]
-            self._problem("db", "cannot store interventions", error=str(exc))
-
-    async def flush(self) -> None:
-        """Write queued intervention rows now (tests, shutdown)."""
-        if self._flush_task is not None:
-            await asyncio.gather(self._flush_task, return_exceptions=True)
-        if self._db is not None and self._rows:
-            rows, self._rows = self._rows, []
-            await self._flush(rows)
-
-    # -- 3. write ---------------------------------------------------------------------------
-    async def _write(self, image: ProcessImage, guarded: Guarded) -> None:
-        now_s = image.at_s
-        safety = {i.device_id for i in self._active.values()}
-        started: list[asyncio.Task[None]] = []
-        for d, cmd in guarded.commands.items():
-            st = self._status[d]
-            st.wanted = cmd
-            deadband_w = self._cfg.setting(d, "deadband_w")
-            differs = cmd != st.last_written
-            due = (
-                changed(cmd, st.last_written, deadband_w, self._cfg.deadband_pct, image.voltage_v)
-                or (d in safety and differs)
-                or now_s - st.written_at_s >= self._cfg.refresh_s
-                or st.write_error is not None
-            )
-            if not due or now_s < st.retry_at_s:
-                continue
-            task = self._pending.get(d)
-            if task is not None and not task.done():
-                self._problem(f"busy:{d}", "previous write still running; skipped", device=d)
-                continue
-            self._clear_problem(f"busy:{d}", "writes keep up again", device=d)
-            timeout_s = self._cfg.setting(d, "write_timeout_s")
-            task = asyncio.create_task(self._send(d, cmd, timeout_s), name=f"control:write:{d}")
-            self._pending[d] = task
-            started.append(task)
-        if started:
-            await asyncio.wait(started, timeout=self._cfg.budgets.write_s)
 
     def _dsr_active(self) -> bool:
         return self._flex is not None and self._flex.event.active(self._clock.now())
 
-    async def _send(self, device_id: str, cmd: Command, timeout_s: float) -> None:
-        st = self._status[device_id]
-        ctrl: Any = self._devices.control(device_id)
-        try:
-            async with asyncio.timeout(timeout_s):
-                if isinstance(cmd, BatteryCommand):
-                    await ctrl.set_mode(cmd.mode, cmd.power_w)
-                elif isinstance(cmd, EvCommand):
-                    # Inside an accepted aggregator event the change is demand-side response:
-                    # GB smart chargers then skip their randomised delay.
-                    await ctrl.set_limit(cmd.current_a, cmd.phases, dsr=self._dsr_active())
-                elif isinstance(cmd, PvCommand):
-                    await ctrl.set_power_limit_pct(cmd.limit_pct)
-                else:
-                    await ctrl.set_on(cmd.on)
-        except DeviceRejected as exc:
-            # The device refused this value: do not hammer it; try again after a refresh.
-            self._write_failed(st, device_id, cmd, f"rejected: {exc.reason}", self._cfg.refresh_s)
-            return
-        except Exception as exc:
-            # Anything else is an adapter bug; it still must not take the loop down.
-            reason = "timeout" if isinstance(exc, TimeoutError) else str(exc) or repr(exc)
-            backoff_s = min(self._cfg.refresh_s, self._cfg.cycle_s * 2 ** min(st.failed_writes, 6))
-            self._write_failed(st, device_id, cmd, reason, backoff_s)
-            return
-        if st.write_error is not None:
-            log.info("control write recovered", device=device_id, command=cmd.values())
-        if cmd != st.last_written:
-            st.misses = 0
-            st.verified = None
-        st.last_written = cmd
-        st.written_at_s = self._clock.monotonic()
-        st.write_error = None
-        st.failed_writes = 0
-        st.retry_at_s = -math.inf
-
-    def _write_failed(
-        self, st: DeviceStatus, device_id: str, cmd: Command, reason: str, backoff_s: float
-    ) -> None:
-        if st.write_error is None:
-            log.error("control write failed", device=device_id, command=cmd.values(), reason=reason)
-            now = self._clock.now()
-            self._emit(
-                now,
-                Intervention("device", device_id, f"write failed: {reason}", {}, cmd.values()),
-                "failed",
-            )
-        st.write_error = reason
-        st.failed_writes += 1
-        st.retry_at_s = self._clock.monotonic() + backoff_s
-
-    # -- 4. verify ---------------------------------------------------------------------------
-    def _verify(self, image: ProcessImage) -> None:
-        tol_w = self._cfg.verify_tolerance_w
-        for d, st in self._status.items():
-            cmd = st.last_written
-            if cmd is None:
-                continue
-            settle_s = self._cfg.verify_after_s
-            if d in self._spec.chargers:
-                settle_s += self._spec.chargers[d].response_delay_s
-            if image.at_s - st.written_at_s < settle_s:
-                continue
-            ok = self._followed(d, cmd, image, tol_w)
-            if ok is None:
-                continue
-            st.verified = ok
-            if ok:
-                if st.flagged:
-                    log.info("device follows commands again", device=d)
-                    self._emit(image.at, Intervention("device", d, "follows commands again"), "end")
-                st.misses, st.flagged = 0, False
-                continue
-            st.misses += 1
-            if st.misses >= self._cfg.verify_failures and not st.flagged:
-                st.flagged = True
-                log.error("device ignores commands", device=d, command=cmd.values())
-                self._emit(
-                    image.at,
-                    Intervention("device", d, "ignores commands", {}, cmd.values()),
-                    "flagged",
-                )
-
-    def _followed(self, d: str, cmd: Command, image: ProcessImage, tol_w: float) -> bool | None:
-        """Did the readings follow `cmd`? None: cannot tell (stale, or limited by the device)."""
-        if isinstance(cmd, BatteryCommand):
-            b = image.batteries.get(d)
-            if b is None or b.power_w is None or b.soc_pct is None:
-                return None
-            if cmd.mode is BatteryMode.IDLE:
-                return abs(b.power_w) <= tol_w
-            if cmd.mode not in (BatteryMode.POWER_SETPOINT, BatteryMode.FORCE_CHARGE):
-                return None
-            target = cmd.power_w if cmd.mode is BatteryMode.POWER_SETPOINT else abs(cmd.power_w)
-            if (target > 0 and b.soc_pct >= 98) or (target < 0 and b.soc_pct <= 2):
-                return None  # the BMS limits it, not the inverter ignoring us
-            return abs(b.power_w - target) <= tol_w + 0.05 * abs(target)
-        if isinstance(cmd, EvCommand):
-            e = image.evs.get(d)
-            if e is None or e.power_w is None:
-                return None
-            # The car may take less than offered; taking more means the limit was ignored.
-            return e.power_w <= cmd.current_a * image.voltage_v * cmd.phases + tol_w
-        if isinstance(cmd, PvCommand):
-            p = image.pvs.get(d)
-            if p is None or p.power_w is None:
-                return None
-            return p.power_w <= self._spec.pvs[d].rated_w * cmd.limit_pct / 100.0 + tol_w
-        # A switchable load: its own report (is_on) decides; without one, a power reading
-        # can show that it is off, never that it is on (a thermostat may hold it at 0 W).
-        reported = self._load_on.get(d)
-        if reported is not None:
-            return reported == cmd.on
-        ld = image.loads.get(d)
-        if ld is None or ld.power_w is None or cmd.on:
-            return None
-        return ld.power_w <= tol_w
-
-    # -- limits over time, flexibility ----------------------------------------------------------
-    def _track_limits(self, image: ProcessImage) -> None:
-        grid = image.grid
-        if grid.power_w is None:
-            return
-        if grid.phase_current_a is not None:
-            over_fuse = max(grid.phase_current_a) > self._limits.fuse_a
-        else:
-            over_fuse = grid.power_w > self._limits.import_limit_w
-        ev = self._fuse.update(image.at_s, over_fuse)
-        if ev is not None and ev != "late":
-            self._emit(
-                image.at,
-                Intervention("fuse-time", "", f"fuse overload {ev}", {}, {"grid_w": grid.power_w}),
-                ev,
-            )
-        over_export = -grid.power_w > self._limits.export_limit_w
-        ev = self._export.update(image.at_s, over_export)
-        if ev is not None:
-            self._emit(
-                image.at,
-                Intervention(
-                    "g100",
-                    "",
-                    f"export excursion {ev}",
-                    {},
-                    {"export_w": -grid.power_w, "count": self._export.count},
-                ),
-                ev,
-            )
-
+    # -- flexibility ---------------------------------------------------------------------------
     def _track_flex(self, image: ProcessImage) -> None:
         f = self._flex
         if f is None or image.grid.power_w is None:
@@ -927,41 +433,22 @@ class ControlLoop:
         f.delivered_w = delivered_w
 
     # -- helpers ------------------------------------------------------------------------------
-    def _problem(self, key: str, message: str, **kw: Any) -> None:
-        if key not in self._problems:
-            self._problems.add(key)
-            log.warning(message, **kw)
-
-    def _clear_problem(self, key: str, message: str, **kw: Any) -> None:
-        if key in self._problems:
-            self._problems.discard(key)
-            log.info(message, **kw)
-
-    def _override_range(self, device_id: str) -> tuple[float, float, str]:
-        spec = self._spec
-        v = self._limits.voltage_v
-        if device_id in spec.batteries:
-            b = spec.batteries[device_id]
-            return -b.max_discharge_w, b.max_charge_w, "W"
-        if device_id in spec.chargers:
-            return 0.0, spec.chargers[device_id].max_power_w(v), "W"
-        return 0.0, 100.0, "%"
-
     async def _shutdown(self) -> None:
-        tasks = [*self._pending.values(), *self._probes.values()]
-        if self._flush_task is not None:
-            # Let a running store write finish so no intervention row is lost.
-            await asyncio.wait([self._flush_task], timeout=2.0)
+        tasks: list[asyncio.Task[object]] = [*self._writer.tasks(), *self._snapshot.tasks()]
+        # Let a running store write finish so no intervention row is lost.
+        await self._journal.settle(timeout_s=2.0)
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
 
 
-def _tracker_dict(t: ExcursionTracker) -> dict[str, Any]:
+def _device_status(w: WriteState, f: FollowState, stale: bool) -> dict[str, object]:
+    """One device's line in `status()`: its writes, whether it follows, its readings."""
     return {
-        "excursions": t.count,
-        "late": t.late,
-        "breaches": t.breaches,
-        "longest_s": round(t.longest_s, 1),
-        "over_now": t.since_s is not None,
+        "command": None if w.last_written is None else w.last_written.values(),
+        "wanted": None if w.wanted is None else w.wanted.values(),
+        "write_error": w.write_error,
+        "ignores_commands": f.flagged,
+        "verified": f.verified,
+        "stale": stale,
     }

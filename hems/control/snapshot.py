@@ -1,0 +1,264 @@
+"""The snapshot: the process image every cycle decides on, read from the live state.
+
+Grid power and phase currents, each battery, PV inverter, charger and switchable load come
+from SiteState; what chargers (`state()`) and loads (`is_on()`) report is asked concurrently
+under the snapshot budget, and a call that misses it keeps its last answer and is asked
+again next cycle (never started twice). Implausible readings (out of range, or a power jump
+beyond `max_step_w` that the next reading does not confirm) are dropped for the cycle; of
+several meters claiming the grid flow one is used, never their sum.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterable, Mapping
+from typing import cast
+
+from hems.control.config import ControlConfig
+from hems.control.devices import ControlledDevices, response_delay_s
+from hems.control.model import (
+    BatteryImage,
+    Command,
+    EvCommand,
+    EvImage,
+    GridImage,
+    LoadCommand,
+    LoadImage,
+    ProcessImage,
+    PvCommand,
+    PvImage,
+    SiteSpec,
+)
+from hems.control.problems import Problems
+from hems.core.capabilities import EvCharger, EvState, SwitchableLoad
+from hems.core.clock import Clock
+from hems.core.readings import Quantity, Role
+from hems.core.site import LimitsConfig
+from hems.core.state import SiteState
+
+PHASE_POWER = (Quantity.POWER_L1_W, Quantity.POWER_L2_W, Quantity.POWER_L3_W)
+_PHASE_CURRENT = (Quantity.CURRENT_L1_A, Quantity.CURRENT_L2_A, Quantity.CURRENT_L3_A)
+
+
+class Snapshot:
+    """Owns the device reports, the plausibility memory and the report calls in flight."""
+
+    def __init__(
+        self,
+        cfg: ControlConfig,
+        limits: LimitsConfig,
+        state: SiteState,
+        devices: ControlledDevices,
+        spec: SiteSpec,
+        clock: Clock,
+        problems: Problems,
+        last_written: Callable[[str], Command | None],
+        dsr_active: Callable[[], bool],
+    ) -> None:
+        self._cfg = cfg
+        self._limits = limits
+        self._state = state
+        self._devices = devices
+        self._spec = spec
+        self._clock = clock
+        self._problems = problems
+        self._last_written = last_written
+        self._dsr_active = dsr_active
+        self._stale: dict[str, bool] = {d: False for d in devices}
+        self._ev_state: dict[str, EvState | None] = {}
+        self._load_on: dict[str, bool | None] = {}  # what each load reports (is_on)
+        self._probes: dict[str, asyncio.Task[object]] = {}  # state / is_on calls in flight
+        self._accepted: dict[tuple[str, Quantity], float] = {}
+        self._suspect: dict[tuple[str, Quantity], float] = {}
+
+    @property
+    def load_on(self) -> Mapping[str, bool | None]:
+        """What each switchable load last reported (None: no answer)."""
+        return self._load_on
+
+    def stale(self, device_id: str) -> bool:
+        """The device is registered in SiteState and its readings are stale."""
+        return self._stale[device_id]
+
+    def tasks(self) -> Iterable[asyncio.Task[object]]:
+        """Report calls in flight (for shutdown)."""
+        return self._probes.values()
+
+    async def take(self) -> ProcessImage:
+        """This cycle's process image."""
+        await self._refresh_probes()
+        grid_id = self._grid_id()
+        v = self._fresh(grid_id or "", Quantity.VOLTAGE_V) or self._limits.voltage_v
+        grid = self._grid_image(grid_id, v)
+        spec = self._spec
+        registered = self._state.devices
+        for d in self._stale:
+            self._stale[d] = d in registered and self._state.is_stale(d)
+        batteries = {
+            d: BatteryImage(self._fresh(d, Quantity.POWER_W), self._fresh(d, Quantity.SOC_PCT))
+            for d in spec.batteries
+        }
+        pvs = {}
+        for d in spec.pvs:
+            last = self._last_written(d)
+            limit = self._fresh(d, Quantity.POWER_LIMIT_PCT)
+            if limit is None:
+                limit = last.limit_pct if isinstance(last, PvCommand) else 100.0
+            pvs[d] = PvImage(self._fresh(d, Quantity.POWER_W), limit)
+        evs = {}
+        dsr = self._dsr_active()
+        for d in spec.chargers:
+            last = self._last_written(d)
+            offered, phases = (
+                (last.current_a, last.phases) if isinstance(last, EvCommand) else (0.0, 1)
+            )
+            ev_state = self._ev_state.get(d)
+            power = self._fresh(d, Quantity.POWER_W)
+            if ev_state is EvState.OFFLINE:
+                power = None
+            delay_s = response_delay_s(self._devices.control(d), dsr)
+            evs[d] = EvImage(power, ev_state, offered, phases, delay_s)
+        loads = {}
+        for d in spec.loads:
+            last = self._last_written(d)
+            # What the load says beats what it was told: it may have ignored us.
+            on = self._load_on.get(d)
+            if on is None and isinstance(last, LoadCommand):
+                on = last.on
+            loads[d] = LoadImage(self._fresh(d, Quantity.POWER_W), on, stale=self._stale[d])
+        return ProcessImage(
+            self._clock.now(), self._clock.monotonic(), v, grid, batteries, pvs, evs, loads
+        )
+
+    async def _refresh_probes(self) -> None:
+        """Ask every charger for its state and every switchable load whether it is on,
+        concurrently; what misses the budget keeps its last answer and is asked again next
+        cycle (a call is never started twice)."""
+        for d in (*self._spec.chargers, *self._spec.loads):
+            if d in self._probes:
+                continue
+            ctrl = self._devices.control(d)
+            # Registration checked the capability of each charger and load.
+            call = (
+                cast(EvCharger, ctrl).state()
+                if d in self._spec.chargers
+                else cast(SwitchableLoad, ctrl).is_on()
+            )
+            self._probes[d] = asyncio.create_task(call, name=f"control:state:{d}")
+        if self._probes:
+            await asyncio.wait(self._probes.values(), timeout=self._cfg.budgets.snapshot_s)
+        for d, task in list(self._probes.items()):
+            if not task.done():
+                continue
+            del self._probes[d]
+            what = "charger state" if d in self._spec.chargers else "load on/off state"
+            exc = task.exception()
+            value = task.result() if exc is None else None
+            if d in self._spec.chargers:
+                # Kept as the adapter answered: the strategies and guard compare by identity.
+                self._ev_state[d] = cast(EvState | None, value)
+            else:
+                self._load_on[d] = value if isinstance(value, bool) else None
+            if exc is None:
+                self._problems.clear(f"state:{d}", f"{what} readable again", device=d)
+            else:
+                self._problems.report(f"state:{d}", f"{what} unreadable", device=d, error=str(exc))
+
+    def _grid_id(self) -> str | None:
+        meters = sorted(d for d, r in self._state.devices.items() if r is Role.GRID)
+        if not meters:
+            return None
+        chosen = self._cfg.grid_meter_id if self._cfg.grid_meter_id in meters else meters[0]
+        if len(meters) > 1:
+            values = {m: self._state.fresh_value(m, Quantity.POWER_W) for m in meters}
+            others = [m for m in meters if m != chosen and values[m] is not None]
+            if others:
+                self._problems.report(
+                    "grid:dup",
+                    "several devices report the grid flow; using one, not their sum",
+                    using=chosen,
+                    ignored=others,
+                )
+            if values[chosen] is None and others:
+                return others[0]  # the chosen meter is stale; another fresh one is better
+        return chosen
+
+    def _grid_image(self, grid_id: str | None, v: float) -> GridImage:
+        if grid_id is None:
+            self._problems.report("grid:none", "no grid meter registered: limits cannot be checked")
+            return GridImage(None)
+        power = self._fresh(grid_id, Quantity.POWER_W)
+        phases: tuple[float, ...] | None = None
+        if self._limits.phases > 1:
+            by_power = [self._fresh(grid_id, q) for q in PHASE_POWER]
+            if all(p is not None for p in by_power):
+                phases = tuple(p / v for p in by_power)  # type: ignore[operator]
+            else:
+                # A current without a sign is taken as import: safe for the fuse.
+                by_current = [self._fresh(grid_id, q) for q in _PHASE_CURRENT]
+                if all(c is not None for c in by_current):
+                    phases = tuple(abs(c) for c in by_current)  # type: ignore[arg-type]
+        return GridImage(power, phases)
+
+    def _fresh(self, device_id: str, quantity: Quantity) -> float | None:
+        """A fresh value that passes the plausibility checks, else None."""
+        value = self._state.fresh_value(device_id, quantity)
+        if value is None:
+            return None
+        key = (device_id, quantity)
+        why = self._implausible(device_id, quantity, value)
+        if why is None:
+            prev = self._accepted.get(key)
+            if (
+                prev is not None
+                and quantity is Quantity.POWER_W
+                and abs(value - prev) > self._cfg.max_step_w
+            ):
+                # A jump may be real if the next reading confirms it.
+                suspect = self._suspect.get(key)
+                if suspect is None or abs(suspect - value) > 0.1 * abs(value) + 100:
+                    self._suspect[key] = value
+                    why = f"jumped {value - prev:+.0f} W in one cycle"
+        if why is not None:
+            self._problems.report(
+                f"bad:{device_id}:{quantity}",
+                "implausible reading ignored",
+                device=device_id,
+                quantity=str(quantity),
+                value=value,
+                why=why,
+            )
+            return None
+        self._suspect.pop(key, None)
+        self._accepted[key] = value
+        self._problems.clear(
+            f"bad:{device_id}:{quantity}",
+            "reading plausible again",
+            device=device_id,
+            quantity=str(quantity),
+        )
+        return value
+
+    def _implausible(self, device_id: str, quantity: Quantity, value: float) -> str | None:
+        if quantity is Quantity.SOC_PCT and not 0 <= value <= 100:
+            return "SoC outside 0..100 %"
+        if quantity is Quantity.POWER_LIMIT_PCT and not 0 <= value <= 100:
+            return "limit outside 0..100 %"
+        if quantity is Quantity.VOLTAGE_V and not 100 <= value <= 300:
+            return "voltage outside 100..300 V"
+        if quantity is not Quantity.POWER_W:
+            return None
+        spec = self._spec
+        bound_w = self._limits.import_limit_w * 3
+        if device_id in spec.batteries:
+            b = spec.batteries[device_id]
+            bound_w = 1.5 * max(b.max_charge_w, b.max_discharge_w) + 500
+        elif device_id in spec.pvs:
+            if value < -500:
+                return "PV power far below zero"
+            bound_w = 1.5 * spec.pvs[device_id].rated_w + 500
+        elif device_id in spec.chargers:
+            bound_w = 1.5 * spec.chargers[device_id].max_power_w(self._limits.voltage_v) + 500
+        if abs(value) > bound_w:
+            return f"|{value:.0f}| W beyond {bound_w:.0f} W"
+        return None
