@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from hems.config import ConfigErrors, load_config
+from hems.control.journal import read_interventions
 from hems.store.timeseries import from_ms
 
 
@@ -48,17 +49,7 @@ def run_interventions(args: argparse.Namespace) -> int:
         # Read-only: never create or migrate the daemon's database from the CLI.
         conn = sqlite3.connect(f"file:{Path(path).resolve()}?mode=ro", uri=True)
         try:
-            sql = (
-                "SELECT at_ms, rule, device_id, event, reason, before_json, after_json"
-                " FROM control_interventions"
-            )
-            params: list[object] = []
-            if args.rule:
-                sql += " WHERE rule = ?"
-                params.append(args.rule)
-            sql += " ORDER BY at_ms DESC, id DESC LIMIT ?"
-            params.append(args.limit)
-            rows = conn.execute(sql, params).fetchall()
+            rows = read_interventions(conn, args.rule, args.limit)
         finally:
             conn.close()
     except sqlite3.OperationalError as exc:

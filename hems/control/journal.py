@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sqlite3
 from collections import deque
 from collections.abc import Iterable
 from datetime import datetime
@@ -150,3 +151,21 @@ class Journal:
         """Let a running store write finish (at most `timeout_s`) so no row is lost."""
         if self._flush_task is not None:
             await asyncio.wait([self._flush_task], timeout=timeout_s)
+
+
+def read_interventions(
+    conn: sqlite3.Connection, rule: str | None, limit: int
+) -> list[tuple[int, str, str | None, str, str, str, str]]:
+    """Stored interventions, newest first: (at_ms, rule, device_id, event, reason,
+    before_json, after_json). For `hems interventions`, on a read-only connection."""
+    sql = (
+        "SELECT at_ms, rule, device_id, event, reason, before_json, after_json"
+        " FROM control_interventions"
+    )
+    params: list[object] = []
+    if rule:
+        sql += " WHERE rule = ?"
+        params.append(rule)
+    sql += " ORDER BY at_ms DESC, id DESC LIMIT ?"
+    params.append(limit)
+    return conn.execute(sql, params).fetchall()
