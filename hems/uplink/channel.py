@@ -35,13 +35,13 @@ from hems.core.tasks import raise_if_cancelling
 from hems.errors import ConfigError, StoreError, UplinkError
 from hems.store.db import Database
 from hems.uplink import envelope
+from hems.uplink.capabilities import describe_site
 from hems.uplink.config import UplinkConfig
 from hems.uplink.inbound import EnvelopeHandler, EventHandler, Inbound, Response
 from hems.uplink.keys import load_or_create_key
 from hems.uplink.messages import (
     TYPES,
     Ack,
-    Asset,
     Capabilities,
     Status,
     Telemetry,
@@ -233,12 +233,8 @@ class Uplink:
             tg.create_task(self._telemetry_loop(), name="uplink:telemetry")
 
     def _default_capabilities(self) -> Capabilities:
-        return Capabilities(
-            assets=[
-                Asset(asset_id=device_id, role=str(role), control="none")  # type: ignore[arg-type]
-                for device_id, role in sorted(self._state.devices.items())
-            ]
-        )
+        # Nothing known but the roles: every asset measured only.
+        return describe_site(self._state.devices, {}, control_enabled=False)
 
     async def _telemetry_loop(self) -> None:
         failing = False
