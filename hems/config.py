@@ -20,6 +20,7 @@ from pydantic import Field, ValidationError, field_validator
 
 from hems.configmigrate import old_layout_moves
 from hems.control.config import ControlConfig, DeviceControlConfig
+from hems.core.assets import DeviceRatings
 from hems.core.configbase import Port, Strict
 from hems.core.site import LimitsConfig, SiteConfig
 from hems.devices.config import DeviceConfig
@@ -115,6 +116,29 @@ class Config(Strict):
                 **(options.model_dump() if options else {}),
             )
         return self.control.with_devices(per_device)
+
+    def device_ratings(self) -> dict[str, DeviceRatings]:
+        """Each rated device's ratings from `devices[]` (battery:, rated_w, load:, a
+        charger's max_current_a × voltage_v × phases); devices with none are left out."""
+        ratings: dict[str, DeviceRatings] = {}
+        for d in self.devices:
+            battery = getattr(d, "battery", None)
+            load = getattr(d, "load", None)
+            rated_w = getattr(d, "rated_w", None)
+            charger_w = (
+                d.max_current_a * d.voltage_v * d.phases if isinstance(d, ChargerConfig) else None
+            )
+            if battery is None and load is None and rated_w is None and charger_w is None:
+                continue
+            ratings[d.id] = DeviceRatings(
+                max_charge_w=battery.max_charge_w if battery else None,
+                max_discharge_w=battery.max_discharge_w if battery else None,
+                rated_w=rated_w,
+                load_power_w=load.power_w if load else None,
+                capacity_wh=battery.capacity_wh if battery else None,
+                max_power_w=charger_w,
+            )
+        return ratings
 
     def ocpp_config(self) -> OcppConfig:
         """`ocpp:` serving the `type: ocpp` entries of `devices[]`."""

@@ -285,37 +285,13 @@ class Daemon:
         return await self.flex.live_baseline_w(instruction)
 
     def _capabilities(self) -> Capabilities:
-        from hems.uplink.messages import Asset, Capabilities
+        from hems.uplink.capabilities import describe_site
 
         cfg = self.cfg
-        capacity = {b.device_id: b.capacity_wh for b in cfg.planner_config().batteries}
-        control_cfg = cfg.control_config()
-        chargers = {c.id: c for c in cfg.ocpp_config().chargers} if cfg.ocpp.enabled else {}
-        assets = []
-        for device_id, role in sorted(self.state.devices.items()):
-            d = control_cfg.device(device_id)
-            kind, lo, hi = "none", None, None
-            if role is Role.BATTERY and d.max_charge_w and d.max_discharge_w:
-                kind, lo, hi = "power_setpoint", -d.max_discharge_w, d.max_charge_w
-            elif role is Role.PV and d.rated_w:
-                kind, lo, hi = "curtail_pct", -d.rated_w, 0.0
-            elif role is Role.EV and device_id in chargers:
-                c = chargers[device_id]
-                kind, lo, hi = "current_limit", 0.0, c.max_current_a * c.voltage_v * c.phases
-            elif role is Role.LOAD and d.load_power_w:
-                kind, lo, hi = "on_off", 0.0, d.load_power_w
-            assets.append(
-                Asset(
-                    asset_id=device_id,
-                    role=str(role),  # type: ignore[arg-type]
-                    control=kind if cfg.control.enabled else "none",  # type: ignore[arg-type]
-                    min_power_w=lo,
-                    max_power_w=hi,
-                    energy_capacity_wh=capacity.get(device_id),
-                )
-            )
-        return Capabilities(
-            assets=assets,
+        return describe_site(
+            self.state.devices,
+            cfg.device_ratings(),
+            control_enabled=cfg.control.enabled,
             import_limit_w=cfg.limits.import_limit_w,
             export_limit_w=cfg.limits.export_limit_w,
         )

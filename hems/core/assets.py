@@ -26,6 +26,7 @@ devices:
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from typing import Annotated, Literal
 
 from pydantic import AfterValidator, Field, model_validator
@@ -133,3 +134,16 @@ class DeviceFacts(Strict):
         if self.load is not None and role is not Role.LOAD:
             raise ValueError(f"load: only for role load (this entry is role {role})")
         return self
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceRatings:
+    """A device's power and energy ratings from its `devices[]` entry, for stages that
+    describe the site (the uplink's capabilities); None: not stated for this device."""
+
+    max_charge_w: float | None = None  # battery: section
+    max_discharge_w: float | None = None  # battery: section
+    rated_w: float | None = None  # PV: WMax
+    load_power_w: float | None = None  # load: section, power when on
+    capacity_wh: float | None = None  # battery: usable capacity
+    max_power_w: float | None = None  # EV charger: max_current_a × voltage_v × phases

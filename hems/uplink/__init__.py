@@ -1,17 +1,43 @@
 """The aggregator channel: signed envelopes over MQTT 5 with a durable outbox.
 
-Entry class: `Uplink`; see README.md in this folder for the protocol.
+See README.md in this folder for the protocol. One job per module:
+
+- `channel`: `Uplink`, the MQTT session (persistent, reconnecting), publishing the outbox in
+  seq order, telemetry, and storing/sending the answers `Inbound` gives it.
+- `inbound`: `Inbound`, every downlink from bytes to a verified, typed message handed to its
+  handler (event, operating envelope, ack), with the `Response` (answer or rejection) to
+  send; owns the received ids (`uplink_seen`) and the last accepted aggregator seq.
+- `envelope`: pure signing and checking of one message (Ed25519 over RFC 8785 JSON).
+- `outbox`: the durable SQLite outbox and the channel's seq counters.
+- `messages`: the wire models of protocol v1 and their topics (`uplink_json_schema`).
+- `capabilities`: `describe_site`, what the site can do, from roles and device ratings.
+- `keys`: the gateway's own Ed25519 key, created on first use.
+- `config`: `UplinkConfig`, the `uplink:` section.
+- `homeassistant`: MQTT discovery for a local Home Assistant (no aggregator needed).
+- `schema`: `hems schema uplink`.
 """
 
+from hems.uplink.capabilities import describe_site
 from hems.uplink.channel import Uplink
 from hems.uplink.config import UplinkConfig
-from hems.uplink.messages import Event, EventDecision, OperatingEnvelope, uplink_json_schema
+from hems.uplink.inbound import Inbound, Response
+from hems.uplink.messages import (
+    Capabilities,
+    Event,
+    EventDecision,
+    OperatingEnvelope,
+    uplink_json_schema,
+)
 
 __all__ = [
+    "Capabilities",
     "Event",
     "EventDecision",
+    "Inbound",
     "OperatingEnvelope",
+    "Response",
     "Uplink",
     "UplinkConfig",
+    "describe_site",
     "uplink_json_schema",
 ]

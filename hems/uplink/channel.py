@@ -4,7 +4,8 @@
 SessionExpiryInterval), a retained `up/status` with a Last Will of offline, and reconnects
 with capped, jittered backoff (aiomqtt 2.x has no reconnect of its own). Everything outgoing
 goes through the outbox first and is replayed in seq order after every reconnect; incoming
-messages are verified (`envelope.check`) and rejections answered on `up/event/response`.
+messages are verified and handled by `Inbound` (hems/uplink/inbound.py), whose answers and
+rejections this channel stores and sends on `up/event/response`.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import random
 import sqlite3
 import ssl
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -31,32 +32,25 @@ from hems.core.clock import Clock
 from hems.core.quantities import site_values
 from hems.core.state import SiteState
 from hems.core.tasks import raise_if_cancelling
-from hems.errors import ConfigError, MessageRejected, StoreError, UplinkError
+from hems.errors import ConfigError, StoreError, UplinkError
 from hems.store.db import Database
 from hems.uplink import envelope
+from hems.uplink.capabilities import describe_site
 from hems.uplink.config import UplinkConfig
+from hems.uplink.inbound import EnvelopeHandler, EventHandler, Inbound, Response
 from hems.uplink.keys import load_or_create_key
 from hems.uplink.messages import (
     TYPES,
     Ack,
-    Asset,
     Capabilities,
-    Event,
-    EventDecision,
-    EventResponse,
-    OperatingEnvelope,
     Status,
     Telemetry,
     topic_for,
-    type_for_topic,
 )
-from hems.uplink.outbox import LAST_PEER_SEQ, Outbox, get_counter, set_counter
+from hems.uplink.outbox import Outbox
 
 log = structlog.get_logger(__name__)
 
-EventHandler = Callable[[Event], Awaitable[EventDecision]]
-EnvelopeHandler = Callable[[OperatingEnvelope], Awaitable[None]]
-_UNAUTHENTICATED = frozenset({"bad_signature", "missing_signature"})
 _INFLIGHT_MAX = 1000  # sent but not yet acked by the aggregator
 _WINDOW = 100  # published but not yet PUBACKed by the broker
 _PUBLISH_TIMEOUT_S = 15.0
@@ -122,10 +116,7 @@ class Uplink:
         self._state = state
         self._db = db
         self._clock = clock
-        self._on_event = on_event
-        self._on_envelope = on_envelope
         self._key = key or load_or_create_key(cfg.key_path(storage_path))
-        self._peer_key = envelope.load_public_key(cfg.aggregator_public_key)
         self._prefix = cfg.prefix(site_id)
         self._tls = tls_context(cfg)
         self._capabilities = capabilities
@@ -135,12 +126,29 @@ class Uplink:
         self._sent_at: dict[int, float] = {}
         self._client: aiomqtt.Client | None = None
         self._session_tasks: asyncio.TaskGroup | None = None
-        self._last_peer_seq = 0  # loaded from the database by run()
+        self._inbound = Inbound(
+            db,
+            clock,
+            site_id=site_id,
+            peer_key=envelope.load_public_key(cfg.aggregator_public_key),
+            prefix=self._prefix,
+            max_skew_s=cfg.clock_skew_max_s,
+            on_ack=self._on_ack,
+            on_event=on_event,
+            on_envelope=on_envelope,
+        )
         self.connected = asyncio.Event()
-        # (reason, detail), newest last; bounded: a flood of forgeries must not grow memory
-        self.rejections: deque[tuple[str, str]] = deque(maxlen=100)
-        self.handler_failures = 0  # messages dropped because handling them raised
         self.connects = 0
+
+    @property
+    def rejections(self) -> deque[tuple[str, str]]:
+        """(reason, detail) of the last 100 downlinks rejected or dropped, newest last."""
+        return self._inbound.rejections
+
+    @property
+    def handler_failures(self) -> int:
+        """Downlinks dropped because handling them raised."""
+        return self._inbound.handler_failures
 
     @property
     def public_key(self) -> str:
@@ -218,19 +226,15 @@ class Uplink:
 
     # -- running --------------------------------------------------------------------------
     async def run(self) -> None:
-        self._last_peer_seq = await self._db.call(lambda c: get_counter(c, LAST_PEER_SEQ, 0))
+        await self._inbound.load()
         await self._send("capabilities", self._capabilities or self._default_capabilities())
         async with asyncio.TaskGroup() as tg:
             tg.create_task(self._connection_loop(), name="uplink:mqtt")
             tg.create_task(self._telemetry_loop(), name="uplink:telemetry")
 
     def _default_capabilities(self) -> Capabilities:
-        return Capabilities(
-            assets=[
-                Asset(asset_id=device_id, role=str(role), control="none")  # type: ignore[arg-type]
-                for device_id, role in sorted(self._state.devices.items())
-            ]
-        )
+        # Nothing known but the roles: every asset measured only.
+        return describe_site(self._state.devices, {}, control_enabled=False)
 
     async def _telemetry_loop(self) -> None:
         failing = False
@@ -324,8 +328,8 @@ class Uplink:
                     self._session_tasks = tg
                     tg.create_task(self._publisher(client, tg), name="uplink:publish")
                     async for message in client.messages:
-                        await self._handle_safely(
-                            message.topic.value, bytes(message.payload or b"")
+                        await self._inbound.handle(
+                            message.topic.value, bytes(message.payload or b""), self._answer
                         )
             except asyncio.CancelledError:
                 # Orderly shutdown: say so, since the broker sends the Will only on a drop.
@@ -382,163 +386,24 @@ class Uplink:
                 async with asyncio.timeout(1.0):
                     await self._wake.wait()
 
-    # -- receiving ------------------------------------------------------------------------
-    async def _handle_safely(self, topic: str, raw: bytes) -> None:
-        try:
-            await self._handle(topic, raw)
-        except (sqlite3.Error, StoreError, UplinkError) as exc:
-            # Not answered and not acked: the aggregator resends it, and we try again.
-            log.error("uplink message not handled", topic=topic, error=str(exc))
-        except Exception as exc:  # one message must never stop the daemon
-            # A message that breaks a handler is a bug or an attack; either way it is counted
-            # and dropped, and the next message is handled as usual.
-            self.handler_failures += 1
-            self.rejections.append(("handler_failed", f"{type(exc).__name__}: {exc}"[:500]))
-            log.exception("uplink message dropped: handler failed", topic=topic)
+    # -- receiving: verification is Inbound's; the channel stores and publishes its answers --
+    async def _answer(self, response: Response) -> None:
+        if response.answer is not None:
+            accepts = response.accepts
+            also = None
+            if accepts is not None:
 
-    async def _handle(self, topic: str, raw: bytes) -> None:
-        expected = type_for_topic(self._prefix, topic)
-        try:
-            message = envelope.parse(raw)
-            # Only a well-formed id is ever bound into SQLite; check() rejects the others.
-            msg_id = envelope.safe_id(message.get("id"))
-            seen = msg_id is not None and await self._seen(msg_id)
-            checked = envelope.check(
-                message,
-                key=self._peer_key,
-                site_id=self.site_id,
-                now=self._clock.now(),
-                last_seq=self._last_peer_seq,
-                seen=lambda _id: seen,
-                max_skew_s=self.cfg.clock_skew_max_s,
-                expected_type=expected,
-            )
-            if TYPES[checked.envelope.type][2] != "down":
-                raise envelope.reject(
-                    "malformed", f"type: {checked.envelope.type} is not a downlink", message
-                )
-        except MessageRejected as exc:
-            await self._rejected(exc)
-            return
-        env = checked.envelope
-        if env.type == "ack":
-            ack: Ack = checked.payload  # type: ignore[assignment]
-            deleted = await self.outbox.ack(ack.ranges)
-            await self._db.call(lambda c: self._mark_seen(c, env))
-            for seq in [s for s in self._sent_at if ack.covers(s)]:
-                del self._sent_at[seq]
-            if deleted:
-                self._wake.set()
-        elif env.type == "event":
-            await self._handle_event(env, checked.payload)  # type: ignore[arg-type]
-        elif env.type == "envelope":
-            await self._handle_envelope(env, checked.payload)  # type: ignore[arg-type]
+                def also(conn: sqlite3.Connection) -> None:
+                    self._inbound.record(conn, accepts)
 
-    async def _handle_event(self, env: envelope.Envelope, event: Event) -> None:
-        # The modification rule is the event owner's (on_event, i.e. the flex event book);
-        # this side only guards message ids and seqs.
-        decision = await self._decide(event)
-        if decision.status == "outdated":
-            exc = envelope.reject(
-                "outdated_modification",
-                f"payload.modification_number: {event.modification_number} is not above "
-                f"{decision.stored_modification} for event {event.event_id}",
-                {"id": env.id, "type": env.type, "seq": env.seq, "payload": env.payload},
-            )
-            await self._rejected(exc, accept_seq=env)
-            return
-        response = EventResponse(
-            ref_id=env.id,
-            ref_type="event",
-            event_id=event.event_id,
-            modification_number=event.modification_number,
-            status=decision.status,
-            detail=decision.reason,
-            clamped=decision.clamped,
-        )
-        await self._send("event_response", response, also=lambda conn: self._mark_seen(conn, env))
-        self._last_peer_seq = env.seq
-        log.info(
-            "flex event answered",
-            event_id=event.event_id,
-            modification=event.modification_number,
-            status=decision.status,
-        )
-        await self._publish_direct("up_ack", Ack(ranges=[(env.seq, env.seq)]))
-
-    async def _decide(self, event: Event) -> EventDecision:
-        if self._on_event is None:
-            return EventDecision(status="opted_out", reason="flexibility is not enabled")
-        try:
-            return await self._on_event(event)
-        except (asyncio.CancelledError, KeyboardInterrupt):
-            raise
-        except Exception as exc:
-            log.exception("flex event handler failed", event_id=event.event_id)
-            return EventDecision(status="opted_out", reason=f"handler failed: {exc}")
-
-    async def _handle_envelope(self, env: envelope.Envelope, limits: OperatingEnvelope) -> None:
-        if self._on_envelope is not None:
-            try:
-                await self._on_envelope(limits)
-            except (asyncio.CancelledError, KeyboardInterrupt):
-                raise
-            except Exception:
-                log.exception("operating envelope handler failed")
-        await self._db.call(lambda c: self._mark_seen(c, env))
-        self._last_peer_seq = env.seq
-        await self._publish_direct("up_ack", Ack(ranges=[(env.seq, env.seq)]))
-
-    def _mark_seen(self, conn: sqlite3.Connection, env: envelope.Envelope) -> None:
-        now = envelope.iso(self._clock.now())
-        conn.execute("DELETE FROM uplink_seen WHERE expires_at < ?", (now,))
-        conn.execute(
-            "INSERT OR IGNORE INTO uplink_seen(id, expires_at) VALUES (?, ?)",
-            (env.id, envelope.iso(env.expires_at)),
-        )
-        if env.seq > 0:
-            set_counter(conn, LAST_PEER_SEQ, max(env.seq, get_counter(conn, LAST_PEER_SEQ, 0)))
-
-    async def _seen(self, msg_id: str) -> bool:
-        row = await self._db.fetchone("SELECT 1 FROM uplink_seen WHERE id = ?", (msg_id,))
-        return row is not None
-
-    async def _rejected(
-        self, exc: MessageRejected, accept_seq: envelope.Envelope | None = None
-    ) -> None:
-        detail = getattr(exc, "detail", "")
-        message = getattr(exc, "message", None) or {}
-        ref_type = message.get("type") if isinstance(message.get("type"), str) else None
-        self.rejections.append((exc.reason, detail))
-        log.warning(
-            "uplink message rejected", reason=exc.reason, detail=detail, ref_id=exc.message_id
-        )
-        if ref_type == "ack":
-            return  # an ack is never answered, or two peers could ping-pong rejections
-        payload = message.get("payload")
-        event_id = payload.get("event_id") if isinstance(payload, dict) else None
-        response = EventResponse(
-            ref_id=envelope.safe_id(exc.message_id),
-            ref_type=ref_type if envelope.safe_id(ref_type) else None,
-            # Echo only what is well-formed: this message may be forged junk.
-            event_id=envelope.safe_id(event_id),
-            status="rejected",
-            reason=exc.reason,  # type: ignore[arg-type]
-            detail=detail[:500],
-        )
-        # Answers to unauthenticated junk may be evicted like telemetry, so a flood of forged
-        # messages cannot fill the outbox with undroppable rows.
-        kind = "rejection" if exc.reason in _UNAUTHENTICATED else "response"
-        also = None
-        if accept_seq is not None:
-            env = accept_seq
-
-            def also(conn: sqlite3.Connection) -> None:
-                self._mark_seen(conn, env)
-
-        await self._send("event_response", response, also=also, kind=kind)
-        if accept_seq is not None:
-            self._last_peer_seq = accept_seq.seq
-        seq = message.get("seq")
-        if exc.reason not in _UNAUTHENTICATED and isinstance(seq, int) and seq > 0:
+            await self._send("event_response", response.answer, also=also, kind=response.kind)
+        if response.up_ack_seq is not None:
+            seq = response.up_ack_seq
             await self._publish_direct("up_ack", Ack(ranges=[(seq, seq)]))
+
+    async def _on_ack(self, ack: Ack) -> None:
+        deleted = await self.outbox.ack(ack.ranges)
+        for seq in [s for s in self._sent_at if ack.covers(s)]:
+            del self._sent_at[seq]
+        if deleted:
+            self._wake.set()

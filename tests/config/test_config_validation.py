@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 
 from hems.config import ConfigErrors, load_config
+from hems.core.assets import DeviceRatings
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -169,6 +170,12 @@ control: {enabled: true}
     assert (ev.default_departure, ev.target_energy_wh) == ("06:30", 12000)
     assert [c.id for c in cfg.ocpp_config().chargers] == ["wallbox"]
     assert cfg.planner.batteries == ()  # the file's planner section holds policy only
+    # The ratings the uplink describes the site with come from the same entries.
+    assert cfg.device_ratings() == {
+        "inv": DeviceRatings(rated_w=4000),
+        "house": DeviceRatings(max_charge_w=3600, max_discharge_w=2500, capacity_wh=9500),
+        "wallbox": DeviceRatings(max_power_w=16 * 230 * 1),  # max_current_a × voltage_v × phases
+    }  # the meter states none
 
 
 OLD_LAYOUT = """\
@@ -192,6 +199,17 @@ control:
     house: {max_discharge_w: 2500, ramp_w_per_s: 1000}
     inv: {rated_w: 4000}
 """
+
+
+def test_a_load_entry_states_its_power_as_its_rating(tmp_path: Path) -> None:
+    text = GOOD.replace(
+        "limits:",
+        "  - {type: sunspec, id: heater, role: load, host: 10.0.0.7, load: {power_w: 3000}}\n"
+        "limits:",
+    )
+    assert load_config(write(tmp_path, text)).device_ratings() == {
+        "heater": DeviceRatings(load_power_w=3000)
+    }
 
 
 def test_a_file_in_the_old_layout_is_refused_naming_each_key_and_where_it_goes(

@@ -126,6 +126,22 @@ async def test_event_report_round_trip_through_broker_daemon_and_page(tmp_path: 
                 await daemon.started.wait()
                 await daemon.uplink.connected.wait()
                 await agg.connected.wait()
+            # The capabilities come from the devices[] entries (described by the uplink).
+            await agg.wait_for(lambda: bool(agg.site(SITE).of("capabilities")), 5)
+            caps = agg.site(SITE).of("capabilities")[0]["payload"]
+            assert caps == {
+                "assets": [
+                    {"asset_id": "battery", "role": "battery", "control": "power_setpoint",
+                     "min_power_w": -5000.0, "max_power_w": 5000.0,
+                     "energy_capacity_wh": 10000.0},
+                    {"asset_id": "grid", "role": "grid", "control": "none",
+                     "min_power_w": None, "max_power_w": None, "energy_capacity_wh": None},
+                    {"asset_id": "pv", "role": "pv", "control": "curtail_pct",
+                     "min_power_w": -3680.0, "max_power_w": 0.0, "energy_capacity_wh": None},
+                ],
+                "import_limit_w": 60 * 230 * 1,
+                "export_limit_w": 3680.0,
+            }  # fmt: skip
             payload = {
                 "event_id": "evt-1",
                 "modification_number": 0,

@@ -1,0 +1,81 @@
+"""`describe_site`: the capabilities the gateway publishes, from roles and ratings alone."""
+
+from __future__ import annotations
+
+import pytest
+
+from hems.core.assets import DeviceRatings
+from hems.core.readings import Role
+from hems.uplink.capabilities import describe_site
+from hems.uplink.messages import Asset, Capabilities
+
+R = DeviceRatings
+BATTERY = R(max_charge_w=3600, max_discharge_w=2500, capacity_wh=9500)
+
+
+@pytest.mark.parametrize(
+    ("role", "ratings", "control", "lo_w", "hi_w", "capacity_wh"),
+    [
+        (Role.BATTERY, BATTERY, "power_setpoint", -2500, 3600, 9500),
+        # controlled but not planned: no capacity stated
+        (Role.BATTERY, R(max_charge_w=3000, max_discharge_w=3000), "power_setpoint", -3000, 3000,
+         None),
+        # measured only: its capacity is still worth telling
+        (Role.BATTERY, R(capacity_wh=5000), "none", None, None, 5000),
+        (Role.BATTERY, None, "none", None, None, None),
+        (Role.PV, R(rated_w=4000), "curtail_pct", -4000, 0, None),
+        (Role.PV, None, "none", None, None, None),
+        (Role.EV, R(max_power_w=16 * 230 * 1), "current_limit", 0, 3680, None),
+        (Role.EV, None, "none", None, None, None),  # a charger not served over OCPP
+        (Role.LOAD, R(load_power_w=3000), "on_off", 0, 3000, None),
+        (Role.LOAD, None, "none", None, None, None),
+        (Role.GRID, None, "none", None, None, None),
+    ],
+    ids=[
+        "battery", "battery-unplanned", "battery-measured", "battery-bare", "pv", "pv-unrated",
+        "charger", "ev-not-ocpp", "load", "load-unrated", "grid",
+    ],
+)  # fmt: skip
+def test_each_role_is_described_from_its_ratings(
+    role: Role,
+    ratings: DeviceRatings | None,
+    control: str,
+    lo_w: float | None,
+    hi_w: float | None,
+    capacity_wh: float | None,
+) -> None:
+    caps = describe_site({"d": role}, {} if ratings is None else {"d": ratings},
+                         control_enabled=True)  # fmt: skip
+    assert caps.assets == [
+        Asset(asset_id="d", role=role.value, control=control, min_power_w=lo_w,  # type: ignore[arg-type]
+              max_power_w=hi_w, energy_capacity_wh=capacity_wh)
+    ]  # fmt: skip
+
+
+def test_control_disabled_says_none_but_keeps_ranges_and_limits() -> None:
+    roles = {"pv": Role.PV, "bat": Role.BATTERY, "cp": Role.EV, "meter": Role.GRID}
+    ratings = {"pv": R(rated_w=4000), "bat": BATTERY, "cp": R(max_power_w=11040)}
+    caps = describe_site(
+        roles, ratings, control_enabled=False, import_limit_w=18400, export_limit_w=3680
+    )
+    assert caps == Capabilities(
+        assets=[
+            Asset(asset_id="bat", role="battery", control="none", min_power_w=-2500,
+                  max_power_w=3600, energy_capacity_wh=9500),
+            Asset(asset_id="cp", role="ev", control="none", min_power_w=0, max_power_w=11040),
+            Asset(asset_id="meter", role="grid", control="none"),
+            Asset(asset_id="pv", role="pv", control="none", min_power_w=-4000, max_power_w=0),
+        ],  # sorted by id
+        import_limit_w=18400,
+        export_limit_w=3680,
+    )  # fmt: skip
+    enabled = describe_site(roles, ratings, control_enabled=True)
+    assert [a.control for a in enabled.assets] == [
+        "power_setpoint", "current_limit", "none", "curtail_pct"
+    ]  # fmt: skip
+    assert (enabled.import_limit_w, enabled.export_limit_w) == (None, None)
+
+
+def test_ratings_of_devices_not_on_the_site_are_ignored() -> None:
+    caps = describe_site({}, {"gone": BATTERY}, control_enabled=True)
+    assert caps.assets == []
