@@ -21,10 +21,11 @@ from hems.core.tasks import raise_if_cancelling
 from hems.errors import HemsError
 from hems.flex.events import EventError, FlexEvent
 from hems.flex.service import FlexService
+from hems.planning.builder import Envelope, EnvelopeInterval
 from hems.store.db import Database
 from hems.store.intervals import intervals_updated_after
 from hems.store.timeseries import from_ms
-from hems.uplink.messages import Event, EventDecision
+from hems.uplink.messages import Event, EventDecision, OperatingEnvelope
 
 log = structlog.get_logger(__name__)
 
@@ -103,16 +104,18 @@ async def answer_event(flex: FlexService | None, event: Event) -> EventDecision:
     return EventDecision(status=answer.status, reason=answer.reason, clamped=answer.clamped)
 
 
+class EnvelopePlanner(Protocol):
+    def set_envelope(self, envelope: Envelope | None) -> None: ...
+
+
 class EnvelopeLink:
     """down/envelope → the planner's per-slot grid caps (never looser than the site's)."""
 
-    def __init__(self, planner: Any | None) -> None:
+    def __init__(self, planner: EnvelopePlanner | None) -> None:
         self._planner = planner
-        self.last: Any | None = None
+        self.last: OperatingEnvelope | None = None
 
-    async def on_envelope(self, envelope: Any) -> None:
-        from hems.planning.service import Envelope, EnvelopeInterval
-
+    async def on_envelope(self, envelope: OperatingEnvelope) -> None:
         self.last = envelope
         log.info("aggregator envelope", intervals=len(envelope.intervals))
         if self._planner is None:
