@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from hems.configmigrate import old_layout_moves
 from hems.control.config import ControlConfig, DeviceControlConfig
@@ -44,10 +44,29 @@ class StorageConfig(Strict):
     rollup_retention_days: float = Field(default=396.0, gt=0, description="13 months")
 
 
+class WebTlsConfig(Strict):
+    """HTTPS for the page. Without paths, a self-signed certificate is made on first start
+    next to the database (`web-cert.pem`, `web-key.pem`) and reused."""
+
+    cert_path: Path | None = None
+    key_path: Path | None = None
+
+    @model_validator(mode="after")
+    def _both_or_neither(self) -> WebTlsConfig:
+        if (self.cert_path is None) != (self.key_path is None):
+            raise ValueError("key_path: give both cert_path and key_path, or neither")
+        return self
+
+
 class WebConfig(Strict):
     enabled: bool = True
-    host: str = "127.0.0.1"
+    host: str = Field(
+        default="127.0.0.1", description="0.0.0.0 to serve the LAN (a phone); log in needed"
+    )
     port: Port = 8080
+    tls: WebTlsConfig | None = None
+    session_idle_days: float = Field(default=7.0, gt=0, le=90, description="log out after")
+    session_max_days: float = Field(default=30.0, gt=0, le=365, description="log in again after")
 
 
 class LoggingConfig(Strict):

@@ -114,6 +114,12 @@ async def run_demo(
         await daemon.started.wait()
         if daemon.web is not None:
             print(f"hems demo: open http://{cfg.web.host}:{daemon.web.bound_port}/", flush=True)
+            code = await daemon.web.setup_code()
+            if code is not None:
+                print(f"hems demo: first visit: choose the owner's password with setup code {code}")
+            else:
+                print("hems demo: log in with the owner's password (forgotten: `.venv/bin/hems "
+                      "admin password -c config/demo.yaml`)", flush=True)  # fmt: skip
         try:
             if seconds is None:
                 await task

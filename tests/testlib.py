@@ -117,3 +117,30 @@ def sunspec_cfg(
         backoff_max_s=backoff_max_s,
         **kw,
     )
+
+
+OWNER_PASSWORD = "correct horse battery"
+
+
+async def web_credentials(db_path: Path) -> str:
+    """Set the owner's password (OWNER_PASSWORD) in the database the daemon will open and
+    return a read-write API token for httpx clients (`Authorization: Bearer …`)."""
+    from hems.core.clock import RealClock
+    from hems.store.db import Database
+    from hems.web.auth import AuthStore
+
+    db = await Database.open(db_path)
+    try:
+        auth = AuthStore(db, RealClock())
+        await auth.set_password(OWNER_PASSWORD, "test")
+        return await auth.create_token("tests", can_write=True)
+    finally:
+        await db.close()
+
+
+async def log_in(page: Any, base_url: str, password: str = OWNER_PASSWORD) -> None:
+    """Log the Playwright page in through the real login form."""
+    await page.goto(f"{base_url}/login")
+    await page.fill("input[name=password]", password)
+    await page.click("button[type=submit]")
+    await page.wait_for_url(f"{base_url}/")

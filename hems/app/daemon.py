@@ -11,8 +11,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
+import ssl
 from collections.abc import Callable, Coroutine
 from dataclasses import asdict
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol
 from zoneinfo import ZoneInfo
 
@@ -24,7 +26,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 from hems.app.evsessions import EvSessions
 from hems.app.links import EnvelopeLink, FlexLink, IntervalSender, answer_event
 from hems.config import Config
-from hems.core.clock import Clock
+from hems.core.clock import Clock, RealClock
 from hems.core.flex import FlexInstruction
 from hems.core.readings import Role
 from hems.core.state import SiteState
@@ -37,7 +39,9 @@ from hems.store.db import Database
 from hems.store.evsessions import EvSessionTable
 from hems.store.timeseries import ReadingStore
 from hems.web import actions
+from hems.web.auth import AuthStore, LoginLimiter
 from hems.web.server import WebServer
+from hems.web.tls import ensure_self_signed, server_context
 
 if TYPE_CHECKING:
     from hems.control.loop import ControlLoop
@@ -108,7 +112,21 @@ class Daemon:
 
             if cfg.web.enabled:
                 self.web = WebServer(
-                    cfg.web.host, cfg.web.port, self.state, self.clock, self.store, cfg.site.name
+                    cfg.web.host,
+                    cfg.web.port,
+                    self.state,
+                    self.clock,
+                    self.store,
+                    cfg.site.name,
+                    auth=AuthStore(
+                        db,
+                        self.clock,
+                        session_idle=timedelta(days=cfg.web.session_idle_days),
+                        session_max=timedelta(days=cfg.web.session_max_days),
+                    ),
+                    # Lockouts count wall-clock seconds, also on the HIL rig's fast clock.
+                    limiter=LoginLimiter(RealClock()),
+                    tls=self._web_tls(),
                 )
                 self._publish_on_web(self.web)
                 await self.web.start()
@@ -295,6 +313,17 @@ class Daemon:
             import_limit_w=cfg.limits.import_limit_w,
             export_limit_w=cfg.limits.export_limit_w,
         )
+
+    def _web_tls(self) -> ssl.SSLContext | None:
+        tls = self.cfg.web.tls
+        if tls is None:
+            return None
+        if tls.cert_path is not None and tls.key_path is not None:
+            return server_context(tls.cert_path, tls.key_path)
+        folder = self.cfg.storage.path.parent
+        cert, key = ensure_self_signed(folder, datetime.now(UTC))
+        log.info("web page uses a self-signed certificate", cert=str(cert))
+        return server_context(cert, key)
 
     # -- the web page's view of the stages ----------------------------------------------------
     def _publish_on_web(self, web: WebServer) -> None:

@@ -17,6 +17,7 @@ COMMAND_MODULES = (
     "hems.cli.flex",  # baseline
     "hems.cli.control",  # interventions
     "hems.cli.uplink",  # keys show, schema uplink
+    "hems.cli.admin",  # setup code, password, API tokens
 )
 
 

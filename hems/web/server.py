@@ -1,14 +1,23 @@
 """The local web page and REST API (aiohttp).
 
-Read-only JSON under /api/…; other parts of the daemon add their own read endpoints with
+JSON under /api/…; other parts of the daemon add their own read endpoints with
 `add_json(name, provider)` and form/API actions with `add_action(name, handler)` so this module
 stays small. Bad input to an action gets HTTP 400 with `{"error": "field: reason"}`.
+
+Security (hems.web.auth): every route but the login and setup pages, the static files and
+/api/health needs the owner's session (cookie) or an API token (`Authorization: Bearer`).
+A state-changing request with a session also needs the session's CSRF token and a
+same-origin `Sec-Fetch-Site`/`Origin`; a read-only token cannot change anything. Every
+response carries a CSP without inline script, `frame-ancestors 'none'`, `nosniff` and a
+referrer policy.
 """
 
 from __future__ import annotations
 
+import hmac
 import inspect
 import json
+import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict
 from datetime import timedelta
@@ -26,6 +35,7 @@ from hems.core.readings import Quantity
 from hems.core.state import SiteState
 from hems.errors import ConfigError, HemsError
 from hems.store.timeseries import ReadingStore
+from hems.web.auth import AuthStore, LoginLimiter, Session, Token, same_origin
 
 log = structlog.get_logger(__name__)
 
@@ -62,7 +72,14 @@ class WebServer:
         clock: Clock,
         store: ReadingStore | None = None,
         site_name: str = "",
+        *,
+        auth: AuthStore,
+        limiter: LoginLimiter,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
+        self._auth = auth
+        self._limiter = limiter
+        self._tls = tls
         self._host = host
         self._port = port
         self._state = state
@@ -74,6 +91,10 @@ class WebServer:
         self._runner: web.AppRunner | None = None
         self.bound_port: int | None = None
 
+    async def setup_code(self) -> str | None:
+        """The one-time setup code while the owner has no password yet."""
+        return await self._auth.setup_code()
+
     def add_json(self, name: str, provider: JsonProvider) -> None:
         self._json[name] = provider
 
@@ -81,8 +102,17 @@ class WebServer:
         self._actions[name] = handler
 
     def app(self) -> web.Application:
-        app = web.Application(client_max_size=_MAX_BODY_BYTES)
+        app = web.Application(
+            client_max_size=_MAX_BODY_BYTES, middlewares=[self._headers, self._guard]
+        )
         app.router.add_get("/", self._index)
+        app.router.add_get("/login", self._login_page)
+        app.router.add_post("/login", self._login)
+        app.router.add_get("/setup", self._setup_page)
+        app.router.add_post("/setup", self._setup)
+        app.router.add_post("/logout", self._logout)
+        app.router.add_get("/static/{name}", self._static)
+        app.router.add_get("/api/security-log", self._api_security_log)
         app.router.add_get("/api/state", self._api_state)
         app.router.add_get("/api/series", self._api_series)
         app.router.add_get("/api/health", self._api_health)
@@ -93,12 +123,18 @@ class WebServer:
     async def start(self) -> None:
         self._runner = web.AppRunner(self.app(), access_log=None)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self._host, self._port)
+        site = web.TCPSite(self._runner, self._host, self._port, ssl_context=self._tls)
         await site.start()
         server = site._server
         sockets = getattr(server, "sockets", None) or []
         self.bound_port = sockets[0].getsockname()[1] if sockets else self._port
-        log.info("web page serving", url=f"http://{self._host}:{self.bound_port}/")
+        scheme = "https" if self._tls else "http"
+        log.info("web page serving", url=f"{scheme}://{self._host}:{self.bound_port}/")
+        code = await self._auth.setup_code()
+        if code is not None:
+            # There is no default password: whoever reads this log (or runs `hems admin
+            # setup-code` on the gateway) sets the first one at /setup.
+            log.warning("no owner password yet: open /setup with this code", setup_code=code)
 
     async def stop(self) -> None:
         if self._runner is not None:
@@ -106,10 +142,153 @@ class WebServer:
             self._runner = None
 
     # -- handlers ---------------------------------------------------------------------------
-    async def _index(self, _: web.Request) -> web.Response:
+    async def _index(self, request: web.Request) -> web.Response:
         page = resources.files("hems.web").joinpath("static/index.html").read_text("utf-8")
         page = page.replace("    <!-- summary cards -->", summary_cards(), 1)
+        session = request.get(_SESSION)
+        page = page.replace("{{csrf}}", escape(session.csrf if session else ""))
         return web.Response(text=page, content_type="text/html")
+
+    # -- security ----------------------------------------------------------------------------
+    @web.middleware
+    async def _headers(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        try:
+            response = await handler(request)
+        except web.HTTPException as exc:
+            response = exc
+        response.headers.update(_SECURITY_HEADERS)
+        if self._tls is not None:
+            response.headers["Strict-Transport-Security"] = "max-age=31536000"
+        if isinstance(response, web.HTTPException):
+            raise response
+        return response
+
+    @web.middleware
+    async def _guard(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        """Authentication and, for changes, CSRF and origin: before any handler runs."""
+        path, unsafe = request.path, request.method not in ("GET", "HEAD", "OPTIONS")
+        if path in _PUBLIC or path.startswith("/static/"):
+            if unsafe and not self._same_origin(request):
+                await self._refused(request, "cross-site form post")
+                return _error(403, "origin: cross-site requests are refused")
+            return await handler(request)
+        bearer = request.headers.get("Authorization", "")
+        if bearer.startswith("Bearer "):
+            token: Token | None = await self._auth.token(bearer.removeprefix("Bearer ").strip())
+            if token is None:
+                await self._refused(request, "unknown or revoked API token")
+                return _error(401, "auth: unknown or revoked API token")
+            if unsafe and not token.can_write:
+                return _error(403, f"auth: token {token.name!r} is read-only")
+            request[_TOKEN] = token
+            return await handler(request)
+        session = await self._auth.session(request.cookies.get(_COOKIE, ""))
+        if session is None:
+            if path.startswith("/api/"):
+                return _error(401, "auth: log in, or send an API token (Authorization: Bearer)")
+            target = "/login" if await self._auth.has_password() else "/setup"
+            raise web.HTTPSeeOther(target)
+        if unsafe:
+            if not self._same_origin(request):
+                await self._refused(request, f"cross-site {request.method} {path}")
+                return _error(403, "origin: cross-site requests are refused")
+            sent = request.headers.get("X-CSRF-Token")
+            if sent is None and request.content_type == "application/x-www-form-urlencoded":
+                sent = str((await request.post()).get("csrf", ""))
+            if not sent or not hmac.compare_digest(sent, session.csrf):
+                await self._refused(request, f"missing or wrong CSRF token on {path}")
+                return _error(403, "csrf: missing or wrong token; reload the page")
+        request[_SESSION] = session
+        return await handler(request)
+
+    def _same_origin(self, request: web.Request) -> bool:
+        scheme = "https" if self._tls is not None else "http"
+        return same_origin(
+            request.headers.get("Origin"),
+            request.headers.get("Sec-Fetch-Site"),
+            scheme,
+            request.host,
+        )
+
+    async def _refused(self, request: web.Request, detail: str) -> None:
+        log.warning("web request refused", client=_client(request), reason=detail)
+        await self._auth.log("refused", _client(request), detail)
+
+    async def _login_page(self, request: web.Request) -> web.Response:
+        if not await self._auth.has_password():
+            raise web.HTTPSeeOther("/setup")
+        return _page("Log in", _LOGIN_FORM, error=request.query.get("error", ""))
+
+    async def _login(self, request: web.Request) -> web.StreamResponse:
+        client = _client(request)
+        wait_s = self._limiter.locked_for_s(client)
+        if wait_s > 0:
+            return _page(
+                "Log in", _LOGIN_FORM, error=f"Too many failed logins: try again in {wait_s:.0f} s",
+                status=429,
+            )  # fmt: skip
+        form = await request.post()
+        if await self._auth.check_password(str(form.get("password", ""))):
+            self._limiter.succeeded(client)
+            token, session = await self._auth.create_session(client)
+            await self._auth.log("login", client, "owner logged in")
+            response = web.HTTPSeeOther("/")
+            response.set_cookie(
+                _COOKIE, token, httponly=True, samesite="Strict", secure=self._tls is not None,
+                path="/", max_age=int((session.expires_at - self._clock.now()).total_seconds()),
+            )  # fmt: skip
+            raise response
+        lock_s = self._limiter.failed(client)
+        await self._auth.log("login-failed", client, "wrong password")
+        if lock_s > 0:
+            await self._auth.log("lockout", client, f"locked out for {lock_s:.0f} s")
+            return _page(
+                "Log in", _LOGIN_FORM, error=f"Too many failed logins: locked for {lock_s:.0f} s",
+                status=429,
+            )  # fmt: skip
+        return _page("Log in", _LOGIN_FORM, error="Wrong password", status=401)
+
+    async def _setup_page(self, _: web.Request) -> web.Response:
+        if await self._auth.has_password():
+            raise web.HTTPSeeOther("/login")
+        return _page("Set up hems", _SETUP_FORM)
+
+    async def _setup(self, request: web.Request) -> web.StreamResponse:
+        client = _client(request)
+        if self._limiter.locked_for_s(client) > 0:
+            return _page("Set up hems", _SETUP_FORM, error="Too many attempts", status=429)
+        form = await request.post()
+        password = str(form.get("password", ""))
+        if password != str(form.get("confirm", "")):
+            return _page(
+                "Set up hems", _SETUP_FORM, error="confirm: the passwords differ", status=400
+            )
+        try:
+            await self._auth.complete_setup(str(form.get("code", "")), password, client)
+        except HemsError as exc:
+            if str(exc).startswith("code:"):
+                self._limiter.failed(client)
+            return _page("Set up hems", _SETUP_FORM, error=str(exc), status=400)
+        raise web.HTTPSeeOther("/login")
+
+    async def _logout(self, request: web.Request) -> web.StreamResponse:
+        await self._auth.end_session(request.cookies.get(_COOKIE, ""))
+        await self._auth.log("logout", _client(request), "owner logged out")
+        response = web.HTTPSeeOther("/login")
+        response.del_cookie(_COOKIE, path="/")
+        raise response
+
+    async def _static(self, request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+        kind = _STATIC.get(name)
+        if kind is None:
+            return _error(404, f"{name}: no such file")
+        text = resources.files("hems.web").joinpath(f"static/{name}").read_text("utf-8")
+        return web.Response(text=text, content_type=kind)
+
+    async def _api_security_log(self, _: web.Request) -> web.Response:
+        entries = await self._auth.security_log(50)
+        return web.json_response([asdict(e) for e in entries], dumps=_dumps)
 
     async def _api_state(self, _: web.Request) -> web.Response:
         devices = {
@@ -200,6 +379,53 @@ class WebServer:
 
 _MAX_BODY_BYTES = 64 * 1024
 _MAX_DEPTH = 16
+_COOKIE = "hems_session"
+_SESSION = web.RequestKey("session", Session)
+_TOKEN = web.RequestKey("token", Token)
+_PUBLIC = frozenset({"/login", "/setup", "/api/health"})
+_STATIC = {"app.js": "text/javascript", "app.css": "text/css"}
+_SECURITY_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+        "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "same-origin",
+    "Cache-Control": "no-store",
+}
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+_LOGIN_FORM = """<form method="post" action="/login">
+<label>Password <input type="password" name="password" autocomplete="current-password" required
+autofocus></label>
+<button type="submit">Log in</button></form>"""
+_SETUP_FORM = """<p>No password is set yet. Enter the setup code from the gateway's log (or from
+<code>hems admin setup-code</code> on the gateway) and choose the owner's password.</p>
+<form method="post" action="/setup">
+<label>Setup code <input name="code" autocomplete="off" required autofocus></label>
+<label>Password (at least 10 characters) <input type="password" name="password" minlength="10"
+autocomplete="new-password" required></label>
+<label>Repeat it <input type="password" name="confirm" autocomplete="new-password" required>
+</label>
+<button type="submit">Set password</button></form>"""
+
+
+def _page(title: str, body: str, error: str = "", status: int = 200) -> web.Response:
+    message = f'<p class="error" role="alert">{escape(error)}</p>' if error else ""
+    html = (
+        '<!doctype html><html lang="en"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f'<title>hems · {escape(title)}</title><link rel="stylesheet" href="/static/app.css">'
+        f'</head><body><main class="auth"><h1>{escape(title)}</h1>{message}{body}</main>'
+        "</body></html>"
+    )
+    return web.Response(text=html, content_type="text/html", status=status)
+
+
+def _client(request: web.Request) -> str:
+    # The peer address: hems serves the LAN directly, so no proxy header is trusted.
+    return request.remote or "unknown"
 
 
 def _error(status: int, message: str) -> web.Response:

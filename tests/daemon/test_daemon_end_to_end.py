@@ -20,7 +20,7 @@ from playwright.async_api import async_playwright
 
 from hems.core.clock import RealClock
 from hil.rig import HilRig
-from tests.testlib import free_port, wait_until
+from tests.testlib import free_port, log_in, wait_until, web_credentials
 from tests.web.conftest import CHROMIUM_ARGS, chromium_path
 
 CONFIG = """\
@@ -58,6 +58,7 @@ async def test_readings_reach_sqlite_and_the_page_and_sigterm_flushes(
     notify_path, notify = notify_socket
     async with HilRig(RealClock(), fault_proxy=False) as rig:
         db = tmp_path / "hems.db"
+        token = await web_credentials(db)
         web_port = free_port()
         cfg = tmp_path / "hems.yaml"
         cfg.write_text(CONFIG.format(port=rig.sunspec_port, dead=free_port(), db=db, web=web_port))
@@ -105,7 +106,10 @@ async def test_readings_reach_sqlite_and_the_page_and_sigterm_flushes(
             assert soc and all(0 <= v <= 100 for (v,) in soc)
             assert abs(soc[-1][0] - rig.home.state.soc_pct) < 1.0
 
-            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{web_port}") as client:
+            async with httpx.AsyncClient(
+                base_url=f"http://127.0.0.1:{web_port}",
+                headers={"Authorization": f"Bearer {token}"},
+            ) as client:
                 state = (await client.get("/api/state")).json()
             assert state["devices"]["ghost"]["stale"] is True
             assert state["devices"]["grid"]["stale"] is False
@@ -116,7 +120,7 @@ async def test_readings_reach_sqlite_and_the_page_and_sigterm_flushes(
                     executable_path=chromium_path(), args=CHROMIUM_ARGS
                 )
                 page = await browser.new_page()
-                await page.goto(f"http://127.0.0.1:{web_port}/")
+                await log_in(page, f"http://127.0.0.1:{web_port}")
                 await page.wait_for_selector("#readings tr[data-device='grid']")
                 soc_text = await page.inner_text("#battery_soc_pct")
                 assert soc_text.endswith("%")

@@ -15,7 +15,7 @@ from hil.chargepoint import SimChargePoint, SimConfig
 from hil.ev import EvModel
 from hil.rig import HilRig
 from tests.daemon.test_daemon_full_stack import demo_config
-from tests.testlib import free_port, poll_json, running
+from tests.testlib import free_port, poll_json, running, web_credentials
 
 
 async def test_the_owners_ev_target_survives_a_restart(tmp_path) -> None:  # type: ignore[no-untyped-def]
@@ -33,10 +33,14 @@ async def test_the_owners_ev_target_survives_a_restart(tmp_path) -> None:  # typ
     rig.add_service("car", lambda _: car.run())
     async with rig:
         cfg = validate(demo_config(tmp_path, rig.sunspec_port, ocpp_port, web_port))
+        token = await web_credentials(cfg.storage.path)
         first = Daemon(cfg, clock)
         async with running(first):
             await asyncio.wait_for(first.started.wait(), 15)
-            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{web_port}") as client:
+            async with httpx.AsyncClient(
+                base_url=f"http://127.0.0.1:{web_port}",
+                headers={"Authorization": f"Bearer {token}"},
+            ) as client:
                 await poll_json(client, "/api/chargers", lambda c: "wallbox" in c["sessions"], 20)
                 r = await client.post(
                     "/api/ev-session",
@@ -51,7 +55,10 @@ async def test_the_owners_ev_target_survives_a_restart(tmp_path) -> None:  # typ
         second = Daemon(cfg, clock)  # same database; the car never left
         async with running(second):
             await asyncio.wait_for(second.started.wait(), 15)
-            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{web_port}") as client:
+            async with httpx.AsyncClient(
+                base_url=f"http://127.0.0.1:{web_port}",
+                headers={"Authorization": f"Bearer {token}"},
+            ) as client:
                 chargers = await poll_json(
                     client, "/api/chargers", lambda c: "wallbox" in c["sessions"], 20
                 )

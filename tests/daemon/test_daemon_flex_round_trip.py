@@ -33,7 +33,7 @@ from hil.demo import aggregator_config, seed_meter_history
 from hil.home import HomeConfig
 from hil.rig import HilRig
 from tests.conftest import REPO
-from tests.testlib import free_port, mosquitto, poll_json, running
+from tests.testlib import free_port, log_in, mosquitto, poll_json, running, web_credentials
 from tests.web.conftest import CHROMIUM_ARGS, chromium_path
 
 SITE = "demo-home"
@@ -83,7 +83,7 @@ async def check_page(web_port: int, report: dict[str, Any], gateway_key: str) ->
         browser = await p.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_ARGS)
         try:
             page = await browser.new_page()
-            await page.goto(f"http://127.0.0.1:{web_port}/")
+            await log_in(page, f"http://127.0.0.1:{web_port}")
             await page.wait_for_selector(".report[data-event='evt-1']")
             assert await page.locator("#flex-section").is_visible()
             row = await page.inner_text("#flex-events tr[data-event='evt-1']")
@@ -115,6 +115,7 @@ async def test_event_report_round_trip_through_broker_daemon_and_page(tmp_path: 
             db_path, "grid", START, days=21, home=HomeConfig(seed=7), seed=7
         )
         assert added == 21 * 48
+        token = await web_credentials(db_path)
         agg = ReferenceAggregator(
             "127.0.0.1", broker.port, key=agg_key,
             gateway_keys={SITE: gateway.public_key()}, clock=clock,
@@ -156,7 +157,10 @@ async def test_event_report_round_trip_through_broker_daemon_and_page(tmp_path: 
             assert answer["status"] == "accepted", answer
             assert answer["clamped"] == {"import_cap_w": 500.0}  # the home's safety minimum
 
-            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{web_port}") as client:
+            async with httpx.AsyncClient(
+                base_url=f"http://127.0.0.1:{web_port}",
+                headers={"Authorization": f"Bearer {token}"},
+            ) as client:
                 # Forged: signed with a key the gateway does not trust.
                 events_before = (await client.get("/api/events")).json()
                 forged = envelope.build(

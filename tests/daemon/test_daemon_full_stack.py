@@ -20,7 +20,7 @@ from hil.chargepoint import SimChargePoint, SimConfig
 from hil.ev import EvModel
 from hil.rig import HilRig
 from tests.conftest import REPO
-from tests.testlib import free_port, poll_json, running
+from tests.testlib import free_port, log_in, poll_json, running, web_credentials
 from tests.web.conftest import CHROMIUM_ARGS, chromium_path
 
 
@@ -41,8 +41,10 @@ async def check_page(web_port: int) -> None:
     async with async_playwright() as p:
         browser = await p.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_ARGS)
         try:
-            page = await browser.new_page()
-            await page.goto(f"http://127.0.0.1:{web_port}/")
+            # Playwright evaluates wait_for_function strings with eval, which our CSP forbids;
+            # tests/web/test_web_security.py checks the page under the real CSP.
+            page = await browser.new_page(bypass_csp=True)
+            await log_in(page, f"http://127.0.0.1:{web_port}")
             await page.wait_for_selector("#plan tbody tr")
             assert await page.locator("#plan tbody tr").count() == 12
             assert "optimal" in await page.inner_text("#plan-meta")
@@ -86,10 +88,14 @@ async def test_ev_session_flows_from_ocpp_to_planner_to_control(tmp_path: Path) 
     rig.add_service("car", lambda _: car.run())
     async with rig:
         cfg = validate(demo_config(tmp_path, rig.sunspec_port, ocpp_port, web_port))
+        token = await web_credentials(cfg.storage.path)
         daemon = Daemon(cfg, clock)
         async with running(daemon):
             await asyncio.wait_for(daemon.started.wait(), 15)
-            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{web_port}") as client:
+            async with httpx.AsyncClient(
+                base_url=f"http://127.0.0.1:{web_port}",
+                headers={"Authorization": f"Bearer {token}"},
+            ) as client:
                 chargers = await poll_json(
                     client, "/api/chargers", lambda c: "wallbox" in c["sessions"], 20
                 )

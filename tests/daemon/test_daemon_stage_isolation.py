@@ -18,7 +18,7 @@ from hems.core.clock import AcceleratedClock
 from hems.planning.service import PlannerService
 from hil.rig import HilRig
 from tests.daemon.test_daemon_full_stack import demo_config
-from tests.testlib import free_port, poll_json, wait_until
+from tests.testlib import free_port, log_in, poll_json, wait_until, web_credentials
 from tests.web.conftest import CHROMIUM_ARGS, chromium_path
 
 
@@ -44,6 +44,7 @@ async def test_a_failing_planner_comes_back_while_control_keeps_cycling(
         data["ocpp"]["enabled"] = False
         data["devices"] = [d for d in data["devices"] if d["type"] != "ocpp"]
         cfg = validate(data)
+        token = await web_credentials(cfg.storage.path)
         daemon = Daemon(cfg, clock)
         task = asyncio.create_task(daemon.run())
         try:
@@ -55,10 +56,16 @@ async def test_a_failing_planner_comes_back_while_control_keeps_cycling(
             assert daemon.stage_health["planner"].failures == 2
             assert daemon.control.status()["cycles"] > cycles, "control kept cycling"
             assert not task.done()
-            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{web_port}") as client:
+            async with httpx.AsyncClient(
+                base_url=f"http://127.0.0.1:{web_port}",
+                headers={"Authorization": f"Bearer {token}"},
+            ) as client:
                 stages = await poll_json(client, "/api/stages", lambda s: "failures" in s, 10)
             assert stages["failures"]["planner"]["last_error"] == "RuntimeError: planner bug 2"
-            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{web_port}") as client:
+            async with httpx.AsyncClient(
+                base_url=f"http://127.0.0.1:{web_port}",
+                headers={"Authorization": f"Bearer {token}"},
+            ) as client:
                 health = (await client.get("/api/health")).json()
             assert health["stage_failures"]["planner"]["failures"] == 2
             async with async_playwright() as p:
@@ -67,7 +74,7 @@ async def test_a_failing_planner_comes_back_while_control_keeps_cycling(
                 )
                 try:
                     page = await browser.new_page()
-                    await page.goto(f"http://127.0.0.1:{web_port}/")
+                    await log_in(page, f"http://127.0.0.1:{web_port}")
                     banner = page.locator("#stage-failures p[data-stage='planner']")
                     await banner.wait_for(timeout=15_000)
                     assert "planner bug 2" in await banner.inner_text()

@@ -13,11 +13,13 @@ from hems.core.quantities import SITE_QUANTITIES
 from hems.store.db import Database
 from hems.store.timeseries import ReadingStore
 from hems.web import WebServer
+from hems.web.auth import AuthStore, LoginLimiter
+from tests.testlib import OWNER_PASSWORD, log_in
 
 T0 = datetime(2026, 7, 1, 12, tzinfo=UTC)
 
 
-async def serve(tmp_path: Path) -> tuple[WebServer, SiteState, ManualClock, Database]:
+async def serve(tmp_path: Path) -> tuple[WebServer, SiteState, ManualClock, Database, str]:
     clock = ManualClock(T0)
     state = SiteState(clock, stale_after_s=30)
     state.register_device("grid", Role.GRID)
@@ -26,15 +28,20 @@ async def serve(tmp_path: Path) -> tuple[WebServer, SiteState, ManualClock, Data
     db = await Database.open(tmp_path / "hems.db")
     store = ReadingStore(db, clock)
     state.add_listener(store.add)
-    web = WebServer("127.0.0.1", 0, state, clock, store, "Test home")
+    auth = AuthStore(db, clock)
+    await auth.set_password(OWNER_PASSWORD, "test")
+    web = WebServer(
+        "127.0.0.1", 0, state, clock, store, "Test home", auth=auth, limiter=LoginLimiter(clock)
+    )
     await web.start()
-    return web, state, clock, db
+    token = await auth.create_token("tests", can_write=True)
+    return web, state, clock, db, token
 
 
 async def test_page_shows_live_values_and_flags_stale_device(
     tmp_path: Path, browser: Browser
 ) -> None:
-    web, state, clock, db = await serve(tmp_path)
+    web, state, clock, db, _token = await serve(tmp_path)
     try:
         state.publish(
             [
@@ -44,8 +51,10 @@ async def test_page_shows_live_values_and_flags_stale_device(
                 Reading("pv", Quantity.POWER_W, 3700.0, clock.now()),
             ]
         )
-        page = await browser.new_page()
-        await page.goto(f"http://127.0.0.1:{web.bound_port}/")
+        # Playwright evaluates wait_for_function strings with eval, which our CSP forbids;
+        # tests/web/test_web_security.py checks the page under the real CSP.
+        page = await browser.new_page(bypass_csp=True)
+        await log_in(page, f"http://127.0.0.1:{web.bound_port}")
         await page.wait_for_function("document.getElementById('grid_power_w').textContent !== '–'")
         assert await page.inner_text("#grid_power_w") == "-1.23 kW"
         assert await page.inner_text("#battery_power_w") == "2.50 kW"
@@ -64,13 +73,15 @@ async def test_page_shows_live_values_and_flags_stale_device(
 
 
 async def test_summary_and_cards_follow_the_site_quantity_table(tmp_path: Path) -> None:
-    web, state, clock, db = await serve(tmp_path)
+    web, state, clock, db, token = await serve(tmp_path)
     state.register_device("battery2", Role.BATTERY)
     try:
         state.publish([Reading("battery", Quantity.SOC_PCT, 56.5, clock.now()),
                        Reading("battery2", Quantity.SOC_PCT, 20.0, clock.now())])  # fmt: skip
         base = f"http://127.0.0.1:{web.bound_port}"
-        async with httpx.AsyncClient(base_url=base) as client:
+        async with httpx.AsyncClient(
+            base_url=base, headers={"Authorization": f"Bearer {token}"}
+        ) as client:
             summary = (await client.get("/api/state")).json()["summary"]
             assert list(summary) == [q.key for q in SITE_QUANTITIES]
             assert summary["battery_soc_pct"] == (56.5 + 20.0) / 2
@@ -90,10 +101,12 @@ async def test_summary_and_cards_follow_the_site_quantity_table(tmp_path: Path) 
 
 
 async def test_api_rejects_bad_input_with_the_field_named(tmp_path: Path) -> None:
-    web, _, _, db = await serve(tmp_path)
+    web, _, _, db, token = await serve(tmp_path)
     try:
         base = f"http://127.0.0.1:{web.bound_port}"
-        async with httpx.AsyncClient(base_url=base) as client:
+        async with httpx.AsyncClient(
+            base_url=base, headers={"Authorization": f"Bearer {token}"}
+        ) as client:
             r = await client.get("/api/series", params={"device": "grid", "quantity": "volts"})
             assert r.status_code == 400
             assert r.json()["error"].startswith("quantity: unknown quantity")
@@ -109,7 +122,7 @@ async def test_api_rejects_bad_input_with_the_field_named(tmp_path: Path) -> Non
 
 
 async def test_hostile_action_bodies_get_400_or_413_never_500(tmp_path: Path) -> None:
-    web, _, _, db = await serve(tmp_path)
+    web, _, _, db, token = await serve(tmp_path)
     seen: list[dict] = []
 
     async def action(body: dict) -> dict:
@@ -120,7 +133,9 @@ async def test_hostile_action_bodies_get_400_or_413_never_500(tmp_path: Path) ->
     json_type = {"Content-Type": "application/json"}
     try:
         base = f"http://127.0.0.1:{web.bound_port}"
-        async with httpx.AsyncClient(base_url=base) as client:
+        async with httpx.AsyncClient(
+            base_url=base, headers={"Authorization": f"Bearer {token}"}
+        ) as client:
             r = await client.post("/api/echo", content=b"[" * 50_000, headers=json_type)
             assert r.status_code == 400 and "nested deeper" in r.json()["error"]
             r = await client.post(
