@@ -51,6 +51,19 @@ def test_shipped_demo_config_is_valid() -> None:
     assert cfg.devices
 
 
+def test_shipped_pi_example_is_valid_and_serves_the_lan_over_tls(tmp_path: Path) -> None:
+    # As installed: the config in a folder with its credentials/ beside it.
+    (tmp_path / "credentials").mkdir()
+    (tmp_path / "credentials" / "ocpp-wallbox").write_text("0123456789abcdef0123\n")
+    example = tmp_path / "hems.yaml"
+    example.write_text((REPO / "config" / "pi-gb-agile.yaml").read_text())
+    cfg = load_config(example)
+    assert cfg.web.host == "0.0.0.0" and cfg.web.tls is not None
+    charger = cfg.ocpp_config().charger("WALLBOX-1")
+    assert charger is not None and charger.password is not None
+    assert [b.device_id for b in cfg.planner_config().batteries] == ["battery"]
+
+
 def test_each_problem_names_field_reason_and_line(tmp_path: Path) -> None:
     text = GOOD + "  colour: red\nweb:\n  port: 0\n"
     text = text.replace("port: 1502", "port: 70000")
