@@ -88,6 +88,7 @@ class WebServer:
         self._site_name = site_name
         self._json: dict[str, JsonProvider] = {}
         self._actions: dict[str, Action] = {}
+        self._routes: list[tuple[str, str, Handler]] = []
         self._runner: web.AppRunner | None = None
         self.bound_port: int | None = None
 
@@ -101,6 +102,13 @@ class WebServer:
     def add_action(self, name: str, handler: Action) -> None:
         self._actions[name] = handler
 
+    def add_route(self, method: str, path: str, handler: Handler) -> None:
+        """A page or endpoint of another web module (pages, installer). It sits behind the
+        same guard as every route: a session or token, and CSRF + origin for changes."""
+        if path in _PUBLIC or path.startswith("/static/"):
+            raise ValueError(f"{path}: reserved")
+        self._routes.append((method, path, handler))
+
     def app(self) -> web.Application:
         app = web.Application(
             client_max_size=_MAX_BODY_BYTES, middlewares=[self._headers, self._guard]
@@ -113,6 +121,8 @@ class WebServer:
         app.router.add_post("/logout", self._logout)
         app.router.add_get("/static/{name}", self._static)
         app.router.add_get("/api/security-log", self._api_security_log)
+        for method, path, handler in self._routes:
+            app.router.add_route(method, path, handler)
         app.router.add_get("/api/state", self._api_state)
         app.router.add_get("/api/series", self._api_series)
         app.router.add_get("/api/health", self._api_health)
@@ -145,7 +155,7 @@ class WebServer:
     async def _index(self, request: web.Request) -> web.Response:
         page = resources.files("hems.web").joinpath("static/index.html").read_text("utf-8")
         page = page.replace("    <!-- summary cards -->", summary_cards(), 1)
-        session = request.get(_SESSION)
+        session = session_of(request)
         page = page.replace("{{csrf}}", escape(session.csrf if session else ""))
         return web.Response(text=page, content_type="text/html")
 
@@ -421,6 +431,11 @@ def _page(title: str, body: str, error: str = "", status: int = 200) -> web.Resp
         "</body></html>"
     )
     return web.Response(text=html, content_type="text/html", status=status)
+
+
+def session_of(request: web.Request) -> Session | None:
+    """The owner's session of a request that passed the guard (None for an API token)."""
+    return request.get(_SESSION)
 
 
 def _client(request: web.Request) -> str:
