@@ -353,14 +353,29 @@ class Daemon:
                 },
             )
             web.add_action("override", actions.override(control, self.clock))
+            web.add_action("battery-mode", actions.battery_mode(control, self.clock))
+            web.add_json(
+                "batteries",
+                lambda: {
+                    "modes": control.battery_modes(),
+                    "overrides": control.status()["overrides"],
+                },
+            )
         if self.ocpp is not None:
             ocpp = self.ocpp
+
+            control_ = self.control
 
             async def chargers() -> dict[str, Any]:
                 return {
                     "chargers": {d: c.snapshot() for d, c in ocpp.chargers.items()},
                     "pending": await ocpp.pending(),
                     "sessions": self.ev_sessions.sessions if self.ev_sessions else {},
+                    "modes": (
+                        {d: control_.ev_mode(d) for d in ocpp.chargers if control_.controls(d)}
+                        if control_ is not None
+                        else {}
+                    ),
                 }
 
             web.add_json("chargers", chargers)
@@ -375,6 +390,8 @@ class Daemon:
                     ),
                 )
             web.add_action("accept-charger", actions.accept_charger(ocpp))
+            if self.ev_sessions is not None and self.control is not None:
+                web.add_action("ev-mode", actions.ev_mode(self.ev_sessions, ocpp.chargers))
         if self.flex is not None:
             flex, db = self.flex, self.db
             assert db is not None

@@ -11,12 +11,14 @@ unplugging ends it and deletes it.
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol
+from typing import Protocol, get_args
 from zoneinfo import ZoneInfo
 
 import structlog
 
+from hems.core.assets import EvStrategy
 from hems.core.capabilities import EV_PLUGGED, EvState
 from hems.core.clock import Clock
 from hems.core.ev import EvSession, SessionSource
@@ -28,6 +30,12 @@ from hems.store.evsessions import EvSessionTable
 from hems.store.timeseries import to_ms
 
 log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class _ModeChange:
+    device_id: str
+    mode: EvStrategy | None
 
 
 class EvPlanner(Protocol):
@@ -71,7 +79,8 @@ class EvSessions:
         self.plugged: dict[str, bool] = {}
         self._sessions: dict[str, EvSession] = {}
         self._stored: dict[str, EvSession] = {}  # from before a restart, until the plug says
-        self._writes: asyncio.Queue[EvSession | str] = asyncio.Queue()
+        self._writes: asyncio.Queue[EvSession | str | _ModeChange] = asyncio.Queue()
+        self.modes: dict[str, EvStrategy] = {}
 
     @property
     def sessions(self) -> dict[str, dict[str, object]]:
@@ -87,6 +96,12 @@ class EvSessions:
             self._stored = await self._table.load()
             if self._stored:
                 log.info("ev sessions from before the restart", chargers=sorted(self._stored))
+            for device_id, mode in (await self._table.modes()).items():
+                if mode in get_args(EvStrategy):
+                    try:
+                        self._apply_mode(device_id, mode)  # type: ignore[arg-type]
+                    except HemsError as exc:  # a charger no longer configured
+                        log.warning("stored ev mode not applied", charger=device_id, error=str(exc))
 
     async def run(self) -> None:
         """Writes sessions to SQLite in the order they changed (the listener is sync)."""
@@ -96,6 +111,8 @@ class EvSessions:
             try:
                 if self._table is None:
                     pass
+                elif isinstance(item, _ModeChange):
+                    await self._table.save_mode(item.device_id, item.mode, to_ms(self._clock.now()))
                 elif isinstance(item, str):
                     await self._table.delete(item)
                 else:
@@ -149,6 +166,20 @@ class EvSessions:
         session = EvSession(device_id, plugged_at, departure, energy_wh, set_by)
         self._start(session)
         return session
+
+    def set_mode(self, device_id: str, mode: EvStrategy | None) -> None:
+        """The owner's charging mode for a charger (None: the configured one), kept across
+        sessions and restarts. Raises HemsError naming the field."""
+        self._apply_mode(device_id, mode)
+        self._writes.put_nowait(_ModeChange(device_id, mode))
+
+    def _apply_mode(self, device_id: str, mode: EvStrategy | None) -> None:
+        if self._control is not None:
+            self._control.set_ev_mode(device_id, mode)
+        if mode is None:
+            self.modes.pop(device_id, None)
+        else:
+            self.modes[device_id] = mode
 
     def _start(self, session: EvSession) -> None:
         self._sessions[session.device_id] = session

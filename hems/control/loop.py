@@ -28,11 +28,11 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, get_args
 
 import structlog
 
-from hems.control.config import ControlConfig
+from hems.control.config import ControlConfig, EvStrategy
 from hems.control.devices import ControlledDevices
 from hems.control.excursions import Excursions, tracker_status
 from hems.control.guard import ExcursionTracker, Guarded, apply_guard
@@ -53,6 +53,7 @@ from hems.control.strategies import (
 )
 from hems.control.verify import FollowState, Verifier
 from hems.control.writer import Writer, WriteState
+from hems.core.capabilities import BatteryMode
 from hems.core.clock import Clock
 from hems.core.flex import LIVE_KINDS, FlexInstruction
 from hems.core.plan import Plan, PlanSlot
@@ -110,6 +111,7 @@ class ControlLoop:
         self._spec = devices.spec()
         self._ev_memory: dict[str, EvHysteresis] = {}
         self._sessions: dict[str, EvSession] = {}
+        self._ev_modes: dict[str, EvStrategy] = {}
         self._flex: _FlexProgress | None = None
         self._problems = Problems()  # log-once keys for bad input transitions
         self._journal = Journal(db, self._problems)
@@ -260,6 +262,39 @@ class ControlLoop:
     def clear_override(self, device_id: str) -> None:
         self._overrides.clear(device_id)
 
+    def set_battery_mode(
+        self, device_id: str, mode: BatteryMode, expires_at: datetime, power_w: float = 0.0
+    ) -> None:
+        """Hold a battery in one of its own modes until `expires_at`; still guarded.
+        Raises BadValue naming the device and the reason (e.g. a mode it does not offer)."""
+        self._overrides.set_battery_mode(device_id, mode, expires_at, self._clock.now(), power_w)
+
+    def battery_modes(self) -> dict[str, list[str]]:
+        """The modes each controlled battery offers, for the page's override form."""
+        return {d: sorted(str(m) for m in b.modes) for d, b in self._spec.batteries.items()}
+
+    def set_ev_mode(self, device_id: str, mode: EvStrategy | None) -> None:
+        """The owner's charging mode for one charger (None: back to the configured one)."""
+        if device_id not in self._spec.chargers:
+            raise BadValue(device_id, "mode: not a charger")
+        if mode is None:
+            self._ev_modes.pop(device_id, None)
+        elif mode not in get_args(EvStrategy):
+            raise BadValue(
+                device_id, f"mode: {mode!r} is not one of {', '.join(get_args(EvStrategy))}"
+            )
+        else:
+            self._ev_modes[device_id] = mode
+        log.info("ev mode", device=device_id, mode=mode)
+
+    def controls(self, device_id: str) -> bool:
+        """Whether this loop commands the device (it was registered at start)."""
+        return device_id in self._devices
+
+    def ev_mode(self, device_id: str) -> str:
+        """The mode a charger follows now: the owner's, else the configured one."""
+        return self._ev_modes.get(device_id) or self._cfg.setting(device_id, "ev_strategy")
+
     def set_ev_session(self, device_id: str, target_energy_wh: float, departure: datetime) -> None:
         """The EV on `device_id` wants `target_energy_wh` more by `departure`."""
         if device_id not in self._spec.chargers:
@@ -325,6 +360,7 @@ class ControlLoop:
             "fuse": tracker_status(self._excursions.fuse),
             "export": tracker_status(self._excursions.export),
             "overrides": self._overrides.status(),
+            "ev_modes": dict(self._ev_modes),
             "flex": self.flex_status(),
         }
 
@@ -381,6 +417,7 @@ class ControlLoop:
             self._ev_memory,
             flex,
             energies,
+            self._ev_modes,
         )
         # A load the guard switched off with nothing asking for it gets its state back once
         # the guard allows it (it was on because someone wanted it on).

@@ -15,6 +15,7 @@ from hems.control.config import ControlConfig
 from hems.control.model import SiteSpec
 from hems.control.problems import log
 from hems.control.strategies import Override
+from hems.core.capabilities import BatteryMode
 from hems.core.site import LimitsConfig
 from hems.errors import BadValue
 
@@ -68,6 +69,26 @@ class Overrides:
         self._by_device[device_id] = Override(device_id, target, expires_at)
         log.info("override set", device=device_id, target=target, expires_at=expires_at.isoformat())
 
+    def set_battery_mode(
+        self,
+        device_id: str,
+        mode: BatteryMode,
+        expires_at: datetime,
+        now: datetime,
+        power_w: float = 0.0,
+    ) -> None:
+        """Hold a battery in one of the modes it supports until `expires_at` (the guard still
+        applies: reserve, fuse, export). Raises BadValue naming the device and the reason."""
+        battery = self._spec.batteries.get(device_id)
+        if battery is None:
+            raise BadValue(device_id, "mode: not a controllable battery")
+        if mode not in battery.modes:
+            offered = ", ".join(sorted(str(m) for m in battery.modes))
+            raise BadValue(device_id, f"mode: {mode} is not offered by this battery ({offered})")
+        self.set(device_id, power_w, expires_at, now)
+        self._by_device[device_id] = Override(device_id, power_w, expires_at, mode)
+        log.info("battery mode override", device=device_id, mode=str(mode))
+
     def clear(self, device_id: str) -> None:
         if self._by_device.pop(device_id, None) is not None:
             log.info("override cleared", device=device_id)
@@ -79,9 +100,13 @@ class Overrides:
                 del self._by_device[d]
                 log.info("override expired", device=d)
 
-    def status(self) -> dict[str, dict[str, float | bool | str]]:
+    def status(self) -> dict[str, dict[str, float | bool | str | None]]:
         return {
-            d: {"target": o.target, "expires_at": o.expires_at.isoformat()}
+            d: {
+                "target": o.target,
+                "mode": None if o.mode is None else str(o.mode),
+                "expires_at": o.expires_at.isoformat(),
+            }
             for d, o in self._by_device.items()
         }
 

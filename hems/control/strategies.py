@@ -25,6 +25,7 @@ any strategy charges fast once the remaining energy needs the rest of the time.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -55,6 +56,9 @@ class Override:
     device_id: str
     target: float | bool  # W for battery/EV, % for PV, on/off for loads
     expires_at: datetime
+    # A battery held in one of its own modes (idle, force-charge, …) instead of a setpoint:
+    # `target` is then the power for modes that take one (power-setpoint, force-charge).
+    mode: BatteryMode | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,8 +97,10 @@ def propose(
     ev_memory: dict[str, EvHysteresis],
     flex: FlexInstruction | None,
     session_energy_wh: dict[str, float] | None = None,
+    ev_modes: Mapping[str, EvStrategy] | None = None,
 ) -> Proposal:
-    """Targets for every controllable device; `ev_memory` is updated in place."""
+    """Targets for every controllable device; `ev_memory` is updated in place. `ev_modes`:
+    the owner's mode per charger, where set (else the configured `ev_strategy`)."""
     out = Proposal()
     v = image.voltage_v
     grid_w = image.grid.power_w
@@ -109,7 +115,7 @@ def propose(
         if dev_id in live:
             cmd = _ev_from_power(c, float(live[dev_id].target), v)
         else:
-            mode: EvStrategy = cfg.setting(dev_id, "ev_strategy")
+            mode: EvStrategy = (ev_modes or {}).get(dev_id) or cfg.setting(dev_id, "ev_strategy")
             energy = (session_energy_wh or {}).get(dev_id)
             cmd = _ev_command(image, c, img, mode, slot, mem, cfg, sessions.get(dev_id), energy)
         out.commands[dev_id] = cmd
@@ -138,7 +144,8 @@ def propose(
         img = image.battery(dev_id)
         share = (b.max_charge_w + b.max_discharge_w) / total_w
         if dev_id in live:
-            cmd_b = BatteryCommand(BatteryMode.POWER_SETPOINT, float(live[dev_id].target))
+            o = live[dev_id]
+            cmd_b = BatteryCommand(o.mode or BatteryMode.POWER_SETPOINT, float(o.target))
         else:
             cmd_b = _battery_command(
                 b, img, cfg, slot, grid_after_w, flex, image.at, share, house_grid_w

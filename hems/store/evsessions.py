@@ -1,4 +1,5 @@
-"""The `ev_sessions` table (its only owner): one row per charger with a car plugged in."""
+"""The `ev_sessions` and `ev_modes` tables (their only owner): one row per charger with a
+car plugged in, and the owner's charging mode per charger."""
 
 from __future__ import annotations
 
@@ -46,3 +47,18 @@ class EvSessionTable:
 
     async def delete(self, device_id: str) -> None:
         await self._db.execute("DELETE FROM ev_sessions WHERE device_id = ?", (device_id,))
+
+    async def modes(self) -> dict[str, str]:
+        rows = await self._db.fetchall("SELECT device_id, mode FROM ev_modes")
+        return {str(d): str(m) for d, m in rows}
+
+    async def save_mode(self, device_id: str, mode: str | None, now_ms: int) -> None:
+        if mode is None:
+            await self._db.execute("DELETE FROM ev_modes WHERE device_id = ?", (device_id,))
+            return
+        await self._db.execute(
+            "INSERT INTO ev_modes(device_id, mode, updated_ms) VALUES (?, ?, ?)"
+            " ON CONFLICT(device_id) DO UPDATE SET mode=excluded.mode,"
+            " updated_ms=excluded.updated_ms",
+            (device_id, mode, now_ms),
+        )

@@ -6,9 +6,11 @@ from __future__ import annotations
 import math
 from collections.abc import Collection
 from datetime import datetime, timedelta
-from typing import Any, Protocol
+from typing import Any, Protocol, get_args
 from zoneinfo import ZoneInfo
 
+from hems.core.assets import EvStrategy
+from hems.core.capabilities import BatteryMode
 from hems.core.clock import Clock
 from hems.core.ev import EvSession
 from hems.core.localtime import next_local
@@ -24,6 +26,16 @@ class Sessions(Protocol):
     def set_session(
         self, device_id: str, energy_wh: float | None, departure: datetime
     ) -> EvSession: ...
+
+
+class Modes(Protocol):
+    def set_mode(self, device_id: str, mode: EvStrategy | None) -> None: ...
+
+
+class BatteryModes(Protocol):
+    def set_battery_mode(
+        self, device_id: str, mode: BatteryMode, expires_at: datetime, power_w: float = 0.0
+    ) -> None: ...
 
 
 class Acceptor(Protocol):
@@ -70,6 +82,47 @@ def ev_session(sessions: Sessions, chargers: Collection[str], clock: Clock, tz: 
         except ValueError as exc:
             raise HemsError(f"departure: not HH:MM or ISO 8601 ({exc})") from None
         return sessions.set_session(charger_id, energy_wh, departure).as_dict()
+
+    return act
+
+
+def ev_mode(sessions: Modes, chargers: Collection[str]) -> Action:
+    """`POST /api/ev-mode {charger_id, mode}`: off, pv-only, min-pv, fast (now) or plan (by
+    departure); `mode: default` returns to the configured one."""
+
+    async def act(body: dict[str, Any]) -> dict[str, Any]:
+        charger_id = field(body, "charger_id", str)
+        if charger_id not in chargers:
+            raise HemsError(f"charger_id: unknown charger {charger_id!r}")
+        raw = field(body, "mode", str)
+        modes = get_args(EvStrategy)
+        if raw != "default" and raw not in modes:
+            raise HemsError(f"mode: must be one of {', '.join(modes)} or default")
+        mode: EvStrategy | None = None if raw == "default" else raw  # type: ignore[assignment]
+        sessions.set_mode(charger_id, mode)
+        return {"charger_id": charger_id, "mode": raw}
+
+    return act
+
+
+def battery_mode(control: BatteryModes, clock: Clock) -> Action:
+    """`POST /api/battery-mode {device_id, mode, minutes[, power_w]}`: hold a battery in one
+    of the modes it offers until the expiry; the safety guard still applies."""
+
+    async def act(body: dict[str, Any]) -> dict[str, Any]:
+        device_id = field(body, "device_id", str)
+        raw = field(body, "mode", str)
+        try:
+            mode = BatteryMode(raw)
+        except ValueError:
+            raise HemsError(f"mode: unknown battery mode {raw!r}") from None
+        minutes = field(body, "minutes", float)
+        if not 1 <= minutes <= 24 * 60:
+            raise HemsError("minutes: must be 1..1440")
+        power_w = field(body, "power_w", float) if body.get("power_w") not in (None, "") else 0.0
+        expires = clock.now() + timedelta(minutes=minutes)
+        control.set_battery_mode(device_id, mode, expires, power_w)
+        return {"device_id": device_id, "mode": str(mode), "expires_at": expires.isoformat()}
 
     return act
 

@@ -1,5 +1,6 @@
-"""On the HIL rig: the owner's EV target survives a daemon restart while the car stays
-plugged in, and the restarted planner plans for it (not for the charger's default)."""
+"""On the HIL rig: the owner's EV target and charging mode survive a daemon restart while
+the car stays plugged in, and the restarted planner plans for the owner's target (not for
+the charger's default)."""
 
 from __future__ import annotations
 
@@ -49,6 +50,12 @@ async def test_the_owners_ev_target_survives_a_restart(tmp_path) -> None:  # typ
                 assert r.status_code == 200, r.text
                 owner = r.json()["result"]
                 assert owner["energy_wh"] == 22000 and owner["set_by"] == "owner"
+                r = await client.post(
+                    "/api/ev-mode", json={"charger_id": "wallbox", "mode": "pv-only"}
+                )
+                assert r.status_code == 200, r.text
+                r = await client.post("/api/ev-mode", json={"charger_id": "wallbox", "mode": "x"})
+                assert r.status_code == 400 and r.json()["error"].startswith("mode:")
             assert first.ev_sessions is not None
             await asyncio.wait_for(first.ev_sessions.flushed(), 10)
 
@@ -63,6 +70,7 @@ async def test_the_owners_ev_target_survives_a_restart(tmp_path) -> None:  # typ
                     client, "/api/chargers", lambda c: "wallbox" in c["sessions"], 20
                 )
             session = chargers["sessions"]["wallbox"]
+            assert chargers["modes"] == {"wallbox": "pv-only"}  # the owner's mode, kept
             assert (session["energy_wh"], session["set_by"]) == (22000, "owner")
             at = datetime.fromisoformat
             assert at(session["departure"]) == at(owner["departure"])

@@ -124,3 +124,36 @@ def test_a_bad_owner_request_names_the_field_and_keeps_the_session() -> None:
     with pytest.raises(HemsError, match="departure: must carry a time zone offset"):
         sessions.set_session("wallbox", 1000.0, datetime(2026, 6, 11, 7, 0))
     assert sessions.sessions == before
+
+
+class Control:
+    def __init__(self) -> None:
+        self.modes: dict[str, str | None] = {}
+
+    def set_ev_session(self, device_id: str, target_energy_wh: float, departure: datetime) -> None:
+        pass
+
+    def set_ev_mode(self, device_id: str, mode: str | None) -> None:
+        if device_id != "wallbox":
+            raise HemsError(f"{device_id}: mode: not a charger")
+        self.modes[device_id] = mode
+
+
+async def test_the_owners_charging_mode_is_kept_across_restarts(tmp_path: Path) -> None:
+    clock = ManualClock(T0)
+    db = await Database.open(tmp_path / "hems.db")
+    try:
+        first = EvSessions(clock, LONDON, TARGETS, EvSessionTable(db), control=Control())
+        first.set_mode("wallbox", "pv-only")
+        await _drain(first)
+        control = Control()
+        second = EvSessions(clock, LONDON, TARGETS, EvSessionTable(db), control=control)
+        await second.restore()
+        assert control.modes == {"wallbox": "pv-only"} and second.modes == {"wallbox": "pv-only"}
+        second.set_mode("wallbox", None)  # back to the configured mode, and forgotten
+        await _drain(second)
+        assert await EvSessionTable(db).modes() == {}
+        with pytest.raises(HemsError, match="not a charger"):
+            second.set_mode("garage", "fast")
+    finally:
+        await db.close()
