@@ -25,6 +25,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 
 from hems.app.evsessions import EvSessions
 from hems.app.links import EnvelopeLink, FlexLink, IntervalSender, answer_event
+from hems.app.money import Money
 from hems.config import Config
 from hems.core.clock import Clock, RealClock
 from hems.core.flex import FlexInstruction
@@ -338,6 +339,16 @@ class Daemon:
             from hems.planning.planio import plan_to_dict
 
             planner = self.planner
+            if self.store is not None:
+                money = Money(
+                    self.store,
+                    planner.tariff,
+                    self.state,
+                    self.clock,
+                    ZoneInfo(self.cfg.site.timezone),
+                    self.cfg.planner.tariff.currency,
+                )
+                web.add_json("money", money.view)
             web.add_json(
                 "plan",
                 lambda: plan_to_dict(planner.current_plan) if planner.current_plan else None,
