@@ -401,6 +401,7 @@ class Daemon:
                     ),
                 )
             web.add_action("accept-charger", actions.accept_charger(ocpp))
+            web.add_action("reject-charger", actions.reject_charger(ocpp))
             if self.ev_sessions is not None and self.control is not None:
                 web.add_action("ev-mode", actions.ev_mode(self.ev_sessions, ocpp.chargers))
         if self.flex is not None:

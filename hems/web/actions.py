@@ -43,6 +43,8 @@ class Acceptor(Protocol):
 
     async def accept(self, identity: str) -> None: ...
 
+    async def reject(self, identity: str) -> None: ...
+
 
 def override(control: Overrides, clock: Clock) -> Action:
     """`POST /api/override {device_id, target (W, or on/off), minutes}`."""
@@ -136,6 +138,19 @@ def accept_charger(ocpp: Acceptor) -> Action:
             raise HemsError(f"identity: {identity!r} is not waiting for acceptance")
         await ocpp.accept(identity)
         return {"accepted": identity}
+
+    return act
+
+
+def reject_charger(ocpp: Acceptor) -> Action:
+    """`POST /api/reject-charger {identity}`: refuse a charger waiting as pending."""
+
+    async def act(body: dict[str, Any]) -> dict[str, Any]:
+        identity = field(body, "identity", str)
+        if identity not in await ocpp.pending():
+            raise HemsError(f"identity: {identity!r} is not waiting for acceptance")
+        await ocpp.reject(identity)
+        return {"rejected": identity}
 
     return act
 

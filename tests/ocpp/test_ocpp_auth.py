@@ -94,3 +94,32 @@ def test_path_and_header_parsing() -> None:
     assert basic_auth(_basic("CP1", "a:b")) == ("CP1", "a:b")
     assert basic_auth("Bearer x") is None
     assert basic_auth("Basic " + base64.b64encode(b"nocolon").decode()) is None
+
+
+async def test_a_rejected_pending_charger_stays_refused_across_restarts(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from hems.store.db import Database
+
+    db = await Database.open(tmp_path / "hems.db")
+    try:
+        cfg = ocpp_config(allow_pending_unknown=True, chargers=[])
+        async with central_system(cfg, db=db) as (cs, _state):
+            async with charger_sim(cs, identity="ROGUE", password=None) as sim:
+                await wait_for(lambda: sim.registration == "Pending", what="pending")
+                await cs.reject("ROGUE")
+                assert await cs.pending() == []
+            assert await _handshake_status(cs.port, "/ROGUE", None) == 403
+        async with central_system(cfg, db=db) as (cs, _state):  # the daemon restarted
+            assert await _handshake_status(cs.port, "/ROGUE", None) == 403
+            await cs.accept("ROGUE")  # the owner changes their mind
+            async with charger_sim(cs, identity="ROGUE", password=None) as sim:
+                await wait_for(lambda: sim.booted.is_set(), what="accepted boot")
+    finally:
+        await db.close()
+
+
+async def test_a_configured_charger_cannot_be_rejected() -> None:
+    from hems.errors import ConfigError
+
+    async with central_system(ocpp_config()) as (cs, _state):
+        with pytest.raises(ConfigError, match="configured charger"):
+            await cs.reject("CP1")

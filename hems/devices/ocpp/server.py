@@ -96,6 +96,7 @@ class OcppCentralSystem:
         self._connects: dict[str, deque[float]] = {}
         self._by_address: dict[str, deque[float]] = {}
         self._unknown_seen_s: dict[str, float] = {}  # pending unknown id → last handshake
+        self._rejected: set[str] = set()  # unknown ids the owner refused (kept in the store)
         self.started = asyncio.Event()
         self.port: int | None = None
         if FRAMES.level == logging.NOTSET:
@@ -125,6 +126,7 @@ class OcppCentralSystem:
     async def accept(self, identity: str) -> None:
         """The owner accepts a pending charger; it is asked to boot again at once."""
         await self._store.seen(identity, "accepted", self._clock.now())
+        self._rejected.discard(identity)
         charger = self._by_identity.get(identity)
         if charger is None or not charger.pending:
             return
@@ -134,6 +136,22 @@ class OcppCentralSystem:
         link = charger.link
         if link is not None:
             charger.followup(lambda: _trigger_boot(link))
+
+    async def reject(self, identity: str) -> None:
+        """The owner refuses a pending charger: it is disconnected and refused (HTTP 403) from
+        now on, across restarts, until accepted. A configured charger cannot be rejected."""
+        if self.cfg.charger(identity) is not None:
+            raise ConfigError("identity", f"{identity!r} is a configured charger")
+        await self._store.seen(identity, "rejected", self._clock.now())
+        self._rejected.add(identity)
+        self._unknown_seen_s.pop(identity, None)
+        charger = self._by_identity.pop(identity, None)
+        ws = self._connections.get(identity)
+        if ws is not None:
+            await ws.close(1008, "rejected by the owner")
+        log.info(
+            "ocpp pending charger rejected", charger=identity, was_connected=charger is not None
+        )
 
     async def run(self) -> None:
         """Serve until cancelled. Returns at once when `ocpp.enabled` is false."""
@@ -147,6 +165,7 @@ class OcppCentralSystem:
                 ssl_ctx.load_cert_chain(self.cfg.tls.cert_path, self.cfg.tls.key_path)
             except (OSError, ssl.SSLError) as exc:
                 raise ConfigError("ocpp.tls", f"cannot load certificate/key: {exc}") from None
+        self._rejected = await self._store.rejected()
         insecure = [c.id for c in self.cfg.chargers if c.password is None]
         if insecure:  # only possible with ocpp.allow_insecure_chargers
             log.warning(
@@ -186,6 +205,9 @@ class OcppCentralSystem:
             log.warning("ocpp handshakes refused for an address", remote=remote)
             return connection.respond(HTTPStatus.TOO_MANY_REQUESTS, "too many handshakes\n")
         ccfg = self.cfg.charger(identity)
+        if ccfg is None and identity in self._rejected:
+            log.info("ocpp rejected charger refused", charger=identity)
+            return connection.respond(HTTPStatus.FORBIDDEN, "charge point rejected\n")
         if ccfg is None:
             if self._accept_any:
                 return self._counted(connection, identity)

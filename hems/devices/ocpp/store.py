@@ -52,6 +52,14 @@ class OcppStore:
         )
         return None if row is None else str(row["status"])
 
+    async def rejected(self) -> set[str]:
+        if self._db is None:
+            return set()
+        rows = await self._db.fetchall(
+            "SELECT identity FROM ocpp_chargers WHERE status = 'rejected'"
+        )
+        return {str(r["identity"]) for r in rows}
+
     async def pending(self) -> list[str]:
         if self._db is None:
             return []
