@@ -175,6 +175,18 @@ async def overflow_px(page: Page) -> int:
     return int(width) - page.viewport_size["width"]  # type: ignore[index]
 
 
+async def too_wide(page: Page) -> list[str]:
+    """The outermost elements reaching past the viewport's right edge (what scrolls sideways)."""
+    found = await page.evaluate(
+        """() => [...document.querySelectorAll("body *")]
+        .filter(e => e.getBoundingClientRect().right > window.innerWidth + 1)
+        .filter(e => e.parentElement.getBoundingClientRect().right <= window.innerWidth + 1)
+        .map(e => e.tagName.toLowerCase() + (e.id ? "#" + e.id : "")
+             + " " + Math.round(e.getBoundingClientRect().width) + "px")"""
+    )
+    return [str(f) for f in found]
+
+
 async def submit(page: Page, path: str) -> int:
     """Click the form's submit button; the status of the POST answer to `path`."""
     async with page.expect_response(
@@ -252,9 +264,13 @@ async def test_first_visit_sets_up_then_logs_in_to_live_page(
                 ).to_be_visible()
             assert "Demo home" in await page.inner_text("header")
             sizes["main"] = await overflow_px(page)
+            wide = await too_wide(page)
             await page.screenshot(path=out / f"main-{width}.png", full_page=True)
-            (out / f"overflow-{width}.json").write_text(json.dumps(sizes))
-            print(f"sideways overflow at {width} px: {sizes}; screenshots in {out}")
+            await page.screenshot(path=out / f"main-top-{width}.png")
+            await page.locator("#security-section").screenshot(path=out / f"log-{width}.png")
+            report = {"overflow_px": sizes, "too_wide": wide}
+            (out / f"overflow-{width}.json").write_text(json.dumps(report, indent=1))
+            print(f"at {width} px: {report}; screenshots in {out}")
             assert problems == []
             # The login and setup forms are new: they fit a phone.
             assert sizes["setup"] <= 0 and sizes["login"] <= 0, sizes
