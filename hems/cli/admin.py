@@ -12,6 +12,7 @@ from hems.cli.core import report_problems
 from hems.config import ConfigErrors, load_config
 from hems.core.clock import RealClock
 from hems.errors import HemsError
+from hems.logs import configure
 from hems.store.db import Database
 from hems.web.auth import AuthStore
 
@@ -49,6 +50,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 
 def _run(args: argparse.Namespace, job) -> int:  # type: ignore[no-untyped-def]
+    # Logs (the store's "migrated") go to stderr: stdout is the code or token, for scripts.
+    configure(level="warning", fmt="console", stream=sys.stderr)
     try:
         cfg = load_config(args.config)
     except ConfigErrors as exc:

@@ -194,6 +194,12 @@ class WebServer:
             return await handler(request)
         session = await self._auth.session(request.cookies.get(_COOKIE, ""))
         if session is None:
+            if unsafe and not self._same_origin(request):
+                # SameSite=Strict kept a cross-site form's cookie back; the owner still
+                # sees that a page tried to change something.
+                await self._refused(
+                    request, f"cross-site {request.method} {path} without a session"
+                )
             if path.startswith("/api/"):
                 return _error(401, "auth: log in, or send an API token (Authorization: Bearer)")
             target = "/login" if await self._auth.has_password() else "/setup"
