@@ -10,6 +10,7 @@ stored only as SHA-256 hashes, so a copy of the database logs nobody in.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
@@ -31,6 +32,7 @@ from hems.store.timeseries import from_ms, to_ms
 _SCRYPT_N, _SCRYPT_R, _SCRYPT_P = 2**15, 8, 1
 _SCRYPT_MAXMEM = 64 * 1024 * 1024
 MIN_PASSWORD_CHARS = 10
+LOG_KEEP = 5000  # security log rows kept
 MAX_PASSWORD_CHARS = 256
 
 SecurityKind = Literal[
@@ -162,7 +164,8 @@ class AuthStore:
     async def set_password(
         self, password: str, client: str, kind: SecurityKind = "password-changed"
     ) -> None:
-        hashed = hash_password(password)
+        # scrypt takes ~0.1 s (more on a Pi): off the event loop, so control keeps its cycle.
+        hashed = await asyncio.to_thread(hash_password, password)
         now = self._now_ms()
 
         def run(conn: sqlite3.Connection) -> None:
@@ -184,7 +187,9 @@ class AuthStore:
 
     async def check_password(self, password: str) -> bool:
         row = await self._db.fetchone("SELECT password_hash FROM web_owner")
-        return row is not None and verify_password(password, str(row[0]))
+        if row is None:
+            return False
+        return await asyncio.to_thread(verify_password, password, str(row[0]))
 
     # -- sessions ------------------------------------------------------------------------
     async def create_session(self, client: str) -> tuple[str, Session]:
@@ -286,10 +291,21 @@ class AuthStore:
 
     # -- the security log ----------------------------------------------------------------
     async def log(self, kind: SecurityKind, client: str, detail: str) -> None:
-        await self._db.execute(
-            "INSERT INTO web_security_log(at_ms, kind, client, detail) VALUES (?, ?, ?, ?)",
-            (self._now_ms(), kind, client[:64], detail[:200]),
-        )
+        """One entry; the log keeps its newest LOG_KEEP rows (a flood of refused requests
+        cannot fill the SD card)."""
+        now = self._now_ms()
+
+        def run(conn: sqlite3.Connection) -> None:
+            cur = conn.execute(
+                "INSERT INTO web_security_log(at_ms, kind, client, detail) VALUES (?, ?, ?, ?)",
+                (now, kind, client[:64], detail[:200]),
+            )
+            if cur.lastrowid is not None and cur.lastrowid % 100 == 0:
+                conn.execute(
+                    "DELETE FROM web_security_log WHERE id <= ?", (cur.lastrowid - LOG_KEEP,)
+                )
+
+        await self._db.call(run)
 
     async def security_log(self, limit: int = 50) -> list[SecurityEntry]:
         rows = await self._db.fetchall(

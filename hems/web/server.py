@@ -166,6 +166,10 @@ class WebServer:
             response = await handler(request)
         except web.HTTPException as exc:
             response = exc
+        except Exception:
+            # A handler's bug is a 500 with the same headers, not aiohttp's bare page.
+            log.exception("web handler failed", path=request.path)
+            response = _error(500, "internal error (logged)")
         response.headers.update(_SECURITY_HEADERS)
         if self._tls is not None:
             response.headers["Strict-Transport-Security"] = "max-age=31536000"
