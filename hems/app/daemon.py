@@ -452,7 +452,7 @@ class Daemon:
             await asyncio.sleep(interval_s)
 
 
-class _Restart(Exception):  # noqa: N818 - a signal to end the TaskGroup, not an error
+class _Restart(Exception):
     """Raised inside the daemon's TaskGroup to stop every stage for a restart."""
 
 
