@@ -15,6 +15,7 @@ import ssl
 from collections.abc import Callable, Coroutine
 from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 from zoneinfo import ZoneInfo
 
@@ -39,7 +40,7 @@ from hems.sdnotify import Notifier, watchdog_interval_s
 from hems.store.db import Database
 from hems.store.evsessions import EvSessionTable
 from hems.store.timeseries import ReadingStore
-from hems.web import actions
+from hems.web import actions, installer
 from hems.web.auth import AuthStore, LoginLimiter
 from hems.web.server import WebServer
 from hems.web.tls import ensure_self_signed, server_context
@@ -62,8 +63,16 @@ class Service(Protocol):
 class Daemon:
     """One asyncio process, built from one config."""
 
-    def __init__(self, cfg: Config, clock: Clock, notifier: Notifier | None = None) -> None:
+    def __init__(
+        self,
+        cfg: Config,
+        clock: Clock,
+        notifier: Notifier | None = None,
+        *,
+        config_path: Path | None = None,
+    ) -> None:
         self.cfg = cfg
+        self.config_path = config_path  # given: the installer's page may edit and apply it
         self.clock = clock
         self.notifier = notifier or Notifier()
         self.state = SiteState(clock)
@@ -81,6 +90,7 @@ class Daemon:
         self.ev_sessions: EvSessions | None = None
         self.started = asyncio.Event()
         self.stage_health: dict[str, StageHealth] = {}
+        self.restart_requested = asyncio.Event()
 
     async def run(self) -> None:
         cfg = self.cfg
@@ -130,6 +140,14 @@ class Daemon:
                     tls=self._web_tls(),
                 )
                 self._publish_on_web(self.web)
+                if self.config_path is not None:
+                    installer.register(
+                        self.web,
+                        self.config_path,
+                        restart=self.request_restart,
+                        db=db,
+                        clock=self.clock,
+                    )
                 await self.web.start()
                 stack.push_async_callback(self.web.stop)
 
@@ -153,10 +171,23 @@ class Daemon:
                     if self.control is None:
                         # Without a control loop, liveness of the event loop is the health.
                         tasks.append(tg.create_task(self._watchdog(), name="watchdog"))
+                    tg.create_task(self._until_restart(), name="restart")
+            except* _Restart:
+                log.info("hems restarting to apply its config file")
             finally:
                 reaper.cancel()
                 self.notifier.stopping()
                 log.info("hems stopping", store=asdict(self.store.stats))
+
+    def request_restart(self) -> None:
+        """End `run` (cleanly: every stage stops, the store flushes) so the process exits
+        and systemd (`Restart=always`) starts it again with the config file as it now is."""
+        # Soon, not now: the page that asked still sends its answer first.
+        asyncio.get_running_loop().call_soon(self.restart_requested.set)
+
+    async def _until_restart(self) -> None:
+        await self.restart_requested.wait()
+        raise _Restart
 
     def _run_stage(self, name: str, service: Service) -> Coroutine[Any, Any, None]:
         """The control loop and the store stop the daemon if they fail (systemd restarts it
@@ -448,6 +479,10 @@ class Daemon:
         while True:
             self.notifier.watchdog()
             await asyncio.sleep(interval_s)
+
+
+class _Restart(Exception):
+    """Raised inside the daemon's TaskGroup to stop every stage for a restart."""
 
 
 _STOP_GRACE_S = 3.0

@@ -133,10 +133,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"--start: {exc}", file=sys.stderr)
         return 1
-    return asyncio.run(run_until_signalled(cfg, clock))
+    return asyncio.run(run_until_signalled(cfg, clock, Path(args.config)))
 
 
-async def run_until_signalled(cfg: Config, clock: Clock) -> int:
+async def run_until_signalled(cfg: Config, clock: Clock, config_path: Path | None = None) -> int:
     from hems.app import Daemon
 
     log = structlog.get_logger("hems")
@@ -146,7 +146,7 @@ async def run_until_signalled(cfg: Config, clock: Clock) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, task.cancel)
     try:
-        await Daemon(cfg, clock).run()
+        await Daemon(cfg, clock, config_path=config_path).run()
     except asyncio.CancelledError:
         log.info("hems stopped")
         return 0

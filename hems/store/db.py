@@ -126,6 +126,19 @@ class Database:
             pass
         self._conn.close()
 
+    async def backup(self, target: Path) -> None:
+        """A consistent copy of the database at `target` (SQLite's online backup API), made
+        on the database thread so no write of ours interleaves with it."""
+
+        def run() -> None:
+            dst = sqlite3.connect(str(target))
+            try:
+                self._conn.backup(dst)
+            finally:
+                dst.close()
+
+        await asyncio.get_running_loop().run_in_executor(self._executor, run)
+
     async def call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run `fn(conn)` inside one transaction on the database thread."""
 

@@ -403,7 +403,7 @@ _COOKIE = "hems_session"
 _SESSION = web.RequestKey("session", Session)
 _TOKEN = web.RequestKey("token", Token)
 _PUBLIC = frozenset({"/login", "/setup", "/api/health"})
-_STATIC = {"app.js": "text/javascript", "app.css": "text/css"}
+_STATIC = {"app.js": "text/javascript", "app.css": "text/css", "installer.css": "text/css"}
 _SECURITY_HEADERS = {
     "Content-Security-Policy": (
         "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "

@@ -1,0 +1,202 @@
+"""The installer's pages: edit the config file, apply it, download a backup.
+
+    GET  /installer/config   the form over the config file's installer settings
+    POST /installer/config   check the submitted values: 422 with each check-config message
+                             next to its field, else the diff and a confirm button; with
+                             `confirm=1` write the file (atomically, previous kept as
+                             `<file>.bak`) and restart the daemon so it runs the new file
+    GET  /installer/backup   a zip of the config file and a consistent SQLite snapshot
+
+All routes sit behind the web server's guard (session or token; CSRF and same origin for the
+POST). Applying restarts the whole daemon: under systemd (`Restart=always`) it comes back
+with the new file; no stage is reloaded in place.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import tempfile
+import zipfile
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+
+import structlog
+from aiohttp import web
+
+from hems.config import ConfigErrors
+from hems.configedit import (
+    apply_edits,
+    load_document,
+    problems_by_field,
+    unified_diff,
+    write_atomic,
+)
+from hems.core.clock import Clock
+from hems.store.db import Database
+from hems.web.configform import FormSection, parse, sections
+from hems.web.render import render
+from hems.web.server import WebServer, session_of
+
+log = structlog.get_logger(__name__)
+
+
+def register(
+    web_server: WebServer,
+    config_path: Path,
+    *,
+    restart: Callable[[], None],
+    db: Database | None,
+    clock: Clock,
+) -> None:
+    """Add the installer's routes to the web server."""
+    pages = _Installer(config_path, restart, db, clock)
+    web_server.add_route("GET", "/installer/config", pages.config_page)
+    web_server.add_route("POST", "/installer/config", pages.config_post)
+    web_server.add_route("GET", "/installer/backup", pages.backup)
+
+
+class _Installer:
+    def __init__(
+        self, path: Path, restart: Callable[[], None], db: Database | None, clock: Clock
+    ) -> None:
+        self._path = path
+        self._restart = restart
+        self._db = db
+        self._clock = clock
+
+    async def config_page(self, request: web.Request) -> web.Response:
+        text = self._path.read_text(encoding="utf-8")
+        try:
+            form = sections(load_document(text))
+        except ConfigErrors as exc:
+            return self._form(request, [], {"": exc.problems}, text, status=500)
+        return self._form(request, form, {}, text)
+
+    async def config_post(self, request: web.Request) -> web.Response:
+        posted = {k: str(v) for k, v in (await request.post()).items()}
+        text = self._path.read_text(encoding="utf-8")
+        form = sections(load_document(text))
+        fields = [f for s in form for f in s.fields]
+        edits, bad = parse(fields, posted)
+        shown = _with_values(form, posted)
+        if bad:
+            return self._form(request, shown, {k: [v] for k, v in bad.items()}, text, 422)
+        checked = apply_edits(text, edits, source=str(self._path))
+        if not checked.ok:
+            return self._form(request, shown, problems_by_field(checked.problems), text, 422)
+        if posted.get("confirm") != "1":
+            return _html(
+                render(
+                    "installer_diff.html",
+                    title="Review the change",
+                    csrf=_csrf(request),
+                    path=str(self._path),
+                    diff=unified_diff(text, checked.new_text, self._path.name),
+                    values={f.name: posted[f.name] for f in fields if f.name in posted},
+                    base=_digest(text),
+                )
+            )
+        if posted.get("base") != _digest(text):
+            problems = {"": ["the file changed since you reviewed it; review the change again"]}
+            return self._form(request, shown, problems, text, 409)
+        if not checked.changed:
+            return _html(render("installer_done.html", title="Nothing to change", restarted=False))
+        try:
+            backup = write_atomic(self._path, checked.new_text)
+        except OSError as exc:
+            problems = {"": [f"{self._path}: cannot write: {exc.strerror or exc}"]}
+            return self._form(request, shown, problems, text, 500)
+        log.warning("config changed from the installer page; restarting", path=str(self._path))
+        self._restart()
+        return _html(
+            render(
+                "installer_done.html",
+                title="Saved; hems restarts",
+                restarted=True,
+                path=str(self._path),
+                backup=str(backup) if backup else "",
+            )
+        )
+
+    async def backup(self, request: web.Request) -> web.StreamResponse:
+        stamp = self._clock.now().strftime("%Y%m%dT%H%M%SZ")
+        with tempfile.TemporaryDirectory(prefix="hems-backup-") as tmp:
+            archive = Path(tmp) / "backup.zip"
+            snapshot = Path(tmp) / "hems.db"
+            if self._db is not None:
+                await self._db.backup(snapshot)
+            await asyncio.to_thread(_zip, archive, self._path, snapshot)
+            response = web.StreamResponse(
+                headers={
+                    "Content-Type": "application/zip",
+                    "Content-Disposition": f'attachment; filename="hems-backup-{stamp}.zip"',
+                }
+            )
+            response.content_length = archive.stat().st_size
+            await response.prepare(request)
+            with archive.open("rb") as f:
+                while chunk := await asyncio.to_thread(f.read, 256 * 1024):
+                    await response.write(chunk)
+            await response.write_eof()
+            return response
+
+    def _form(
+        self,
+        request: web.Request,
+        form: list[FormSection],
+        problems: dict[str, list[str]] | dict[str, tuple[str, ...]],
+        text: str,
+        status: int = 200,
+    ) -> web.Response:
+        names = {f.name for s in form for f in s.fields}
+        other = [
+            f"{where}: {m}" if where else m
+            for where, messages in problems.items()
+            if where not in names
+            for m in messages
+        ]
+        return _html(
+            render(
+                "installer_config.html",
+                title="Installer: configuration",
+                csrf=_csrf(request),
+                path=str(self._path),
+                sections=form,
+                problems=problems,
+                other=other,
+            ),
+            status,
+        )
+
+
+def _with_values(form: list[FormSection], posted: dict[str, str]) -> list[FormSection]:
+    """The form showing what was submitted, so a rejected value stays in view."""
+    return [
+        FormSection(
+            s.title,
+            tuple(replace(f, value=posted.get(f.name, f.value)) for f in s.fields),
+        )
+        for s in form
+    ]
+
+
+def _zip(archive: Path, config: Path, snapshot: Path) -> None:
+    with zipfile.ZipFile(archive, "w", compression=zipfile.ZIP_DEFLATED) as z:
+        z.write(config, config.name)
+        if snapshot.exists():
+            z.write(snapshot, "hems.db")
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def _csrf(request: web.Request) -> str:
+    session = session_of(request)
+    return session.csrf if session is not None else ""
+
+
+def _html(body: str, status: int = 200) -> web.Response:
+    return web.Response(text=body, content_type="text/html", status=status)
