@@ -164,6 +164,10 @@ def apply_edits(text: str, edits: Mapping[Loc, Edit], source: str = "config") ->
         set_path(doc, loc, value)
         changed = True
     new_text = splice(text, base, dump_document(doc)) if changed else text
+    return _checked(text, new_text, source)
+
+
+def _checked(text: str, new_text: str, source: str) -> Checked:
     data, lines = load_with_lines(new_text)
     try:
         config = validate(data, lines, source)
@@ -284,3 +288,19 @@ def _replace(path: Path, data: bytes, mode: int) -> None:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+
+
+def append_entry(
+    text: str, section: str, entry: Mapping[str, object], source: str = "config"
+) -> Checked:
+    """`text` with `entry` appended to the top-level list `section` (made if missing),
+    validated like `apply_edits`; comments elsewhere in the file are kept."""
+    doc = load_document(text)
+    items = doc.get(section)
+    if items is None:
+        items = CommentedSeq()
+        doc[section] = items
+    if not isinstance(items, CommentedSeq):
+        raise KeyError(f"{section}: not a list")
+    items.append(CommentedMap(entry))
+    return _checked(text, dump_document(doc), source)

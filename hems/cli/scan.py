@@ -7,8 +7,7 @@ import asyncio
 import logging
 import sys
 
-from hems.devices.modbus.engine import EndpointPool, EndpointSpec
-from hems.devices.modbus.scan import UnitReport, format_json, format_text, scan_unit
+from hems.devices.modbus.scan import format_json, format_text, parse_target, scan_endpoint
 from hems.errors import ConfigError
 from hems.logs import configure
 
@@ -34,46 +33,6 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.set_defaults(func=run_scan)
 
 
-def parse_target(text: str) -> tuple[str, int]:
-    """`host`, `host:port` or `[v6addr]:port` → (host, port)."""
-    host, port_text = text, "502"
-    if text.startswith("["):
-        end = text.find("]")
-        if end < 0:
-            raise ConfigError("target", f"{text!r}: unclosed '['")
-        host, rest = text[1:end], text[end + 1 :]
-        if rest:
-            if not rest.startswith(":"):
-                raise ConfigError("target", f"{text!r}: expected ':PORT' after ']'")
-            port_text = rest[1:]
-    elif text.count(":") == 1:
-        host, port_text = text.split(":")
-    if not host:
-        raise ConfigError("target", f"{text!r}: no host")
-    if not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
-        raise ConfigError("target", f"{text!r}: port must be 1..65535")
-    return host, int(port_text)
-
-
-async def scan(
-    host: str, port: int, units: list[int], transport: str, timeout_s: float
-) -> list[UnitReport]:
-    pool = EndpointPool()
-    spec = EndpointSpec(
-        transport=transport,  # type: ignore[arg-type]
-        host=host,
-        port=port,
-        timeout_s=timeout_s,
-        backoff_initial_s=0.1,
-        backoff_max_s=0.1,
-    )
-    endpoint = pool.get(spec)
-    try:
-        return [await scan_unit(endpoint, unit) for unit in units]
-    finally:
-        await pool.close()
-
-
 def run_scan(args: argparse.Namespace) -> int:
     try:
         host, port = parse_target(args.target)
@@ -90,6 +49,6 @@ def run_scan(args: argparse.Namespace) -> int:
     # refused connects and timeouts repeat what the report already says.
     configure(level="error", fmt="console", stream=sys.stderr)
     logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
-    reports = asyncio.run(scan(host, port, units, args.transport, args.timeout))
+    reports = asyncio.run(scan_endpoint(host, port, units, args.transport, args.timeout))
     print(format_json(reports, host, port) if args.json else format_text(reports, host, port))
     return 0 if any(r.kind != "none" for r in reports) else 1

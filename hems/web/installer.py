@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import tempfile
 import zipfile
 from collections.abc import Callable
@@ -27,6 +28,7 @@ from aiohttp import web
 
 from hems.config import ConfigErrors
 from hems.configedit import (
+    append_entry,
     apply_edits,
     load_document,
     problems_by_field,
@@ -34,6 +36,8 @@ from hems.configedit import (
     write_atomic,
 )
 from hems.core.clock import Clock
+from hems.devices.modbus.scan import format_text, parse_target, scan_endpoint, suggested_entries
+from hems.errors import ConfigError
 from hems.store.db import Database
 from hems.web.configform import FormSection, parse, sections
 from hems.web.render import render
@@ -55,6 +59,9 @@ def register(
     web_server.add_route("GET", "/installer/config", pages.config_page)
     web_server.add_route("POST", "/installer/config", pages.config_post)
     web_server.add_route("GET", "/installer/backup", pages.backup)
+    web_server.add_route("GET", "/installer/devices", pages.devices_page)
+    web_server.add_route("POST", "/installer/scan", pages.scan)
+    web_server.add_route("POST", "/installer/devices/add", pages.add_device)
 
 
 class _Installer:
@@ -141,6 +148,81 @@ class _Installer:
                     await response.write(chunk)
             await response.write_eof()
             return response
+
+    # -- adding a device from a scan -----------------------------------------------------
+    async def devices_page(self, request: web.Request) -> web.Response:
+        return _html(render("installer_devices.html", title="Installer: add a device",
+                            csrf=_csrf(request), target="", units="1", report=None,
+                            entries=[], error=""))  # fmt: skip
+
+    async def scan(self, request: web.Request) -> web.Response:
+        """Scan an address (the `hems scan` logic) and offer its suggested entries."""
+        posted = {k: str(v) for k, v in (await request.post()).items()}
+        target, units_text = posted.get("target", "").strip(), posted.get("units", "1")
+
+        def again(error: str, status: int) -> web.Response:
+            return _html(render("installer_devices.html", title="Installer: add a device",
+                                csrf=_csrf(request), target=target, units=units_text,
+                                report=None, entries=[], error=error), status)  # fmt: skip
+
+        try:
+            host, port = parse_target(target)
+            units = [int(u) for u in units_text.replace(",", " ").split()]
+        except (ConfigError, ValueError) as exc:
+            return again(str(exc) if isinstance(exc, ConfigError) else "units: numbers", 422)
+        if not units or len(units) > 8 or any(not 0 <= u <= 247 for u in units):
+            return again("units: 1..8 unit ids, each 0..247", 422)
+        reports = await scan_endpoint(host, port, units, timeout_s=2.0)
+        entries = [
+            json.dumps(e, separators=(",", ":"))
+            for r in reports
+            if r.kind != "none"
+            for e in suggested_entries(r, host, port)
+        ]
+        return _html(render("installer_devices.html", title="Installer: add a device",
+                            csrf=_csrf(request), target=target, units=units_text,
+                            report=format_text(reports, host, port), entries=entries,
+                            error="" if entries else "nothing found at that address"))  # fmt: skip
+
+    async def add_device(self, request: web.Request) -> web.Response:
+        """A scanned entry added to devices[]: checked, shown as a diff, then written."""
+        posted = {k: str(v) for k, v in (await request.post()).items()}
+        try:
+            entry = json.loads(posted.get("entry", ""))
+            if not isinstance(entry, dict) or not isinstance(entry.get("id"), str):
+                raise ValueError
+        except ValueError:
+            return _html(render("installer_done.html", title="Not a device entry",
+                                restarted=False), 422)  # fmt: skip
+        if posted.get("id"):
+            entry["id"] = posted["id"].strip()
+        text = self._path.read_text(encoding="utf-8")
+        checked = append_entry(text, "devices", entry, source=str(self._path))
+        if not checked.ok:
+            return _html(render("installer_devices.html", title="Installer: add a device",
+                                csrf=_csrf(request), target="", units="1", report=None,
+                                entries=[json.dumps(entry)],
+                                error="; ".join(checked.problems)), 422)  # fmt: skip
+        if posted.get("confirm") != "1":
+            return _html(render("installer_diff.html", title="Review the new device",
+                                csrf=_csrf(request), path=str(self._path),
+                                diff=unified_diff(text, checked.new_text, self._path.name),
+                                values={"entry": json.dumps(entry)}, base=_digest(text),
+                                action="/installer/devices/add"))  # fmt: skip
+        if posted.get("base") != _digest(text):
+            return _html(render("installer_done.html", title="The file changed; scan again",
+                                restarted=False), 409)  # fmt: skip
+        try:
+            backup = write_atomic(self._path, checked.new_text)
+        except OSError as exc:
+            return _html(render("installer_done.html",
+                                title=f"Cannot write {self._path}: {exc.strerror or exc}",
+                                restarted=False), 500)  # fmt: skip
+        log.warning("device added from the installer page; restarting", device=entry["id"])
+        self._restart()
+        return _html(render("installer_done.html", title="Device added; hems restarts",
+                            restarted=True, path=str(self._path),
+                            backup=str(backup) if backup else ""))  # fmt: skip
 
     def _form(
         self,

@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from hems.core.readings import Role
-from hems.devices.modbus.engine import Endpoint
+from hems.devices.modbus.engine import Endpoint, EndpointPool, EndpointSpec
 from hems.devices.modbus.sunspec import (
     INVERTER_MODELS,
     METER_MODELS,
@@ -25,7 +25,7 @@ from hems.devices.modbus.sunspec import (
     read_models,
 )
 from hems.devices.modbus.sunspec_device import BATTERY_MODELS, readings_from_models
-from hems.errors import DeviceError
+from hems.errors import ConfigError, DeviceError
 
 _KNOWN_MODEL_NAMES = {
     1: "common",
@@ -179,26 +179,53 @@ def _text(value: object) -> str | None:
     return value if isinstance(value, str) and value else None
 
 
+def suggested_entries(report: UnitReport, host: str, port: int) -> list[dict[str, Any]]:
+    """A `devices[]` entry per suggested role (the same ones `config_snippet` prints)."""
+    out: list[dict[str, Any]] = []
+    for role in report.roles or ["grid"]:
+        entry: dict[str, Any] = {
+            "id": f"{role}-{report.unit_id}" if len(report.roles) > 1 else f"{role}"
+        }
+        if report.kind == "profile":
+            entry |= {"type": "modbus-profile", "profile": report.profiles[0]}
+        else:
+            entry |= {"type": "sunspec"}
+        entry |= {"role": str(role), "host": host, "port": port, "unit_id": report.unit_id}
+        if report.kind == "sunspec" and report.base_address is not None:
+            entry["base_address"] = report.base_address
+        entry["poll_interval_s"] = 1.0
+        out.append(entry)
+    return out
+
+
 def config_snippet(report: UnitReport, host: str, port: int) -> str:
     """A `devices:` entry per suggested role, ready to paste into the config."""
     lines: list[str] = []
-    for role in report.roles or ["grid"]:
-        ident = f"{role}-{report.unit_id}" if len(report.roles) > 1 else f"{role}"
-        lines += [f"  - id: {ident}"]
-        if report.kind == "profile":
-            lines += ["    type: modbus-profile", f"    profile: {report.profiles[0]}"]
-        else:
-            lines += ["    type: sunspec"]
-        lines += [
-            f"    role: {role}",
-            f"    host: {host}",
-            f"    port: {port}",
-            f"    unit_id: {report.unit_id}",
-        ]
-        if report.kind == "sunspec" and report.base_address is not None:
-            lines.append(f"    base_address: {report.base_address}")
-        lines.append("    poll_interval_s: 1.0")
+    for entry in suggested_entries(report, host, port):
+        items = list(entry.items())
+        lines.append(f"  - {items[0][0]}: {items[0][1]}")
+        lines += [f"    {k}: {v}" for k, v in items[1:]]
     return "\n".join(lines)
+
+
+async def scan_endpoint(
+    host: str, port: int, units: list[int], transport: str = "tcp", timeout_s: float = 2.0
+) -> list[UnitReport]:
+    """Scan each unit id on one Modbus TCP endpoint (its own short-lived connection)."""
+    pool = EndpointPool()
+    spec = EndpointSpec(
+        transport=transport,  # type: ignore[arg-type]
+        host=host,
+        port=port,
+        timeout_s=timeout_s,
+        backoff_initial_s=0.1,
+        backoff_max_s=0.1,
+    )
+    endpoint = pool.get(spec)
+    try:
+        return [await scan_unit(endpoint, unit) for unit in units]
+    finally:
+        await pool.close()
 
 
 def format_text(reports: list[UnitReport], host: str, port: int) -> str:
@@ -245,3 +272,24 @@ def format_json(reports: list[UnitReport], host: str, port: int) -> str:
         for r in reports
     ]
     return json.dumps(data, indent=2)
+
+
+def parse_target(text: str) -> tuple[str, int]:
+    """`host`, `host:port` or `[v6addr]:port` → (host, port)."""
+    host, port_text = text, "502"
+    if text.startswith("["):
+        end = text.find("]")
+        if end < 0:
+            raise ConfigError("target", f"{text!r}: unclosed '['")
+        host, rest = text[1:end], text[end + 1 :]
+        if rest:
+            if not rest.startswith(":"):
+                raise ConfigError("target", f"{text!r}: expected ':PORT' after ']'")
+            port_text = rest[1:]
+    elif text.count(":") == 1:
+        host, port_text = text.split(":")
+    if not host:
+        raise ConfigError("target", f"{text!r}: no host")
+    if not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
+        raise ConfigError("target", f"{text!r}: port must be 1..65535")
+    return host, int(port_text)
