@@ -95,8 +95,6 @@ class OwnerPage:
             "owner_index.html",
             csrf=csrf,
             site=self._site_name,
-            now=self._fmt(self._clock.now(), "%Y-%m-%d %H:%M"),
-            zone=str(self.view.timezone),
             fragments=fragments,
             charger_ids=sorted(_dict(_dict(chargers).get("chargers"))),
             has_chargers=chargers is not None,
@@ -212,6 +210,8 @@ class OwnerPage:
             for r in self._state.snapshot()
         ]
         return {
+            "now": self._fmt(self._clock.now(), "%Y-%m-%d %H:%M"),
+            "zone": str(self.view.timezone),
             "cards": cards,
             "flow": Markup(svg.flow_svg(flow)),
             "devices": devices,

@@ -52,7 +52,12 @@ class FlowEdge:
 
     node: str
     direction: str
-    label: str
+    power: str  # the magnitude, e.g. "1.50 kW" ("–" when unknown)
+    word: str = ""  # what the node does, e.g. "charging"
+
+    @property
+    def label(self) -> str:
+        return f"{self.power} {self.word}".strip()
 
 
 # Which sign of each node's power flows towards the house (+1: positive flows to the house).
@@ -80,13 +85,13 @@ def flow_edges(p: FlowPowers) -> list[FlowEdge]:
             continue
         to_house = power_w * _TOWARDS_HOUSE[node] > 0
         word = _WORDS[node][0 if to_house else 1]
-        label = fmt_power(abs(power_w)) + (f" {word}" if word else "")
-        edges.append(FlowEdge(node, "to-house" if to_house else "from-house", label))
+        direction = "to-house" if to_house else "from-house"
+        edges.append(FlowEdge(node, direction, fmt_power(abs(power_w)), word))
     return edges
 
 
-_FLOW_POS = {"house": (180, 150), "grid": (55, 150), "pv": (180, 42), "battery": (180, 258)}
-_FLOW_POS["ev"] = (305, 150)
+_FLOW_POS = {"house": (180, 150), "grid": (42, 150), "pv": (180, 42), "battery": (180, 258)}
+_FLOW_POS["ev"] = (318, 150)
 _FLOW_NAMES = {"house": "House", "grid": "Grid", "pv": "PV", "battery": "Battery", "ev": "EV"}
 _FLOW_COLOURS = {"grid": "#6b7280", "pv": "#d97706", "battery": "#047857", "ev": "#2563eb"}
 _NODE_R = 34
@@ -125,13 +130,25 @@ def flow_svg(p: FlowPowers) -> str:
             right = (mx - sx * 7 + sy * 6, my - sy * 7 - sx * 6)
             points = " ".join(f"{x:.1f},{y:.1f}" for x, y in (tip, left, right))
             out.append(f'<polygon class="arrow" points="{points}" fill="{colour}"/>')
-        # The label beside the line's middle (above horizontal lines, right of vertical ones).
+        # Horizontal lines: the power above, the word below; vertical ones: right of it.
         mx, my = (x1 + x2) / 2, (y1 + y2) / 2
-        lx, ly, anchor = (mx, my - 10, "middle") if abs(uy) < 0.5 else (mx + 10, my + 4, "start")
-        out.append(
-            f'<text class="flow-label" x="{lx:.1f}" y="{ly:.1f}" text-anchor="{anchor}">'
-            f"{escape(edge.label)}</text></g>"
-        )
+        power_text, word = edge.power, edge.word
+        if abs(uy) < 0.5:
+            out.append(
+                f'<text class="flow-label" x="{mx:.1f}" y="{my - 8:.1f}" text-anchor="middle">'
+                f"{escape(power_text)}</text>"
+            )
+            if word:
+                out.append(
+                    f'<text class="flow-word" x="{mx:.1f}" y="{my + 16:.1f}" '
+                    f'text-anchor="middle" fill="#6b7280">{escape(word)}</text>'
+                )
+        else:
+            out.append(
+                f'<text class="flow-label" x="{mx + 10:.1f}" y="{my + 4:.1f}">'
+                f"{escape(edge.label)}</text>"
+            )
+        out.append("</g>")
     nodes = ["house", "grid"] + [n for n in ("pv", "battery", "ev") if n in p.present]
     values = {
         "house": fmt_power(p.load_w),
@@ -170,8 +187,10 @@ class Panel:
     series: Sequence[Series]
 
 
-_CW, _CL, _CR = 720, 52, 12  # width, left and right margins
-_PH, _PGAP, _PTOP = 130, 46, 28  # panel height, gap, top of the first panel
+# Width, margins and panel sizes in viewBox units: 600 wide keeps 14-unit text readable when
+# a phone scales the chart to ~350 px.
+_CW, _CL, _CR = 600, 48, 8
+_PH, _PGAP, _PTOP = 120, 50, 30
 
 
 def chart_svg(
@@ -189,7 +208,7 @@ def chart_svg(
     out = [
         f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {_CW} {height}" width="100%" '
         f'class="chart" role="img" aria-label="{escape(label)}" font-family="sans-serif" '
-        'font-size="12">'
+        'font-size="14">'
     ]
     if n == 0:
         out.append(f'<text x="{_CL}" y="{_PTOP}">no data</text></svg>')
@@ -280,7 +299,7 @@ def _draw_panel(
             f'<text x="{legend_x}" y="{top - 8}" text-anchor="end" fill="{s.colour}">'
             f"{escape(s.name)}</text>"
         )
-        legend_x -= 10 + 7 * len(s.name)
+        legend_x -= 10 + 8 * len(s.name)
     for s in panel.series:
         d = _step_path(xs, [None if v is None else y(v) for v in s.values])
         if d:
