@@ -3,6 +3,8 @@
 JSON under /api/…; other parts of the daemon add their own read endpoints with
 `add_json(name, provider)` and form/API actions with `add_action(name, handler)` so this module
 stays small. Bad input to an action gets HTTP 400 with `{"error": "field: reason"}`.
+The owner's page (/ and its fragments /fragment/<name>) is hems.web.pages, rendered on the
+server from the same providers.
 
 Security (hems.web.auth): every route but the login and setup pages, the static files and
 /api/health needs the owner's session (cookie) or an API token (`Authorization: Bearer`).

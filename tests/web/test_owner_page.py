@@ -140,6 +140,8 @@ async def test_owner_page_on_a_phone_and_a_laptop(tmp_path: Path, browser: Brows
             if width == 390:
                 assert scroll_w <= inner_w, (scroll_w, inner_w)
             await page.screenshot(path=tmp_path / f"owner-{width}.png", full_page=True)
+            for part in ("frag-live", "plan-chart", "history-chart"):
+                await page.locator(f"#{part}").screenshot(path=tmp_path / f"{part}-{width}.png")
             # Yesterday's history, by a plain link (no script needed).
             await page.click("nav.ranges a:has-text('Yesterday')")
             await page.wait_for_url("**/?history=yesterday*")
