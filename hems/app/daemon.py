@@ -42,6 +42,7 @@ from hems.store.evsessions import EvSessionTable
 from hems.store.timeseries import ReadingStore
 from hems.web import actions, installer
 from hems.web.auth import AuthStore, LoginLimiter
+from hems.web.pages import SiteView
 from hems.web.server import WebServer
 from hems.web.tls import ensure_self_signed, server_context
 
@@ -359,6 +360,7 @@ class Daemon:
 
     # -- the web page's view of the stages ----------------------------------------------------
     def _publish_on_web(self, web: WebServer) -> None:
+        web.set_site_view(self._site_view())
         web.add_json(
             "stages",
             lambda: {
@@ -448,6 +450,21 @@ class Daemon:
         if self.uplink is not None:
             uplink = self.uplink
             web.add_json("keys", lambda: {"gateway_public_key": uplink.public_key})
+
+    def _site_view(self) -> SiteView:
+        """What the owner's page shows beyond SiteState: zone, plan, uplink, tariff prices."""
+        planner, uplink = self.planner, self.uplink
+
+        def import_prices(start: datetime, n: int) -> list[float | None]:
+            assert planner is not None
+            return list(planner.tariff.prices(start, n, 30).import_per_kwh)
+
+        return SiteView(
+            timezone=ZoneInfo(self.cfg.site.timezone),
+            plan=(lambda: planner.current_plan) if planner is not None else None,
+            uplink_connected=uplink.connected.is_set if uplink is not None else None,
+            import_prices=import_prices if planner is not None else None,
+        )
 
     async def _flex_events_view(self) -> dict[str, Any]:
         assert self.db is not None

@@ -3,6 +3,8 @@
 JSON under /api/…; other parts of the daemon add their own read endpoints with
 `add_json(name, provider)` and form/API actions with `add_action(name, handler)` so this module
 stays small. Bad input to an action gets HTTP 400 with `{"error": "field: reason"}`.
+The owner's page (/ and its fragments /fragment/<name>) is hems.web.pages, rendered on the
+server from the same providers.
 
 Security (hems.web.auth): every route but the login and setup pages, the static files and
 /api/health needs the owner's session (cookie) or an API token (`Authorization: Bearer`).
@@ -30,12 +32,13 @@ from aiohttp import web
 
 from hems.core.clock import Clock
 from hems.core.jsonsafe import JsonTooLarge, loads_bounded
-from hems.core.quantities import SITE_QUANTITIES, site_values
+from hems.core.quantities import site_values
 from hems.core.readings import Quantity
 from hems.core.state import SiteState
 from hems.errors import ConfigError, HemsError
 from hems.store.timeseries import ReadingStore
 from hems.web.auth import AuthStore, LoginLimiter, Session, Token, same_origin
+from hems.web.pages import OwnerPage, SiteView
 
 log = structlog.get_logger(__name__)
 
@@ -50,17 +53,6 @@ def site_summary(state: SiteState) -> dict[str, float | None]:
     uplink and Home Assistant so the page never disagrees with them.
     """
     return site_values(state)
-
-
-def summary_cards() -> str:
-    """The page's summary cards, one per site quantity; the script fills in the values."""
-    return "\n".join(
-        f'    <div class="card"><div class="label">{escape(q.name)}</div>'
-        f'<div class="value" id="{escape(q.key)}" data-unit="{escape(q.unit)}" '
-        f'data-precision="{q.precision}">–</div>'
-        f'<div class="hint">{escape(q.description)}</div></div>'
-        for q in SITE_QUANTITIES
-    )
 
 
 class WebServer:
@@ -91,6 +83,14 @@ class WebServer:
         self._routes: list[tuple[str, str, Handler]] = []
         self._runner: web.AppRunner | None = None
         self.bound_port: int | None = None
+        # The owner's page (hems.web.pages), rendered from the same providers as the API.
+        self._page = OwnerPage(
+            state, clock, store, site_name, self._json, lambda: auth.security_log(50)
+        )
+
+    def set_site_view(self, view: SiteView) -> None:
+        """What the page shows beyond SiteState: the site's zone, the plan, the uplink."""
+        self._page.view = view
 
     async def setup_code(self) -> str | None:
         """The one-time setup code while the owner has no password yet."""
@@ -114,6 +114,7 @@ class WebServer:
             client_max_size=_MAX_BODY_BYTES, middlewares=[self._headers, self._guard]
         )
         app.router.add_get("/", self._index)
+        app.router.add_get("/fragment/{name}", self._fragment)
         app.router.add_get("/login", self._login_page)
         app.router.add_post("/login", self._login)
         app.router.add_get("/setup", self._setup_page)
@@ -153,11 +154,19 @@ class WebServer:
 
     # -- handlers ---------------------------------------------------------------------------
     async def _index(self, request: web.Request) -> web.Response:
-        page = resources.files("hems.web").joinpath("static/index.html").read_text("utf-8")
-        page = page.replace("    <!-- summary cards -->", summary_cards(), 1)
         session = session_of(request)
-        page = page.replace("{{csrf}}", escape(session.csrf if session else ""))
+        page = await self._page.index(
+            session.csrf if session else "", request.query.get("history", "today")
+        )
         return web.Response(text=page, content_type="text/html")
+
+    async def _fragment(self, request: web.Request) -> web.Response:
+        """One section of the page as HTML, for the page's script to swap in."""
+        name = request.match_info["name"]
+        html = await self._page.fragment(name, request.query.get("range", "today"))
+        if html is None:
+            return _error(404, f"{name}: no such fragment")
+        return web.Response(text=html, content_type="text/html")
 
     # -- security ----------------------------------------------------------------------------
     @web.middleware
