@@ -43,7 +43,9 @@ def test_unit_is_notify_watchdog_restart_and_hardened() -> None:
     ):
         assert key in d, key
     assert d["ProtectSystem"] == ["strict"]
-    assert d["ReadWritePaths"] == ["/var/lib/hems"]
+    # The state folder, and /etc/hems where the installer's page saves the config; nothing
+    # else of the system is writable.
+    assert d["ReadWritePaths"] == ["/var/lib/hems /etc/hems"]
     assert "/hems run -c " in d["ExecStart"][0]
 
 
