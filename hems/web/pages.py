@@ -59,11 +59,22 @@ FRAGMENTS: dict[str, int] = {
     "plan": 10,
     "control": 5,
     "chargers": 5,
+    "batteries": 10,
+    "money": 60,
     "flex": 5,
     "history": 60,
     "security": 30,
     "keys": 30,
 }
+# The owner's charging modes, as the page names them (the control loop's strategies).
+EV_MODES = (
+    ("plan", "Plan by departure"),
+    ("fast", "Now (fast)"),
+    ("min-pv", "Minimum + PV"),
+    ("pv-only", "PV only"),
+    ("off", "Off"),
+    ("default", "As configured"),
+)
 HISTORY_RANGES = {"today": "Today", "yesterday": "Yesterday", "week": "Last 7 days"}
 _PLAN_ROWS = 12  # the table shows the next six hours; the chart shows the whole horizon
 _SHADED = frozenset({"accepted", "reported"})
@@ -98,6 +109,7 @@ class OwnerPage:
             fragments=fragments,
             charger_ids=sorted(_dict(_dict(chargers).get("chargers"))),
             has_chargers=chargers is not None,
+            ev_modes=EV_MODES,
         )
 
     async def fragment(self, name: str, history: str = "today") -> str | None:
@@ -112,6 +124,8 @@ class OwnerPage:
             "plan": self._plan,
             "control": self._control,
             "chargers": self._chargers,
+            "batteries": self._batteries,
+            "money": self._money,
             "flex": self._flex,
             "history": lambda: self._history(history),
             "security": self._security,
@@ -265,7 +279,7 @@ class OwnerPage:
     async def _chargers(self) -> dict[str, object]:
         data = await self._json("chargers")
         if data is None:
-            return {"chargers": None}
+            return {"chargers": None, "pending": [], "mode_choices": EV_MODES, "has_modes": False}
         d = _dict(data)
         sessions = _dict(d.get("sessions"))
         rows = []
@@ -283,7 +297,46 @@ class OwnerPage:
                     else f"{energy_wh / 1000:.1f} kWh by {self._hhmm(session.get('departure'))}",
                 }
             )
-        return {"chargers": rows}
+        modes = _dict(d.get("modes"))
+        for row in rows:
+            row["mode"] = str(modes.get(str(row["id"]), ""))
+        pending = [str(p) for p in _list(d.get("pending"))]
+        return {
+            "chargers": rows,
+            "pending": pending,
+            "mode_choices": EV_MODES,
+            "has_modes": bool(modes),
+        }
+
+    async def _batteries(self) -> dict[str, object]:
+        data = await self._json("batteries")
+        if data is None:
+            return {"batteries": None}
+        d = _dict(data)
+        overrides = _dict(d.get("overrides"))
+        rows = []
+        for device_id, modes in sorted(_dict(d.get("modes")).items()):
+            o = _dict(overrides.get(device_id))
+            held = ""
+            if o:
+                what = o.get("mode") or f"{o.get('target')} W"
+                held = f"{what} until {self._hhmm(o.get('expires_at'))}"
+            rows.append({"id": device_id, "modes": [str(m) for m in _list(modes)], "held": held})
+        return {"batteries": rows}
+
+    async def _money(self) -> dict[str, object]:
+        data = await self._json("money")
+        if data is None:
+            return {"money": None}
+        d = _dict(data)
+        return {
+            "money": {
+                "currency": str(d.get("currency", "")),
+                "method": str(d.get("method", "")),
+                "today": _dict(d.get("today")),
+                "month": _dict(d.get("month")),
+            }
+        }
 
     async def _flex(self) -> dict[str, object]:
         if "events" not in self._providers:

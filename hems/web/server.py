@@ -445,7 +445,8 @@ def _page(title: str, body: str, error: str = "", status: int = 200) -> web.Resp
     html = (
         '<!doctype html><html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        f'<title>hems · {escape(title)}</title><link rel="stylesheet" href="/static/app.css">'
+        f'<title>hems · {escape(title)}</title><link rel="icon" href="data:,">'
+        '<link rel="stylesheet" href="/static/app.css">'
         f'</head><body><main class="auth"><h1>{escape(title)}</h1>{message}{body}</main>'
         "</body></html>"
     )

@@ -24,11 +24,12 @@ async function reload(id) {
 // The EV form's charger list follows the chargers table (a charger may connect later).
 function syncChargers() {
   const ids = [...document.querySelectorAll("#chargers tr[data-charger]")].map(tr => tr.dataset.charger);
-  const sel = document.getElementById("ev-charger");
-  if (!sel || [...sel.options].map(o => o.value).join() === ids.join()) return;
-  const chosen = sel.value;
-  sel.replaceChildren(...ids.map(id => new Option(id, id, false, id === chosen)));
-  document.getElementById("chargers-section").hidden = false;
+  for (const sel of document.querySelectorAll("#ev-charger, .charger-select")) {
+    if ([...sel.options].map(o => o.value).join() === ids.join()) continue;
+    const chosen = sel.value;
+    sel.replaceChildren(...ids.map(id => new Option(id, id, false, id === chosen)));
+  }
+  if (ids.length) document.getElementById("chargers-section").hidden = false;
 }
 
 for (const frag of document.querySelectorAll(".frag[data-src]")) {
@@ -54,4 +55,26 @@ evForm.addEventListener("submit", async ev => {
   }
   reload("frag-chargers");
   reload("frag-alerts");
+});
+
+// Forms with class api-form post their fields as JSON to data-action, show the answer in
+// their .result, and reload the fragments named in data-reload. Delegated from the document,
+// so forms inside fragments that are swapped in keep working.
+document.addEventListener("submit", async ev => {
+  const form = ev.target.closest("form.api-form");
+  if (!form) return;
+  ev.preventDefault();
+  const out = form.querySelector(".result") || form.parentElement.querySelector(".result");
+  try {
+    const r = await fetch(form.dataset.action, {
+      method: "POST",
+      headers: {"Content-Type": "application/json", "X-CSRF-Token": CSRF},
+      body: JSON.stringify(Object.fromEntries(new FormData(form))),
+    });
+    const body = await r.json();
+    if (out) out.textContent = r.ok ? "done" : body.error;
+  } catch (e) {
+    if (out) out.textContent = "Cannot reach the daemon: " + e.message;
+  }
+  for (const id of (form.dataset.reload || "").split(" ").filter(Boolean)) reload(id);
 });
