@@ -180,6 +180,10 @@ class WebServer:
             log.exception("web handler failed", path=request.path)
             response = _error(500, "internal error (logged)")
         response.headers.update(_SECURITY_HEADERS)
+        if isinstance(response, web.Response) and response.content_type in _COMPRESSIBLE:
+            # gzip when the browser asks (aiohttp reads Accept-Encoding); a phone on Wi-Fi
+            # and the Pi's one link both gain.
+            response.enable_compression()
         if self._tls is not None:
             response.headers["Strict-Transport-Security"] = "max-age=31536000"
         if isinstance(response, web.HTTPException):
@@ -409,6 +413,7 @@ class WebServer:
 _MAX_BODY_BYTES = 64 * 1024
 _MAX_DEPTH = 16
 _COOKIE = "hems_session"
+_COMPRESSIBLE = frozenset({"text/html", "text/css", "text/javascript", "application/json"})
 _SESSION = web.RequestKey("session", Session)
 _TOKEN = web.RequestKey("token", Token)
 _PUBLIC = frozenset({"/login", "/setup", "/api/health"})
