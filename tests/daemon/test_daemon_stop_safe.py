@@ -56,6 +56,11 @@ async def test_a_clean_stop_writes_safe_states(tmp_path: Path) -> None:
                 timeout_s=20,
                 what="a battery command",
             )
+            # The loop's refresh (control.refresh_s) reaches the charger as a new profile
+            # with a later validTo, unchanged limit or not.
+            await wait_until(lambda: len(_limits(car)) >= 2, timeout_s=20, what="a refresh")
+            valid_to = [p["valid_to"] for what, p in car.received if what == "profile"]
+            assert valid_to[1] > valid_to[0], valid_to
             sent = len(_limits(car))
         finally:
             task.cancel()  # one cancel, as systemd's SIGTERM gives
