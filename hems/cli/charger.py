@@ -187,12 +187,13 @@ class _Until:
         self.stop = stop
         self.deadline_s = deadline_s
         self.clock = clock
+        self._said = False  # "interrupted" printed
 
     async def next(self, events: asyncio.Queue[ChargerEvent]) -> ChargerEvent | None:
         """The next charger event; None once the session is over."""
         left_s = self.deadline_s - asyncio.get_running_loop().time()
         if self.stop.is_set() or left_s <= 0:
-            return None
+            return self._over()
         getter = asyncio.ensure_future(events.get())
         stopper = asyncio.ensure_future(self.stop.wait())
         done, _ = await asyncio.wait(
@@ -202,9 +203,12 @@ class _Until:
             t.cancel()
         if getter in done and not getter.cancelled():
             return getter.result()
-        if self.stop.is_set():
+        return self._over()
+
+    def _over(self) -> None:
+        if self.stop.is_set() and not self._said:
+            self._said = True
             _say("interrupted")
-        return None
 
 
 def _booted(cs: Any) -> bool:
