@@ -346,6 +346,7 @@ def _cross_checks(config: Config) -> list[tuple[Loc, str]]:
                     "ocpp.allow_insecure_chargers: true only for a test bench",
                 )
             )
+    problems += _profile_validity_problems(config)
     identities: dict[str, int] = {}
     for i, d in enumerate(config.devices):
         if isinstance(d, ChargerConfig):
@@ -355,6 +356,28 @@ def _cross_checks(config: Config) -> list[tuple[Loc, str]]:
                 )
             identities[d.cp_identity] = i
     return problems
+
+
+# A profile must outlive a missed refresh or two (a write skipped while the previous one runs,
+# a slow answer): its validity has to be this many refresh periods at least.
+PROFILE_REFRESHES_MIN = 3
+
+
+def _profile_validity_problems(config: Config) -> list[tuple[Loc, str]]:
+    """ocpp.profile_validity_s against control.refresh_s: a profile that expires between two
+    refreshes would hand a healthy charger back to its own default."""
+    if not (config.ocpp.enabled and config.control.enabled):
+        return []
+    need_s = PROFILE_REFRESHES_MIN * config.control.refresh_s
+    if config.ocpp.profile_validity_s >= need_s:
+        return []
+    return [
+        (
+            ("ocpp", "profile_validity_s"),
+            f"must be at least {PROFILE_REFRESHES_MIN} x control.refresh_s "
+            f"({need_s:g} s) so a healthy charger's profile is renewed before it expires",
+        )
+    ]
 
 
 def _describe(err: dict[str, Any], loc: Loc) -> str:

@@ -3,6 +3,9 @@
 `SimChargePoint(cfg, clock, ev=EvModel(), quirks=SimQuirks(...))` connects to a central
 system, boots, reports status, runs transactions while the EV is plugged, obeys (or, by
 quirk, misreads) charging profiles and sends MeterValues every `meter_interval_s`.
+Installed profiles are kept in `profiles` (by id) until cleared or past their `validTo`;
+then the charger is back on its own default (`max_current_a`). `lost_calls` records each
+CALL of the charger that got no answer.
 Use it in-process: `task = tg.create_task(sim.run())`. `on_power(power_w)` feeds the EV's
 draw into a simulated home (e.g. `lambda w: home.set_external_load_w("ev", w)`).
 """
@@ -17,6 +20,7 @@ import logging
 import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from ocpp.exceptions import OCPPError
@@ -59,6 +63,7 @@ class SimQuirks:
     omit_units: bool = False
     silent_actions: set[str] = field(default_factory=set)  # CALLs never answered
     bogus_answer_first: bool = False  # an answer with a wrong id before the right one
+    refuses_valid_to: bool = False  # a profile with validTo is Rejected (older firmware)
 
 
 @dataclass
@@ -113,8 +118,7 @@ class _Sim16(_SimRouting, Cp16):
 
     @on("ClearChargingProfile", skip_schema_validation=True)
     def _clear(self, **kw: Any):
-        self.sim.clear_limit()
-        return res16.ClearChargingProfile(status="Accepted")
+        return res16.ClearChargingProfile(status=self.sim.clear_profiles(kw.get("id")))
 
     @on("GetCompositeSchedule", skip_schema_validation=True)
     def _composite(self, connector_id: int, duration: int, **kw: Any):
@@ -176,8 +180,8 @@ class _Sim201(_SimRouting, Cp201):
 
     @on("ClearChargingProfile", skip_schema_validation=True)
     def _clear(self, **kw: Any):
-        self.sim.clear_limit()
-        return res201.ClearChargingProfile(status="Accepted")
+        status = self.sim.clear_profiles(kw.get("charging_profile_id"))
+        return res201.ClearChargingProfile(status=status)
 
     @on("SetVariables", skip_schema_validation=True)
     def _set_vars(self, set_variable_data: list[dict[str, Any]], **kw: Any):
@@ -262,7 +266,13 @@ class SimChargePoint:
         self.registration = ""
         self.connects = 0
         self.boot_refusals: list[int] = []  # HTTP status of refused handshakes
-        self.unanswered: list[str] = []
+        self.unanswered: list[str] = []  # CSMS CALLs this charger left unanswered (quirk)
+        # The charger's own CALLs that got no answer: (action, seconds waited). A call cut
+        # by the central system closing the connection waits ~0 s; an ignored one longer.
+        self.lost_calls: list[tuple[str, float]] = []
+        # Charging profiles in force, by id; each (profile, expires at monotonic s or None).
+        self.profiles: dict[int, tuple[dict[str, Any], float | None]] = {}
+        self._clock_offset_s = 0.0  # central system's time - ours, set at boot
         self.errors: list[str] = []  # why sessions ended
         self.received: list[tuple[str, Any]] = []  # (what, detail) for tests
         self.power_w = 0.0
@@ -306,7 +316,17 @@ class SimChargePoint:
 
     async def call(self, payload: Any) -> Any:
         """Send a CALL as the charger (for tests); raises on CallError."""
-        return await self._link.call(payload, suppress=False)
+        return await self._call(payload)
+
+    async def _call(self, payload: Any) -> Any:
+        """Every CALL of the charger: counted in `lost_calls` if no answer comes."""
+        sent_s = self.clock.monotonic()
+        try:
+            return await self._link.call(payload, suppress=False)
+        except (ConnectionClosed, TimeoutError, asyncio.CancelledError):
+            action = type(payload).__name__
+            self.lost_calls.append((action, self.clock.monotonic() - sent_s))
+            raise
 
     async def send_raw(self, frame: str) -> None:
         assert self._ws is not None
@@ -405,17 +425,16 @@ class SimChargePoint:
     async def _boot(self) -> None:
         while True:
             if self.cfg.version == "1.6":
-                res = await self._link.call(
+                res = await self._call(
                     call16.BootNotification(
                         charge_point_vendor="hems-sim",
                         charge_point_model="SimCharger",
                         charge_point_serial_number=f"SIM-{self.cfg.identity}",
                         firmware_version="1.0",
                     ),
-                    suppress=False,
                 )
             else:
-                res = await self._link.call(
+                res = await self._call(
                     call201.BootNotification(
                         charging_station={
                             "vendor_name": "hems-sim",
@@ -425,9 +444,11 @@ class SimChargePoint:
                         },
                         reason="PowerUp",
                     ),
-                    suppress=False,
                 )
             self.registration = str(res.status)
+            # Like real chargers, take the central system's time (validTo is in its time).
+            central = datetime.fromisoformat(str(res.current_time))
+            self._clock_offset_s = (central - self.clock.now()).total_seconds()
             if res.status == "Accepted":
                 break
             # Pending: wait for the interval or a TriggerMessage(BootNotification).
@@ -450,8 +471,13 @@ class SimChargePoint:
             await self.clock.sleep(min(self.cfg.meter_interval_s, 1.0) / 4)
 
     # -- physics -----------------------------------------------------------------------------
+    def offered_a(self) -> float:
+        """The current the charger offers now [A] (its profiles, else its default)."""
+        return self._offered_a()
+
     def _offered_a(self) -> float:
         now_s = self.clock.monotonic()
+        self._expire_profiles(now_s)
         if self._pending_limit is not None and now_s >= self._pending_limit[1]:
             self.limit_a = self._pending_limit[0]
             self._pending_limit = None
@@ -513,14 +539,13 @@ class SimChargePoint:
         self._tx_start_wh = self.register_wh
         meter_start = self._register_for_report()
         if self.cfg.version == "1.6":
-            res = await self._link.call(
+            res = await self._call(
                 call16.StartTransaction(
                     connector_id=self.cfg.connector_id,
                     id_tag=self.cfg.id_tag,
                     meter_start=int(meter_start),
                     timestamp=self._now(),
                 ),
-                suppress=False,
             )
             self.transaction_id = str(res.transaction_id)
         else:
@@ -531,14 +556,13 @@ class SimChargePoint:
 
     async def _stop_transaction(self, reason: str) -> None:
         if self.cfg.version == "1.6":
-            await self._link.call(
+            await self._call(
                 call16.StopTransaction(
                     meter_stop=int(self._register_for_report()),
                     timestamp=self._now(),
                     transaction_id=int(self.transaction_id or 0),
                     reason=reason,
                 ),
-                suppress=False,
             )
         else:
             await self._tx_event("Ended", "EVCommunicationLost", "Idle", stopped=reason)
@@ -551,7 +575,7 @@ class SimChargePoint:
         info: dict[str, Any] = {"transaction_id": self.transaction_id, "charging_state": state}
         if stopped:
             info["stopped_reason"] = stopped
-        await self._link.call(
+        await self._call(
             call201.TransactionEvent(
                 event_type=event,
                 timestamp=self._now(),
@@ -564,7 +588,6 @@ class SimChargePoint:
                 if event == "Started"
                 else None,
             ),
-            suppress=False,
         )
 
     # -- messages ----------------------------------------------------------------------------
@@ -606,20 +629,18 @@ class SimChargePoint:
         self._physics()
         if self.cfg.version == "1.6":
             tx = int(self.transaction_id) if self.transaction_id else None
-            await self._link.call(
+            await self._call(
                 call16.MeterValues(
                     connector_id=self.cfg.connector_id,
                     meter_value=self._meter_value(),
                     transaction_id=tx,
                 ),
-                suppress=False,
             )
         elif self.transaction_id is not None:
             await self._tx_event("Updated", "MeterValuePeriodic", self._charging_state())
         else:
-            await self._link.call(
+            await self._call(
                 call201.MeterValues(evse_id=self.cfg.connector_id, meter_value=self._meter_value()),
-                suppress=False,
             )
 
     def _charging_state(self) -> str:
@@ -637,25 +658,23 @@ class SimChargePoint:
             return
         self.status = wanted
         if self.cfg.version == "1.6":
-            await self._link.call(
+            await self._call(
                 call16.StatusNotification(
                     connector_id=self.cfg.connector_id,
                     error_code="NoError",
                     status=wanted,
                     timestamp=self._now(),
                 ),
-                suppress=False,
             )
         else:
             connector = "Available" if wanted == "Available" else "Occupied"
-            await self._link.call(
+            await self._call(
                 call201.StatusNotification(
                     timestamp=self._now(),
                     connector_status=connector,
                     evse_id=self.cfg.connector_id,
                     connector_id=1,
                 ),
-                suppress=False,
             )
             if self.transaction_id is not None and not force:
                 await self._tx_event("Updated", "ChargingStateChanged", self._charging_state())
@@ -683,6 +702,10 @@ class SimChargePoint:
         limit, unit, phases = _limit_from_profile(profile, self.cfg.voltage_v)
         if q.wants_watts and unit == "A":
             return "Rejected"
+        if q.refuses_valid_to and profile.get("valid_to") is not None:
+            return "Rejected"
+        profile_id = int(profile.get("charging_profile_id", profile.get("id", 0)))
+        self.profiles[profile_id] = (profile, self._expires_s(profile.get("valid_to")))
         use_phases = phases if phases in (1, 3) and q.phase_switching else self.cfg.phases
         self.phases = min(use_phases, self.cfg.phases)
         amps = limit if unit == "A" else limit / (self.cfg.voltage_v * self.phases)
@@ -691,6 +714,34 @@ class SimChargePoint:
 
     def clear_limit(self) -> None:
         self._set_limit(None, None)
+
+    def clear_profiles(self, profile_id: int | None) -> str:
+        """ClearChargingProfile by id (None: all). Accepted even when nothing matched (the
+        spec allows Unknown; the simulator has always accepted)."""
+        ids = list(self.profiles) if profile_id is None else [int(profile_id)]
+        removed = [i for i in ids if self.profiles.pop(i, None) is not None]
+        self.received.append(("clear", removed))
+        if not self.profiles:
+            self.clear_limit()
+        return "Accepted"
+
+    def _expires_s(self, valid_to: str | None) -> float | None:
+        if valid_to is None:
+            return None
+        now = self.clock.now() + timedelta(seconds=self._clock_offset_s)
+        left_s = (datetime.fromisoformat(valid_to) - now).total_seconds()
+        return self.clock.monotonic() + left_s
+
+    def _expire_profiles(self, now_s: float) -> None:
+        """A profile past its validTo no longer applies: without one the charger is back
+        on its own default (no limit, `max_current_a`)."""
+        expired = [i for i, (_, at) in self.profiles.items() if at is not None and now_s >= at]
+        for i in expired:
+            del self.profiles[i]
+            self.received.append(("profile_expired", i))
+        if expired and not self.profiles:
+            self.limit_a = None
+            self._pending_limit = None
 
     def set_config(self, key: str, value: str) -> str:
         if key == self.quirks.limit_config_key:

@@ -92,6 +92,8 @@ class Daemon:
         self.started = asyncio.Event()
         self.stage_health: dict[str, StageHealth] = {}
         self.restart_requested = asyncio.Event()
+        # Set once the control loop has stopped (and written its safe states).
+        self._control_stopped = asyncio.Event()
 
     async def run(self) -> None:
         cfg = self.cfg
@@ -192,11 +194,17 @@ class Daemon:
 
     def _run_stage(self, name: str, service: Service) -> Coroutine[Any, Any, None]:
         """The control loop and the store stop the daemon if they fail (systemd restarts it
-        and the watchdog is tied to control's health); every other stage is supervised."""
+        and the watchdog is tied to control's health); every other stage is supervised.
+        On a stop every other stage outlives the control loop: its safe-state writes go
+        through the device stages' connections."""
+        if name == "control":
+            return _setting_when_done(service.run(), self._control_stopped)
+        if self.control is None:
+            self._control_stopped.set()
         if name in _ESSENTIAL:
-            return service.run()
+            return _outliving(service.run(), self._control_stopped)
         health = self.stage_health.setdefault(name, StageHealth())
-        return supervise(name, service.run, self.clock, health)
+        return _outliving(supervise(name, service.run, self.clock, health), self._control_stopped)
 
     # -- the optional stages ------------------------------------------------------------------
     async def _build_stages(self, stack: contextlib.AsyncExitStack, db: Database) -> None:
@@ -504,6 +512,30 @@ class _Restart(Exception):
 
 _STOP_GRACE_S = 3.0
 _ESSENTIAL = frozenset({"control", "store"})
+
+
+async def _setting_when_done(work: Coroutine[Any, Any, None], done: asyncio.Event) -> None:
+    try:
+        await work
+    finally:
+        done.set()
+
+
+async def _outliving(work: Coroutine[Any, Any, None], first: asyncio.Event) -> None:
+    """Run a stage; cancelled, keep it running until `first` is set (the control loop has
+    written its safe states through this stage's connections), at most `_STOP_GRACE_S`."""
+    task = asyncio.ensure_future(work)
+    try:
+        await asyncio.shield(task)
+    except asyncio.CancelledError:
+        if not task.done():
+            waiter = asyncio.ensure_future(first.wait())
+            with contextlib.suppress(asyncio.CancelledError):  # cancelled again: stop now
+                await asyncio.wait({waiter}, timeout=_STOP_GRACE_S)
+            waiter.cancel()
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        raise
 
 
 async def _reap_stragglers(owner: asyncio.Task[Any], tasks: list[asyncio.Task[None]]) -> None:

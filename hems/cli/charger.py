@@ -2,8 +2,12 @@
 
 Runs the OCPP central system alone, accepts the connecting charger (any identity unless
 `--id`), prints its boot information, status and meter values, applies a test limit and
-reports whether the charger accepted it and whether the current followed.
-Exit codes: 0 booted and limit accepted; 1 limit refused or unanswered; 2 no charger booted.
+reports whether the charger accepted it and whether the current followed. It stays
+connected (answering the charger) for `--seconds` or until the charger disconnects or
+Ctrl-C, then removes its test limit (ClearChargingProfile) and closes.
+"Followed" needs a measured current near the limit while the car is charging.
+Exit codes: 0 limit accepted and followed; 1 limit refused, unanswered or ignored;
+2 no charger booted; 3 limit accepted but not confirmed (the car did not charge).
 """
 
 from __future__ import annotations
@@ -11,9 +15,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import signal
 import sys
 from typing import Any
 
+from hems.core.capabilities import EvState
 from hems.core.clock import RealClock
 from hems.core.state import SiteState
 from hems.devices.ocpp.config import ChargerConfig, OcppConfig
@@ -31,7 +37,8 @@ from hems.devices.ocpp.events import (
 )
 from hems.errors import ConfigError, DeviceError
 
-EXIT_OK, EXIT_LIMIT, EXIT_NO_CHARGER = 0, 1, 2
+EXIT_OK, EXIT_LIMIT, EXIT_NO_CHARGER, EXIT_NOT_CONFIRMED = 0, 1, 2, 3
+_CLEAR_TIMEOUT_S = 5.0  # removing the test limit at the end
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -51,7 +58,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     test.add_argument("--quirks", help="charger profile in drivers/chargers (default generic)")
     test.add_argument("--limit-a", type=float, default=10.0, help="test limit per phase [A]")
     test.add_argument("--phases", type=int, choices=(1, 3), default=3)
-    test.add_argument("--seconds", type=float, default=120.0, help="give up after this long")
+    test.add_argument(
+        "--seconds", type=float, default=120.0, help="stay connected this long (default 120)"
+    )
     test.set_defaults(func=run_test)
 
 
@@ -155,20 +164,51 @@ async def _run(args: argparse.Namespace) -> int:
         listener=listener,
         quirks_for_unknown=args.quirks,
     )
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()  # Ctrl-C / SIGTERM: finish like a timeout, limit removed
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
     server = asyncio.create_task(cs.run())
-    progress: dict[str, bool] = {"accepted": False}
+    deadline_s = loop.time() + args.seconds
     try:
-        return await asyncio.wait_for(_session(cs, args, outcome, server, progress), args.seconds)
-    except TimeoutError:
-        if progress["accepted"]:
-            _say("RESULT: current followed: unknown (no meter values judged it in time)")
-            return EXIT_OK
-        _say("RESULT: no charger booted in time" if not _booted(cs) else "RESULT: time is up")
-        return EXIT_NO_CHARGER if not _booted(cs) else EXIT_LIMIT
+        return await _session(cs, args, outcome, server, _Until(stop, deadline_s, clock))
     finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
         server.cancel()
         with contextlib.suppress(asyncio.CancelledError, OSError):
             await server
+
+
+class _Until:
+    """The session's end: `--seconds` passed or a signal came."""
+
+    def __init__(self, stop: asyncio.Event, deadline_s: float, clock: RealClock) -> None:
+        self.stop = stop
+        self.deadline_s = deadline_s
+        self.clock = clock
+        self._said = False  # "interrupted" printed
+
+    async def next(self, events: asyncio.Queue[ChargerEvent]) -> ChargerEvent | None:
+        """The next charger event; None once the session is over."""
+        left_s = self.deadline_s - asyncio.get_running_loop().time()
+        if self.stop.is_set() or left_s <= 0:
+            return self._over()
+        getter = asyncio.ensure_future(events.get())
+        stopper = asyncio.ensure_future(self.stop.wait())
+        done, _ = await asyncio.wait(
+            {getter, stopper}, timeout=left_s, return_when=asyncio.FIRST_COMPLETED
+        )
+        for t in (getter, stopper):
+            t.cancel()
+        if getter in done and not getter.cancelled():
+            return getter.result()
+        return self._over()
+
+    def _over(self) -> None:
+        if self.stop.is_set() and not self._said:
+            self._said = True
+            _say("interrupted")
 
 
 def _booted(cs: Any) -> bool:
@@ -180,7 +220,7 @@ async def _session(
     args: argparse.Namespace,
     events: asyncio.Queue[ChargerEvent],
     server: asyncio.Task,
-    progress: dict[str, bool],
+    until: _Until,
 ) -> int:
     started = asyncio.create_task(cs.started.wait())
     await asyncio.wait({started, server}, return_when=asyncio.FIRST_COMPLETED)
@@ -193,7 +233,10 @@ async def _session(
         " (subprotocols ocpp2.0.1, ocpp1.6)"
     )
     while True:
-        event = await events.get()
+        event = await until.next(events)
+        if event is None:
+            _say("RESULT: no charger booted in time" if not _booted(cs) else "RESULT: time is up")
+            return EXIT_NO_CHARGER
         if isinstance(event, ChargerBooted) and not event.pending:
             break
     charger = next(c for c in cs.chargers.values() if c.booted)
@@ -209,11 +252,63 @@ async def _session(
     except DeviceError as exc:
         _say(f"RESULT: limit NOT accepted: {exc}")
         return EXIT_LIMIT
-    progress["accepted"] = True
     _say(f"RESULT: limit {args.limit_a:g} A accepted; waiting for meter values to confirm")
-    while True:
-        event = await events.get()
-        if isinstance(event, LimitOutcome):
-            verdict = "yes" if event.followed else "NO (charger ignores the limit)"
-            _say(f"RESULT: current followed: {verdict} (measured {event.measured_a:.1f} A)")
-            return EXIT_OK
+    try:
+        return await _watch(charger, events, until)
+    finally:
+        await _remove_test_limit(charger)
+
+
+async def _watch(charger: Any, events: asyncio.Queue[ChargerEvent], until: _Until) -> int:
+    """Judge the limit until the session ends: followed only when the car charges at about
+    the limit (drawing nothing, or less, obeys any limit and proves nothing)."""
+    code: int | None = None
+    charged_a = 0.0  # the most seen while charging
+    while (event := await until.next(events)) is not None:
+        if isinstance(event, ChargerOffline) and event.device_id == charger.device_id:
+            _say("the charger disconnected")
+            break
+        if code is not None:
+            continue
+        if isinstance(event, LimitOutcome) and not event.followed:
+            _say(
+                f"RESULT: current followed: NO (charger ignores the limit; "
+                f"measured {event.measured_a:.1f} A)"
+            )
+            code = EXIT_LIMIT
+        elif isinstance(event, MeterUpdated) and charger.current_state() is EvState.CHARGING:
+            measured_a = max(event.current_a.values(), default=0.0)
+            limit = charger.limit
+            if measured_a <= 0 or limit is None:
+                continue
+            charged_a = max(charged_a, measured_a)
+            settled = until.clock.monotonic() >= limit.check_after_s  # past its own delay
+            if settled and abs(measured_a - limit.current_a) <= charger.cfg.follow_tolerance_a:
+                _say(f"RESULT: current followed: yes (measured {measured_a:.1f} A)")
+                code = EXIT_OK
+    if code is not None:
+        return code
+    if charged_a <= 0:
+        _say("RESULT: current followed: not confirmed: the car did not charge")
+    else:
+        _say(
+            f"RESULT: current followed: not confirmed: the car drew at most {charged_a:.1f} A, "
+            "below the limit"
+        )
+    return EXIT_NOT_CONFIRMED
+
+
+async def _remove_test_limit(charger: Any) -> None:
+    """Leave nothing behind: clear the test profile (or say what could not be undone)."""
+    if charger.profile_unsupported:
+        fallback = charger.quirks.limit.fallback
+        how = fallback.method if fallback is not None else "fallback"
+        _say(f"note: the test limit was set with {how}; it stays until changed on the charger")
+        return
+    try:
+        async with asyncio.timeout(_CLEAR_TIMEOUT_S):
+            status = await charger.command("clear_profiles", charger.cfg.connector_id)
+    except (DeviceError, TimeoutError) as exc:
+        _say(f"WARNING: test limit NOT removed ({exc or 'no answer'}): clear it on the charger")
+        return
+    _say(f"test limit removed (ClearChargingProfile: {status})")

@@ -66,6 +66,10 @@ from hems.store.db import Database
 
 log = structlog.get_logger(__name__)
 
+# The longest a stop may take to write the devices' safe states [s]: inside the daemon's
+# grace for a stopping stage (hems.app.daemon, 3 s) and far inside systemd's stop timeout.
+STOP_TIMEOUT_S = 2.0
+
 
 @dataclass(slots=True)
 class _FlexProgress:
@@ -471,12 +475,18 @@ class ControlLoop:
 
     # -- helpers ------------------------------------------------------------------------------
     async def _shutdown(self) -> None:
+        """Stop writing, then hand every commanded device back (battery to its own mode,
+        charger to its safe state, PV uncurtailed) while the journal's last store write
+        finishes; both within `STOP_TIMEOUT_S` so systemd's stop never waits on a device."""
         tasks: list[asyncio.Task[object]] = [*self._writer.tasks(), *self._snapshot.tasks()]
-        # Let a running store write finish so no intervention row is lost.
-        await self._journal.settle(timeout_s=2.0)
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        # Let a running store write finish so no intervention row is lost.
+        await asyncio.gather(
+            self._writer.hand_back(STOP_TIMEOUT_S),
+            self._journal.settle(timeout_s=STOP_TIMEOUT_S),
+        )
 
 
 def _device_status(w: WriteState, f: FollowState, stale: bool) -> dict[str, object]:

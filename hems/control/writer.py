@@ -6,14 +6,15 @@ safety rule acts, is due for a refresh inside the device-side revert timeout, or
 failed write. Each write is a task owned by the writer under its own timeout; the cycle
 waits no longer than its write budget, and a device still busy with the previous write is
 skipped. A refused value is retried after a refresh period, any other failure with an
-exponential backoff.
+exponential backoff. When the loop stops, `hand_back` leaves each device it commanded in
+a state that is safe without hems.
 """
 
 from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import cast
 
@@ -31,8 +32,15 @@ from hems.control.model import (
 )
 from hems.control.problems import Problems, log
 from hems.control.strategies import changed, ramp
-from hems.core.capabilities import BatteryControl, EvCharger, PvInverter, SwitchableLoad
+from hems.core.capabilities import (
+    BatteryControl,
+    BatteryMode,
+    EvCharger,
+    PvInverter,
+    SwitchableLoad,
+)
 from hems.core.clock import Clock
+from hems.core.readings import Role
 from hems.errors import DeviceRejected
 
 
@@ -124,6 +132,64 @@ class Writer:
         """Writes in flight or done (for shutdown)."""
         return self._pending.values()
 
+    async def hand_back(self, timeout_s: float) -> dict[str, str]:
+        """The loop stops: write each device's safe state once, all at once, within
+        `timeout_s` overall (a stop must never hang). Returns what happened per device.
+
+        Only devices hems has commanded: a battery goes back to its own self-consumption
+        (normal) mode, a charger to its safe state (the adapter's `apply_safe_state`, the
+        charger's configured `safe_state`, else `charger_stale`), PV curtailment is released
+        (100 %). Switchable loads keep their last state.
+        """
+        jobs = {
+            d: job
+            for d, st in self._states.items()
+            if (st.last_written is not None or st.failed_writes)
+            and (job := self._safe_job(d, st)) is not None
+        }
+        outcome: dict[str, str] = {d: "left as it is" for d in self._states if d not in jobs}
+        if not jobs:
+            return outcome
+        tasks = {d: asyncio.ensure_future(job) for d, job in jobs.items()}
+        _, late = await asyncio.wait(tasks.values(), timeout=timeout_s)
+        for t in late:
+            t.cancel()
+        await asyncio.gather(*late, return_exceptions=True)
+        for d, t in tasks.items():
+            if t in late:
+                outcome[d] = "timeout"
+            elif t.exception() is not None:
+                outcome[d] = f"failed: {t.exception()}"
+            else:
+                outcome[d] = str(t.result())
+            log.info("control stop: safe state", device=d, outcome=outcome[d])
+        return outcome
+
+    def _safe_job(self, device_id: str, st: WriteState) -> Awaitable[str] | None:
+        ctrl = self._devices.control(device_id)
+        role = self._devices.role(device_id)
+        last = st.last_written
+        if role is Role.BATTERY:
+            battery = cast(BatteryControl, ctrl)
+            if BatteryMode.NORMAL not in battery.modes:
+                log.warning("control stop: battery has no normal mode; left", device=device_id)
+                return None
+            return _done(battery.set_mode(BatteryMode.NORMAL), "normal mode")
+        if role is Role.EV:
+            apply = getattr(ctrl, "apply_safe_state", None)
+            if callable(apply):
+                return _done(apply(), "its safe state")
+            phases = last.phases if isinstance(last, EvCommand) else 1
+            fallback = self._cfg.setting(device_id, "charger_stale")
+            spec_min_a = self._devices.spec().chargers[device_id].min_current_a
+            current_a = spec_min_a if fallback == "minimum" else 0.0
+            charger = cast(EvCharger, ctrl)
+            return _done(charger.set_limit(current_a, phases), f"{current_a:g} A ({fallback})")
+        if role is Role.PV:
+            pv = cast(PvInverter, ctrl)
+            return _done(pv.set_power_limit_pct(100.0), "curtailment released")
+        return None
+
     async def _send(self, device_id: str, cmd: Command, timeout_s: float) -> None:
         st = self._states[device_id]
         ctrl = self._devices.control(device_id)
@@ -177,3 +243,8 @@ class Writer:
         st.write_error = reason
         st.failed_writes += 1
         st.retry_at_s = self._clock.monotonic() + backoff_s
+
+
+async def _done(write: Awaitable[object], what: str) -> str:
+    await write
+    return what

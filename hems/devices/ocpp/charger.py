@@ -84,7 +84,14 @@ class OcppCharger:
         self.transactions = Transactions(self.device_id, self.identity, store, clock, self._emit)
         self._faults = Faults(self.device_id, site.response_timeout_s, self._on_fault)
         self._limits = Limits(
-            cfg, quirks, clock, store, self._faults, self.transactions, self._emit
+            cfg,
+            quirks,
+            clock,
+            store,
+            self._faults,
+            self.transactions,
+            self._emit,
+            site.profile_validity_s,
         )
         self._followups = Followups(self.device_id, self._faults.call_timed_out)
         if publish:
@@ -117,6 +124,11 @@ class OcppCharger:
     @profile_unsupported.setter
     def profile_unsupported(self, value: bool) -> None:
         self._limits.profile_unsupported = value
+
+    @property
+    def profile_expiry(self) -> bool:
+        """Profiles sent to this charger expire (False: it refused validTo, see limits.py)."""
+        return self._limits.profile_expiry
 
     @property
     def ignores_limits(self) -> bool:
@@ -460,4 +472,11 @@ class OcppCharger:
             "phases": self.active_phases,
             "transaction_id": None if self.transaction is None else self.transaction.transaction_id,
             "expected_response_delay_s": self.expected_response_delay_s(),
+            # How long hems' limit outlives hems: None when it does not expire (a charger
+            # refusing validTo, or limited by a configuration key / DataTransfer).
+            "limit_expires_after_s": (
+                self._site.profile_validity_s
+                if self.profile_expiry and not self.profile_unsupported
+                else None
+            ),
         }

@@ -115,6 +115,14 @@ class OcppConfig(Strict):
     ping_timeout_s: float = Field(default=20.0, gt=0, le=3600)
     response_timeout_s: float = Field(default=15.0, gt=0, le=300)
     heartbeat_interval_s: int = Field(default=300, ge=10, le=86400)
+    # Every charging profile hems sends carries validTo = now + this (1.6J and 2.0.1; the
+    # charger's clock is set from our BootNotification/Heartbeat answers). The control loop
+    # re-sends it every control.refresh_s, which must stay well below this (checked in
+    # hems.config). If hems stops, the profile expires and the charger falls back to its own
+    # default (its configured or installer limit, often its full rating) after at most this
+    # long. Chargers limited by a configuration key or a DataTransfer (quirk fallback) and
+    # chargers that refuse validTo keep hems' last value until it is changed.
+    profile_validity_s: float = Field(default=300.0, ge=60, le=86400)
     # Every configured charger needs a password (security profile 1, or 2 with tls) unless
     # this is set: then anyone on the LAN using a charger's identity can take its place.
     # For a test bench only; logged as insecure at start.

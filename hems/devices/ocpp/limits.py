@@ -2,14 +2,19 @@
 
 Sending uses a charging profile unless the quirk profile says the charger needs its vendor
 fallback (a configuration key or a DataTransfer); a first refusal of the profile switches
-to the fallback for good. Meter values then judge the limit: `VIOLATIONS_TO_FLAG` readings
-above it (after the charger's allowed delay) flag the charger as ignoring limits.
+to the fallback for good. Every profile expires (`validTo`, `ocpp.profile_validity_s`) so a
+charger whose hems is gone falls back to its own default; a charger refusing a profile that
+expires gets it once more without `validTo` and, if that is accepted, is marked "no expiry"
+(`profile_expiry` False) and sent profiles without it from then on. Meter values then
+judge the limit: `VIOLATIONS_TO_FLAG` readings above it (after the charger's allowed
+delay) flag the charger as ignoring limits.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
@@ -72,8 +77,10 @@ class Limits:
         faults: Faults,
         transactions: Transactions,
         emit: Callable[[ChargerEvent], None],
+        profile_validity_s: float = 300.0,
     ) -> None:
         self._cfg = cfg
+        self._validity_s = profile_validity_s
         self._clock = clock
         self._store = store
         self._faults = faults
@@ -85,6 +92,9 @@ class Limits:
         self.ignores_limits = False
         self._violations = 0
         self._last_switch_s: float | None = None
+        # False once the charger refused a profile with validTo and took it without.
+        self.profile_expiry = True
+        self._expiry_settled = False  # the charger has told us whether it takes validTo
 
     @property
     def method(self) -> str:
@@ -228,24 +238,65 @@ class Limits:
         purpose = q.profile_purpose
         if purpose == "tx" and transaction_id is None:
             purpose = "tx_default"  # a TxProfile needs a running transaction
-        try:
-            return str(
-                await link.set_profile(
-                    limit=limit,
-                    unit=q.unit,
-                    phases=phases,
-                    purpose=purpose,
-                    stack_level=q.stack_level,
-                    connector_id=self._cfg.connector_id,
-                    transaction_id=transaction_id,
-                    dsr=dsr,
-                    start_iso=self._clock.now().isoformat().replace("+00:00", "Z"),
-                )
+        now = self._clock.now()
+
+        def send(valid_to: str | None) -> Awaitable[object]:
+            return link.set_profile(
+                limit=limit,
+                unit=q.unit,
+                phases=phases,
+                purpose=purpose,
+                stack_level=q.stack_level,
+                connector_id=self._cfg.connector_id,
+                transaction_id=transaction_id,
+                dsr=dsr,
+                start_iso=_iso(now),
+                valid_to_iso=valid_to,
             )
+
+        if not self.profile_expiry:
+            return await _status(send(None))
+        # No chargingSchedule.duration: a Relative TxDefault schedule restarts with each
+        # transaction, so a duration would count from the car's plug-in, not from now.
+        valid_to = _iso(now + timedelta(seconds=self._validity_s))
+        try:
+            status = await _status(send(valid_to))
         except OCPPError as exc:
-            if exc.code in _NOT_SUPPORTED:
-                return "NotSupported"
-            raise
+            if self._expiry_settled:
+                raise
+            return await self._without_expiry(send, exc.code, exc)
+        if status in ("Accepted", "NotSupported") or self._expiry_settled:
+            self._expiry_settled = self._expiry_settled or status == "Accepted"
+            return status
+        return await self._without_expiry(send, status, None)
+
+    async def _without_expiry(
+        self,
+        send: Callable[[str | None], Awaitable[object]],
+        refusal: str,
+        error: OCPPError | None,
+    ) -> str:
+        """The first profile with validTo was refused: try it once without. Accepted: the
+        charger cannot take an expiring profile, so it keeps hems' last limit if hems stops
+        (the control loop still refreshes it). Refused again: validTo was not the cause."""
+        self._expiry_settled = True
+        log.warning(
+            "ocpp charging profile with validTo refused; retrying without it",
+            charger=self._cfg.id,
+            refusal=refusal,
+        )
+        status = await _status(send(None))
+        if status != "Accepted":
+            if error is not None:
+                raise error
+            return refusal
+        self.profile_expiry = False
+        log.error(
+            "ocpp charger takes no profile expiry (validTo): if hems stops, it keeps the last "
+            "limit until someone changes it; hems keeps refreshing it while running",
+            charger=self._cfg.id,
+        )
+        return status
 
     def judge(self, sample: MeterSample, now_s: float) -> LimitCommand | None:
         """Judge the last limit against `sample`; the command when its outcome was just
@@ -279,3 +330,18 @@ class Limits:
                 )
             self.ignores_limits = True
         return cmd
+
+
+def _iso(at: datetime) -> str:
+    return at.isoformat().replace("+00:00", "Z")
+
+
+async def _status(answer: Awaitable[object]) -> str:
+    """The charger's status for a SetChargingProfile; "NotSupported" for a CallError saying
+    smart charging is not there (other CallErrors pass through)."""
+    try:
+        return str(await answer)
+    except OCPPError as exc:
+        if exc.code in _NOT_SUPPORTED:
+            return "NotSupported"
+        raise

@@ -166,6 +166,7 @@ class Link16(CsmsLink, ChargePoint):
         transaction_id: str | None,
         dsr: bool,
         start_iso: str,
+        valid_to_iso: str | None = None,
     ) -> str:
         profile: dict[str, Any] = {
             "charging_profile_id": PROFILE_ID,
@@ -181,6 +182,8 @@ class Link16(CsmsLink, ChargePoint):
                 ],
             },
         }
+        if valid_to_iso is not None:
+            profile["valid_to"] = valid_to_iso  # the charger drops it then (its default)
         if purpose == "tx":
             profile["transaction_id"] = int(transaction_id)  # type: ignore[arg-type]
         if purpose == "charge_point_max":

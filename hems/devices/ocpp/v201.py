@@ -185,6 +185,7 @@ class Link201(CsmsLink, ChargePoint):
         transaction_id: str | None,
         dsr: bool,
         start_iso: str,
+        valid_to_iso: str | None = None,
     ) -> str:
         evse_id = 0 if purpose == "charge_point_max" else connector_id
         profile: dict[str, Any] = {
@@ -206,6 +207,8 @@ class Link201(CsmsLink, ChargePoint):
                 }
             ],
         }
+        if valid_to_iso is not None:
+            profile["valid_to"] = valid_to_iso  # the charger drops it then (its default)
         if purpose == "tx":
             profile["transaction_id"] = transaction_id
         if purpose == "charge_point_max":
