@@ -453,6 +453,7 @@ class Daemon:
                 return [asdict(e) for e in await flex.active_events()]
 
             web.add_json("events", events)
+            web.add_action("flex-opt-out", actions.flex_opt_out(flex))
             web.add_json("flex-events", self._flex_events_view)
             web.add_json("reports", lambda: recent_reports(db))
         if self.uplink is not None:

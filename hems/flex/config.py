@@ -64,6 +64,15 @@ class PolicyConfig(Strict):
         "None = the export limit",
     )  # fmt: skip
     min_notice_s: float = Field(default=0.0, ge=0, le=86400, description="opt out if shorter")
+    owner_may_opt_out: bool = Field(
+        default=True, description="the owner may opt out of an accepted event from the page"
+    )
+    owner_opt_out_before_s: float = Field(
+        default=0.0,
+        ge=0,
+        le=86400,
+        description="until this long before the start (0: until the event ends)",
+    )
 
     @model_validator(mode="after")
     def _order(self) -> PolicyConfig:

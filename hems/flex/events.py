@@ -351,6 +351,20 @@ class EventBook:
         )
         return None if row is None else _row_to_stored(row)
 
+    async def opt_out(self, event_id: str, modification_number: int, reason: str) -> bool:
+        """An accepted event opted out of after the fact (the owner's choice). False if that
+        modification is no longer the accepted one (superseded, already reported)."""
+
+        def run(conn: sqlite3.Connection) -> bool:
+            cur = conn.execute(
+                "UPDATE flex_events SET status = 'opted_out', reasons_json = ? WHERE event_id = ?"
+                " AND modification_number = ? AND status = 'accepted'",
+                (json.dumps([reason]), event_id, modification_number),
+            )
+            return cur.rowcount == 1
+
+        return bool(await self._db.call(run))
+
     async def current(self, event_id: str) -> StoredEvent | None:
         """The highest modification of `event_id`."""
         row = await self._db.fetchone(

@@ -24,6 +24,7 @@ from hems.flex.events import (
     Decision,
     EstimateFn,
     EventBook,
+    EventError,
     FlexEvent,
     OfferPeriod,
     OfferSolver,
@@ -148,6 +149,54 @@ class FlexService:
             reason=f"modification {ev.modification_number} is not above {stored}",
             stored_modification=stored,
         )
+
+    async def can_opt_out(self, event_id: str) -> str | None:
+        """Why the owner may not opt out of `event_id` now, or None if they may."""
+        policy = self.cfg.policy
+        stored = await self.book.current(event_id)
+        now = self._clock.now()
+        if stored is None or stored.status != "accepted":
+            return "not an accepted event"
+        if not policy.owner_may_opt_out:
+            return "the flexibility policy does not allow opting out after accepting"
+        if stored.event.end <= now:
+            return "the event has ended"
+        if policy.owner_opt_out_before_s and (
+            now > stored.event.start - timedelta(seconds=policy.owner_opt_out_before_s)
+        ):
+            return f"less than {policy.owner_opt_out_before_s:g} s before the start"
+        return None
+
+    async def opt_out(self, event_id: str) -> Answer:
+        """The owner opts out of an accepted event: the aggregator is told (event_response,
+        opted_out, through the outbox), the plan and the live target drop it. Raises
+        EventError naming the reason when the policy does not allow it."""
+        why = await self.can_opt_out(event_id)
+        if why is not None:
+            raise EventError(f"event_id: cannot opt out of {event_id!r}: {why}")
+        stored = await self.book.current(event_id)
+        assert stored is not None
+        modification = stored.event.modification_number
+        if not await self.book.opt_out(event_id, modification, "the owner opted out"):
+            raise EventError(f"event_id: {event_id!r} changed meanwhile; reload")
+        log.warning(
+            "flex event opted out by the owner", event_id=event_id, modification=modification
+        )
+        await maybe_await(
+            self._send(
+                "event_response",
+                {
+                    "ref_id": None,
+                    "ref_type": "event",
+                    "event_id": event_id,
+                    "modification_number": modification,
+                    "status": "opted_out",
+                    "detail": "the owner opted out after accepting",
+                },
+            )
+        )
+        await self._changed()
+        return Answer(status="opted_out", reason="the owner opted out")
 
     async def active_events(self) -> list[FlexEvent]:
         return await self.book.accepted(ending_after=self._clock.now())

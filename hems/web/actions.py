@@ -142,6 +142,22 @@ def accept_charger(ocpp: Acceptor) -> Action:
     return act
 
 
+class OptOut(Protocol):
+    async def opt_out(self, event_id: str) -> Any: ...
+
+
+def flex_opt_out(flex: OptOut) -> Action:
+    """`POST /api/flex-opt-out {event_id}`: opt out of an accepted event while the policy
+    allows (the aggregator is told)."""
+
+    async def act(body: dict[str, Any]) -> dict[str, Any]:
+        event_id = field(body, "event_id", str)
+        await flex.opt_out(event_id)
+        return {"event_id": event_id, "status": "opted_out"}
+
+    return act
+
+
 def reject_charger(ocpp: Acceptor) -> Action:
     """`POST /api/reject-charger {identity}`: refuse a charger waiting as pending."""
 

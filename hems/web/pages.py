@@ -359,6 +359,8 @@ class OwnerPage:
                     "ok": status in _SHADED,
                     "status": status.replace("_", " "),
                     "why": "; ".join(str(r) for r in _list(e.get("reasons"))),
+                    # The button; the flex policy decides on the server whether it may.
+                    "can_opt_out": status == "accepted" and _after_now(e.get("end"), self._clock),
                 }
             )
         rejected = [_dict(r) for r in reversed(_list(book.get("rejected")))]
@@ -548,6 +550,13 @@ def _parse_time(value: object) -> datetime | None:
             return None
         return at if at.tzinfo is not None else at.replace(tzinfo=UTC)
     return None
+
+
+def _after_now(value: object, clock: Clock) -> bool:
+    try:
+        return datetime.fromisoformat(str(value)) > clock.now()
+    except ValueError:
+        return False
 
 
 def _dict(value: object) -> dict[str, Json]:

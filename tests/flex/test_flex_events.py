@@ -366,3 +366,45 @@ async def test_report_is_kept_until_the_uplink_takes_it(tmp_path: Path) -> None:
             await task
     finally:
         await db.close()
+
+
+async def test_the_owner_opts_out_of_an_accepted_event_and_the_aggregator_is_told(
+    tmp_path: Path,
+) -> None:
+    from hems.flex.config import PolicyConfig
+    from hems.flex.events import EventError
+    from hems.uplink.messages import EventResponse
+
+    db = await Database.open(tmp_path / "hems.db")
+    clock = ManualClock(T0)
+    sent: list[tuple[str, dict]] = []
+    changes: list[list[FlexInstruction]] = []
+    cfg = FlexConfig(enabled=True, meter_device_id="smart-meter",
+                     policy=PolicyConfig(owner_opt_out_before_s=1800))  # fmt: skip
+    flex = FlexService(cfg, "Europe/London", db, clock, lambda t, p: sent.append((t, p)),
+                       import_limit_w=13800.0, export_limit_w=3680.0,
+                       on_change=changes.append)  # fmt: skip
+    try:
+        assert (await flex.on_event(ev(0))).status == "accepted"
+        assert len(changes[-1]) == 1
+        answer = await flex.opt_out("dfs-42")
+        assert answer.status == "opted_out"
+        assert changes[-1] == []  # the plan and the live target drop it
+        ((kind, payload),) = sent
+        assert kind == "event_response"
+        message = EventResponse.model_validate(payload)  # the wire schema
+        assert (message.event_id, message.modification_number, message.status) == (
+            "dfs-42", 0, "opted_out",
+        )  # fmt: skip
+        stored = await flex.book.current("dfs-42")
+        assert stored is not None and stored.status == "opted_out"
+        with pytest.raises(EventError, match="not an accepted event"):
+            await flex.opt_out("dfs-42")
+        # A new modification, accepted, inside the policy's 30 min before the start: refused.
+        assert (await flex.on_event(ev(1))).status == "accepted"
+        await clock.advance((START - T0).total_seconds() - 600)
+        with pytest.raises(EventError, match="less than 1800 s before the start"):
+            await flex.opt_out("dfs-42")
+        assert len(sent) == 1  # nothing more told to the aggregator
+    finally:
+        await db.close()
