@@ -66,7 +66,8 @@ def full_config(port: int, db: Path, web: int, batch_s: float) -> str:
 
     cfg = yaml.safe_load((REPO / "config" / "demo.yaml").read_text())
     for device in cfg["devices"]:
-        device["port"] = port
+        if device["type"] == "sunspec":  # the wallbox entry connects to us instead
+            device["port"] = port
     cfg["storage"] = {"path": str(db), "batch_interval_s": batch_s}
     cfg["web"]["port"] = web
     cfg["ocpp"]["port"] = free_port()
