@@ -10,7 +10,26 @@ Public surface: `build_devices` (the Modbus and meter services for a `devices[]`
 `DeviceConfig`; the OCPP central system is `hems.devices.ocpp.OcppCentralSystem`.
 """
 
-from hems.devices.config import DeviceConfig
-from hems.devices.factory import DeviceLayer, build_devices
+from __future__ import annotations
 
+from importlib import import_module
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from hems.devices.config import DeviceConfig
+    from hems.devices.factory import DeviceLayer, build_devices
+
+_HOMES = {
+    "DeviceConfig": "hems.devices.config",
+    "DeviceLayer": "hems.devices.factory",
+    "build_devices": "hems.devices.factory",
+}
 __all__ = ["DeviceConfig", "DeviceLayer", "build_devices"]
+
+
+def __getattr__(name: str) -> object:
+    # Lazy: importing one driver (e.g. hems.devices.ocpp.events) must not load them all.
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module 'hems.devices' has no attribute {name!r}")
+    return getattr(import_module(home), name)
