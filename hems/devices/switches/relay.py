@@ -51,6 +51,9 @@ async def get_json(
         raise DeviceUnreachable(device_id, f"{path}: {type(exc).__name__}: {exc}") from None
     if resp.status_code == 401:
         raise DeviceRejected(device_id, f"{path}: HTTP 401 (wrong or missing password)")
+    if resp.status_code >= 500:
+        # The device failed, not our value: the writer retries with a backoff.
+        raise DeviceUnreachable(device_id, f"{path}: HTTP {resp.status_code}")
     if resp.status_code != 200:
         raise DeviceRejected(device_id, f"{path}: HTTP {resp.status_code}")
     try:
