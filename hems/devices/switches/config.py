@@ -110,8 +110,8 @@ class SgReadyConfig(DeviceFacts):
     role: Role = Role.LOAD
     relay1: RelayConfig
     relay2: RelayConfig
-    on_state: Literal[3, 4] = 3
-    off_state: Literal[1, 2] = 2
+    on_state: Literal[3, 4] = Field(default=3, description="SG-Ready state for on: 3 or 4 forced")
+    off_state: Literal[1, 2] = Field(default=2, description="state for off: 2 normal or 1 blocked")
 
     @model_validator(mode="after")
     def _two_relays(self) -> SgReadyConfig:
