@@ -1,7 +1,8 @@
 """Builds the device services from the `devices:` config list.
 
 Modbus devices (SunSpec and profiles) share one `ModbusService`, which owns one connection
-per bus; smart meters (P1, Glow) and the half-hour interval recorder run in `MeterService`.
+per bus; smart meters (P1, Glow) and the half-hour interval recorder run in `MeterService`;
+Shelly / Tasmota / SG-Ready loads in `SwitchService`.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from hems.core.state import SiteState
 from hems.devices.config import DeviceConfig
 from hems.devices.meters.service import MeterService
 from hems.devices.modbus.service import ModbusService
+from hems.devices.switches.service import SwitchService
 from hems.store.db import Database
 
 
@@ -40,4 +42,8 @@ def build_devices(
     if meters.meters or meters.recorders:
         layer.services["meters"] = meters
         layer.devices.update(meters.meters)
+    switches = SwitchService(devices, state, clock)
+    if switches.devices:
+        layer.services["switches"] = switches
+        layer.devices.update(switches.devices)
     return layer
