@@ -140,6 +140,7 @@ def main() -> None:
     )
     a = p.parse_args()
     if a.python:
+        global PYTHON
         PYTHON = a.python
     r = asyncio.run(run(a.minutes, a.speed, a.batch_s, a.full))
     print(f"configuration: {'config/demo.yaml, every stage' if a.full else '3 SunSpec units'}")
