@@ -64,4 +64,4 @@ def metrics_sources(daemon: Daemon) -> MetricsSources:
 def publish(web: WebServer, daemon: Daemon) -> None:
     """Health reasons for /api/v1/health and the /metrics route (behind the login guard)."""
     web.set_health(lambda: health_reasons(daemon))
-    web.add_route("GET", PATH, metrics_handler(daemon.state, metrics_sources(daemon)))
+    web.add_route("GET", PATH, metrics_handler(daemon.state, metrics_sources(daemon)), api=True)

@@ -86,6 +86,7 @@ class WebServer:
         self._actions: dict[str, Action] = {}
         self._routes: list[tuple[str, str, Handler]] = []
         self._health: HealthCheck | None = None
+        self._api_paths: set[str] = set()  # add_route(api=True): 401, never a redirect
         self._runner: web.AppRunner | None = None
         self.bound_port: int | None = None
         # The owner's page (hems.web.pages), rendered from the same providers as the API.
@@ -111,12 +112,16 @@ class WebServer:
     def add_action(self, name: str, handler: Action) -> None:
         self._actions[name] = handler
 
-    def add_route(self, method: str, path: str, handler: Handler) -> None:
-        """A page or endpoint of another web module (pages, installer). It sits behind the
-        same guard as every route: a session or token, and CSRF + origin for changes."""
+    def add_route(self, method: str, path: str, handler: Handler, *, api: bool = False) -> None:
+        """A page or endpoint of another web module (pages, installer, /metrics). It sits
+        behind the same guard as every route: a session or token, and CSRF + origin for
+        changes. `api`: without credentials it answers 401 like /api/…, not a redirect to
+        the login page (a scraper would follow that and read HTML)."""
         if path in _PUBLIC or path.startswith("/static/"):
             raise ValueError(f"{path}: reserved")
         self._routes.append((method, path, handler))
+        if api:
+            self._api_paths.add(path)
 
     def app(self) -> web.Application:
         app = web.Application(
@@ -227,7 +232,7 @@ class WebServer:
                 await self._refused(
                     request, f"cross-site {request.method} {path} without a session"
                 )
-            if path.startswith("/api/"):
+            if path.startswith("/api/") or path in self._api_paths:
                 return _error(401, "auth: log in, or send an API token (Authorization: Bearer)")
             target = "/login" if await self._auth.has_password() else "/setup"
             raise web.HTTPSeeOther(target)
