@@ -12,10 +12,15 @@ import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
 from hems.app import Daemon
+from hems.app.observability import health_reasons
 from hems.config import validate
-from hems.core.clock import AcceleratedClock, RealClock
+from hems.control.devices import ControlledDevices
+from hems.control.loop import ControlLoop
+from hems.core.clock import AcceleratedClock, ManualClock, RealClock
+from hems.core.readings import Role
 from hems.store.db import Database
 from hems.web.auth import AuthStore
+from hems.web.health import HealthReason
 from hil.chargepoint import SimChargePoint, SimConfig
 from hil.ev import EvModel
 from hil.faults import ExceptionRule
@@ -182,3 +187,27 @@ async def test_metrics_scrape_of_the_real_daemon(tmp_path: Path) -> None:
                 # No uplink in the demo config: its figures are absent, not zero.
                 assert "hems_uplink_connected" not in f
                 assert "hems_uplink_outbox_depth" not in f
+
+
+async def test_health_reasons_of_the_control_loop(tmp_path: Path) -> None:
+    """The stage reasons on a real control loop with nothing it can command: unhealthy until
+    its first cycle, and the export limit unenforceable while PV exists."""
+    clock = ManualClock(datetime(2026, 6, 10, 12, 0, tzinfo=UTC))
+    cfg = validate(demo_config(tmp_path, free_port(), free_port(), free_port()))
+    daemon = Daemon(cfg, clock)
+    assert health_reasons(daemon) == []  # no control loop: nothing to enforce
+    daemon.state.register_device("pv", Role.PV)
+    control = ControlLoop(
+        cfg.control_config(), cfg.limits, daemon.state, ControlledDevices(), clock, lambda: None
+    )
+    daemon.control = control
+    unenforceable = HealthReason("export_limit_unenforceable", "pv")
+    assert health_reasons(daemon) == [
+        HealthReason("control_unhealthy", "control"),
+        HealthReason("no_grid_meter", "control"),
+        unenforceable,
+    ]
+    daemon.state.register_device("grid", Role.GRID)
+    await control.step()
+    assert control.healthy
+    assert health_reasons(daemon) == [unenforceable]
