@@ -27,6 +27,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 from hems.app.evsessions import EvSessions
 from hems.app.links import EnvelopeLink, FlexLink, IntervalSender, answer_event
 from hems.app.money import Money
+from hems.app.observability import publish as publish_observability
 from hems.config import Config
 from hems.core.clock import Clock, RealClock
 from hems.core.flex import FlexInstruction
@@ -369,6 +370,7 @@ class Daemon:
     # -- the web page's view of the stages ----------------------------------------------------
     def _publish_on_web(self, web: WebServer) -> None:
         web.set_site_view(self._site_view())
+        publish_observability(web, self)  # /api/v1/health reasons, /metrics
         web.add_json(
             "stages",
             lambda: {

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Iterable
 from datetime import datetime
 from typing import Any, TypedDict
@@ -52,6 +52,7 @@ class Journal:
         self._rows: list[_Row] = []
         self._flush_task: asyncio.Task[None] | None = None
         self._emitted = 0
+        self._started: Counter[str] = Counter()  # rule -> "start" entries (new or new reason)
 
     @property
     def active(self) -> Iterable[Intervention]:
@@ -62,6 +63,10 @@ class Journal:
     def emitted(self) -> int:
         """How many entries were journalled since start."""
         return self._emitted
+
+    def started_by_rule(self) -> dict[str, int]:
+        """How many interventions started since start, by rule (for /metrics)."""
+        return dict(self._started)
 
     def recent(self) -> list[InterventionRecord]:
         return list(self._recent)
@@ -103,6 +108,8 @@ class Journal:
         }
         self._recent.append(row)
         self._emitted += 1
+        if event == "start":
+            self._started[i.rule] += 1
         if self._db is not None and len(self._rows) < _MAX_QUEUED_ROWS:
             self._rows.append(
                 (

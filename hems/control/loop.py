@@ -56,6 +56,7 @@ from hems.control.writer import Writer, WriteState
 from hems.core.capabilities import BatteryMode
 from hems.core.clock import Clock
 from hems.core.flex import LIVE_KINDS, FlexInstruction
+from hems.core.histogram import DurationHistogram
 from hems.core.plan import Plan, PlanSlot
 from hems.core.readings import Quantity, Reading, Role
 from hems.core.site import LimitsConfig
@@ -89,6 +90,7 @@ class _Stats:
     last_cycle_ms: float = 0.0
     stage_ms: dict[str, float] = field(default_factory=dict)
     healthy: bool = False
+    cycle_s: DurationHistogram = field(default_factory=DurationHistogram)  # for /metrics
 
 
 class ControlLoop:
@@ -250,6 +252,7 @@ class ControlLoop:
         elapsed_s = loop.time() - t0
         self._stats.cycles += 1
         self._stats.last_cycle_ms = elapsed_s * 1000
+        self._stats.cycle_s.observe(elapsed_s)
         healthy = healthy and elapsed_s <= self._cfg.cycle_s
         self._stats.healthy = healthy
         if healthy and self._watchdog is not None:
@@ -367,6 +370,20 @@ class ControlLoop:
             "ev_modes": dict(self._ev_modes),
             "flex": self.flex_status(),
         }
+
+    @property
+    def healthy(self) -> bool:
+        """Whether the last cycle ran without error within its period (False before the first)."""
+        return self._stats.healthy
+
+    @property
+    def cycle_histogram(self) -> DurationHistogram:
+        """Every cycle's duration since start, bucketed (read-only for callers)."""
+        return self._stats.cycle_s
+
+    def interventions_started(self) -> dict[str, int]:
+        """How many interventions started since start, by guard rule."""
+        return self._journal.started_by_rule()
 
     def recent_interventions(self) -> list[InterventionRecord]:
         return self._journal.recent()

@@ -116,6 +116,8 @@ class PlannerService:
         self._deviation_slot: datetime | None = None
         self._slot: datetime | None = None  # the slot the loop last saw
         self.plans_made = 0
+        # The last solve, for /metrics: when, the plan's status ("infeasible": no plan), seconds.
+        self.last_solve: tuple[datetime, str, float | None] | None = None
 
     # -- public surface ------------------------------------------------------------------
     @property
@@ -349,12 +351,14 @@ class PlannerService:
         if result is None:
             error = error or "no plan"
             log.error("planning failed", reason=reason, error=error)
+            self.last_solve = (now, "infeasible", None)
             await self._store(now, reason, "infeasible", problem, None, None, [error])
             return None
         plan = result.plan
         extra = tuple(notes + dropped)
         if extra:
             plan = Plan(plan.created_at, plan.slots, plan.cost, plan.status, extra + plan.notes)
+        self.last_solve = (now, plan.status, result.solve_time_s)
         await self._store(now, reason, plan.status, problem, plan, result.solve_time_s, None)
         self._plan = plan
         self.plans_made += 1

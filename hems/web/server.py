@@ -6,8 +6,11 @@ stays small. Bad input to an action gets HTTP 400 with `{"error": "field: reason
 The owner's page (/ and its fragments /fragment/<name>) is hems.web.pages, rendered on the
 server from the same providers.
 
+Health (hems.web.health): /api/v1/health (and /api/health, the same) answers 200 `{"ok": true}`
+or 503 with reasons, public for monitoring probes.
+
 Security (hems.web.auth): every route but the login and setup pages, the static files and
-/api/health needs the owner's session (cookie) or an API token (`Authorization: Bearer`).
+the health endpoints needs the owner's session (cookie) or an API token (`Authorization: Bearer`).
 A state-changing request with a session also needs the session's CSRF token and a
 same-origin `Sec-Fetch-Site`/`Origin`; a read-only token cannot change anything. Every
 response carries a CSP without inline script, `frame-ancestors 'none'`, `nosniff` and a
@@ -38,6 +41,7 @@ from hems.core.state import SiteState
 from hems.errors import ConfigError, HemsError
 from hems.store.timeseries import ReadingStore
 from hems.web.auth import AuthStore, LoginLimiter, Session, Token, same_origin
+from hems.web.health import HealthCheck, site_reasons
 from hems.web.pages import OwnerPage, SiteView
 
 log = structlog.get_logger(__name__)
@@ -81,6 +85,8 @@ class WebServer:
         self._json: dict[str, JsonProvider] = {}
         self._actions: dict[str, Action] = {}
         self._routes: list[tuple[str, str, Handler]] = []
+        self._health: HealthCheck | None = None
+        self._api_paths: set[str] = set()  # add_route(api=True): 401, never a redirect
         self._runner: web.AppRunner | None = None
         self.bound_port: int | None = None
         # The owner's page (hems.web.pages), rendered from the same providers as the API.
@@ -92,6 +98,10 @@ class WebServer:
         """What the page shows beyond SiteState: the site's zone, the plan, the uplink."""
         self._page.view = view
 
+    def set_health(self, check: HealthCheck) -> None:
+        """The stages' health reasons, added to the site's own (the grid meter)."""
+        self._health = check
+
     async def setup_code(self) -> str | None:
         """The one-time setup code while the owner has no password yet."""
         return await self._auth.setup_code()
@@ -102,12 +112,16 @@ class WebServer:
     def add_action(self, name: str, handler: Action) -> None:
         self._actions[name] = handler
 
-    def add_route(self, method: str, path: str, handler: Handler) -> None:
-        """A page or endpoint of another web module (pages, installer). It sits behind the
-        same guard as every route: a session or token, and CSRF + origin for changes."""
+    def add_route(self, method: str, path: str, handler: Handler, *, api: bool = False) -> None:
+        """A page or endpoint of another web module (pages, installer, /metrics). It sits
+        behind the same guard as every route: a session or token, and CSRF + origin for
+        changes. `api`: without credentials it answers 401 like /api/…, not a redirect to
+        the login page (a scraper would follow that and read HTML)."""
         if path in _PUBLIC or path.startswith("/static/"):
             raise ValueError(f"{path}: reserved")
         self._routes.append((method, path, handler))
+        if api:
+            self._api_paths.add(path)
 
     def app(self) -> web.Application:
         app = web.Application(
@@ -127,6 +141,7 @@ class WebServer:
         app.router.add_get("/api/state", self._api_state)
         app.router.add_get("/api/series", self._api_series)
         app.router.add_get("/api/health", self._api_health)
+        app.router.add_get("/api/v1/health", self._api_health)
         app.router.add_get("/api/{name}", self._api_extra)
         app.router.add_post("/api/{name}", self._api_action)
         return app
@@ -217,7 +232,7 @@ class WebServer:
                 await self._refused(
                     request, f"cross-site {request.method} {path} without a session"
                 )
-            if path.startswith("/api/"):
+            if path.startswith("/api/") or path in self._api_paths:
                 return _error(401, "auth: log in, or send an API token (Authorization: Bearer)")
             target = "/login" if await self._auth.has_password() else "/setup"
             raise web.HTTPSeeOther(target)
@@ -343,12 +358,18 @@ class WebServer:
         return web.json_response(body, dumps=_dumps)
 
     async def _api_health(self, _: web.Request) -> web.Response:
+        reasons = [*site_reasons(self._state), *(self._health() if self._health else ())]
         stale = [d for d in self._state.devices if self._state.is_stale(d)]
         stages = self._json.get("stages")
         failures = (stages() or {}).get("failures", {}) if stages is not None else {}
-        return web.json_response(
-            {"ok": True, "stale_devices": stale, "stage_failures": failures}, dumps=_dumps
-        )
+        body = {
+            "ok": not reasons,
+            "reasons": [asdict(r) for r in reasons],
+            "stale_devices": stale,
+            # Counts only: the last error's text stays behind the login (/api/stages).
+            "stage_failures": {n: {"failures": f["failures"]} for n, f in failures.items()},
+        }
+        return web.json_response(body, status=503 if reasons else 200, dumps=_dumps)
 
     async def _api_series(self, request: web.Request) -> web.Response:
         if self._store is None:
@@ -416,7 +437,7 @@ _COOKIE = "hems_session"
 _COMPRESSIBLE = frozenset({"text/html", "text/css", "text/javascript", "application/json"})
 _SESSION = web.RequestKey("session", Session)
 _TOKEN = web.RequestKey("token", Token)
-_PUBLIC = frozenset({"/login", "/setup", "/api/health"})
+_PUBLIC = frozenset({"/login", "/setup", "/api/health", "/api/v1/health"})
 _STATIC = {"app.js": "text/javascript", "app.css": "text/css", "installer.css": "text/css"}
 _SECURITY_HEADERS = {
     "Content-Security-Policy": (

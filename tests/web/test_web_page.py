@@ -101,7 +101,7 @@ async def test_summary_and_cards_follow_the_site_quantity_table(tmp_path: Path) 
 
 
 async def test_api_rejects_bad_input_with_the_field_named(tmp_path: Path) -> None:
-    web, _, _, db, token = await serve(tmp_path)
+    web, state, clock, db, token = await serve(tmp_path)
     try:
         base = f"http://127.0.0.1:{web.bound_port}"
         async with httpx.AsyncClient(
@@ -114,6 +114,17 @@ async def test_api_rejects_bad_input_with_the_field_named(tmp_path: Path) -> Non
             assert r.status_code == 400 and r.json()["error"].startswith("minutes:")
             r = await client.post("/api/nothing", json={})
             assert r.status_code == 404
+            # Public, and truthful: the grid meter has sent nothing yet, so it is stale.
+            async with httpx.AsyncClient(base_url=base) as anon:
+                for path in ("/api/health", "/api/v1/health"):
+                    r = await anon.get(path)
+                    assert r.status_code == 503, path
+                    assert r.json()["ok"] is False
+                    assert r.json()["reasons"] == [{"code": "grid_meter_stale", "detail": "grid"}]
+                state.publish([Reading("grid", Quantity.POWER_W, 100.0, clock.now())])
+                r = await anon.get("/api/v1/health")
+                assert r.status_code == 200 and r.json()["ok"] is True
+                assert r.json()["reasons"] == []
             r = await client.get("/api/health")
             assert r.status_code == 200 and r.json()["ok"] is True
     finally:

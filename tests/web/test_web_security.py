@@ -52,7 +52,7 @@ CSP = (
 )
 # The routes anyone may use (the test's own list: a route added to the server's public set
 # without being added here fails test_every_route_refuses_without_credentials).
-PUBLIC_GET = {"/login", "/setup", "/api/health"}
+PUBLIC_GET = {"/login", "/setup", "/api/health", "/api/v1/health"}
 PUBLIC_POST = {"/login", "/setup"}  # still refused cross-site (login CSRF)
 
 
