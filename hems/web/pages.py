@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import inspect
 import json
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from typing import cast
@@ -30,6 +30,7 @@ from hems.core.state import SiteState
 from hems.store.timeseries import ReadingStore
 from hems.web import svg
 from hems.web.auth import SecurityEntry
+from hems.web.health import HealthReason
 from hems.web.render import render
 
 # JSON as the providers return it, after a round trip through json (plain dicts and lists).
@@ -75,6 +76,13 @@ EV_MODES = (
     ("off", "Off"),
     ("default", "As configured"),
 )
+# Health reasons (hems.web.health codes) that mean a hard limit cannot be kept, in words.
+_LIMIT_REASONS = {
+    "export_limit_unenforceable": "The export limit cannot be enforced: no PV inverter or "
+    "battery is under control ({detail}).",
+    "no_grid_meter": "No grid meter is configured: the fuse and the export limit cannot be "
+    "guarded.",
+}
 HISTORY_RANGES = {"today": "Today", "yesterday": "Yesterday", "week": "Last 7 days"}
 _PLAN_ROWS = 12  # the table shows the next six hours; the chart shows the whole horizon
 _SHADED = frozenset({"accepted", "reported"})
@@ -97,6 +105,7 @@ class OwnerPage:
         self._providers = providers
         self._security_log = security_log
         self.view = SiteView()
+        self.health: Callable[[], Sequence[HealthReason]] | None = None
 
     async def index(self, csrf: str, history: str = "today") -> str:
         history = history if history in HISTORY_RANGES else "today"
@@ -160,6 +169,10 @@ class OwnerPage:
         control = _dict(await self._json("control"))
         if control and _dict(control.get("status")).get("healthy") is False:
             alerts.append("Control is unhealthy: see the control section.")
+        for reason in self.health() if self.health is not None else ():
+            words = _LIMIT_REASONS.get(reason.code)
+            if words is not None:
+                alerts.append(words.format(detail=reason.detail))
         uplink = self.view.uplink_connected
         if uplink is not None and not uplink():
             alerts.append("The aggregator uplink is not connected.")

@@ -99,8 +99,10 @@ class WebServer:
         self._page.view = view
 
     def set_health(self, check: HealthCheck) -> None:
-        """The stages' health reasons, added to the site's own (the grid meter)."""
+        """The stages' health reasons, added to the site's own (the grid meter); the page's
+        banner shows the ones that mean a limit cannot be kept."""
         self._health = check
+        self._page.health = check
 
     async def setup_code(self) -> str | None:
         """The one-time setup code while the owner has no password yet."""
