@@ -48,6 +48,7 @@ evForm.addEventListener("submit", async ev => {
       headers: {"Content-Type": "application/json", "X-CSRF-Token": CSRF},
       body: JSON.stringify({charger_id: f.get("charger_id"), energy_kwh: f.get("energy_kwh"), departure: f.get("departure")}),
     });
+    if (r.status === 401) return keepAndLogIn("/api/ev-session", evForm);
     const body = await r.json();
     out.textContent = r.ok ? "saved" : body.error;
   } catch (e) {
@@ -71,6 +72,7 @@ document.addEventListener("submit", async ev => {
       headers: {"Content-Type": "application/json", "X-CSRF-Token": CSRF},
       body: JSON.stringify(Object.fromEntries(new FormData(form))),
     });
+    if (r.status === 401) return keepAndLogIn(form.dataset.action, form);
     const body = await r.json();
     if (out) out.textContent = r.ok ? "done" : body.error;
   } catch (e) {
@@ -78,3 +80,25 @@ document.addEventListener("submit", async ev => {
   }
   for (const id of (form.dataset.reload || "").split(" ").filter(Boolean)) reload(id);
 });
+
+// A lost session (expired, logged out elsewhere): keep what was typed in this tab, log in,
+// and put it back in the same form (not sent again until pressed).
+const KEPT = "hems-kept-form";
+function keepAndLogIn(action, form) {
+  sessionStorage.setItem(KEPT, JSON.stringify({action, fields: Object.fromEntries(new FormData(form))}));
+  location.href = "/login";
+}
+(function restoreKept() {
+  const kept = JSON.parse(sessionStorage.getItem(KEPT) || "null");
+  if (!kept) return;
+  sessionStorage.removeItem(KEPT);
+  const form = kept.action === "/api/ev-session" ? evForm
+    : document.querySelector(`form.api-form[data-action="${CSS.escape(kept.action)}"]`);
+  if (!form) return;
+  for (const [name, value] of Object.entries(kept.fields)) {
+    const input = form.elements.namedItem(name);
+    if (input && input.type !== "hidden") input.value = value;
+  }
+  const out = form.querySelector(".result, #ev-result");
+  if (out) out.textContent = "kept from before you logged in again: press to send";
+})();
