@@ -270,6 +270,7 @@ class Daemon:
                 EvSessionTable(db),
                 planner=self.planner,
                 control=self.control,
+                capacity_wh={e.charger_id: e.battery_capacity_wh for e in planner_cfg.evs},
             )
             # Before the central system accepts chargers, so a plugged car resumes its session.
             await self.ev_sessions.restore()

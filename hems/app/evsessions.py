@@ -21,7 +21,7 @@ import structlog
 from hems.core.assets import EvStrategy
 from hems.core.capabilities import EV_PLUGGED, EvState
 from hems.core.clock import Clock
-from hems.core.ev import EvSession, SessionSource
+from hems.core.ev import EvSession, SessionSource, energy_for_soc
 from hems.core.localtime import next_local
 from hems.core.tasks import raise_if_cancelling
 from hems.devices.ocpp.events import ChargerEvent, ChargerStatusChanged
@@ -69,8 +69,10 @@ class EvSessions:
         table: EvSessionTable | None = None,
         planner: EvPlanner | None = None,
         control: EvControl | None = None,
+        capacity_wh: dict[str, float] | None = None,
     ) -> None:
         self._clock = clock
+        self._capacity_wh = capacity_wh or {}  # charger → the car's battery [Wh] (ev: facts)
         self._tz = tz
         self._targets = targets
         self._table = table
@@ -158,12 +160,25 @@ class EvSessions:
         energy_wh: float | None,
         departure: datetime,
         set_by: SessionSource = "owner",
+        *,
+        soc_pct: float | None = None,
+        target_soc_pct: float | None = None,
     ) -> EvSession:
         """Start or change a session (plug-in, or the owner's request on the web page).
-        Raises HemsError naming the field for a bad departure or energy."""
+        With `soc_pct` and `target_soc_pct` the energy is computed from the car's capacity
+        (the charger entry's `ev.battery_capacity_wh`). Raises HemsError naming the field."""
+        if target_soc_pct is not None:
+            if soc_pct is None:
+                raise HemsError("soc_pct: the car's SoC now is needed for a SoC target")
+            capacity_wh = self._capacity_wh.get(device_id)
+            if capacity_wh is None:
+                raise HemsError(f"target_soc_pct: {device_id} has no ev: battery_capacity_wh")
+            energy_wh = energy_for_soc(soc_pct, target_soc_pct, capacity_wh)
         current = self._sessions.get(device_id)
         plugged_at = current.plugged_at if current else self._clock.now()
-        session = EvSession(device_id, plugged_at, departure, energy_wh, set_by)
+        session = EvSession(
+            device_id, plugged_at, departure, energy_wh, set_by, soc_pct, target_soc_pct
+        )
         self._start(session)
         return session
 

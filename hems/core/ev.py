@@ -25,6 +25,10 @@ class EvSession:
     departure: datetime
     energy_wh: float | None  # None: charge what the plan finds worth it
     set_by: SessionSource = "default"  # the charger's configured need, or the owner's
+    # When the owner asked for a SoC: the car's SoC they read and the SoC wanted [%]; the
+    # energy above was computed from them and the car's capacity.
+    soc_pct: float | None = None
+    target_soc_pct: float | None = None
 
     def __post_init__(self) -> None:
         if self.departure.tzinfo is None or self.plugged_at.tzinfo is None:
@@ -35,9 +39,22 @@ class EvSession:
             raise HemsError(f"energy_wh: must be 0..{MAX_SESSION_ENERGY_WH:.0f}")
 
     def as_dict(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "energy_wh": self.energy_wh,
             "departure": self.departure.isoformat(),
             "plugged_at": self.plugged_at.isoformat(),
             "set_by": self.set_by,
         }
+        if self.target_soc_pct is not None:
+            out |= {"soc_pct": self.soc_pct, "target_soc_pct": self.target_soc_pct}
+        return out
+
+
+def energy_for_soc(soc_pct: float, target_soc_pct: float, capacity_wh: float) -> float:
+    """Energy into the car's battery from `soc_pct` to `target_soc_pct` [Wh] (charging losses
+    are the planner's; 0 when the car already has the target). Raises HemsError naming the
+    field for a SoC outside 0..100."""
+    for name, value in (("soc_pct", soc_pct), ("target_soc_pct", target_soc_pct)):
+        if not (math.isfinite(value) and 0 <= value <= 100):
+            raise HemsError(f"{name}: must be 0..100")
+    return max(0.0, (target_soc_pct - soc_pct) / 100 * capacity_wh)

@@ -16,13 +16,20 @@ class EvSessionTable:
     async def load(self) -> dict[str, EvSession]:
         """Every stored session by device id; a row that no longer validates is skipped."""
         rows = await self._db.fetchall(
-            "SELECT device_id, plugged_at_ms, departure_ms, energy_wh, set_by FROM ev_sessions"
+            "SELECT device_id, plugged_at_ms, departure_ms, energy_wh, set_by, soc_pct,"
+            " target_soc_pct FROM ev_sessions"
         )
         out: dict[str, EvSession] = {}
-        for device_id, plugged_ms, departure_ms, energy_wh, set_by in rows:
+        for device_id, plugged_ms, departure_ms, energy_wh, set_by, soc, target in rows:
             try:
                 out[device_id] = EvSession(
-                    device_id, from_ms(plugged_ms), from_ms(departure_ms), energy_wh, set_by
+                    device_id,
+                    from_ms(plugged_ms),
+                    from_ms(departure_ms),
+                    energy_wh,
+                    set_by,
+                    soc,
+                    target,
                 )
             except HemsError:
                 continue
@@ -31,16 +38,19 @@ class EvSessionTable:
     async def save(self, session: EvSession, now_ms: int) -> None:
         await self._db.execute(
             "INSERT INTO ev_sessions(device_id, plugged_at_ms, departure_ms, energy_wh, set_by,"
-            " updated_ms) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(device_id) DO UPDATE SET"
+            " soc_pct, target_soc_pct, updated_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT(device_id) DO UPDATE SET"
             " plugged_at_ms=excluded.plugged_at_ms, departure_ms=excluded.departure_ms,"
-            " energy_wh=excluded.energy_wh, set_by=excluded.set_by,"
-            " updated_ms=excluded.updated_ms",
+            " energy_wh=excluded.energy_wh, set_by=excluded.set_by, soc_pct=excluded.soc_pct,"
+            " target_soc_pct=excluded.target_soc_pct, updated_ms=excluded.updated_ms",
             (
                 session.device_id,
                 to_ms(session.plugged_at),
                 to_ms(session.departure),
                 session.energy_wh,
                 session.set_by,
+                session.soc_pct,
+                session.target_soc_pct,
                 now_ms,
             ),
         )

@@ -24,7 +24,13 @@ class Overrides(Protocol):
 
 class Sessions(Protocol):
     def set_session(
-        self, device_id: str, energy_wh: float | None, departure: datetime
+        self,
+        device_id: str,
+        energy_wh: float | None,
+        departure: datetime,
+        *,
+        soc_pct: float | None = None,
+        target_soc_pct: float | None = None,
     ) -> EvSession: ...
 
 
@@ -68,13 +74,22 @@ def override(control: Overrides, clock: Clock) -> Action:
 
 
 def ev_session(sessions: Sessions, chargers: Collection[str], clock: Clock, tz: ZoneInfo) -> Action:
-    """`POST /api/ev-session {charger_id, energy_kwh, departure (HH:MM local or ISO 8601)}`."""
+    """`POST /api/ev-session {charger_id, energy_kwh | (soc_pct, target_soc_pct), departure
+    (HH:MM local or ISO 8601)}`: the energy wanted, or the car's SoC now (read from the car)
+    and the SoC wanted, from which the energy is computed with the car's capacity."""
 
     async def act(body: dict[str, Any]) -> dict[str, Any]:
         charger_id = field(body, "charger_id", str)
         if charger_id not in chargers:
             raise HemsError(f"charger_id: unknown charger {charger_id!r}")
-        energy_wh = field(body, "energy_kwh", float) * 1000
+        soc: float | None = None
+        target: float | None = None
+        energy_wh: float | None = None
+        if body.get("target_soc_pct") not in (None, ""):
+            target = field(body, "target_soc_pct", float)
+            soc = field(body, "soc_pct", float)
+        else:
+            energy_wh = field(body, "energy_kwh", float) * 1000
         raw = field(body, "departure", str)
         try:
             if len(raw) == 5 and raw[2] == ":":
@@ -83,7 +98,9 @@ def ev_session(sessions: Sessions, chargers: Collection[str], clock: Clock, tz: 
                 departure = datetime.fromisoformat(raw)
         except ValueError as exc:
             raise HemsError(f"departure: not HH:MM or ISO 8601 ({exc})") from None
-        return sessions.set_session(charger_id, energy_wh, departure).as_dict()
+        return sessions.set_session(
+            charger_id, energy_wh, departure, soc_pct=soc, target_soc_pct=target
+        ).as_dict()
 
     return act
 

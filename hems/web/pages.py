@@ -307,7 +307,8 @@ class OwnerPage:
                     "limit": "–" if limit_a is None else f"{limit_a} A",
                     "session": ""
                     if not isinstance(energy_wh, int | float)
-                    else f"{energy_wh / 1000:.1f} kWh by {self._hhmm(session.get('departure'))}",
+                    else f"{energy_wh / 1000:.1f} kWh{_soc_words(session)} by "
+                    f"{self._hhmm(session.get('departure'))}",
                 }
             )
         modes = _dict(d.get("modes"))
@@ -563,6 +564,11 @@ def _parse_time(value: object) -> datetime | None:
             return None
         return at if at.tzinfo is not None else at.replace(tzinfo=UTC)
     return None
+
+
+def _soc_words(session: dict[str, Json]) -> str:
+    soc, target = _num(session.get("soc_pct")), _num(session.get("target_soc_pct"))
+    return "" if soc is None or target is None else f" ({soc:.0f} → {target:.0f} %)"
 
 
 def _after_now(value: object, clock: Clock) -> bool:

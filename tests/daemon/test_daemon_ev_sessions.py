@@ -157,3 +157,30 @@ async def test_the_owners_charging_mode_is_kept_across_restarts(tmp_path: Path) 
             second.set_mode("garage", "fast")
     finally:
         await db.close()
+
+
+async def test_a_soc_target_becomes_energy_from_the_cars_capacity(tmp_path: Path) -> None:
+    clock = ManualClock(T0)
+    db = await Database.open(tmp_path / "hems.db")
+    try:
+        planner = Planner()
+        first = EvSessions(clock, LONDON, TARGETS, EvSessionTable(db), planner=planner,
+                           capacity_wh={"wallbox": 60_000.0})  # fmt: skip
+        first.on_charger_event(_status(EvState.PLUGGED))
+        departure = T0 + timedelta(hours=12)
+        s = first.set_session("wallbox", None, departure, soc_pct=35, target_soc_pct=80)
+        assert s.energy_wh == pytest.approx(0.45 * 60_000)  # 35 % → 80 % of 60 kWh
+        assert planner.calls[-1][1] == pytest.approx(27_000)
+        assert first.sessions["wallbox"]["target_soc_pct"] == 80
+        await _drain(first)
+        stored = (await EvSessionTable(db).load())["wallbox"]  # kept across a restart
+        assert (stored.soc_pct, stored.target_soc_pct) == (35, 80)
+        with pytest.raises(HemsError, match="soc_pct: the car's SoC now is needed"):
+            first.set_session("wallbox", None, departure, target_soc_pct=80)
+        with pytest.raises(HemsError, match=r"target_soc_pct: must be 0\.\.100"):
+            first.set_session("wallbox", None, departure, soc_pct=35, target_soc_pct=120)
+        no_capacity = EvSessions(clock, LONDON, TARGETS)
+        with pytest.raises(HemsError, match="no ev: battery_capacity_wh"):
+            no_capacity.set_session("wallbox", None, departure, soc_pct=35, target_soc_pct=80)
+    finally:
+        await db.close()

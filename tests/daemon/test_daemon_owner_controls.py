@@ -1,6 +1,6 @@
 """The owner's controls on the real daemon (HIL rig), from the page under its real CSP: a
-charging mode per charger, a battery held in one of its own modes until an expiry, and the
-money section."""
+charging mode per charger, an EV target as a SoC, a battery held in one of its own modes
+until an expiry, and the money section."""
 
 from __future__ import annotations
 
@@ -52,6 +52,19 @@ async def test_the_owner_sets_a_mode_and_holds_the_battery_from_the_page(tmp_pat
                 await page.wait_for_selector("#ev-mode-form .result:text('done')")
                 await page.wait_for_selector("#chargers td[data-mode='pv-only']", timeout=15_000)
                 assert daemon.control is not None and daemon.control.ev_mode("wallbox") == "pv-only"
+
+                # A target as a SoC: the car's SoC read by the owner, the SoC wanted.
+                await page.fill("#ev-form input[name=soc_pct]", "30")
+                await page.fill("#ev-form input[name=target_soc_pct]", "80")
+                await page.fill("#ev-form input[name=departure]", "06:00")
+                await page.click("#ev-form button")
+                await page.wait_for_selector("#ev-result:text('saved')")
+                await page.wait_for_selector(
+                    "#chargers tr[data-charger='wallbox']:has-text('(30 → 80 %)')"
+                )
+                assert daemon.ev_sessions is not None
+                session = daemon.ev_sessions.session("wallbox")
+                assert session is not None and session.energy_wh == 30_000  # 50 % of 60 kWh
 
                 form = page.locator("form[data-battery='battery']")
                 await form.locator("select[name=mode]").select_option("idle")

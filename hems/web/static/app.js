@@ -46,7 +46,7 @@ evForm.addEventListener("submit", async ev => {
     const r = await fetch("/api/ev-session", {
       method: "POST",
       headers: {"Content-Type": "application/json", "X-CSRF-Token": CSRF},
-      body: JSON.stringify({charger_id: f.get("charger_id"), energy_kwh: f.get("energy_kwh"), departure: f.get("departure")}),
+      body: JSON.stringify(Object.fromEntries([...f].filter(([, v]) => v !== ""))),
     });
     if (r.status === 401) return keepAndLogIn("/api/ev-session", evForm);
     const body = await r.json();
