@@ -2,7 +2,9 @@
 
 48 h at 15 min from 00:00 UTC: Agile-like half-hourly prices (cheap nights, 16–19 h peak,
 some negative slots), PV 0–8 kWp, a 5–15 kWh battery, one EV session (evening to 07:00)
-and two deferrable loads.
+and two deferrable loads. `instance` is the original mix (Agile export = 0.55 × import −
+0.01, never above import); `family_instance` varies one thing at a time (`FAMILIES`),
+including flat export above Agile import, where the import/export binaries switch on.
 """
 
 from __future__ import annotations
@@ -16,9 +18,11 @@ from hems.planning.problem import BatterySpec, DeferrableLoad, EvSession, Proble
 START = datetime(2026, 6, 1, tzinfo=UTC)
 
 
-def agile_like(rng: random.Random, n_half_hours: int) -> tuple[list[float], list[float]]:
+def agile_like(
+    rng: random.Random, n_half_hours: int, windy_p: float = 0.3
+) -> tuple[list[float], list[float]]:
     imp, exp = [], []
-    windy = [rng.random() < 0.3 for _ in range(n_half_hours // 48 + 1)]
+    windy = [rng.random() < windy_p for _ in range(n_half_hours // 48 + 1)]
     for k in range(n_half_hours):
         h = (k % 48) / 2
         base = 0.16 + 0.05 * math.sin((h - 9) / 24 * 2 * math.pi) + rng.gauss(0, 0.02)
@@ -34,11 +38,23 @@ def agile_like(rng: random.Random, n_half_hours: int) -> tuple[list[float], list
     return imp, exp
 
 
-def instance(seed: int, step_min: int = 15, hours: int = 48) -> Problem:
+def instance(
+    seed: int,
+    step_min: int = 15,
+    hours: int = 48,
+    *,
+    flat_export_per_kwh: float | None = None,
+    windy_p: float = 0.3,
+    ev_and_loads: bool = True,
+    import_cap_a: float = 60.0,
+    export_cap_w: float = 3680.0,
+) -> Problem:
     rng = random.Random(seed)
     n = hours * 60 // step_min
     per_half = 30 // step_min
-    imp_hh, exp_hh = agile_like(rng, hours * 2)
+    imp_hh, exp_hh = agile_like(rng, hours * 2, windy_p)
+    if flat_export_per_kwh is not None:
+        exp_hh = [flat_export_per_kwh] * len(exp_hh)
     imp = [imp_hh[i // per_half] for i in range(n)]
     exp = [exp_hh[i // per_half] for i in range(n)]
     kwp = rng.uniform(0, 8)
@@ -96,11 +112,35 @@ def instance(seed: int, step_min: int = 15, hours: int = 48) -> Problem:
         step_min=step_min,
         import_price_per_kwh=imp,
         export_price_per_kwh=exp,
-        import_cap_w=60 * 230,
-        export_cap_w=3680,
+        import_cap_w=import_cap_a * 230,
+        export_cap_w=export_cap_w,
         pv_w=pv,
         load_w=load,
         batteries=[bat],
-        evs=[ev],
-        loads=loads,
+        evs=[ev] if ev_and_loads else [],
+        loads=loads if ev_and_loads else [],
     )
+
+
+# One GB tariff situation per family; each varies the default mix in one or two ways.
+FAMILIES: dict[str, dict[str, object]] = {
+    "agile/agile": {},
+    "agile/flat15": {"flat_export_per_kwh": 0.15},
+    "agile/flat15 30min": {"flat_export_per_kwh": 0.15, "step_min": 30},
+    "agile/flat15 no EV/loads": {"flat_export_per_kwh": 0.15, "ev_and_loads": False},
+    "agile/flat15 tight fuse": {
+        "flat_export_per_kwh": 0.15,
+        "import_cap_a": 40.0,
+        "export_cap_w": 2000.0,
+    },
+    "negative (windy days)": {"windy_p": 1.0},
+    "negative/flat15": {"windy_p": 1.0, "flat_export_per_kwh": 0.15},
+    "agile/agile 30min": {"step_min": 30},
+    "agile/agile no EV/loads": {"ev_and_loads": False},
+    "agile/agile tight fuse": {"import_cap_a": 40.0, "export_cap_w": 2000.0},
+}
+
+
+def family_instance(seed: int, family: str) -> Problem:
+    """Instance `seed` of `family` (a key of FAMILIES)."""
+    return instance(seed, **FAMILIES[family])  # type: ignore[arg-type]
