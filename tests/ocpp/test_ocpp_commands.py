@@ -45,6 +45,15 @@ async def test_201_commands() -> None:
                 lambda: ("config", ("SampledDataCtrlr.TxUpdatedInterval", "1")) in sim.received,
                 what="interval set",
             )
+            # The measurands are set after the interval (one call each): wait for that one
+            # too, or a busy machine reads the charger's default first.
+            await wait_for(
+                lambda: any(
+                    kind == "config" and item[0] == "SampledDataCtrlr.TxUpdatedMeasurands"
+                    for kind, item in sim.received
+                ),
+                what="measurands set",
+            )
             values = await charger.command(
                 "get_variables", ["SampledDataCtrlr.TxUpdatedMeasurands", "X.Y"]
             )
