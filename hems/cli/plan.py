@@ -14,6 +14,7 @@ from pydantic import ValidationError
 from hems.core.plan import Plan
 from hems.errors import ConfigError, PlanningError, StoreError
 from hems.planning.chart import plan_svg
+from hems.planning.config import PlannerConfig
 from hems.planning.planio import plan_to_dict
 from hems.planning.problem import Problem
 from hems.yamllines import format_loc
@@ -30,7 +31,12 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("problem", type=Path, metavar="PROBLEM.json")
     p.add_argument("--json", action="store_true", help="print the plan as JSON")
     p.add_argument("--time-limit-s", type=float, default=10.0)
-    p.add_argument("--mip-rel-gap", type=float, default=0.005)
+    p.add_argument(
+        "--mip-rel-gap",
+        type=float,
+        default=PlannerConfig.model_fields["mip_rel_gap"].default,
+        help="relative MIP gap a plan called optimal is proven within (default: the daemon's)",
+    )
     p.set_defaults(func=run_optimise)
 
     q = sub.add_parser(
