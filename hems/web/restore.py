@@ -31,7 +31,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import structlog
-from aiohttp import BodyPartReader, web
+from aiohttp import BodyPartReader, MultipartReader, web
 
 from hems.config import ConfigErrors
 from hems.configedit import apply_edits, unified_diff, write_atomic
@@ -129,6 +129,15 @@ class RestorePages:
         reader = multipart_of(request)
         if reader is None:  # an API token's request: the guard read nothing
             reader = await request.multipart()
+        try:
+            found = await self._copy_parts(reader, target, cap)
+        except (ValueError, KeyError, AssertionError) as exc:  # aiohttp on a malformed body
+            raise Refused([f"backup: not a well-formed form upload ({exc})"]) from None
+        if not found:
+            raise Refused(["backup: no file was sent"])
+
+    @staticmethod
+    async def _copy_parts(reader: MultipartReader, target: Path, cap: int) -> bool:
         found, total = False, 0
         while (part := await reader.next()) is not None:
             if not isinstance(part, BodyPartReader):
@@ -142,8 +151,7 @@ class RestorePages:
                     if out is not None:
                         await asyncio.to_thread(out.write, chunk)
             found = found or keep
-        if not found:
-            raise Refused(["backup: no file was sent"])
+        return found
 
     async def _confirm(self, request: web.Request, db_path: Path) -> web.Response:
         posted = {k: str(v) for k, v in (await request.post()).items()}

@@ -500,9 +500,12 @@ async def _multipart_csrf(request: web.Request) -> str:
     """The `csrf` field of a multipart form, which must be its first part (the form puts
     it before the file input): read from the stream, bounded, so an upload is never
     buffered; the reader is kept for the handler to go on from there."""
-    reader = await request.multipart()
-    request[_MULTIPART] = reader
-    part = await reader.next()
+    try:
+        reader = await request.multipart()
+        request[_MULTIPART] = reader
+        part = await reader.next()
+    except (ValueError, KeyError, AssertionError):  # no boundary, a malformed stream
+        return ""
     if not isinstance(part, BodyPartReader) or part.name != "csrf":
         return ""
     value = b""
