@@ -7,6 +7,7 @@ SD card and SQLite never sees two writers. Callers use the async methods.
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import sqlite3
 from collections.abc import Callable, Iterable, Sequence
@@ -91,12 +92,90 @@ def _split_sql(sql: str) -> list[str]:
     return statements
 
 
+def sibling(path: Path, suffix: str) -> Path:
+    """`path` with `suffix` appended to its name (`hems.db` -> `hems.db.restore`)."""
+    return path.with_name(path.name + suffix)
+
+
+RESTORE_SUFFIX = ".restore"  # a snapshot waiting to replace the database at the next open
+
+
+def snapshot_problems(path: Path) -> list[str]:
+    """Why the SQLite file at `path` cannot stand in for the store (empty when it can):
+    `PRAGMA integrity_check` must say ok and the migrations table must be there. The
+    installer's restore checks an upload with this, and `apply_pending_restore` again."""
+    try:
+        conn = sqlite3.connect(str(path))
+    except sqlite3.Error as exc:
+        return [f"cannot open: {exc}"]
+    try:
+        result = [str(r[0]) for r in conn.execute("PRAGMA integrity_check").fetchall()]
+        if result != ["ok"]:
+            return [f"integrity_check: {'; '.join(result[:5])}"]
+        tables = conn.execute(
+            "SELECT 1 FROM sqlite_master WHERE type='table' AND name='schema_migrations'"
+        ).fetchall()
+        if not tables:
+            return ["not a hems database (no schema_migrations table)"]
+        return []
+    except sqlite3.Error as exc:
+        return [f"not a sound SQLite database: {exc}"]
+    finally:
+        conn.close()
+
+
+def apply_pending_restore(path: Path) -> bool:
+    """Swap in `<path>.restore` (placed by the installer's restore) before the store opens.
+
+    A sound snapshot replaces the live file, which is kept as `<path>.before-restore` (with
+    its -wal/-shm, so it still opens as it was); a snapshot that fails the check is renamed
+    `<path>.restore.rejected` and the live file is kept. Returns whether it was swapped in.
+    """
+    pending = sibling(path, RESTORE_SUFFIX)
+    if not pending.exists():
+        return False
+    problems = snapshot_problems(pending)
+    if problems:
+        rejected = sibling(pending, ".rejected")
+        os.replace(pending, rejected)
+        log.error(
+            "store restore rejected; the live database is kept",
+            path=str(path), rejected=str(rejected), problems=problems,
+        )  # fmt: skip
+        return False
+    aside = sibling(path, ".before-restore")
+    for suffix in ("-wal", "-shm"):
+        # A stale log next to an older aside copy would be replayed into the new one.
+        sibling(aside, suffix).unlink(missing_ok=True)
+        sibling(pending, suffix).unlink(missing_ok=True)
+    if path.exists():
+        os.replace(path, aside)
+        for suffix in ("-wal", "-shm"):
+            if sibling(path, suffix).exists():
+                os.replace(sibling(path, suffix), sibling(aside, suffix))
+    os.replace(pending, path)
+    _fsync_dir(path.parent)
+    log.warning("store restored from a backup", path=str(path), previous=str(aside))
+    return True
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 class Database:
     """The async face of one SQLite file."""
 
-    def __init__(self, conn: sqlite3.Connection, executor: ThreadPoolExecutor) -> None:
+    def __init__(
+        self, conn: sqlite3.Connection, executor: ThreadPoolExecutor, path: Path | None = None
+    ) -> None:
         self._conn = conn
         self._executor = executor
+        self.path = path  # the file (None in memory): the installer's restore places it
 
     @classmethod
     async def open(cls, path: Path | str) -> Database:
@@ -105,6 +184,7 @@ class Database:
         try:
             if str(path) != ":memory:":
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
+                await loop.run_in_executor(executor, apply_pending_restore, Path(path))
             conn = await loop.run_in_executor(executor, connect, path)
             applied = await loop.run_in_executor(executor, migrate, conn)
         except (sqlite3.Error, OSError) as exc:
@@ -112,7 +192,7 @@ class Database:
             raise StoreError(f"storage.path: cannot open {path}: {exc}") from exc
         if applied:
             log.info("store migrated", path=str(path), applied=applied)
-        return cls(conn, executor)
+        return cls(conn, executor, None if str(path) == ":memory:" else Path(path))
 
     async def close(self) -> None:
         loop = asyncio.get_running_loop()

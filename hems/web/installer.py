@@ -6,6 +6,7 @@
                              `confirm=1` write the file (atomically, previous kept as
                              `<file>.bak`) and restart the daemon so it runs the new file
     GET  /installer/backup   a zip of the config file and a consistent SQLite snapshot
+    GET/POST /installer/restore  upload such a zip, review, confirm (hems.web.restore)
 
 All routes sit behind the web server's guard (session or token; CSRF and same origin for the
 POST). Applying restarts the whole daemon: under systemd (`Restart=always`) it comes back
@@ -41,6 +42,7 @@ from hems.errors import ConfigError
 from hems.store.db import Database
 from hems.web.configform import FormSection, parse, sections
 from hems.web.render import render
+from hems.web.restore import MAX_UPLOAD_BYTES, RestorePages
 from hems.web.server import WebServer, session_of
 
 log = structlog.get_logger(__name__)
@@ -53,12 +55,17 @@ def register(
     restart: Callable[[], None],
     db: Database | None,
     clock: Clock,
+    max_upload_bytes: int = MAX_UPLOAD_BYTES,
 ) -> None:
-    """Add the installer's routes to the web server."""
+    """Add the installer's routes to the web server (`max_upload_bytes`: the restore's
+    upload cap)."""
     pages = _Installer(config_path, restart, db, clock)
+    restore = RestorePages(config_path, restart, db, max_upload_bytes)
     web_server.add_route("GET", "/installer/config", pages.config_page)
     web_server.add_route("POST", "/installer/config", pages.config_post)
     web_server.add_route("GET", "/installer/backup", pages.backup)
+    web_server.add_route("GET", "/installer/restore", restore.page)
+    web_server.add_route("POST", "/installer/restore", restore.post)
     web_server.add_route("GET", "/installer/devices", pages.devices_page)
     web_server.add_route("POST", "/installer/scan", pages.scan)
     web_server.add_route("POST", "/installer/devices/add", pages.add_device)

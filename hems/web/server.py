@@ -31,7 +31,7 @@ from importlib import resources
 from typing import Any
 
 import structlog
-from aiohttp import web
+from aiohttp import BodyPartReader, MultipartReader, web
 
 from hems.core.clock import Clock
 from hems.core.jsonsafe import JsonTooLarge, loads_bounded
@@ -245,6 +245,8 @@ class WebServer:
             sent = request.headers.get("X-CSRF-Token")
             if sent is None and request.content_type == "application/x-www-form-urlencoded":
                 sent = str((await request.post()).get("csrf", ""))
+            elif sent is None and request.content_type == "multipart/form-data":
+                sent = await _multipart_csrf(request)
             if not sent or not hmac.compare_digest(sent, session.csrf):
                 await self._refused(request, f"missing or wrong CSRF token on {path}")
                 return _error(403, "csrf: missing or wrong token; reload the page")
@@ -439,6 +441,8 @@ _COOKIE = "hems_session"
 _COMPRESSIBLE = frozenset({"text/html", "text/css", "text/javascript", "application/json"})
 _SESSION = web.RequestKey("session", Session)
 _TOKEN = web.RequestKey("token", Token)
+_MULTIPART = web.RequestKey("multipart", MultipartReader)
+_MAX_CSRF_BYTES = 256
 _PUBLIC = frozenset({"/login", "/setup", "/api/health", "/api/v1/health"})
 _STATIC = {"app.js": "text/javascript", "app.css": "text/css", "installer.css": "text/css"}
 _SECURITY_HEADERS = {
@@ -484,6 +488,32 @@ def _page(title: str, body: str, error: str = "", status: int = 200) -> web.Resp
 def session_of(request: web.Request) -> Session | None:
     """The owner's session of a request that passed the guard (None for an API token)."""
     return request.get(_SESSION)
+
+
+def multipart_of(request: web.Request) -> MultipartReader | None:
+    """The multipart stream of a form post the guard has read the leading `csrf` part of,
+    positioned after it (None when the guard did not read one: an API token's request)."""
+    return request.get(_MULTIPART)
+
+
+async def _multipart_csrf(request: web.Request) -> str:
+    """The `csrf` field of a multipart form, which must be its first part (the form puts
+    it before the file input): read from the stream, bounded, so an upload is never
+    buffered; the reader is kept for the handler to go on from there."""
+    try:
+        reader = await request.multipart()
+        request[_MULTIPART] = reader
+        part = await reader.next()
+    except (ValueError, KeyError, AssertionError):  # no boundary, a malformed stream
+        return ""
+    if not isinstance(part, BodyPartReader) or part.name != "csrf":
+        return ""
+    value = b""
+    while chunk := await part.read_chunk(256):
+        value += chunk
+        if len(value) > _MAX_CSRF_BYTES:
+            return ""
+    return value.decode("utf-8", "replace")
 
 
 def _client(request: web.Request) -> str:
