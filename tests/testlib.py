@@ -144,3 +144,24 @@ async def log_in(page: Any, base_url: str, password: str = OWNER_PASSWORD) -> No
     await page.fill("input[name=password]", password)
     await page.click("button[type=submit]")
     await page.wait_for_url(f"{base_url}/")
+
+
+def rig_with_car(clock: Any) -> tuple[Any, Any, int, int]:
+    """The HIL rig with the demo home's car: a simulated charge point `DEMO-CP1` (1 phase,
+    60 kWh at 30 %, meter values every 10 s) on a free OCPP port, its draw added to the
+    home's meter. Returns (rig, car, ocpp_port, web_port); start the rig with `async with`."""
+    from hil.chargepoint import SimChargePoint, SimConfig
+    from hil.ev import EvModel
+    from hil.rig import HilRig
+
+    rig = HilRig(clock, fault_proxy=False)
+    ocpp_port, web_port = free_port(), free_port()
+    car = SimChargePoint(
+        SimConfig(url=f"ws://127.0.0.1:{ocpp_port}", identity="DEMO-CP1", phases=1,
+                  meter_interval_s=10),
+        clock,
+        ev=EvModel(battery_kwh=60, soc_pct=30, max_ac_power_w=7400, phases=1),
+        on_power=lambda w: rig.home.set_external_load_w("wallbox", w),
+    )  # fmt: skip
+    rig.add_service("car", lambda _: car.run())
+    return rig, car, ocpp_port, web_port

@@ -12,26 +12,14 @@ import httpx
 from hems.app import Daemon
 from hems.config import validate
 from hems.core.clock import AcceleratedClock
-from hil.chargepoint import SimChargePoint, SimConfig
-from hil.ev import EvModel
-from hil.rig import HilRig
 from tests.daemon.test_daemon_full_stack import demo_config
-from tests.testlib import free_port, poll_json, running, web_credentials
+from tests.testlib import poll_json, rig_with_car, running, web_credentials
 
 
 async def test_the_owners_ev_target_survives_a_restart(tmp_path) -> None:  # type: ignore[no-untyped-def]
     start = datetime(2026, 6, 10, 18, 0, tzinfo=UTC)
     clock = AcceleratedClock(30, start)
-    rig = HilRig(clock, fault_proxy=False)
-    ocpp_port, web_port = free_port(), free_port()
-    car = SimChargePoint(
-        SimConfig(url=f"ws://127.0.0.1:{ocpp_port}", identity="DEMO-CP1", phases=1,
-                  meter_interval_s=10),
-        clock,
-        ev=EvModel(battery_kwh=60, soc_pct=30, max_ac_power_w=7400, phases=1),
-        on_power=lambda w: rig.home.set_external_load_w("wallbox", w),
-    )  # fmt: skip
-    rig.add_service("car", lambda _: car.run())
+    rig, _car, ocpp_port, web_port = rig_with_car(clock)
     async with rig:
         cfg = validate(demo_config(tmp_path, rig.sunspec_port, ocpp_port, web_port))
         token = await web_credentials(cfg.storage.path)

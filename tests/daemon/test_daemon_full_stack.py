@@ -16,11 +16,8 @@ from playwright.async_api import async_playwright
 from hems.app import Daemon
 from hems.config import validate
 from hems.core.clock import AcceleratedClock
-from hil.chargepoint import SimChargePoint, SimConfig
-from hil.ev import EvModel
-from hil.rig import HilRig
 from tests.conftest import REPO
-from tests.testlib import free_port, log_in, poll_json, running, web_credentials
+from tests.testlib import log_in, poll_json, rig_with_car, running, web_credentials
 from tests.web.conftest import CHROMIUM_ARGS, chromium_path
 
 
@@ -76,16 +73,7 @@ def in_cheap_band(t: datetime) -> bool:
 async def test_ev_session_flows_from_ocpp_to_planner_to_control(tmp_path: Path) -> None:
     start = datetime(2026, 6, 10, 18, 0, tzinfo=UTC)  # evening: the car waits for the night
     clock = AcceleratedClock(30, start)
-    rig = HilRig(clock, fault_proxy=False)
-    ocpp_port, web_port = free_port(), free_port()
-    car = SimChargePoint(
-        SimConfig(url=f"ws://127.0.0.1:{ocpp_port}", identity="DEMO-CP1", phases=1,
-                  meter_interval_s=10),
-        clock,
-        ev=EvModel(battery_kwh=60, soc_pct=30, max_ac_power_w=7400, phases=1),
-        on_power=lambda w: rig.home.set_external_load_w("wallbox", w),
-    )  # fmt: skip
-    rig.add_service("car", lambda _: car.run())
+    rig, car, ocpp_port, web_port = rig_with_car(clock)
     async with rig:
         cfg = validate(demo_config(tmp_path, rig.sunspec_port, ocpp_port, web_port))
         token = await web_credentials(cfg.storage.path)

@@ -21,12 +21,10 @@ from hems.core.readings import Role
 from hems.store.db import Database
 from hems.web.auth import AuthStore
 from hems.web.health import HealthReason
-from hil.chargepoint import SimChargePoint, SimConfig
-from hil.ev import EvModel
 from hil.faults import ExceptionRule
 from hil.rig import HilRig
 from tests.daemon.test_daemon_full_stack import demo_config
-from tests.testlib import free_port, running, wait_until, web_credentials
+from tests.testlib import free_port, rig_with_car, running, wait_until, web_credentials
 
 GRID_UNIT_ID = 3  # config/demo.yaml: the grid meter is unit 3 on the SunSpec server
 
@@ -97,16 +95,7 @@ async def read_only_token(db_path: Path) -> str:
 
 async def test_metrics_scrape_of_the_real_daemon(tmp_path: Path) -> None:
     clock = AcceleratedClock(30, datetime(2026, 6, 10, 12, 0, tzinfo=UTC))
-    rig = HilRig(clock, fault_proxy=False)
-    ocpp_port, web_port = free_port(), free_port()
-    car = SimChargePoint(
-        SimConfig(url=f"ws://127.0.0.1:{ocpp_port}", identity="DEMO-CP1", phases=1,
-                  meter_interval_s=10),
-        clock,
-        ev=EvModel(battery_kwh=60, soc_pct=30, max_ac_power_w=7400, phases=1),
-        on_power=lambda w: rig.home.set_external_load_w("wallbox", w),
-    )  # fmt: skip
-    rig.add_service("car", lambda _: car.run())
+    rig, _car, ocpp_port, web_port = rig_with_car(clock)
     async with rig:
         cfg = validate(demo_config(tmp_path, rig.sunspec_port, ocpp_port, web_port))
         await web_credentials(cfg.storage.path)

@@ -13,26 +13,14 @@ from playwright.async_api import async_playwright
 from hems.app import Daemon
 from hems.config import validate
 from hems.core.clock import AcceleratedClock
-from hil.chargepoint import SimChargePoint, SimConfig
-from hil.ev import EvModel
-from hil.rig import HilRig
 from tests.daemon.test_daemon_full_stack import demo_config
-from tests.testlib import free_port, log_in, running, wait_until, web_credentials
+from tests.testlib import log_in, rig_with_car, running, wait_until, web_credentials
 from tests.web.conftest import CHROMIUM_ARGS, chromium_path
 
 
 async def test_the_owner_sets_a_mode_and_holds_the_battery_from_the_page(tmp_path) -> None:  # type: ignore[no-untyped-def]
     clock = AcceleratedClock(10, datetime(2026, 6, 10, 18, 0, tzinfo=UTC))
-    rig = HilRig(clock, fault_proxy=False)
-    ocpp_port, web_port = free_port(), free_port()
-    car = SimChargePoint(
-        SimConfig(url=f"ws://127.0.0.1:{ocpp_port}", identity="DEMO-CP1", phases=1,
-                  meter_interval_s=10),
-        clock,
-        ev=EvModel(battery_kwh=60, soc_pct=30, max_ac_power_w=7400, phases=1),
-        on_power=lambda w: rig.home.set_external_load_w("wallbox", w),
-    )  # fmt: skip
-    rig.add_service("car", lambda _: car.run())
+    rig, _car, ocpp_port, web_port = rig_with_car(clock)
     async with rig:
         cfg = validate(demo_config(tmp_path, rig.sunspec_port, ocpp_port, web_port))
         bearer = {"Authorization": f"Bearer {await web_credentials(cfg.storage.path)}"}

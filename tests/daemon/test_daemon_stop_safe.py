@@ -10,11 +10,9 @@ from pathlib import Path
 from hems.app import Daemon
 from hems.config import validate
 from hems.core.clock import AcceleratedClock
-from hil.chargepoint import SimChargePoint, SimConfig
-from hil.ev import EvModel
-from hil.rig import HilRig
+from hil.chargepoint import SimChargePoint
 from tests.daemon.test_daemon_full_stack import demo_config
-from tests.testlib import free_port, wait_until
+from tests.testlib import rig_with_car, wait_until
 
 
 def _limits(car: SimChargePoint) -> list[float]:
@@ -28,16 +26,7 @@ def _limits(car: SimChargePoint) -> list[float]:
 
 async def test_a_clean_stop_writes_safe_states(tmp_path: Path) -> None:
     clock = AcceleratedClock(30, datetime(2026, 6, 10, 12, 0, tzinfo=UTC))
-    rig = HilRig(clock, fault_proxy=False)
-    ocpp_port, web_port = free_port(), free_port()
-    car = SimChargePoint(
-        SimConfig(url=f"ws://127.0.0.1:{ocpp_port}", identity="DEMO-CP1", phases=1,
-                  meter_interval_s=10),
-        clock,
-        ev=EvModel(battery_kwh=60, soc_pct=30, max_ac_power_w=7400, phases=1),
-        on_power=lambda w: rig.home.set_external_load_w("wallbox", w),
-    )  # fmt: skip
-    rig.add_service("car", lambda _: car.run())
+    rig, car, ocpp_port, web_port = rig_with_car(clock)
     async with rig:
         raw = demo_config(tmp_path, rig.sunspec_port, ocpp_port, web_port)
         raw["ocpp"]["profile_validity_s"] = 60  # 2 s of real time at 30x

@@ -36,11 +36,9 @@ from hems.store.timeseries import ReadingStore
 from hems.web import WebServer
 from hems.web.auth import AuthStore, LoginLimiter, SecurityEntry
 from hems.web.tls import ensure_self_signed, server_context
-from hil.chargepoint import SimChargePoint, SimConfig
-from hil.ev import EvModel
 from hil.rig import HilRig
 from tests.daemon.test_daemon_full_stack import demo_config
-from tests.testlib import OWNER_PASSWORD, free_port, log_in, poll_json, running
+from tests.testlib import OWNER_PASSWORD, free_port, log_in, poll_json, rig_with_car, running
 
 T0 = datetime(2026, 7, 1, 12, tzinfo=UTC)
 HEMS = str(Path(sys.executable).parent / "hems")
@@ -204,16 +202,7 @@ async def test_first_visit_sets_up_then_logs_in_to_live_page(
     width, height = viewport
     out = artefacts(tmp_path)
     clock = AcceleratedClock(30, datetime(2026, 6, 10, 18, 0, tzinfo=UTC))
-    rig = HilRig(clock, fault_proxy=False)
-    ocpp_port, web_port = free_port(), free_port()
-    car = SimChargePoint(
-        SimConfig(url=f"ws://127.0.0.1:{ocpp_port}", identity="DEMO-CP1", phases=1,
-                  meter_interval_s=10),
-        clock,
-        ev=EvModel(battery_kwh=60, soc_pct=30, max_ac_power_w=7400, phases=1),
-        on_power=lambda w: rig.home.set_external_load_w("wallbox", w),
-    )  # fmt: skip
-    rig.add_service("car", lambda _: car.run())
+    rig, _car, ocpp_port, web_port = rig_with_car(clock)
     async with rig:
         raw = demo_config(tmp_path, rig.sunspec_port, ocpp_port, web_port)
         config_path = write_config(tmp_path, raw)
