@@ -7,6 +7,11 @@
                              `<file>.bak`) and restart the daemon so it runs the new file
     GET  /installer/backup   a zip of the config file and a consistent SQLite snapshot
     GET/POST /installer/restore  upload such a zip, review, confirm (hems.web.restore)
+    GET  /installer/devices  scan an address for a device to add
+    POST /installer/scan     start a scan (one at a time) and go to its page
+    GET  /installer/scan/ID  the scan's progress (reloads itself while it runs), then the
+                             entries found, each with an "add" that shows the diff first
+    POST /installer/devices/add  add a scanned entry to devices[] (diff, then confirm)
 
 All routes sit behind the web server's guard (session or token; CSRF and same origin for the
 POST). Applying restarts the whole daemon: under systemd (`Restart=always`) it comes back
@@ -37,12 +42,13 @@ from hems.configedit import (
     write_atomic,
 )
 from hems.core.clock import Clock
-from hems.devices.modbus.scan import format_text, parse_target, scan_endpoint, suggested_entries
+from hems.devices.modbus.scan import format_text, parse_target, suggested_entries
 from hems.errors import ConfigError
 from hems.store.db import Database
 from hems.web.configform import FormSection, parse, sections
 from hems.web.render import render
 from hems.web.restore import MAX_UPLOAD_BYTES, RestorePages
+from hems.web.scanjobs import ScanBusy, ScanJobs
 from hems.web.server import WebServer, session_of
 
 log = structlog.get_logger(__name__)
@@ -56,10 +62,13 @@ def register(
     db: Database | None,
     clock: Clock,
     max_upload_bytes: int = MAX_UPLOAD_BYTES,
+    scan_timeout_s: float = 2.0,
 ) -> None:
     """Add the installer's routes to the web server (`max_upload_bytes`: the restore's
-    upload cap)."""
-    pages = _Installer(config_path, restart, db, clock)
+    upload cap; `scan_timeout_s`: per Modbus request of a scan)."""
+    scans = ScanJobs(clock, timeout_s=scan_timeout_s)
+    web_server.add_cleanup(scans.close)
+    pages = _Installer(config_path, restart, db, clock, scans)
     restore = RestorePages(config_path, restart, db, max_upload_bytes)
     web_server.add_route("GET", "/installer/config", pages.config_page)
     web_server.add_route("POST", "/installer/config", pages.config_post)
@@ -68,13 +77,20 @@ def register(
     web_server.add_route("POST", "/installer/restore", restore.post)
     web_server.add_route("GET", "/installer/devices", pages.devices_page)
     web_server.add_route("POST", "/installer/scan", pages.scan)
+    web_server.add_route("GET", "/installer/scan/{job}", pages.scan_page)
     web_server.add_route("POST", "/installer/devices/add", pages.add_device)
 
 
 class _Installer:
     def __init__(
-        self, path: Path, restart: Callable[[], None], db: Database | None, clock: Clock
+        self,
+        path: Path,
+        restart: Callable[[], None],
+        db: Database | None,
+        clock: Clock,
+        scans: ScanJobs,
     ) -> None:
+        self._scans = scans
         self._path = path
         self._restart = restart
         self._db = db
@@ -159,18 +175,20 @@ class _Installer:
     # -- adding a device from a scan -----------------------------------------------------
     async def devices_page(self, request: web.Request) -> web.Response:
         return _html(render("installer_devices.html", title="Installer: add a device",
-                            csrf=_csrf(request), target="", units="1", report=None,
-                            entries=[], error=""))  # fmt: skip
+                            csrf=_csrf(request), target="", units="1", job=None,
+                            running_id="", report=None, entries=[], error=""))  # fmt: skip
 
     async def scan(self, request: web.Request) -> web.Response:
-        """Scan an address (the `hems scan` logic) and offer its suggested entries."""
+        """Start a scan of an address (the `hems scan` logic) and send the browser to its
+        progress page."""
         posted = {k: str(v) for k, v in (await request.post()).items()}
         target, units_text = posted.get("target", "").strip(), posted.get("units", "1")
 
-        def again(error: str, status: int) -> web.Response:
+        def again(error: str, status: int, job_id: str = "") -> web.Response:
             return _html(render("installer_devices.html", title="Installer: add a device",
                                 csrf=_csrf(request), target=target, units=units_text,
-                                report=None, entries=[], error=error), status)  # fmt: skip
+                                job=None, running_id=job_id, report=None, entries=[],
+                                error=error), status)  # fmt: skip
 
         try:
             host, port = parse_target(target)
@@ -179,17 +197,41 @@ class _Installer:
             return again(str(exc) if isinstance(exc, ConfigError) else "units: numbers", 422)
         if not units or len(units) > 8 or any(not 0 <= u <= 247 for u in units):
             return again("units: 1..8 unit ids, each 0..247", 422)
-        reports = await scan_endpoint(host, port, units, timeout_s=2.0)
+        try:
+            job = self._scans.start(host, port, units)
+        except ScanBusy as exc:
+            return again("another scan is still running; wait for it to finish", 409, exc.job_id)
+        log.info("installer scan started", target=f"{host}:{port}", units=units)
+        raise web.HTTPSeeOther(f"/installer/scan/{job.job_id}")
+
+    async def scan_page(self, request: web.Request) -> web.Response:
+        """A scan's progress while it runs (the page reloads itself), then what it found."""
+        job = self._scans.get(request.match_info["job"])
+        if job is None:
+            return _html(render("installer_devices.html", title="Installer: add a device",
+                                csrf=_csrf(request), target="", units="1", job=None,
+                                running_id="", report=None, entries=[],
+                                error="that scan is over or unknown; scan again"), 404)  # fmt: skip
         entries = [
             json.dumps(e, separators=(",", ":"))
-            for r in reports
+            for r in job.reports
             if r.kind != "none"
-            for e in suggested_entries(r, host, port)
+            for e in suggested_entries(r, job.host, job.port)
         ]
+        if job.running:
+            error = ""
+        elif job.error:
+            error = f"the scan stopped: {job.error}"
+        else:
+            error = "" if entries else "nothing found at that address"
         return _html(render("installer_devices.html", title="Installer: add a device",
-                            csrf=_csrf(request), target=target, units=units_text,
-                            report=format_text(reports, host, port), entries=entries,
-                            error="" if entries else "nothing found at that address"))  # fmt: skip
+                            csrf=_csrf(request), target=f"{job.host}:{job.port}",
+                            units=" ".join(str(u) for u in job.units), job=job, running_id="",
+                            elapsed_s=int((self._clock.now() - job.started_at).total_seconds()),
+                            report=format_text(job.reports, job.host, job.port)
+                            if job.reports else None,
+                            entries=[] if job.running else entries,
+                            error=error))  # fmt: skip
 
     async def add_device(self, request: web.Request) -> web.Response:
         """A scanned entry added to devices[]: checked, shown as a diff, then written."""
@@ -207,8 +249,8 @@ class _Installer:
         checked = append_entry(text, "devices", entry, source=str(self._path))
         if not checked.ok:
             return _html(render("installer_devices.html", title="Installer: add a device",
-                                csrf=_csrf(request), target="", units="1", report=None,
-                                entries=[json.dumps(entry)],
+                                csrf=_csrf(request), target="", units="1", job=None,
+                                running_id="", report=None, entries=[json.dumps(entry)],
                                 error="; ".join(checked.problems)), 422)  # fmt: skip
         if posted.get("confirm") != "1":
             return _html(render("installer_diff.html", title="Review the new device",

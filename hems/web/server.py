@@ -88,6 +88,7 @@ class WebServer:
         self._health: HealthCheck | None = None
         self._api_paths: set[str] = set()  # add_route(api=True): 401, never a redirect
         self._runner: web.AppRunner | None = None
+        self._cleanups: list[Callable[[], Awaitable[None]]] = []
         self.bound_port: int | None = None
         # The owner's page (hems.web.pages), rendered from the same providers as the API.
         self._page = OwnerPage(
@@ -164,7 +165,13 @@ class WebServer:
             # setup-code` on the gateway) sets the first one at /setup.
             log.warning("no owner password yet: open /setup with this code", setup_code=code)
 
+    def add_cleanup(self, close: Callable[[], Awaitable[None]]) -> None:
+        """Awaited when the server stops (another web module's background work)."""
+        self._cleanups.append(close)
+
     async def stop(self) -> None:
+        for close in self._cleanups:
+            await close()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None

@@ -10,6 +10,7 @@ reported with the profile's decoded registers and a `modbus-profile` entry.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -208,8 +209,18 @@ def config_snippet(report: UnitReport, host: str, port: int) -> str:
     return "\n".join(lines)
 
 
+ScanProgress = Callable[[list[UnitReport], int | None], None]
+"""Told before each unit (the reports so far, the unit id about to be scanned) and once at the
+end (all reports, None)."""
+
+
 async def scan_endpoint(
-    host: str, port: int, units: list[int], transport: str = "tcp", timeout_s: float = 2.0
+    host: str,
+    port: int,
+    units: list[int],
+    transport: str = "tcp",
+    timeout_s: float = 2.0,
+    on_progress: ScanProgress | None = None,
 ) -> list[UnitReport]:
     """Scan each unit id on one Modbus TCP endpoint (its own short-lived connection)."""
     pool = EndpointPool()
@@ -222,8 +233,15 @@ async def scan_endpoint(
         backoff_max_s=0.1,
     )
     endpoint = pool.get(spec)
+    reports: list[UnitReport] = []
     try:
-        return [await scan_unit(endpoint, unit) for unit in units]
+        for unit in units:
+            if on_progress is not None:
+                on_progress(list(reports), unit)
+            reports.append(await scan_unit(endpoint, unit))
+        if on_progress is not None:
+            on_progress(list(reports), None)
+        return reports
     finally:
         await pool.close()
 
