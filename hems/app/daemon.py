@@ -36,7 +36,7 @@ from hems.core.state import SiteState
 from hems.core.supervise import StageHealth, supervise
 from hems.devices.factory import DeviceLayer, build_devices
 from hems.devices.ocpp.events import ChargerEvent
-from hems.flex.views import recent_events, recent_reports
+from hems.flex.views import recent_reports
 from hems.sdnotify import Notifier, watchdog_interval_s
 from hems.store.db import Database
 from hems.store.evsessions import EvSessionTable
@@ -457,7 +457,18 @@ class Daemon:
 
             web.add_json("events", events)
             web.add_action("flex-opt-out", actions.flex_opt_out(flex))
-            web.add_json("flex-events", self._flex_events_view)
+            from hems.app.flexview import FlexBookView
+
+            planner, uplink = self.planner, self.uplink
+            book = FlexBookView(
+                db,
+                self.flex,
+                (lambda: planner.current_plan) if planner is not None else (lambda: None),
+                (lambda: list(uplink.rejections)) if uplink is not None else (lambda: []),
+            )
+            if planner is not None:
+                planner.subscribe(book.on_plan)
+            web.add_json("flex-events", book.view)
             web.add_json("reports", lambda: recent_reports(db))
         if self.uplink is not None:
             uplink = self.uplink
@@ -477,14 +488,6 @@ class Daemon:
             uplink_connected=uplink.connected.is_set if uplink is not None else None,
             import_prices=import_prices if planner is not None else None,
         )
-
-    async def _flex_events_view(self) -> dict[str, Any]:
-        assert self.db is not None
-        rejected = list(self.uplink.rejections)[-10:] if self.uplink is not None else []
-        return {
-            "events": await recent_events(self.db),
-            "rejected": [{"reason": reason, "detail": detail} for reason, detail in rejected],
-        }
 
     # -- health ---------------------------------------------------------------------------
     def _control_watchdog(self) -> Callable[[], None]:

@@ -359,6 +359,13 @@ class OwnerPage:
         live = _dict(control.get("flex"))
         book = _dict(await self._json("flex-events"))
         events = [_dict(e) for e in _list(book.get("events"))]
+        report_rows = [_dict(r) for r in _list(await self._json("reports"))]
+        delivered_kwh = {
+            (str(r.get("event_id")), r.get("modification_number") or 0): r.get(
+                "total_delivered_kwh"
+            )
+            for r in reversed(report_rows)  # newest last: a re-sent report wins
+        }
         rows = []
         for e in events:
             asked = _instruction(_dict(e.get("requested")))
@@ -373,14 +380,19 @@ class OwnerPage:
                     "ok": status in _SHADED,
                     "status": status.replace("_", " "),
                     "why": "; ".join(str(r) for r in _list(e.get("reasons"))),
+                    "expected": _fmt_kwh(e.get("expected_kwh")),
+                    "delivered": _fmt_kwh(
+                        delivered_kwh.get(
+                            (str(e.get("event_id")), e.get("modification_number") or 0)
+                        )
+                    ),
                     # The button; the flex policy decides on the server whether it may.
                     "can_opt_out": status == "accepted" and _after_now(e.get("end"), self._clock),
                 }
             )
         rejected = [_dict(r) for r in reversed(_list(book.get("rejected")))]
         reports = []
-        for r in _list(await self._json("reports")):
-            rep = _dict(r)
+        for rep in report_rows:
             reports.append(
                 {
                     **rep,

@@ -26,6 +26,7 @@ from playwright.async_api import async_playwright
 from hems.app import Daemon
 from hems.config import Config, validate
 from hems.core.clock import AcceleratedClock
+from hems.planning.service import slot_floor
 from hems.uplink import envelope
 from hems.uplink.keys import load_or_create_key
 from hil.aggregator import ReferenceAggregator, check_report, report_window
@@ -38,8 +39,6 @@ from tests.web.conftest import CHROMIUM_ARGS, chromium_path
 
 SITE = "demo-home"
 START = datetime(2026, 11, 25, 17, 20, tzinfo=UTC)  # a Wednesday; London is on UTC
-EVENT_START = datetime(2026, 11, 25, 17, 30, tzinfo=UTC)
-EVENT_END = EVENT_START + timedelta(minutes=30)
 SPEED = 240.0  # 42 simulated minutes in ~11 s
 
 
@@ -78,7 +77,9 @@ def meter_kwh(db: Path, start: datetime) -> float | None:
     return None if row is None or row[0] is None else row[0] / 1000
 
 
-async def check_page(web_port: int, report: dict[str, Any], gateway_key: str) -> None:
+async def check_page(
+    web_port: int, report: dict[str, Any], gateway_key: str, expected_kwh: float
+) -> None:
     async with async_playwright() as p:
         browser = await p.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_ARGS)
         try:
@@ -88,6 +89,10 @@ async def check_page(web_port: int, report: dict[str, Any], gateway_key: str) ->
             assert await page.locator("#flex-section").is_visible()
             row = await page.inner_text("#flex-events tr[data-event='evt-1']")
             assert "reported" in row and "import ≤ 0 W → import ≤ 500 W" in row, row
+            cells = page.locator("#flex-events tr[data-event='evt-1']")
+            assert await cells.locator(".expected").inner_text() == f"{expected_kwh:.2f}"
+            delivered = f"{report['total_delivered_kwh']:.2f}"
+            assert await cells.locator(".delivered").inner_text() == delivered
             forged = await page.inner_text("#flex-rejected")
             assert "bad_signature" in forged, forged
             block = await page.inner_text(".report[data-event='evt-1']")
@@ -127,6 +132,13 @@ async def test_event_report_round_trip_through_broker_daemon_and_page(tmp_path: 
                 await daemon.started.wait()
                 await daemon.uplink.connected.wait()
                 await agg.connected.wait()
+            # The event starts on the first half hour at least 5 simulated minutes away, on
+            # 2026-11-25 whatever the start took on a busy machine (at 240x a fixed 17:30
+            # would already be past).
+            soon = clock.now() + timedelta(minutes=5)
+            event_start = slot_floor(soon - timedelta(microseconds=1), 30) + timedelta(minutes=30)
+            event_end = event_start + timedelta(minutes=30)
+            assert event_start.date() == START.date()
             # The capabilities come from the devices[] entries (described by the uplink).
             await agg.wait_for(lambda: bool(agg.site(SITE).of("capabilities")), 5)
             caps = agg.site(SITE).of("capabilities")[0]["payload"]
@@ -147,8 +159,8 @@ async def test_event_report_round_trip_through_broker_daemon_and_page(tmp_path: 
                 "event_id": "evt-1",
                 "modification_number": 0,
                 "kind": "turn_down",
-                "start": EVENT_START.isoformat(),
-                "end": EVENT_END.isoformat(),
+                "start": event_start.isoformat(),
+                "end": event_end.isoformat(),
                 "import_cap_w": 0,
             }
             sent = await agg.send_event(SITE, payload)
@@ -186,11 +198,19 @@ async def test_event_report_round_trip_through_broker_daemon_and_page(tmp_path: 
                         return False
                     inside = [
                         s for s in plan["slots"]
-                        if EVENT_START <= datetime.fromisoformat(s["start"]) < EVENT_END
+                        if event_start <= datetime.fromisoformat(s["start"]) < event_end
                     ]  # fmt: skip
                     return bool(inside) and all(s["grid_import_w"] <= 500.5 for s in inside)
 
                 await poll_json(client, "/api/plan", constrained, 10)
+                # The page's expectation for the event, from a plan over its whole window.
+                book = await poll_json(
+                    client,
+                    "/api/flex-events",
+                    lambda b: b["events"][0]["expected_kwh"] is not None,
+                    10,
+                )
+                expected_kwh = book["events"][0]["expected_kwh"]
 
                 # The control loop tracks delivery live against the baseline.
                 control = await poll_json(
@@ -201,38 +221,42 @@ async def test_event_report_round_trip_through_broker_daemon_and_page(tmp_path: 
                         and c["flex"]["active"]
                         and c["flex"]["delivered_wh"] > 0
                     ),
-                    15,
+                    40,
                 )
                 live_baseline_w = control["flex"]["baseline_w"]
                 assert control["flex"]["limit_w"] == 500.0
 
                 # After the window: the signed report, verified by the aggregator.
-                await agg.wait_for(lambda: bool(agg.site(SITE).of("delivery_report")), 20)
+                await agg.wait_for(lambda: bool(agg.site(SITE).of("delivery_report")), 40)
                 (message,) = agg.site(SITE).of("delivery_report")
                 envelope.verify_signature(message, gateway.public_key())  # raises if forged
                 report = message["payload"]
                 assert report["event_id"] == "evt-1"
                 assert check_report(report) == []
-                assert report_window(report) == (EVENT_START, EVENT_END)
+                assert report_window(report) == (event_start, event_end)
                 (period,) = report["periods"]
-                assert period["metered_kwh"] == round(meter_kwh(db_path, EVENT_START), 6)
+                assert period["metered_kwh"] == round(meter_kwh(db_path, event_start), 6)
 
                 # The baseline is the mean of the seeded history on the 10 most recent
                 # working days before the event (DFS: BL01 day selection, no adjustment).
                 days = [date.fromisoformat(d) for d in report["days_used"]]
                 assert len(days) == 10 and all(d.weekday() < 5 for d in days)
                 assert days[0] == date(2026, 11, 24) and days[-1] == date(2026, 11, 11)
-                history = [meter_kwh(db_path, EVENT_START - (START.date() - d)) for d in days]
+                history = [meter_kwh(db_path, event_start - (START.date() - d)) for d in days]
                 assert period["unadjusted_baseline_kwh"] == round(statistics.fmean(history), 6)
                 assert period["baseline_kwh"] == period["unadjusted_baseline_kwh"]
                 assert period["delivered_kwh"] == round(
                     max(0.0, period["baseline_kwh"] - period["metered_kwh"]), 6
                 )
                 assert report["total_delivered_kwh"] > 0
+                # Expected: baseline − planned net import, where the plan imports at most
+                # the 500 W cap (0.25 kWh) and exports at most the 3680 W export limit.
+                baseline_kwh = period["unadjusted_baseline_kwh"]
+                assert baseline_kwh - 0.25 - 1e-3 <= expected_kwh <= baseline_kwh + 1.84 + 1e-3
                 # Live tracking used the same baseline, as a mean power over the window.
                 assert abs(live_baseline_w - period["unadjusted_baseline_kwh"] * 2000) < 1
 
                 reports = await poll_json(client, "/api/reports", lambda r: len(r) == 1, 5)
                 assert reports[0]["meter_data_sha256"] == report["meter_data_sha256"]
                 assert reports[0]["periods"] == report["periods"]
-                await check_page(web_port, report, daemon.uplink.public_key)
+                await check_page(web_port, report, daemon.uplink.public_key, expected_kwh)
