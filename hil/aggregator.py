@@ -85,7 +85,12 @@ class ReferenceAggregator:
         backoff_max_s: float = 2.0,
         reissue_after_s: float = 60.0,
         on_message: Callable[[str, str, dict[str, Any]], None] | None = None,
+        on_status: Callable[[str, str], None] | None = None,
+        subscription: str | None = "",
     ) -> None:
+        """`subscription`: the topic filter for gateway messages ("" = every site's `up/#`;
+        an MQTT 5 shared one, `$share/GROUP/…`, to be one of several consumers; None = send
+        only, with what consumers verified fed in through `ingest`)."""
         self._host, self._port, self._tls = host, port, tls
         self._key = key
         self._keys = gateway_keys
@@ -98,6 +103,12 @@ class ReferenceAggregator:
         self._reissue_after_s = reissue_after_s
         # (site_id, type, message) for every new gateway message whose signature verified
         self._on_message = on_message
+        self._on_status = on_status
+        self._subscription = (
+            self._template.replace("{site_id}", "+") + "up/#"
+            if subscription == ""
+            else subscription
+        )
         self._client: aiomqtt.Client | None = None
         self._session_tasks: asyncio.TaskGroup | None = None
         self._sent_at: dict[tuple[str, int], float] = {}
@@ -196,7 +207,8 @@ class ReferenceAggregator:
             )
             try:
                 async with client, asyncio.TaskGroup() as tg:
-                    await client.subscribe(self._template.replace("{site_id}", "+") + "up/#", 1)
+                    if self._subscription is not None:
+                        await client.subscribe(self._subscription, 1)
                     self._client = client
                     self._session_tasks = tg
                     self._sent_at.clear()  # resend everything pending
@@ -260,15 +272,15 @@ class ReferenceAggregator:
         env = checked.envelope
         if env.type == "status":
             rec.status = checked.payload.state  # type: ignore[attr-defined]
+            if self._on_status is not None:
+                self._on_status(site_id, rec.status)
+            async with self.changed:
+                self.changed.notify_all()
             return
         if dup or (env.seq > 0 and env.seq in rec.seqs):
             rec.duplicates += 1  # a replay of something already held: ack again, count once
         else:
-            rec.received[env.id] = message
-            rec.by_type.setdefault(env.type, []).append(message)
-            if env.seq > 0:
-                rec.seqs.add(env.seq)
-            self._settle(rec, env.type, message)
+            self._record(site_id, rec, env.type, env.id, env.seq, message)
             if self._on_message is not None:
                 self._on_message(site_id, env.type, message)
         if env.seq > 0 and self._client is not None and self._session_tasks is not None:
@@ -277,6 +289,28 @@ class ReferenceAggregator:
             self._session_tasks.create_task(
                 self._publish(self.prefix(site_id) + "down/ack", envelope.encode(ack), None)
             )
+        async with self.changed:
+            self.changed.notify_all()
+
+    def _record(
+        self, site_id: str, rec: SiteRecord, type_: str, id_: str, seq: int, message: dict[str, Any]
+    ) -> None:
+        rec.received[id_] = message
+        rec.by_type.setdefault(type_, []).append(message)
+        if seq > 0:
+            rec.seqs.add(seq)
+        self._settle(rec, type_, message)
+
+    async def ingest(self, site_id: str, type_: str, message: dict[str, Any]) -> None:
+        """A gateway message a consumer has verified and acked (the sending side of a scaled-out
+        aggregator): kept once by id and seq, settling what it answers, like a received one."""
+        rec = self.site(site_id)
+        if type_ == "status":
+            rec.status = str(message.get("payload", {}).get("state"))
+        elif message["id"] in rec.received or (message["seq"] > 0 and message["seq"] in rec.seqs):
+            rec.duplicates += 1  # two consumers, or a replay: counted once
+        else:
+            self._record(site_id, rec, type_, message["id"], message["seq"], message)
         async with self.changed:
             self.changed.notify_all()
 
