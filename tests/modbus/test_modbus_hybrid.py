@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 
 import pytest
 from modbus_sim import common_model, model_regs, sunspec_image
+from pydantic import ValidationError
 from structlog.testing import capture_logs
 
 from hems.core.capabilities import BatteryMode
@@ -74,6 +75,13 @@ def test_module_kind_from_idstr():
     assert module_kind("STDISCHA") == "discharge"
     assert module_kind("Battery") == "storage"
     assert module_kind("") is None and module_kind(None) is None
+
+
+def test_hybrid_config_only_for_pv_and_battery():
+    ok = sunspec_cfg(502, "bat", "battery", 1, timeout_s=1, backoff_max_s=1, hybrid=False)
+    assert ok.hybrid is False
+    with pytest.raises(ValidationError, match="hybrid: only for role pv or battery, not grid"):
+        sunspec_cfg(502, "grid", "grid", 1, timeout_s=1, backoff_max_s=1, hybrid=True)
 
 
 def test_hybrid_pv_from_160_battery_from_802_never_the_ac_output():

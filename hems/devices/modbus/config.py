@@ -136,6 +136,8 @@ class SunSpecDeviceConfig(ModbusConnection, DeviceFacts):
     def _role_fits(self) -> SunSpecDeviceConfig:
         if self.role is Role.EV:
             raise ValueError("role: ev is not a SunSpec role (use grid, pv, battery or load)")
+        if self.hybrid is not None and self.role not in (Role.PV, Role.BATTERY):
+            raise ValueError(f"hybrid: only for role pv or battery, not {self.role}")
         if self.battery_modes is not None:
             if self.role is not Role.BATTERY:
                 raise ValueError("battery_modes: only for role battery")

@@ -121,10 +121,7 @@ def interpret(decoded: dict[int, ModelData]) -> tuple[list[Term], list[str]]:
     def term(mid: int, name: str, meaning: str) -> None:
         data = decoded.get(mid)
         if data is not None and name in data.points:
-            p = data.points[name]
-            unit = {"Pct": "%", "WH": "Wh"}.get(p.units or "", p.units or "")
-            if unit.startswith("%"):
-                unit = "%"
+            unit = _unit(data.points[name].units)
             terms.append(Term(f"{mid}.{name}", data.number(name), unit, meaning))
 
     meter = next((m for m in METER_MODELS if m in decoded), None)
@@ -225,6 +222,14 @@ async def _match_profiles(
     report.profile_values = values
     if errors:
         report.error = "; ".join(f"{k}: {v}" for k, v in errors.items())
+
+
+def _unit(units: str | None) -> str:
+    """The SunSpec definitions' unit spelled for people: "%WHRtg" and "Pct" are %."""
+    text = units or ""
+    if text.startswith("%") or text == "Pct":
+        return "%"
+    return "Wh" if text == "WH" else text
 
 
 def _text(value: object) -> str | None:

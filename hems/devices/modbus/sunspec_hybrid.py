@@ -30,7 +30,7 @@ MPPT_MODEL = 160
 # IDStr words (lower case) that mark a 160 module as the battery's; first match wins.
 _CHARGE_WORDS = ("stcha", "charge")
 _DISCHARGE_WORDS = ("stdischa", "discharge")
-_STORAGE_WORDS = ("bat", "stor", "ess")
+_STORAGE_WORDS = ("bat", "stor")
 
 
 @dataclass(frozen=True, slots=True)
