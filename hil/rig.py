@@ -59,6 +59,8 @@ class HilRig:
 
     step_s: simulated seconds per physics step; default 0.5 s of real time at the clock's
         speed (30 s at 60x), or 1 s for a ManualClock.
+    unit_ids: the SunSpec unit ids; `UnitIds(hybrid=4)` also serves PV + battery as one hybrid
+        inverter (`hil.sunspec_server.HybridUnit`, with 802 or `hybrid_storage_model=713`).
     sunspec_port: the port clients use (0 = pick one). With `fault_proxy` (default) that is the
         fault proxy's port and the SunSpec server itself listens on a free port behind it.
     """
@@ -73,6 +75,7 @@ class HilRig:
         unit_ids: UnitIds | None = None,
         step_s: float | None = None,
         fault_proxy: bool = True,
+        hybrid_storage_model: int = 802,
     ) -> None:
         self.clock = clock
         self.host = host
@@ -89,6 +92,7 @@ class HilRig:
             host=host,
             port=0 if fault_proxy else sunspec_port,
             unit_ids=unit_ids,
+            hybrid_storage_model=hybrid_storage_model,
         )
         self._sunspec_public_port = sunspec_port
         self._fault_proxy = fault_proxy

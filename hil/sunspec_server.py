@@ -5,6 +5,9 @@ One TCP endpoint, three unit ids (like a hybrid inverter with a meter behind one
 * unit 1 — PV inverter: models 1, 103, 123 (WMaxLimPct curtailment, Conn, revert timeout)
 * unit 2 — battery inverter: models 1, 103, 124 (storage control, revert timeout), 802
 * unit 3 — grid meter: models 1, 203
+* optionally (`UnitIds(hybrid=N)`) — the same PV and battery as one hybrid inverter: models 1,
+  103 (AC output = PV - charge + discharge), 160 (2 PV MPPTs, battery charge/discharge
+  modules), 124, and 802 or 713 (`HybridUnit`)
 
 Each unit's map is "SunS" at `base_address` (40000), the models' `get_mb()` images from
 pysunspec2, then the end marker 0xFFFF 0x0000. Register images are rebuilt from the physics on
@@ -31,7 +34,7 @@ from hems.core.clock import Clock
 from hil.home import Home, HomeState
 from hil.modbus_sim import SimTcpServer
 
-__all__ = ["SUNSPEC_BASE", "SunSpecServer", "SunSpecUnit", "UnitIds"]
+__all__ = ["SUNSPEC_BASE", "HybridUnit", "SunSpecServer", "SunSpecUnit", "UnitIds"]
 
 log = structlog.get_logger(__name__)
 
@@ -67,6 +70,7 @@ class UnitIds:
     pv: int = 1
     battery: int = 2
     meter: int = 3
+    hybrid: int | None = None  # also serve the home's PV + battery as one hybrid inverter
 
 
 class _WriteRejected(Exception):
@@ -297,6 +301,13 @@ class BatteryUnit(SunSpecUnit):
         self.nominal_v = 400.0  # DC bus of a typical HV home battery
         m103 = ss.Model(model_id=103)
         _static_sfs(m103, self.w_sf)
+        m124, m802 = self._storage_models()
+        super().__init__(unit_id, [_common("hems-hil", "HIL-BAT", serial), m103, m124, m802], base)
+        self._revert_at: datetime | None = None
+
+    def _storage_models(self) -> tuple[ss.Model, ss.Model]:
+        """Models 124 and 802 with their ratings; needs `home`, `w_sf`, `wh_sf`, `nominal_v`."""
+        cfg = self.home.config
         m124 = ss.Model(model_id=124)
         for name, v in (
             ("WChaMax", _scaled(cfg.battery_max_charge_w, self.w_sf)),
@@ -336,13 +347,19 @@ class BatteryUnit(SunSpecUnit):
             ("W_SF", self.w_sf),
         ):
             m802.points[name].set_value(v)
-        super().__init__(unit_id, [_common("hems-hil", "HIL-BAT", serial), m103, m124, m802], base)
-        self._revert_at: datetime | None = None
+        return m124, m802
 
     def refresh(self, state: HomeState, now: datetime) -> None:
-        cfg = self.home.config
         discharge_w = -state.battery_w  # SunSpec inverter convention: + = delivering AC
         _inverter_103(state, self.models[103], discharge_w, self.w_sf, state.battery_discharge_wh)
+        self.set_points(103, St=4 if abs(state.battery_w) > 1 else 8)  # MPPT / STANDBY
+        self.rebuild(103)
+        self._refresh_storage(state)
+
+    def _refresh_storage(self, state: HomeState) -> None:
+        """124 and 802 (and 713 where served) from the battery's state."""
+        cfg = self.home.config
+        discharge_w = -state.battery_w  # SunSpec convention: + = discharging
         if state.battery_w > 1:
             cha_st = 5 if state.soc_pct >= cfg.battery_soc_max_pct - 0.05 else 4  # FULL/CHARGING
         elif state.battery_w < -1:
@@ -353,8 +370,6 @@ class BatteryUnit(SunSpecUnit):
             cha_st = 2  # EMPTY
         else:
             cha_st = 6  # HOLDING
-        self.set_points(103, St=4 if abs(state.battery_w) > 1 else 8)  # MPPT / STANDBY
-        self.rebuild(103)
         stored_wh = cfg.battery_capacity_wh * state.soc_pct / 100.0
         self.set_points(
             124,
@@ -364,15 +379,21 @@ class BatteryUnit(SunSpecUnit):
             ChaSt=cha_st,
         )
         self.rebuild(124)
-        self.set_points(
-            802,
-            SoC=_scaled(state.soc_pct, PCT_SF),
-            ChaSt=cha_st,
-            V=_scaled(self.nominal_v, V_SF),
-            A=_scaled(discharge_w / self.nominal_v, A_SF),
-            W=max(-32767, min(32767, _scaled(discharge_w, self.w_sf))),
-        )
-        self.rebuild(802)
+        if 802 in self.models:
+            self.set_points(
+                802,
+                SoC=_scaled(state.soc_pct, PCT_SF),
+                ChaSt=cha_st,
+                V=_scaled(self.nominal_v, V_SF),
+                A=_scaled(discharge_w / self.nominal_v, A_SF),
+                W=max(-32767, min(32767, _scaled(discharge_w, self.w_sf))),
+            )
+            self.rebuild(802)
+        if 713 in self.models:
+            self.set_points(
+                713, WHAvail=_scaled(stored_wh, self.wh_sf), SoC=_scaled(state.soc_pct, PCT_SF)
+            )
+            self.rebuild(713)
 
     def apply_writes(self, writes: dict[int, dict[str, int]], now: datetime) -> None:
         cfg = self.home.config
@@ -441,6 +462,95 @@ class BatteryUnit(SunSpecUnit):
             self.home.set_battery_window(*window)
         self.home.set_battery_reserve_pct(self.value(124, "MinRsvPct") * 10**PCT_SF)
         self.home.set_grid_charging_allowed(self.value(124, "ChaGriSet") != 0)
+
+
+class HybridUnit(BatteryUnit):
+    """A hybrid inverter: the home's PV and battery behind one AC output.
+
+    Models 1, 103 (W = AC output = PV - battery charge + battery discharge, + = delivering),
+    160 (MPPT: module 1 "MPPT 1" and 2 "MPPT 2" carry 60 % / 40 % of the PV, module 3
+    "StCha 3" the battery charge and 4 "StDisCha 4" the discharge, as Fronius labels them),
+    124 (storage control, as `BatteryUnit`), and 802 (battery, W + = discharging) or, with
+    `storage_model=713`, 713 (DER storage capacity: WHRtg, WHAvail, SoC) instead.
+    DC figures equal the home's AC flows (conversion losses are not modelled), so
+    103 W = sum of the PV modules' DCW - StCha DCW + StDisCha DCW exactly.
+    Serving it beside units 1 and 2 shows the same home twice: configure one or the other.
+    """
+
+    name = "hybrid"
+    MODULES = ("MPPT 1", "MPPT 2", "StCha 3", "StDisCha 4")
+    PV_SHARES = (0.6, 0.4)
+
+    def __init__(
+        self,
+        unit_id: int,
+        home: Home,
+        serial: str,
+        base: int = SUNSPEC_BASE,
+        storage_model: int = 802,
+    ) -> None:
+        if storage_model not in (802, 713):
+            raise ValueError(f"storage_model: 802 or 713, got {storage_model}")
+        self.home = home
+        cfg = home.config
+        peak_w = max(
+            cfg.pv_inverter_max_w + cfg.battery_max_discharge_w,
+            cfg.battery_max_charge_w,
+        )
+        self.w_sf = power_sf(peak_w * 1.1)
+        self.wh_sf = power_sf(cfg.battery_capacity_wh)
+        self.dcwh_sf = 0
+        self.nominal_v = 400.0
+        m103 = ss.Model(model_id=103)
+        _static_sfs(m103, self.w_sf)
+        m160 = ss.Model(
+            model_id=160,
+            data={
+                "N": len(self.MODULES),
+                "module": [{"ID": i + 1, "IDStr": n} for i, n in enumerate(self.MODULES)],
+            },
+        )
+        for name, v in (("DCA_SF", A_SF), ("DCV_SF", V_SF), ("DCW_SF", self.w_sf)):
+            m160.points[name].set_value(v)
+        m160.points["DCWH_SF"].set_value(self.dcwh_sf)
+        m124, m802 = self._storage_models()
+        storage = m802
+        if storage_model == 713:
+            storage = ss.Model(model_id=713)
+            storage.points["WHRtg"].set_value(_scaled(cfg.battery_capacity_wh, self.wh_sf))
+            storage.points["SoH"].set_value(_scaled(100.0, PCT_SF))
+            storage.points["WH_SF"].set_value(self.wh_sf)
+            storage.points["Pct_SF"].set_value(PCT_SF)
+        common = _common("hems-hil", "HIL-HYBRID", serial)
+        SunSpecUnit.__init__(self, unit_id, [common, m103, m160, m124, storage], base)
+        self._revert_at = None
+
+    def refresh(self, state: HomeState, now: datetime) -> None:
+        ac_w = state.pv_w - state.battery_w
+        # Lifetime AC energy out: PV plus discharge (charging from PV never left the unit).
+        out_wh = state.pv_energy_wh + state.battery_discharge_wh
+        _inverter_103(state, self.models[103], ac_w, self.w_sf, out_wh)
+        self.set_points(103, St=4 if abs(ac_w) > 1 or state.pv_w > 1 else 8)
+        self.rebuild(103)
+        flows = (
+            *(state.pv_w * share for share in self.PV_SHARES),
+            max(0.0, state.battery_w),
+            max(0.0, -state.battery_w),
+        )
+        energies = (
+            *(state.pv_energy_wh * share for share in self.PV_SHARES),
+            state.battery_charge_wh,
+            state.battery_discharge_wh,
+        )
+        m160 = self.models[160]
+        for module, power_w, energy_wh in zip(m160.groups["module"], flows, energies, strict=True):
+            module.points["DCW"].set_value(min(0xFFFE, _scaled(power_w, self.w_sf)))
+            module.points["DCV"].set_value(_scaled(self.nominal_v, V_SF))
+            module.points["DCA"].set_value(_scaled(power_w / self.nominal_v, A_SF))
+            module.points["DCWH"].set_value(int(energy_wh // 10**self.dcwh_sf) % 2**32)
+            module.points["DCSt"].set_value(4 if power_w > 1 else 8)
+        self.rebuild(160)
+        self._refresh_storage(state)
 
 
 class MeterUnit(SunSpecUnit):
@@ -525,6 +635,7 @@ class SunSpecServer(SimTcpServer):
         unit_ids: UnitIds | None = None,
         base_address: int = SUNSPEC_BASE,
         serial_prefix: str = "HIL",
+        hybrid_storage_model: int = 802,
     ) -> None:
         super().__init__(host, port)
         ids = unit_ids or UnitIds()
@@ -535,6 +646,10 @@ class SunSpecServer(SimTcpServer):
             ids.battery: BatteryUnit(ids.battery, home, f"{serial_prefix}-BAT-0001", base_address),
             ids.meter: MeterUnit(ids.meter, home, f"{serial_prefix}-MTR-0001", base_address),
         }
+        if ids.hybrid is not None:
+            self.units[ids.hybrid] = HybridUnit(
+                ids.hybrid, home, f"{serial_prefix}-HYB-0001", base_address, hybrid_storage_model
+            )
         self.unit_ids = ids
         self.requests = 0
         self.refresh()
@@ -550,6 +665,12 @@ class SunSpecServer(SimTcpServer):
     @property
     def meter(self) -> MeterUnit:
         return self.units[self.unit_ids.meter]  # type: ignore[return-value]
+
+    @property
+    def hybrid(self) -> HybridUnit:
+        if self.unit_ids.hybrid is None:
+            raise RuntimeError("hil sunspec: no hybrid unit (UnitIds(hybrid=N))")
+        return self.units[self.unit_ids.hybrid]  # type: ignore[return-value]
 
     def check_reverts(self, now: datetime | None = None) -> None:
         """Revert controls whose timeout has passed (call before stepping the physics)."""

@@ -372,7 +372,10 @@ async def test_modbus_service_runs_the_home_on_an_accelerated_clock(serve):
 
 
 async def test_modbus_sunspec_der_models_701_704_713(serve):
-    """A DER-model device: 701 measurements, 704 curtailment (uint32 revert), 713 SoC."""
+    """A DER-model device: 701 measurements, 704 curtailment (uint32 revert), 713 SoC.
+
+    The battery unit is an AC-coupled storage inverter (`hybrid: false`), so its AC output is
+    the battery's power."""
     pv = sunspec_image(
         common_model(),
         model_regs(701, W=1800, W_SF=0, TotWhInj=777, TotWh_SF=0, Hz=50010, Hz_SF=-3),
@@ -388,7 +391,7 @@ async def test_modbus_sunspec_der_models_701_704_713(serve):
     inv = sunspec_device(
         cfg(srv.port, "pv", "pv", 1, control_revert_s=70000 // 2), pool, state, clock
     )
-    b = sunspec_device(cfg(srv.port, "battery", "battery", 2), pool, state, clock)
+    b = sunspec_device(cfg(srv.port, "battery", "battery", 2, hybrid=False), pool, state, clock)
     assert await inv.poll() and await b.poll()
     assert state.fresh_value("pv", Quantity.POWER_W) == 1800
     assert state.fresh_value("pv", Quantity.ENERGY_EXPORT_WH) == 777

@@ -6,8 +6,9 @@ must then agree on the endpoint settings; `EndpointPool.get` says which field di
 
 Roles: one entry has ONE role. A hybrid inverter (PV + battery behind one unit id) is two
 entries with the same host/port/unit_id, e.g. `role: pv` and `role: battery`; they share the
-one connection and each reads only the models it needs. This keeps `SiteState` simple (one
-role per device id) and lets the control loop address the PV and battery sides separately.
+one connection and each reads only the models it needs (`sunspec_hybrid` splits PV from
+battery). This keeps `SiteState` simple (one role per device id) and lets the control loop
+address the PV and battery sides separately.
 """
 
 from __future__ import annotations
@@ -122,11 +123,21 @@ class SunSpecDeviceConfig(ModbusConnection, DeviceFacts):
     battery_modes: list[BatteryMode] | None = Field(
         default=None, description="role battery: modes to offer (default: all 124 can do)"
     )
+    hybrid: bool | None = Field(
+        default=None,
+        description=(
+            "PV and battery behind this inverter's one AC output (default: yes when the unit "
+            "has an inverter model and a storage model 124/713/802); false = an AC-coupled "
+            "battery inverter, whose AC output is the battery's"
+        ),
+    )
 
     @model_validator(mode="after")
     def _role_fits(self) -> SunSpecDeviceConfig:
         if self.role is Role.EV:
             raise ValueError("role: ev is not a SunSpec role (use grid, pv, battery or load)")
+        if self.hybrid is not None and self.role not in (Role.PV, Role.BATTERY):
+            raise ValueError(f"hybrid: only for role pv or battery, not {self.role}")
         if self.battery_modes is not None:
             if self.role is not Role.BATTERY:
                 raise ValueError("battery_modes: only for role battery")

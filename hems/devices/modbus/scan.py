@@ -26,6 +26,7 @@ from hems.devices.modbus.sunspec import (
     read_models,
 )
 from hems.devices.modbus.sunspec_device import BATTERY_MODELS, readings_from_models
+from hems.devices.modbus.sunspec_hybrid import MPPT_MODEL, Term, is_hybrid, split_hybrid
 from hems.errors import ConfigError, DeviceError
 
 _KNOWN_MODEL_NAMES = {
@@ -83,6 +84,9 @@ class UnitReport:
     snapshot: dict[str, dict[str, float]] = field(default_factory=dict)  # role -> quantity
     profiles: list[str] = field(default_factory=list)  # matching drivers/*.yaml families
     profile_values: dict[str, float | str] = field(default_factory=dict)
+    hybrid: bool = False  # PV and battery behind one inverter (see sunspec_hybrid)
+    points: list[str] = field(default_factory=list)  # "103.W = 4321 W → inverter AC output"
+    notes: list[str] = field(default_factory=list)  # why a figure is missing or derived
     error: str | None = None
 
     def as_json(self) -> dict[str, Any]:
@@ -93,15 +97,57 @@ class UnitReport:
 
 
 def suggest_roles(model_ids: list[int]) -> list[Role]:
-    """The roles a unit's models can serve, most specific first."""
+    """The roles a unit's models can serve, most specific first.
+
+    A hybrid (inverter + storage models) gets `pv` only when model 160 is there to give the
+    PV figure; without it the AC output cannot be split and only `battery` is suggested.
+    """
     roles: list[Role] = []
     if any(m in model_ids for m in METER_MODELS):
         roles.append(Role.GRID)
     if any(m in model_ids for m in BATTERY_MODELS):
+        if is_hybrid(model_ids, None) and MPPT_MODEL in model_ids:
+            roles.append(Role.PV)
         roles.append(Role.BATTERY)
     elif any(m in model_ids for m in INVERTER_MODELS):
         roles.append(Role.PV)
     return roles
+
+
+def interpret(decoded: dict[int, ModelData]) -> tuple[list[Term], list[str]]:
+    """The raw points behind the snapshot and what each means, plus notes. Pure."""
+    terms: list[Term] = []
+    notes: list[str] = []
+
+    def term(mid: int, name: str, meaning: str) -> None:
+        data = decoded.get(mid)
+        if data is not None and name in data.points:
+            unit = _unit(data.points[name].units)
+            terms.append(Term(f"{mid}.{name}", data.number(name), unit, meaning))
+
+    meter = next((m for m in METER_MODELS if m in decoded), None)
+    if meter is not None:
+        term(meter, "W", "grid power (+ = import)")
+    ids = list(decoded)
+    if is_hybrid(ids, None):
+        split = split_hybrid(decoded)
+        terms += split.terms
+        notes += split.notes
+        if split.battery_source is not None:
+            notes.append(f"battery power from {split.battery_source}")
+    elif (inv := next((m for m in INVERTER_MODELS if m in decoded), None)) is not None:
+        term(inv, "W", "inverter AC output = PV (no storage models)")
+    for mid, name in ((802, "SoC"), (713, "SoC"), (124, "ChaState")):
+        if mid in decoded:
+            term(mid, name, "battery state of charge")
+            break
+    term(802, "WHRtg", "battery capacity")
+    term(802, "WChaRteMax", "battery max charge rate")
+    term(802, "WDisChaRteMax", "battery max discharge rate")
+    term(713, "WHRtg", "storage energy rating")
+    term(713, "WHAvail", "storage energy available")
+    term(124, "WChaMax", "charge/discharge setpoint reference (124 control)")
+    return terms, notes
 
 
 async def scan_unit(endpoint: Endpoint, unit_id: int, profiles: bool = True) -> UnitReport:
@@ -134,6 +180,9 @@ async def scan_unit(endpoint: Endpoint, unit_id: int, profiles: bool = True) -> 
         report.model = _text(common.get("Md"))
         report.serial = _text(common.get("SN"))
         report.version = _text(common.get("Vr"))
+    report.hybrid = is_hybrid(smap.ids, None)
+    terms, report.notes = interpret(decoded)
+    report.points = [t.line() for t in terms]
     now = datetime.now(UTC)  # a one-shot tool: wall time only labels the snapshot
     for role in suggest_roles(smap.ids):
         report.roles.append(str(role))
@@ -174,6 +223,14 @@ async def _match_profiles(
     report.profile_values = values
     if errors:
         report.error = "; ".join(f"{k}: {v}" for k, v in errors.items())
+
+
+def _unit(units: str | None) -> str:
+    """The SunSpec definitions' unit spelled for people: "%WHRtg" and "Pct" are %."""
+    text = units or ""
+    if text.startswith("%") or text == "Pct":
+        return "%"
+    return "Wh" if text == "WH" else text
 
 
 def _text(value: object) -> str | None:
@@ -269,6 +326,13 @@ def format_text(reports: list[UnitReport], host: str, port: int) -> str:
         for m in r.models:
             flag = f"  !! {m.error}" if m.error else ""
             out.append(f"    {m.model_id:>5}  {m.name:<28} at {m.address:>5}  L={m.length}{flag}")
+        if r.hybrid:
+            out.append("  hybrid: PV and battery behind one inverter")
+        if r.points:
+            out.append("  points read:")
+            out += [f"    {line}" for line in r.points]
+        for note in r.notes:
+            out.append(f"  note: {note}")
         for role, values in r.snapshot.items():
             out.append(f"  snapshot as {role}:")
             for q, v in values.items():

@@ -10,8 +10,10 @@ Setpoints always start from a fresh read of the control model (for its scale fac
 ratings), so nothing is ever written from a stale or bad value.
 
 SunSpec conventions assumed (the spec's own):
-* inverter models 10x/11x and DER 701: W > 0 = AC power out of the unit (generation). For a
-  battery inverter that is discharging, hence battery power = -W.
+* inverter models 10x/11x and DER 701: W > 0 = AC power out of the unit (generation). For an
+  AC-coupled battery inverter (`hybrid: false`) that is discharging, hence battery power = -W.
+  On a hybrid (inverter + storage models, the default reading of such a unit) the AC output
+  carries PV too: PV and battery power come from `sunspec_hybrid.split_hybrid` instead.
 * battery 802 W: > 0 = discharging (generator convention, as 701), so battery power = -W.
 * meter models 20x/21x: W > 0 = power flowing in at the meter (import / consumption).
 `invert_power: true` flips a device whose installation says otherwise.
@@ -45,11 +47,17 @@ from hems.devices.modbus.sunspec import (
     encode_point,
     read_models,
 )
+from hems.devices.modbus.sunspec_hybrid import (
+    MPPT_MODEL,
+    STORAGE_MODELS,
+    is_hybrid,
+    split_hybrid,
+)
 from hems.errors import BadValue, NotSupported
 
 log = structlog.get_logger(__name__)
 
-BATTERY_MODELS = (802, 713, 124)
+BATTERY_MODELS = STORAGE_MODELS
 LIMIT_MODELS = (123, 704)
 
 # (point name, quantity) for optional extras; a bad/absent one is simply not published.
@@ -80,13 +88,23 @@ _METER_PHASE_POWER = (
 )
 
 
-def models_for_role(role: Role, smap: SunSpecMap) -> list[ModelLoc]:
+def models_for_role(role: Role, smap: SunSpecMap, hybrid: bool | None = None) -> list[ModelLoc]:
     """Which models a poll reads for this role (the first present of each kind)."""
     kinds: list[tuple[int, ...]]
+    split = is_hybrid(smap.ids, hybrid)
     if role is Role.PV:
-        kinds = [INVERTER_MODELS, LIMIT_MODELS]
+        kinds = (
+            [INVERTER_MODELS, (MPPT_MODEL,), LIMIT_MODELS]
+            if split
+            else [
+                INVERTER_MODELS,
+                LIMIT_MODELS,
+            ]
+        )
     elif role is Role.BATTERY:
         kinds = [(802,), (713,), (124,), INVERTER_MODELS]
+        if split:
+            kinds.append((MPPT_MODEL,))
     else:
         kinds = [METER_MODELS]
     return [loc for kind in kinds if (loc := smap.find(*kind)) is not None]
@@ -98,14 +116,19 @@ def readings_from_models(
     device_id: str,
     at_utc: datetime,
     invert_power: bool = False,
+    hybrid: bool | None = None,
 ) -> list[Reading]:
     """Convert decoded models to readings with hems signs. Pure.
 
     Raises `BadValue` if the role's main quantity is missing or bad: then nothing of this
-    poll is used.
+    poll is used. `hybrid`: the unit's split as decided on its whole map (None: decide from
+    `models`). On a hybrid (`sunspec_hybrid.is_hybrid`) PV and battery power come from
+    `split_hybrid`, never from the AC output alone; a hybrid's PV without model 160 is a
+    `BadValue` (no PV figure rather than a wrong one).
     """
     out: list[Reading] = []
     sign = -1.0 if invert_power else 1.0
+    split = split_hybrid(models) if is_hybrid(list(models), hybrid) else None
 
     def add(quantity: Quantity, value: float | None) -> None:
         if value is not None:
@@ -116,7 +139,17 @@ def readings_from_models(
             v = data.number(name)
             add(quantity, None if v is None else v * factor)
 
-    if role is Role.PV:
+    if role is Role.PV and split is not None:
+        if split.pv_w is None:
+            raise BadValue(device_id, "; ".join(split.notes) or "hybrid: no PV figure")
+        add(Quantity.POWER_W, sign * split.pv_w)
+        add(Quantity.ENERGY_EXPORT_WH, split.pv_energy_wh)
+        inv = _first(models, INVERTER_MODELS)
+        if inv is not None:  # the AC current is PV's and the battery's: not the PV's
+            table = _DER_EXTRAS if inv.model_id == 701 else _INVERTER_EXTRAS
+            extras(inv, [e for e in table if e[0] != "A"])
+        add(Quantity.POWER_LIMIT_PCT, _limit_pct(models))
+    elif role is Role.PV:
         inv = _first(models, INVERTER_MODELS)
         if inv is None:
             raise BadValue(device_id, f"no inverter model (one of {INVERTER_MODELS})")
@@ -140,10 +173,12 @@ def readings_from_models(
             raise BadValue(device_id, f"state of charge {soc} % outside 0..100")
         add(Quantity.SOC_PCT, soc)
         power = None
-        if 802 in models and models[802].number("W") is not None:
+        if split is not None:
+            power = split.battery_w  # never the AC output: it carries the PV too
+        elif 802 in models and models[802].number("W") is not None:
             power = -models[802].require(device_id, "W")
         elif (inv := _first(models, INVERTER_MODELS)) is not None:
-            power = -inv.require(device_id, "W")
+            power = -inv.require(device_id, "W")  # an AC-coupled battery inverter
         add(Quantity.POWER_W, None if power is None else sign * power)
         if 802 in models:
             add(Quantity.VOLTAGE_V, models[802].number("V"))
@@ -193,6 +228,7 @@ class SunSpecDevice(PolledDevice):
     ) -> None:
         super().__init__(cfg, pool, state, clock)
         self._map: SunSpecMap | None = None
+        self._noted: set[str] = set()
 
     # -- polling -------------------------------------------------------------------------
     @property
@@ -202,7 +238,7 @@ class SunSpecDevice(PolledDevice):
     async def poll_once(self) -> list[Reading]:
         """Read and convert; raises a DeviceError (nothing published) on any failure."""
         smap = await self.ensure_map()
-        locs = models_for_role(self.role, smap)
+        locs = models_for_role(self.role, smap, self.cfg.hybrid)
         try:
             models = await read_models(self._endpoint, self.cfg.unit_id, locs)
         except ModelMoved:
@@ -212,16 +248,30 @@ class SunSpecDevice(PolledDevice):
             if exc.exception_code == 2:  # the model is gone from where it was
                 self._map = None
             raise
+        # Decided on the whole map: a PV poll does not read the storage models.
+        hybrid = is_hybrid(smap.ids, self.cfg.hybrid)
+        if hybrid and self.role in (Role.PV, Role.BATTERY):
+            notes = split_hybrid(models).notes
+            if self.role is Role.PV:  # a PV poll does not read 802: its battery notes are moot
+                notes = [n for n in notes if not n.startswith("battery")]
+            self._note_once(notes)
         return readings_from_models(
-            self.role, models, self.device_id, self._clock.now(), self.cfg.invert_power
+            self.role, models, self.device_id, self._clock.now(), self.cfg.invert_power, hybrid
         )
+
+    def _note_once(self, notes: list[str]) -> None:
+        """Say once per device why a hybrid's figure is missing or derived (not every poll)."""
+        for note in notes:
+            if note not in self._noted:
+                self._noted.add(note)
+                log.warning("sunspec hybrid", device=self.device_id, role=str(self.role), note=note)
 
     async def ensure_map(self) -> SunSpecMap:
         if self._map is None:
             base = self.cfg.base_address
             bases = BASE_ADDRESSES if base is None else (base,)
             smap = await discover(self._endpoint, self.cfg.unit_id, bases)
-            if not models_for_role(self.role, smap):
+            if not models_for_role(self.role, smap, self.cfg.hybrid):
                 raise NotSunSpec(
                     self.device_id,
                     f"models {smap.ids} have nothing for role {self.role}",
@@ -234,6 +284,7 @@ class SunSpecDevice(PolledDevice):
                 unit=self.cfg.unit_id,
                 base=smap.base,
                 models=smap.ids,
+                hybrid=is_hybrid(smap.ids, self.cfg.hybrid),
             )
         return self._map
 
