@@ -139,6 +139,10 @@ class WorkingDayCalendar:
 
     def holidays_in(self, year: int) -> frozenset[date]:
         """Every holiday of `year` (weekend ones too), the extra days included."""
+        return self._known(year) | frozenset(d for d in self.extra if d.year == year)
+
+    def _known(self, year: int) -> frozenset[date]:
+        """The package's holidays of `year`, computed once per year and calendar."""
         days = self._years.get(year)
         if days is None:
             if self.country is None:
@@ -150,10 +154,10 @@ class WorkingDayCalendar:
                     pyholidays.country_holidays(self.country, subdiv=self.subdivision, years=year)
                 )
             self._years[year] = days
-        return days | frozenset(d for d in self.extra if d.year == year)
+        return days
 
     def is_holiday(self, day: date) -> bool:
-        return day in self.extra or day in self.holidays_in(day.year)
+        return day in self.extra or day in self._known(day.year)
 
     def is_working_day(self, day: date) -> bool:
         return day.weekday() < 5 and not self.is_holiday(day)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -28,6 +29,7 @@ from hems.planning.forecast_quality import (
     accuracy,
     hourly_calibration,
     in_force,
+    mean_or_none,
 )
 from hems.store.db import Database
 from hems.store.timeseries import from_ms, half_hour_means, to_ms
@@ -268,6 +270,8 @@ class Forecaster:
         self.calibration: PvCalibration | None = None
         self.accuracy: dict[str, Accuracy] = {}
         self._accuracy_slot: datetime | None = None
+        self._planned: dict[str, dict[datetime, float]] = {}  # kind -> half-hour -> W
+        self._planned_until: datetime | None = None  # half-hours before this are in _planned
 
     # PV --------------------------------------------------------------------------------
     async def _fetch_array(
@@ -417,26 +421,35 @@ class Forecaster:
         self, now: datetime, means: dict[str, dict[datetime, float]]
     ) -> None:
         """Once per half-hour: the PV and load forecasts of the last `accuracy_days` against
-        what was measured (half-hours that have ended)."""
+        what was measured (half-hours that have ended).
+
+        What each half-hour was planned with cannot change once it has begun, so it is read
+        once and kept (`_planned`); later runs read only the half-hours since."""
         slot = slot_start(now, 30)
         if slot == self._accuracy_slot:
             return
         self._accuracy_slot = slot
         days = self.cfg.accuracy_days
         first = slot_start(now - timedelta(days=days), 30)
-        slots = [first + timedelta(minutes=30 * i) for i in range(int((slot - first) / _HALF))]
+        done = self._planned_until if self._planned_until is not None else first
+        done = max(first, min(done, slot))
+        new_slots = [done + _HALF * i for i in range(int((slot - done) / _HALF))]
+        window = [first + _HALF * i for i in range(int((slot - first) / _HALF))]
+        recent = {d: {t: s[t] for t in window if t in s} for d, s in means.items()}
         pv_ids = self.cfg.pv_device_ids or self.devices.pv
         measured = {
-            "pv": _sum_devices({d: means.get(d, {}) for d in pv_ids}, len(pv_ids)),
-            "load": self._base_load_history(means)[0],
+            "pv": _sum_devices({d: recent.get(d, {}) for d in pv_ids}, len(pv_ids)),
+            "load": self._base_load_history(recent)[0],
         }
         for kind in ("pv", "load"):
-            # A forecast made up to its horizon (48 h by default) before the window still
-            # covers its first half-hours.
-            rows = await stored_forecasts(self.db, kind, first - timedelta(days=2), slot)
-            self.accuracy[kind] = accuracy(
-                kind, in_force(rows, slots), measured[kind], self.zone, days
-            )
+            kept = {t: v for t, v in self._planned.get(kind, {}).items() if first <= t < slot}
+            # A forecast made up to its horizon (48 h by default) before a half-hour still
+            # covers it.
+            since = (new_slots[0] if new_slots else slot) - timedelta(days=2)
+            kept |= await planned_half_hours(self.db, kind, new_slots, since)
+            self._planned[kind] = kept
+            self.accuracy[kind] = accuracy(kind, kept, measured[kind], self.zone, days)
+        self._planned_until = slot
 
     # load ------------------------------------------------------------------------------
     async def load(
@@ -540,20 +553,50 @@ async def store_forecast(db: Database, kind: str, made_at: datetime, fc: Forecas
     )
 
 
-async def stored_forecasts(
-    db: Database, kind: str, since: datetime, until: datetime
-) -> list[StoredForecast]:
-    """The `kind` forecasts made in [since, until], oldest first."""
-    rows = await db.fetchall(
-        "SELECT made_at_ms, start_ms, step_s, values_json FROM forecasts"
-        " WHERE kind = ? AND made_at_ms >= ? AND made_at_ms <= ? ORDER BY made_at_ms, forecast_pk",
-        (kind, to_ms(since), to_ms(until)),
-    )
-    out = []
-    for made_ms, start_ms, step_s, values_json in rows:
-        values = [math.nan if v is None else float(v) for v in json.loads(values_json)]
-        out.append(StoredForecast(from_ms(made_ms), from_ms(start_ms), int(step_s), values))
-    return out
+async def planned_half_hours(
+    db: Database, kind: str, slots: Sequence[datetime], since: datetime
+) -> dict[datetime, float]:
+    """Half-hour start -> the `kind` forecast it was planned with [W] (see
+    `forecast_quality.in_force`), from the forecasts made since `since`.
+
+    All of it runs in the database thread, and SQLite does the JSON (json_array_length for
+    each row's length, json_extract for the values picked), so ~2000 stored rows do not
+    hold up the event loop.
+    """
+    if not slots:
+        return {}
+    until = max(slots)
+
+    def work(conn: sqlite3.Connection) -> dict[datetime, float]:
+        meta = conn.execute(
+            "SELECT forecast_pk, made_at_ms, start_ms, step_s, json_array_length(values_json)"
+            " FROM forecasts WHERE kind = ? AND made_at_ms >= ? AND made_at_ms <= ?",
+            (kind, to_ms(since), to_ms(until)),
+        ).fetchall()
+        rows = [StoredForecast(from_ms(m), from_ms(s), int(st), int(n), int(pk))
+                for pk, m, s, st, n in meta]  # fmt: skip
+        picks = in_force(rows, slots)
+        # SQLite reads just the values picked (json_extract), so no row is parsed in Python.
+        wanted = sorted({(row.key, i) for row, i0, i1 in picks.values() for i in range(i0, i1)})
+        values: dict[tuple[int, int], float | None] = {}
+        for c in range(0, len(wanted), 400):  # 800 bound parameters, under SQLite's limit
+            chunk = wanted[c : c + 400]
+            pairs = ",".join("(?, ?)" for _ in chunk)
+            for pk, i, v in conn.execute(
+                f"WITH want(pk, i) AS (VALUES {pairs}) SELECT want.pk, want.i,"
+                " json_extract(f.values_json, '$[' || want.i || ']') FROM want"
+                " JOIN forecasts f ON f.forecast_pk = want.pk",
+                [x for pair in chunk for x in pair],
+            ):
+                values[(pk, i)] = None if v is None else float(v)
+        out: dict[datetime, float] = {}
+        for t, (row, i0, i1) in picks.items():
+            v = mean_or_none([values.get((row.key, i)) for i in range(i0, i1)])
+            if v is not None:
+                out[t] = v
+        return out
+
+    return await db.call(work)
 
 
 async def prune_forecasts(db: Database, before: datetime) -> int:

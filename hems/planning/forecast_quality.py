@@ -5,7 +5,8 @@
   hour has data from enough days.
 * `in_force` and `accuracy`: the forecast each past half-hour was planned with (the latest
   stored forecast made no later than the half-hour's start) against what was measured, as a
-  mean absolute error [W] per day and over the window.
+  mean absolute error [W] per day and over the window. `in_force` works on the rows'
+  metadata, so only the rows it picks need their values read.
 
 Series are keyed by aware UTC slot start; values are mean power over the slot [W]; NaN or a
 missing key is unknown and is left out, never counted as 0.
@@ -121,50 +122,52 @@ def hourly_calibration(
 
 @dataclass(frozen=True, slots=True)
 class StoredForecast:
-    """One row of the `forecasts` table: values [W] every `step_s` from `start`."""
+    """One row of the `forecasts` table, without its values: `n` values every `step_s` from
+    `start`; `key` is the row's id."""
 
     made_at: datetime
     start: datetime
     step_s: int
-    values_w: Sequence[float]
+    n: int
+    key: int = 0
+
+    def span(self, a: datetime, b: datetime) -> tuple[int, int] | None:
+        """Indices [i0, i1) of the values over [a, b); None unless the row covers it all."""
+        step = timedelta(seconds=self.step_s)
+        i0, i1 = (a - self.start) / step, (b - self.start) / step
+        if i0 < 0 or i1 > self.n or i0 != int(i0) or i1 != int(i1) or i1 <= i0:
+            return None
+        return int(i0), int(i1)
 
 
-def in_force(rows: Sequence[StoredForecast], slots: Sequence[datetime]) -> dict[datetime, float]:
-    """Half-hour start -> the forecast mean power [W] it was planned with.
+def in_force(
+    rows: Sequence[StoredForecast], slots: Sequence[datetime]
+) -> dict[datetime, tuple[StoredForecast, int, int]]:
+    """Half-hour start -> (row, i0, i1): the forecast it was planned with, and which of the
+    row's values fall in the half-hour (one at 30-min steps, two at 15).
 
-    For each half-hour, the latest row made no later than its start that covers it; the
-    mean of that row's values over the half-hour (one value at 30-min steps, two at 15).
-    Half-hours no row covers, or with an unknown value, are left out.
+    The row is the latest made no later than the half-hour's start that covers it (an older
+    one where the latest does not reach that far). Half-hours no row covers are left out.
     """
-    ordered = sorted(rows, key=lambda r: r.made_at)
-    out: dict[datetime, float] = {}
+    ordered = sorted(rows, key=lambda r: (r.made_at, r.key))
+    out: dict[datetime, tuple[StoredForecast, int, int]] = {}
     j = -1
     for t in sorted(slots):
         while j + 1 < len(ordered) and ordered[j + 1].made_at <= t:
             j += 1
-        # The latest row may not reach t (a short horizon): look back to older ones.
         for k in range(j, -1, -1):
-            v = _mean_over(ordered[k], t, t + HALF_HOUR)
-            if v is not None:
-                if not math.isnan(v):
-                    out[t] = v
+            span = ordered[k].span(t, t + HALF_HOUR)
+            if span is not None:
+                out[t] = (ordered[k], *span)
                 break
     return out
 
 
-def _mean_over(row: StoredForecast, a: datetime, b: datetime) -> float | None:
-    """Mean of the row's values over [a, b); None if the row does not cover it all."""
-    step = timedelta(seconds=row.step_s)
-    i0 = (a - row.start) / step
-    i1 = (b - row.start) / step
-    if i0 < 0 or i1 > len(row.values_w) or i0 != int(i0) or i1 != int(i1):
+def mean_or_none(values: Sequence[float | None]) -> float | None:
+    """Mean of a forecast's values over a half-hour [W]; None if one is unknown."""
+    if not values or any(v is None or math.isnan(v) for v in values):
         return None
-    vals = row.values_w[int(i0) : int(i1)]
-    if not vals:
-        return None
-    if any(math.isnan(v) for v in vals):
-        return math.nan
-    return math.fsum(vals) / len(vals)
+    return math.fsum(v for v in values if v is not None) / len(values)
 
 
 @dataclass(frozen=True, slots=True)

@@ -194,3 +194,27 @@ def test_config_windows_are_checked() -> None:
         ForecastConfig(history_days=5, accuracy_days=7, calibration_days=5)
     with pytest.raises(ValueError, match=r"forecast.accuracy_days: must be <= retention_days"):
         PlannerConfig.model_validate({"retention_days": 3, "forecast": {"accuracy_days": 7}})
+
+
+def test_in_force_picks_the_latest_row_that_covers_the_half_hour() -> None:
+    from hems.planning.forecast_quality import StoredForecast, in_force
+
+    t0 = datetime(2027, 1, 1, tzinfo=UTC)
+    long = StoredForecast(t0, t0, 1800, 10, key=1)  # 5 h at 30 min
+    quarter = StoredForecast(t0 + HALF, t0 + HALF, 900, 4, key=2)  # 1 h at 15 min
+    slots = [t0 + HALF * i for i in range(6)]
+    picks = in_force([quarter, long], slots)
+    assert picks[slots[0]] == (long, 0, 1)  # `quarter` was not made yet
+    assert picks[slots[1]] == (quarter, 0, 2) and picks[slots[2]] == (quarter, 2, 4)
+    assert picks[slots[3]] == (long, 3, 4)  # past `quarter`'s horizon: the older row
+    late = StoredForecast(t0 + HALF * 7, t0 + HALF * 7, 1800, 4, key=3)
+    assert t0 + HALF * 6 not in in_force([late], [t0 + HALF * 6])  # made after: not in force
+
+
+async def test_unknown_forecast_values_are_left_out(db) -> None:  # type: ignore[no-untyped-def]
+    from hems.planning.forecast import planned_half_hours
+
+    t0 = datetime(2027, 1, 1, tzinfo=UTC)
+    await store_forecast(db, "pv", t0, Forecast(t0, 15, [100.0, 300.0, math.nan, 50.0], "x"))
+    got = await planned_half_hours(db, "pv", [t0, t0 + HALF, t0 + 2 * HALF], t0)
+    assert got == {t0: 200.0}  # 15-min values averaged; a half-hour with a null is unknown
