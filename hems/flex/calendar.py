@@ -40,13 +40,18 @@ _NERC_NAMES = (
 )
 
 
+# Countries whose package calendar without a subdivision lists only the holidays common to
+# all parts, which is nobody's calendar (GB: no Easter Monday, no summer bank holiday).
+_SUBDIVISION_NEEDED = frozenset({"GB"})
+
+
 def check_region(
     country: str | None, subdivision: str | None, holiday_set: HolidaySet = "public"
 ) -> tuple[str | None, str | None]:
     """(country, subdivision) upper-cased and checked against the holidays package.
 
     Raises ValueError naming the field: an unknown country, a subdivision the country does not
-    have, a subdivision without a country, or the NERC set outside the US.
+    have (or none for GB), a subdivision without a country, or the NERC set outside the US.
     """
     if country is None:
         if subdivision is not None:
@@ -72,9 +77,14 @@ def check_region(
                 "subdivision: the NERC holidays are the same in every state; leave it out"
             )
         return code, None
-    if subdivision is None:
-        return code, None
     subs = tuple(entity.subdivisions)
+    if subdivision is None:
+        if code in _SUBDIVISION_NEEDED:
+            raise ValueError(
+                f"subdivision: {code} needs one of {', '.join(subs)}: their holidays differ "
+                "and none has only the ones they share"
+            )
+        return code, None
     known = [s.upper() for s in subs]
     sub = subdivision.strip().upper()
     if sub not in known:

@@ -45,8 +45,8 @@ class CalendarConfig(Strict):
     )
     subdivision: str | None = Field(
         default="ENG",
-        description="part of the country: GB ENG, WLS, SCT, NIR; US a state; "
-        "null when only country is given",
+        description="part of the country: GB needs ENG, WLS, SCT or NIR; US a state "
+        "(optional); null when only country is given",
     )
     holiday_set: Literal["auto", "public", "nerc"] = Field(
         default="auto",

@@ -75,6 +75,7 @@ def test_no_holidays_and_extra_days() -> None:
         ({"country": "XX"}, "country: unknown 'XX'"),
         ({"country": "GB", "subdivision": "CA"}, r"subdivision: 'CA' is not one of GB's \(ENG"),
         ({"country": None, "subdivision": "ENG"}, "subdivision: needs a country"),
+        ({"country": "GB"}, "subdivision: GB needs one of ENG, NIR, SCT, WLS"),
         ({"country": "GB", "holiday_set": "nerc"}, "holiday_set: 'nerc' needs country US"),
         ({"country": "US", "subdivision": "PA", "holiday_set": "nerc"}, "subdivision: the NERC"),
     ],
