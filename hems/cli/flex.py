@@ -9,7 +9,10 @@ from datetime import date, datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from hems.flex.calendar import BANK_HOLIDAYS, WorkingDayCalendar
+from pydantic import ValidationError
+
+from hems.flex.calendar import LEGACY_REGIONS, WorkingDayCalendar
+from hems.flex.config import CalendarConfig
 from hems.flex.meterdata import MeterDataError, parse_csv
 from hems.flex.presets import PRESETS, method
 from hems.flex.report import DeliveryReport, report_for_event
@@ -28,7 +31,17 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--event", required=True, metavar="START/END", help="ISO 8601 with offset")
     p.add_argument("--json", action="store_true", help="print the report payload as JSON")
     p.add_argument("--timezone", default="Europe/London", help="site time zone")
-    p.add_argument("--region", default="england-and-wales", choices=sorted(BANK_HOLIDAYS))
+    p.add_argument("--country", default="GB", help="holidays of this country (ISO 3166-1)")
+    p.add_argument(
+        "--subdivision", help="part of the country (GB: ENG, WLS, SCT, NIR); default ENG for GB"
+    )
+    p.add_argument(
+        "--holiday-set", default="auto", choices=("auto", "public", "nerc"),
+        help="auto: NERC holidays for --country US with a PJM/CAISO method, else public",
+    )  # fmt: skip
+    p.add_argument(
+        "--region", choices=sorted(LEGACY_REGIONS), help="older name for --country/--subdivision"
+    )
     p.add_argument("--quantity", default="import", choices=("import", "export", "net_import"))
     p.add_argument("--direction", default="turn_down", choices=("turn_down", "turn_up"))
     adj = p.add_mutually_exclusive_group()
@@ -65,6 +78,28 @@ def _parse_event(text: str) -> tuple[datetime, datetime]:
     return out[0], out[1]
 
 
+def _calendar(args: argparse.Namespace) -> WorkingDayCalendar:
+    """The calendar from the options, checked as the config's `flex.calendar` is."""
+    if args.region is not None:
+        fields: dict[str, object] = {"region": args.region}
+    else:
+        subdivision = args.subdivision
+        if subdivision is None and args.country.upper() == "GB":
+            subdivision = "ENG"
+        fields = {"country": args.country, "subdivision": subdivision}
+    try:
+        cfg = CalendarConfig.model_validate({**fields, "holiday_set": args.holiday_set})
+        return WorkingDayCalendar(
+            cfg.country, cfg.subdivision, holiday_set=cfg.resolved_set(args.method)
+        )
+    except ValidationError as exc:
+        message = exc.errors()[0]["msg"].removeprefix("Value error, ")
+    except ValueError as exc:
+        message = str(exc)
+    field, _, problem = message.partition(": ")  # "country: unknown 'XX' ..." -> --country
+    raise ValueError(f"--{field.replace('_', '-')}: {problem}")
+
+
 def run_baseline(args: argparse.Namespace) -> int:
     try:
         tz = ZoneInfo(args.timezone)
@@ -75,6 +110,10 @@ def run_baseline(args: argparse.Namespace) -> int:
         event_days = frozenset(date.fromisoformat(d) for d in args.event_day)
     except ValueError as exc:
         return _fail(str(exc) if "--event" in str(exc) else f"--event-day: {exc}")
+    try:
+        calendar = _calendar(args)
+    except ValueError as exc:
+        return _fail(str(exc))
     try:
         text = args.data.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
@@ -87,7 +126,7 @@ def run_baseline(args: argparse.Namespace) -> int:
             settlement=args.settlement,
         )
         report = report_for_event(
-            data, start, end, m, WorkingDayCalendar(args.region), tz,
+            data, start, end, m, calendar, tz,
             quantity=args.quantity, direction=args.direction, event_days=event_days,
         )  # fmt: skip
     except MeterDataError as exc:

@@ -1,5 +1,10 @@
 """Working-day calendar and settlement periods in the site's time zone.
 
+Holidays come from the `holidays` package (python-holidays): the public holidays of a
+country and, where the country has them, a subdivision (GB: ENG, WLS, SCT, NIR; US: the
+states), with the substitute ("observed") days the package lists. For US wholesale-market
+baselines there is also the NERC holiday set (see `nerc_holidays`).
+
 The settlement periods of a local day come from `hems.store.rollup.settlement_periods`
 (48 half hours, 46/50 on clock changes). All instants here are aware UTC.
 """
@@ -7,39 +12,165 @@ The settlement periods of a local day come from `hems.store.rollup.settlement_pe
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import UTC, date, datetime, time
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Literal
 from zoneinfo import ZoneInfo
 
-# Bank holidays in England and Wales, as published on https://www.gov.uk/bank-holidays
-# (the JSON at https://www.gov.uk/bank-holidays.json, division "england-and-wales").
-# Substitute days are listed where the holiday falls on a weekend (26 Dec 2026, 25-26 Dec 2027).
-_ENGLAND_AND_WALES = """
-2024-01-01 2024-03-29 2024-04-01 2024-05-06 2024-05-27 2024-08-26 2024-12-25 2024-12-26
-2025-01-01 2025-04-18 2025-04-21 2025-05-05 2025-05-26 2025-08-25 2025-12-25 2025-12-26
-2026-01-01 2026-04-03 2026-04-06 2026-05-04 2026-05-25 2026-08-31 2026-12-25 2026-12-28
-2027-01-01 2027-03-26 2027-03-29 2027-05-03 2027-05-31 2027-08-30 2027-12-27 2027-12-28
-"""
-BANK_HOLIDAYS: dict[str, frozenset[date]] = {
-    "england-and-wales": frozenset(date.fromisoformat(d) for d in _ENGLAND_AND_WALES.split()),
-    "none": frozenset(),
+import holidays as pyholidays
+
+HolidaySet = Literal["public", "nerc"]
+
+# Older configs named a region instead of a country and subdivision.
+LEGACY_REGIONS: dict[str, tuple[str | None, str | None]] = {
+    "england-and-wales": ("GB", "ENG"),
+    "scotland": ("GB", "SCT"),
+    "northern-ireland": ("GB", "NIR"),
+    "none": (None, None),
 }
-HOLIDAY_YEARS = (2024, 2027)  # first and last year the shipped lists cover
+
+# The NERC "additional off-peak days" for the Eastern and Western Interconnections, as named
+# by the holidays package's US calendar (English names, observed=False).
+_NERC_NAMES = (
+    "New Year's Day",
+    "Memorial Day",
+    "Independence Day",
+    "Labor Day",
+    "Thanksgiving Day",
+    "Christmas Day",
+)
+
+
+# Countries whose package calendar without a subdivision lists only the holidays common to
+# all parts, which is nobody's calendar (GB: no Easter Monday, no summer bank holiday).
+_SUBDIVISION_NEEDED = frozenset({"GB"})
+
+
+def check_region(
+    country: str | None, subdivision: str | None, holiday_set: HolidaySet = "public"
+) -> tuple[str | None, str | None]:
+    """(country, subdivision) upper-cased and checked against the holidays package.
+
+    Raises ValueError naming the field: an unknown country, a subdivision the country does not
+    have (or none for GB), a subdivision without a country, or the NERC set outside the US.
+    """
+    if country is None:
+        if subdivision is not None:
+            raise ValueError("subdivision: needs a country")
+        if holiday_set == "nerc":
+            raise ValueError("holiday_set: 'nerc' needs country US")
+        return None, None
+    code = country.strip().upper()
+    try:
+        # One country's module, not list_supported_countries(): that imports all of them (~2 s).
+        entity = pyholidays.country_holidays(code)
+    except NotImplementedError:
+        raise ValueError(
+            f"country: unknown {country!r}; an ISO 3166-1 alpha-2 code the holidays package "
+            "supports, e.g. GB, US, NL, DE"
+        ) from None
+    code = entity.country  # an alias such as UK -> GB
+    if holiday_set == "nerc":
+        if code != "US":
+            raise ValueError(f"holiday_set: 'nerc' needs country US, not {code}")
+        if subdivision is not None:
+            raise ValueError(
+                "subdivision: the NERC holidays are the same in every state; leave it out"
+            )
+        return code, None
+    subs = tuple(entity.subdivisions)
+    if subdivision is None:
+        if code in _SUBDIVISION_NEEDED:
+            raise ValueError(
+                f"subdivision: {code} needs one of {', '.join(subs)}: their holidays differ "
+                "and none has only the ones they share"
+            )
+        return code, None
+    known = [s.upper() for s in subs]
+    sub = subdivision.strip().upper()
+    if sub not in known:
+        choice = ", ".join(subs) if subs else "none"
+        raise ValueError(f"subdivision: {subdivision!r} is not one of {code}'s ({choice})")
+    return code, subs[known.index(sub)]
+
+
+def nerc_holidays(year: int) -> dict[date, str]:
+    """The six NERC holidays of `year`: New Year's Day, Memorial Day, Independence Day,
+    Labor Day, Thanksgiving Day and Christmas Day. One falling on a Sunday is kept on the
+    Monday after; one on a Saturday stays on the Saturday (no Friday substitute).
+
+    References: NERC Resources Subcommittee, "Additional Off-Peak Days" (NERC holidays);
+    PJM Manual 11 §10 leaves these days out of the weekday CBL basis.
+    """
+    us = pyholidays.country_holidays("US", years=year, observed=False)
+    out: dict[date, str] = {}
+    for day, name in us.items():
+        if name in _NERC_NAMES:
+            out[day + timedelta(days=1) if day.weekday() == 6 else day] = name
+    return out
 
 
 class WorkingDayCalendar:
-    """Mon-Fri are working days unless they are a holiday of the configured region."""
+    """Mon-Fri are working days unless they are a holiday of the configured place.
 
-    def __init__(self, region: str = "england-and-wales", extra: Iterable[date] = ()) -> None:
-        if region not in BANK_HOLIDAYS:
-            raise ValueError(f"region: unknown {region!r}, one of {sorted(BANK_HOLIDAYS)}")
-        self.region = region
-        self.holidays = BANK_HOLIDAYS[region] | frozenset(extra)
+    country: ISO 3166-1 alpha-2 code (GB, US, ...), or None for no holidays (weekends only).
+    subdivision: the package's code for a part of the country (GB: ENG, WLS, SCT, NIR).
+    holiday_set: "public" (the country's public holidays) or "nerc" (US only, `nerc_holidays`).
+    extra: more non-working days (site-specific, or ones the package does not know yet).
+    """
+
+    def __init__(
+        self,
+        country: str | None = "GB",
+        subdivision: str | None = "ENG",
+        *,
+        holiday_set: HolidaySet = "public",
+        extra: Iterable[date] = (),
+    ) -> None:
+        self.country, self.subdivision = check_region(country, subdivision, holiday_set)
+        self.holiday_set = holiday_set
+        self.extra = frozenset(extra)
+        self._years: dict[int, frozenset[date]] = {}
+
+    @classmethod
+    def for_region(cls, region: str, extra: Iterable[date] = ()) -> WorkingDayCalendar:
+        """From an older config's region name (see `LEGACY_REGIONS`)."""
+        if region not in LEGACY_REGIONS:
+            raise ValueError(f"region: unknown {region!r}, one of {sorted(LEGACY_REGIONS)}")
+        country, subdivision = LEGACY_REGIONS[region]
+        return cls(country, subdivision, extra=extra)
+
+    @property
+    def label(self) -> str:
+        """E.g. "GB-SCT public holidays", "US NERC holidays", "no holidays"."""
+        if self.country is None:
+            return "no holidays"
+        place = self.country + (f"-{self.subdivision}" if self.subdivision else "")
+        return f"{place} {'NERC' if self.holiday_set == 'nerc' else 'public'} holidays"
+
+    def holidays_in(self, year: int) -> frozenset[date]:
+        """Every holiday of `year` (weekend ones too), the extra days included."""
+        return self._known(year) | frozenset(d for d in self.extra if d.year == year)
+
+    def _known(self, year: int) -> frozenset[date]:
+        """The package's holidays of `year`, computed once per year and calendar."""
+        days = self._years.get(year)
+        if days is None:
+            if self.country is None:
+                days = frozenset()
+            elif self.holiday_set == "nerc":
+                days = frozenset(nerc_holidays(year))
+            else:
+                days = frozenset(
+                    pyholidays.country_holidays(self.country, subdiv=self.subdivision, years=year)
+                )
+            self._years[year] = days
+        return days
 
     def is_holiday(self, day: date) -> bool:
-        return day in self.holidays
+        return day in self.extra or day in self._known(day.year)
 
     def is_working_day(self, day: date) -> bool:
-        return day.weekday() < 5 and day not in self.holidays
+        return day.weekday() < 5 and not self.is_holiday(day)
 
     def day_type(self, day: date) -> str:
         """'working' or 'non-working' (weekend or holiday)."""

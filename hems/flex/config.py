@@ -8,7 +8,7 @@ Example (config/demo.yaml):
       baseline_adjustment: null     # null = preset default; true / false switch it
       settlement: preset            # or positive_only / net
       meter_device_id: smart-meter  # the meter whose meter_intervals are used
-      calendar: {region: england-and-wales, extra_holidays: []}
+      calendar: {country: GB, subdivision: ENG, holiday_set: auto, extra_holidays: []}
       policy:
         opt_out_if_ev_cannot_reach_target: true
         respect_battery_reserve: true
@@ -22,27 +22,81 @@ Example (config/demo.yaml):
 from __future__ import annotations
 
 import datetime as dt
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
 from hems.core.configbase import DeviceId, Strict
-from hems.flex.calendar import BANK_HOLIDAYS
+from hems.flex.calendar import LEGACY_REGIONS, HolidaySet, WorkingDayCalendar, check_region
 from hems.flex.presets import PRESETS
+
+# The presets of US wholesale markets: their rules leave out the NERC holidays (PJM Manual 11
+# §10 names them; CAISO's 10-in-10 leaves out weekends and holidays, taken here as the same
+# NERC days, the off-peak holidays of the Western Interconnection).
+NERC_METHODS = frozenset({"pjm-high-4-of-5", "caiso-10-of-10"})
 
 
 class CalendarConfig(Strict):
-    region: str = Field(default="england-and-wales", description="bank holiday list to use")
+    """Which days are holidays for the baselines (non-working days, like weekends)."""
+
+    country: str | None = Field(
+        default="GB",
+        description="ISO 3166-1 alpha-2 code (python-holidays); null = weekends only",
+    )
+    subdivision: str | None = Field(
+        default="ENG",
+        description="part of the country: GB needs ENG, WLS, SCT or NIR; US a state "
+        "(optional); null when only country is given",
+    )
+    holiday_set: Literal["auto", "public", "nerc"] = Field(
+        default="auto",
+        description="public holidays, or NERC (US); auto = NERC for US with a PJM/CAISO method",
+    )
     extra_holidays: list[dt.date] = Field(
         default_factory=list, description="more non-working days (YYYY-MM-DD)"
     )
 
-    @field_validator("region")
+    @model_validator(mode="before")
     @classmethod
-    def _known(cls, value: str) -> str:
-        if value not in BANK_HOLIDAYS:
-            raise ValueError(f"unknown region {value!r}, one of {sorted(BANK_HOLIDAYS)}")
-        return value
+    def _shorthands(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        if "region" in data:  # older configs: region: england-and-wales | scotland | ...
+            region = data.pop("region")
+            if "country" in data or "subdivision" in data:
+                raise ValueError("region: give either region or country/subdivision, not both")
+            if region not in LEGACY_REGIONS:
+                raise ValueError(f"region: unknown {region!r}, one of {sorted(LEGACY_REGIONS)}")
+            data["country"], data["subdivision"] = LEGACY_REGIONS[region]
+        elif "country" in data and "subdivision" not in data:
+            data["subdivision"] = None  # the default ENG belongs to the default GB only
+        return data
+
+    @model_validator(mode="after")
+    def _known(self) -> CalendarConfig:
+        fixed = "public" if self.holiday_set == "auto" else self.holiday_set
+        country, subdivision = check_region(self.country, self.subdivision, fixed)
+        # Store the package's spelling (upper case) without re-running validation.
+        object.__setattr__(self, "country", country)
+        object.__setattr__(self, "subdivision", subdivision)
+        return self
+
+    def resolved_set(self, method_name: str) -> HolidaySet:
+        if self.holiday_set != "auto":
+            return self.holiday_set
+        if self.country == "US" and method_name in NERC_METHODS:
+            return "nerc"
+        return "public"
+
+    def calendar(self, method_name: str) -> WorkingDayCalendar:
+        """The working-day calendar the baselines of `method_name` use."""
+        return WorkingDayCalendar(
+            self.country,
+            self.subdivision,
+            holiday_set=self.resolved_set(method_name),
+            extra=self.extra_holidays,
+        )
 
 
 class PolicyConfig(Strict):
@@ -129,3 +183,13 @@ class FlexConfig(Strict):
         if value not in PRESETS:
             raise ValueError(f"unknown method {value!r}, one of {sorted(PRESETS)}")
         return value
+
+    @model_validator(mode="after")
+    def _calendar_fits_method(self) -> FlexConfig:
+        c = self.calendar
+        try:
+            check_region(c.country, c.subdivision, c.resolved_set(self.baseline_method))
+        except ValueError as exc:
+            auto = " (holiday_set auto with this method)" if c.holiday_set == "auto" else ""
+            raise ValueError(f"calendar.{exc}{auto}") from None
+        return self

@@ -58,10 +58,11 @@ DFS = dataclasses.replace(
 # - weekend / holiday: the highest 2 of the 3 most recent like days;
 # - Symmetric Additive Adjustment (SAA): the mean difference between metered load and CBL
 #   over the 3 hours ending 1 hour before the event, added to every event hour; up or down.
-# Our choices: holidays come from the site's calendar (GB bank holidays by default, not
-# NERC); the low-usage test compares each day's mean over the event window with 25 % of the
-# pool's mean, once the pool is full, and replaces low days with older ones; half-hourly
-# periods are used as delivered by the smart meter (PJM settles hourly).
+# Our choices: holidays come from the site's calendar (flex.calendar): for a US site the
+# NERC holidays by default (holiday_set auto), elsewhere the country's public holidays; the
+# low-usage test compares each day's mean over the event window with 25 % of the pool's
+# mean, once the pool is full, and replaces low days with older ones; half-hourly periods
+# are used as delivered by the smart meter (PJM settles hourly).
 PJM_HIGH_4_OF_5 = BaselineMethod(
     name="pjm-high-4-of-5",
     version="pjm-m11-cbl-high4of5-saa/hems-1",
@@ -78,7 +79,9 @@ PJM_HIGH_4_OF_5 = BaselineMethod(
 # days, or the 4 most recent for weekends/holidays; a multiplicative day-of adjustment from
 # the hours before the event, limited to ±20 %.
 # Our choices: the adjustment window is the 3 h ending 1 h before the event (as for the
-# other presets); at least 5 (weekday) / 2 (weekend) eligible days are needed.
+# other presets); "holidays" are the NERC holidays for a US site (flex.calendar holiday_set
+# auto; set it to public for the federal ones); at least 5 (weekday) / 2 (weekend) eligible
+# days are needed.
 CAISO_10_OF_10 = BaselineMethod(
     name="caiso-10-of-10",
     version="caiso-bpm-metering-10in10/hems-1",

@@ -90,7 +90,7 @@ class FlexService:
         self._on_change = on_change
         self._offer_source = offer_source
         self._offer_solver = offer_solver
-        self.calendar = WorkingDayCalendar(cfg.calendar.region, cfg.calendar.extra_holidays)
+        self.calendar: WorkingDayCalendar = cfg.calendar.calendar(cfg.baseline_method)
         self.method = preset_method(
             cfg.baseline_method,
             adjustment=cfg.baseline_adjustment,

@@ -11,6 +11,7 @@ Modules:
 * `tariffs`: prices per slot (fixed, TOU, Octopus Agile, aggregator signals); owns
   `tariff_prices`.
 * `forecast`: PV and base-load forecasts; owns `forecasts`.
+* `forecast_quality`: the PV calibration per hour of day and the forecasts' accuracy (pure).
 * `flex`: flexibility instructions (`hems.core.flex.FlexInstruction`, given through
   `PlannerService.set_flex_instructions`) as plan constraints (`constraint_for`), and the
   offer probes `add_cap` / `add_floor`.

@@ -109,11 +109,36 @@ class ForecastConfig(Strict):
     pv_device_ids: list[DeviceId] = Field(
         default_factory=list, description="PV meters whose history calibrates the forecast"
     )
-    calibration_min: float = Field(default=0.5, gt=0, le=1)
-    calibration_max: float = Field(default=1.5, ge=1, le=5)
+    calibration_min: float = Field(
+        default=0.5, gt=0, le=1, description="lowest PV calibration factor per hour"
+    )
+    calibration_max: float = Field(
+        default=1.5, ge=1, le=5, description="highest PV calibration factor per hour"
+    )
+    calibration_days: int = Field(
+        default=7, ge=1, le=30, description="days of measured PV the calibration learns from"
+    )
+    calibration_min_days: int = Field(
+        default=3,
+        ge=1,
+        le=30,
+        description="an hour is calibrated once it has data from this many days",
+    )
+    accuracy_days: int = Field(
+        default=7, ge=1, le=60, description="days the forecast accuracy (MAE) is computed over"
+    )
     history_days: int = Field(default=28, ge=1, le=120)
     recency_half_life_days: float = Field(default=7.0, gt=0, le=120)
     default_load_w: float = Field(default=400.0, ge=0, le=50000)
+
+    @model_validator(mode="after")
+    def _windows(self) -> ForecastConfig:
+        if self.calibration_min_days > self.calibration_days:
+            raise ValueError("calibration_min_days: must be <= calibration_days")
+        for name in ("calibration_days", "accuracy_days"):
+            if getattr(self, name) > self.history_days:
+                raise ValueError(f"{name}: must be <= history_days ({self.history_days})")
+        return self
 
 
 class BatteryPlanConfig(BatteryFacts):
@@ -187,6 +212,15 @@ class PlannerConfig(Strict):
     retention_days: float = Field(
         default=14.0, gt=0, le=400, description="keep stored plans and forecasts this long"
     )
+
+    @model_validator(mode="after")
+    def _accuracy_kept(self) -> PlannerConfig:
+        if self.forecast.accuracy_days > self.retention_days:
+            raise ValueError(
+                f"forecast.accuracy_days: must be <= retention_days ({self.retention_days:g}): "
+                "older forecasts are deleted"
+            )
+        return self
 
     # The devices planned, from their `devices[]` entries (never from this file section).
     _batteries: tuple[BatteryPlanConfig, ...] = PrivateAttr(default=())

@@ -1,13 +1,16 @@
 """Forecasts: PV from open-meteo tilted irradiance, household load from the site's history.
 
 Both come out as a `Forecast` (mean power per planning slot [W], where it came from, and
-flags for anything cleaned or substituted) and are stored in the `forecasts` table.
+flags for anything cleaned or substituted) and are stored in the `forecasts` table. The PV
+model is calibrated per local hour of day against the measured PV, and each forecast kind's
+accuracy is measured against history (`hems.planning.forecast_quality`).
 """
 
 from __future__ import annotations
 
 import json
 import math
+import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -19,8 +22,17 @@ import structlog
 
 from hems.core.clock import Clock
 from hems.planning.config import ForecastConfig, PvArrayConfig
+from hems.planning.forecast_quality import (
+    Accuracy,
+    PvCalibration,
+    StoredForecast,
+    accuracy,
+    hourly_calibration,
+    in_force,
+    mean_or_none,
+)
 from hems.store.db import Database
-from hems.store.timeseries import half_hour_means, to_ms
+from hems.store.timeseries import from_ms, half_hour_means, to_ms
 
 log = structlog.get_logger(__name__)
 
@@ -148,24 +160,6 @@ def resample_mean(
     return out
 
 
-def calibration_ratio(
-    measured_w: Sequence[float], modelled_w: Sequence[float], lo: float, hi: float
-) -> float | None:
-    """Σ measured / Σ modelled over pairs where both are known, clipped to [lo, hi].
-
-    None when the model predicts (almost) nothing over the period (night-only history).
-    """
-    m = s = 0.0
-    for a, b in zip(measured_w, modelled_w, strict=True):
-        if math.isnan(a) or math.isnan(b):
-            continue
-        m += a
-        s += b
-    if s < 1000.0:  # under ~1 kWh·(slot) of modelled output: the ratio would be noise
-        return None
-    return min(hi, max(lo, m / s))
-
-
 def profile_w(
     history: dict[datetime, float],
     slots: Sequence[datetime],
@@ -272,6 +266,12 @@ class Forecaster:
         # with the calibration) and must not redo the PV model over ten days of weather.
         self._weather: dict[int, ArrayPower] = {}
         self._weather_at: datetime | None = None
+        # The latest PV calibration and accuracy figures, for the plan notes and status.
+        self.calibration: PvCalibration | None = None
+        self.accuracy: dict[str, Accuracy] = {}
+        self._accuracy_slot: datetime | None = None
+        self._planned: dict[str, dict[datetime, float]] = {}  # kind -> half-hour -> W
+        self._planned_until: datetime | None = None  # half-hours before this are in _planned
 
     # PV --------------------------------------------------------------------------------
     async def _fetch_array(
@@ -286,7 +286,7 @@ class Forecaster:
                 "minutely_15": "global_tilted_irradiance,temperature_2m",
                 "tilt": f"{a.tilt_deg:g}",
                 "azimuth": f"{open_meteo_azimuth(a.azimuth_deg):g}",
-                "past_days": "7",
+                "past_days": str(self.cfg.calibration_days),  # the calibration's window
                 "forecast_days": "3",
                 "timezone": "GMT",
             },
@@ -336,7 +336,9 @@ class Forecaster:
         now = self.clock.now()
         means = await self._history(now, [*self.cfg.pv_device_ids, *self._load_ids()])
         pv = await self.pv(start, n, step_min, now=now, means=means)
-        return pv, await self.load(start, n, step_min, now=now, means=means)
+        load = await self.load(start, n, step_min, now=now, means=means)
+        await self._update_accuracy(now, means)
+        return pv, load
 
     async def _history(self, now: datetime, ids: Sequence[str]) -> dict[str, dict[datetime, float]]:
         since = now - timedelta(days=self.cfg.history_days)
@@ -376,10 +378,16 @@ class Forecaster:
         else:
             values, model_flags = self.modelled_pv_w(start, n, step_min)
             flags += model_flags
-            ratio = await self._calibration(history, step_min)
-            if ratio is not None:
-                values = [v * ratio for v in values]
-                flags.append(f"pv: calibrated × {ratio:.2f} against measured PV")
+            if pv_ids:
+                cal = self._calibration(history, now)
+                self.calibration = cal
+                flags.append(cal.note())
+                if cal.applied:
+                    values = [
+                        v * cal.factor((start + timedelta(minutes=step_min * i)).astimezone(
+                            self.zone).hour)
+                        for i, v in enumerate(values)
+                    ]  # fmt: skip
             nan = [i for i, v in enumerate(values) if math.isnan(v)]
             if nan:
                 flags.append(f"pv: {len(nan)} slots without irradiance; history used there")
@@ -390,16 +398,58 @@ class Forecaster:
         await store_forecast(self.db, "pv", now, fc)
         return fc
 
-    async def _calibration(self, history: dict[datetime, float], step_min: int) -> float | None:
-        if not history:
-            return None
-        first = min(history)
-        n = int((max(history) - first).total_seconds() // HALF_HOUR_S) + 1
+    def _calibration(self, history: dict[datetime, float], now: datetime) -> PvCalibration:
+        """Per-hour factors from the last `calibration_days` of measured PV against the model
+        run on the weather open-meteo reports for those days (its `past_days`)."""
+        days = self.cfg.calibration_days
+        first = slot_start(now - timedelta(days=days), 30)
+        n = int((now - first).total_seconds() // HALF_HOUR_S)
         modelled, _ = self.modelled_pv_w(first, n, 30)
-        measured = [history.get(first + timedelta(minutes=30 * i), math.nan) for i in range(n)]
-        return calibration_ratio(
-            measured, modelled, self.cfg.calibration_min, self.cfg.calibration_max
+        slots = [first + timedelta(minutes=30 * i) for i in range(n)]
+        return hourly_calibration(
+            {t: v for t, v in history.items() if t >= first},
+            dict(zip(slots, modelled, strict=True)),
+            self.zone,
+            lo=self.cfg.calibration_min,
+            hi=self.cfg.calibration_max,
+            min_days=self.cfg.calibration_min_days,
+            window_days=days,
         )
+
+    # accuracy --------------------------------------------------------------------------
+    async def _update_accuracy(
+        self, now: datetime, means: dict[str, dict[datetime, float]]
+    ) -> None:
+        """Once per half-hour: the PV and load forecasts of the last `accuracy_days` against
+        what was measured (half-hours that have ended).
+
+        What each half-hour was planned with cannot change once it has begun, so it is read
+        once and kept (`_planned`); later runs read only the half-hours since."""
+        slot = slot_start(now, 30)
+        if slot == self._accuracy_slot:
+            return
+        self._accuracy_slot = slot
+        days = self.cfg.accuracy_days
+        first = slot_start(now - timedelta(days=days), 30)
+        done = self._planned_until if self._planned_until is not None else first
+        done = max(first, min(done, slot))
+        new_slots = [done + _HALF * i for i in range(int((slot - done) / _HALF))]
+        window = [first + _HALF * i for i in range(int((slot - first) / _HALF))]
+        recent = {d: {t: s[t] for t in window if t in s} for d, s in means.items()}
+        pv_ids = self.cfg.pv_device_ids or self.devices.pv
+        measured = {
+            "pv": _sum_devices({d: recent.get(d, {}) for d in pv_ids}, len(pv_ids)),
+            "load": self._base_load_history(recent)[0],
+        }
+        for kind in ("pv", "load"):
+            kept = {t: v for t, v in self._planned.get(kind, {}).items() if first <= t < slot}
+            # A forecast made up to its horizon (48 h by default) before a half-hour still
+            # covers it.
+            since = (new_slots[0] if new_slots else slot) - timedelta(days=2)
+            kept |= await planned_half_hours(self.db, kind, new_slots, since)
+            self._planned[kind] = kept
+            self.accuracy[kind] = accuracy(kind, kept, measured[kind], self.zone, days)
+        self._planned_until = slot
 
     # load ------------------------------------------------------------------------------
     async def load(
@@ -415,23 +465,11 @@ class Forecaster:
 
         `now`/`means`: the time and history already read (see `forecasts`)."""
         now = now or self.clock.now()
-        d = self.devices
         per_device = means if means is not None else await self._history(now, self._load_ids())
         flags: list[str] = []
-        history: dict[datetime, float] = {}
-        if d.grid:
-            for t in set().union(*(per_device[g].keys() for g in d.grid)):
-                v = sum(per_device[g].get(t, math.nan) for g in d.grid)
-                v += sum(per_device[p].get(t, 0.0) for p in d.pv)
-                v -= sum(per_device[b].get(t, 0.0) for b in d.battery)
-                v -= sum(per_device[e].get(t, 0.0) for e in d.ev)
-                v -= sum(per_device[x].get(t, 0.0) for x in d.deferrable)
-                if not math.isnan(v):
-                    history[t] = v
-        negative = sum(1 for v in history.values() if v < 0)
+        history, negative = self._base_load_history(per_device)
         if negative:
             flags.append(f"load: {negative} negative history values set to 0")
-            history = {t: max(0.0, v) for t, v in history.items()}
         # Profile at half-hour resolution, then repeat for 15-min slots.
         half_start = start.replace(minute=0 if start.minute < 30 else 30)
         n_half = math.ceil((n * step_min + (start - half_start).total_seconds() / 60) / 30)
@@ -456,6 +494,33 @@ class Forecaster:
         fc = Forecast(start, step_min, values, source, tuple(flags))
         await store_forecast(self.db, "load", now, fc)
         return fc
+
+    def _base_load_history(
+        self, per_device: dict[str, dict[datetime, float]]
+    ) -> tuple[dict[datetime, float], int]:
+        """Measured base load per half-hour [W] (negative values set to 0) and how many were
+        negative."""
+        d = self.devices
+        history: dict[datetime, float] = {}
+        if d.grid:
+            for t in set().union(*(per_device.get(g, {}).keys() for g in d.grid)):
+                v = sum(per_device.get(g, {}).get(t, math.nan) for g in d.grid)
+                v += sum(per_device.get(p, {}).get(t, 0.0) for p in d.pv)
+                v -= sum(per_device.get(b, {}).get(t, 0.0) for b in d.battery)
+                v -= sum(per_device.get(e, {}).get(t, 0.0) for e in d.ev)
+                v -= sum(per_device.get(x, {}).get(t, 0.0) for x in d.deferrable)
+                if not math.isnan(v):
+                    history[t] = v
+        negative = sum(1 for v in history.values() if v < 0)
+        return {t: max(0.0, v) for t, v in history.items()}, negative
+
+
+_HALF = timedelta(minutes=30)
+
+
+def slot_start(t: datetime, step_min: int) -> datetime:
+    """Start of the slot holding `t` (UTC; 15/30 min divide the hour)."""
+    return t.replace(minute=t.minute - t.minute % step_min, second=0, microsecond=0)
 
 
 def _sum_devices(
@@ -486,6 +551,52 @@ async def store_forecast(db: Database, kind: str, made_at: datetime, fc: Forecas
             json.dumps(list(fc.flags)),
         ),
     )
+
+
+async def planned_half_hours(
+    db: Database, kind: str, slots: Sequence[datetime], since: datetime
+) -> dict[datetime, float]:
+    """Half-hour start -> the `kind` forecast it was planned with [W] (see
+    `forecast_quality.in_force`), from the forecasts made since `since`.
+
+    All of it runs in the database thread, and SQLite does the JSON (json_array_length for
+    each row's length, json_extract for the values picked), so ~2000 stored rows do not
+    hold up the event loop.
+    """
+    if not slots:
+        return {}
+    until = max(slots)
+
+    def work(conn: sqlite3.Connection) -> dict[datetime, float]:
+        meta = conn.execute(
+            "SELECT forecast_pk, made_at_ms, start_ms, step_s, json_array_length(values_json)"
+            " FROM forecasts WHERE kind = ? AND made_at_ms >= ? AND made_at_ms <= ?",
+            (kind, to_ms(since), to_ms(until)),
+        ).fetchall()
+        rows = [StoredForecast(from_ms(m), from_ms(s), int(st), int(n), int(pk))
+                for pk, m, s, st, n in meta]  # fmt: skip
+        picks = in_force(rows, slots)
+        # SQLite reads just the values picked (json_extract), so no row is parsed in Python.
+        wanted = sorted({(row.key, i) for row, i0, i1 in picks.values() for i in range(i0, i1)})
+        values: dict[tuple[int, int], float | None] = {}
+        for c in range(0, len(wanted), 400):  # 800 bound parameters, under SQLite's limit
+            chunk = wanted[c : c + 400]
+            pairs = ",".join("(?, ?)" for _ in chunk)
+            for pk, i, v in conn.execute(
+                f"WITH want(pk, i) AS (VALUES {pairs}) SELECT want.pk, want.i,"
+                " json_extract(f.values_json, '$[' || want.i || ']') FROM want"
+                " JOIN forecasts f ON f.forecast_pk = want.pk",
+                [x for pair in chunk for x in pair],
+            ):
+                values[(pk, i)] = None if v is None else float(v)
+        out: dict[datetime, float] = {}
+        for t, (row, i0, i1) in picks.items():
+            v = mean_or_none([values.get((row.key, i)) for i in range(i0, i1)])
+            if v is not None:
+                out[t] = v
+        return out
+
+    return await db.call(work)
 
 
 async def prune_forecasts(db: Database, before: datetime) -> int:

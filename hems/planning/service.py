@@ -16,7 +16,7 @@ import asyncio
 import math
 from collections.abc import Callable, Sequence
 from datetime import datetime, time, timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 import httpx
@@ -355,7 +355,7 @@ class PlannerService:
             await self._store(now, reason, "infeasible", problem, None, None, [error])
             return None
         plan = result.plan
-        extra = tuple(notes + dropped)
+        extra = tuple(notes + dropped + self._accuracy_notes())
         if extra:
             plan = Plan(plan.created_at, plan.slots, plan.cost, plan.status, extra + plan.notes)
         self.last_solve = (now, plan.status, result.solve_time_s)
@@ -373,6 +373,23 @@ class PlannerService:
         for listener in self._listeners:
             listener(plan)
         return plan
+
+    def forecast_status(self) -> dict[str, Any]:
+        """The forecasts' quality as plain JSON (for the API and the page): the PV
+        calibration per local hour of day (None before the first PV forecast with PV meters)
+        and the accuracy per kind (see `hems.planning.forecast_quality.Accuracy.to_dict`)."""
+        f = self.forecaster
+        return {
+            "pv_calibration": None if f.calibration is None else f.calibration.to_dict(),
+            "accuracy": {kind: a.to_dict() for kind, a in sorted(f.accuracy.items())},
+        }
+
+    def _accuracy_notes(self) -> list[str]:
+        return [
+            self.forecaster.accuracy[k].note()
+            for k in ("pv", "load")
+            if k in self.forecaster.accuracy
+        ]
 
     def build_problem(self, start: datetime, n: int) -> tuple[Problem, list[str]]:
         """The `Problem` for now: the tariff, the latest forecasts, the live state and the

@@ -9,4 +9,4 @@ from hems.flex.calendar import WorkingDayCalendar
 
 @pytest.fixture
 def cal() -> WorkingDayCalendar:
-    return WorkingDayCalendar("england-and-wales")
+    return WorkingDayCalendar("GB", "ENG")

@@ -124,3 +124,37 @@ def test_missing_file_and_insufficient_history(tmp_path: Path, capsys) -> None:
     out = capsys.readouterr().out
     assert rc == 1  # computed, but no baseline could be made
     assert "PROBLEM  only 0 eligible working days" in out
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (["--country", "XX"], "--country: unknown 'XX'"),
+        (["--country", "GB", "--subdivision", "TX"], "--subdivision: 'TX' is not one of GB's"),
+        (["--holiday-set", "nerc"], "--holiday-set: 'nerc' needs country US"),
+    ],
+)
+def test_bad_calendar_options_are_named(
+    jan_csv: Path, capsys: pytest.CaptureFixture[str], options: list[str], message: str
+) -> None:
+    rc = main(["baseline", "--method", "elexon-bl01", "--data", str(jan_csv), "--event", EVENT,
+               *options])  # fmt: skip
+    assert rc == 2
+    assert message in capsys.readouterr().err
+
+
+def test_calendar_options_change_the_days(jan_csv: Path, capsys: pytest.CaptureFixture[str]):
+    # 1 Jan 2024 is a bank holiday in England (2.0 kWh: non-working) but a working day for no
+    # holidays at all, so counted among the 10 working days it lifts the baseline.
+    event = "2024-01-12T17:00:00+00:00/2024-01-12T17:30:00+00:00"
+    args = ["baseline", "--method", "elexon-bl01", "--data", str(jan_csv), "--event", event,
+            "--json", "--no-adjustment"]  # fmt: skip
+    assert main(args) == 0
+    gb = json.loads(capsys.readouterr().out)
+    assert "2024-01-01" not in gb["days_used"]
+    assert main([*args, "--country", "NL"]) == 0  # Nieuwjaarsdag is a holiday there too
+    assert "2024-01-01" not in json.loads(capsys.readouterr().out)["days_used"]
+    assert main([*args, "--region", "none"]) == 0
+    none = json.loads(capsys.readouterr().out)
+    assert "2024-01-01" in none["days_used"]
+    assert none["periods"][0]["baseline_kwh"] > gb["periods"][0]["baseline_kwh"]

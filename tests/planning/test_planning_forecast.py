@@ -9,7 +9,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from planning_helpers import AutoClock
+from planning_helpers import AutoClock, put_history
 
 from hems.planning.config import ForecastConfig
 from hems.planning.forecast import (
@@ -28,23 +28,6 @@ async def db(tmp_path: Path):  # type: ignore[no-untyped-def]
     database = await Database.open(tmp_path / "hems.db")
     yield database
     await database.close()
-
-
-async def put_history(db: Database, device_id: str, series: dict[datetime, float]) -> None:
-    def write(conn):  # type: ignore[no-untyped-def]
-        conn.execute("INSERT OR IGNORE INTO devices(device_id) VALUES (?)", (device_id,))
-        conn.execute("INSERT OR IGNORE INTO quantities(name) VALUES ('power_w')")
-        dpk = conn.execute("SELECT device_pk FROM devices WHERE device_id=?", (device_id,))
-        dpk = dpk.fetchone()[0]
-        qpk = conn.execute("SELECT quantity_pk FROM quantities WHERE name='power_w'")
-        qpk = qpk.fetchone()[0]
-        conn.executemany(
-            "INSERT INTO rollups(resolution_s, device_pk, quantity_pk, start_ms, n, mean, min,"
-            " max, last) VALUES (1800, ?, ?, ?, 30, ?, ?, ?, ?)",
-            [(dpk, qpk, int(t.timestamp() * 1000), v, v, v, v) for t, v in series.items()],
-        )
-
-    await db.call(write)
 
 
 def test_pv_model_by_hand() -> None:
@@ -97,7 +80,10 @@ async def test_pv_forecast_from_open_meteo_is_stored(replay, db) -> None:  # typ
 
 
 async def test_pv_is_calibrated_against_measured_history(replay, db) -> None:  # type: ignore[no-untyped-def]
-    cfg = ForecastConfig(base_url=replay.base_url, arrays=[{"kwp": 4.0}], pv_device_ids=["pv1"])  # type: ignore[list-item]
+    cfg = ForecastConfig(
+        base_url=replay.base_url, arrays=[{"kwp": 4.0}], pv_device_ids=["pv1"],  # type: ignore[list-item]
+        calibration_min_days=1,  # the recorded reply holds one past day
+    )  # fmt: skip
     now = datetime(2026, 11, 28, 0, 0, tzinfo=UTC)
     clock = AutoClock(now)
     async with httpx.AsyncClient() as http:
@@ -109,7 +95,7 @@ async def test_pv_is_calibrated_against_measured_history(replay, db) -> None:  #
                                       for i, v in enumerate(modelled)})  # fmt: skip
         fc = await f.pv(now + timedelta(hours=12), 2, 30)
         raw, _ = f.modelled_pv_w(now + timedelta(hours=12), 2, 30)
-    assert "pv: calibrated × 0.70 against measured PV" in fc.flags
+    assert "pv: calibrated per hour against 1 day of measured PV: × 0.70" in fc.flags
     assert fc.values_w == pytest.approx([0.7 * v for v in raw])
 
 

@@ -289,3 +289,30 @@ async def test_price_event_steers_the_plan_and_is_withdrawn_on_cancel(replay, db
         await link.on_change([])
         p = await next_plan(seen)
         assert {s.start: s.price_import_per_kwh for s in p.slots}[t0] == before[t0]
+
+
+async def test_forecast_accuracy_is_in_the_plan_notes_and_status(replay, db) -> None:  # type: ignore[no-untyped-def]
+    from planning_helpers import put_history
+
+    from hems.planning.forecast import Forecast, store_forecast
+
+    clock = ManualClock(NOW)
+    state = SiteState(clock, stale_after_s=3600)
+    state.register_device("roof", Role.PV)  # the PV meter, found in the state
+    # Yesterday's plan forecast 300 W of PV for 24 h; the meter measured 100 W throughout.
+    made = datetime(2026, 11, 26, 16, 0, tzinfo=UTC)
+    await store_forecast(db, "pv", made, Forecast(made, 30, [300.0] * 48, "open-meteo"))
+    await put_history(db, "roof", {made + timedelta(minutes=30 * i): 100.0 for i in range(48)})
+    async with httpx.AsyncClient() as http:
+        svc = PlannerService(planner_cfg(replay.base_url), LimitsConfig(), state, db, clock, http)
+        plan = await svc.plan_once("test")
+    assert plan is not None
+    # 16:00 26 Nov .. 16:00 27 Nov: 48 half-hours, |300 - 100| each, over two local days.
+    assert "pv: forecast mean absolute error 200 W per half-hour over 2 days (48 half-hours)" in (
+        plan.notes
+    )
+    assert "load: no forecast accuracy yet (no stored forecast with measurements)" in plan.notes
+    status = svc.forecast_status()
+    assert status["accuracy"]["pv"]["mae_w"] == 200.0 and status["accuracy"]["pv"]["unit"] == "W"
+    assert [d["slots"] for d in status["accuracy"]["pv"]["daily"]] == [16, 32]
+    assert status["pv_calibration"] is None  # no forecast.pv_device_ids to learn from
