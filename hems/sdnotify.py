@@ -26,9 +26,13 @@ class Notifier:
             return False
         try:
             with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
+                # Never wait: this runs on the event loop, and a receiver that stops reading
+                # (a hung manager; its queue holds only ~10 datagrams) would freeze the daemon.
+                # A notice that does not fit is dropped; the next one is sent afresh.
+                sock.setblocking(False)
                 sock.connect(self._path)
-                sock.sendall(state.encode())
-        except OSError:
+                sock.send(state.encode())
+        except OSError:  # includes BlockingIOError: the receiver's queue is full
             return False
         return True
 

@@ -64,10 +64,15 @@ async def test_readings_reach_sqlite_and_the_page_and_sigterm_flushes(
         cfg.write_text(CONFIG.format(port=rig.sunspec_port, dead=free_port(), db=db, web=web_port))
         env = dict(os.environ, NOTIFY_SOCKET=str(notify_path), WATCHDOG_USEC="1000000")
         env.pop("WATCHDOG_PID", None)
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "hems.cli", "run", "-c", str(cfg),
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env,
-        )  # fmt: skip
+        # The daemon's log goes to a file: a pipe nobody reads while the test runs fills up
+        # (64 KiB) on a slow machine and blocks the daemon in the middle of its work.
+        log_path = tmp_path / "daemon.log"
+        with log_path.open("wb") as log_file:
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "hems.cli", "run", "-c", str(cfg),
+                stdout=log_file, stderr=log_file, env=env,
+            )  # fmt: skip
+        drainer: asyncio.Task[None] | None = None
         try:
             messages: list[bytes] = []
 
@@ -79,6 +84,14 @@ async def test_readings_reach_sqlite_and_the_page_and_sigterm_flushes(
                     pass
                 return any(m.startswith(prefix) for m in messages)
 
+            async def drain() -> None:
+                # Read the notices as systemd does, all along: a queue left full would drop
+                # the daemon's STOPPING=1 (it never waits on a full queue).
+                while True:
+                    got(b"")
+                    await asyncio.sleep(0.1)
+
+            drainer = asyncio.create_task(drain())
             await wait_until(lambda: got(b"READY=1"), 15, "READY=1", interval_s=0.2)
             await wait_until(lambda: got(b"WATCHDOG=1"), 5, "WATCHDOG=1", interval_s=0.2)
             await wait_until(
@@ -130,16 +143,19 @@ async def test_readings_reach_sqlite_and_the_page_and_sigterm_flushes(
 
             before = rows(db, "SELECT count(*) FROM readings")[0][0]
             proc.send_signal(signal.SIGTERM)
-            _, stderr = await asyncio.wait_for(proc.communicate(), 15)
-            assert proc.returncode == 0, stderr.decode()[-2000:]
+            await asyncio.wait_for(proc.wait(), 15)
+            drainer.cancel()
+            log = log_path.read_text(errors="replace")
+            assert proc.returncode == 0, log[-2000:]
             after = rows(db, "SELECT count(*) FROM readings")[0][0]
             assert after >= before
-            log = stderr.decode()
             assert '"event": "hems stopping"' in log
             assert got(b"STOPPING=1")
             # One clear line about the dead device, not a traceback per poll.
             assert "Traceback" not in log
         finally:
+            if drainer is not None:
+                drainer.cancel()
             if proc.returncode is None:
                 proc.kill()
                 await proc.wait()

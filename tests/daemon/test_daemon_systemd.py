@@ -82,3 +82,25 @@ def test_watchdog_interval_is_half_of_watchdog_sec(monkeypatch: pytest.MonkeyPat
     assert watchdog_interval_s() == 15
     monkeypatch.setenv("WATCHDOG_PID", "1")  # for another process
     assert watchdog_interval_s() is None
+
+
+def test_notify_never_blocks_when_the_receiver_stops_reading(tmp_path: Path) -> None:
+    """A unix datagram queue holds ~10 messages; a manager that stops reading must not freeze
+    the daemon's event loop (a blocking send would wait for ever): the notice is dropped."""
+    import threading
+
+    path = tmp_path / "notify.sock"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as receiver:
+        receiver.bind(str(path))
+        notifier = Notifier(str(path))
+        results: list[bool] = []
+        sender = threading.Thread(
+            target=lambda: results.extend(notifier.watchdog() for _ in range(200)), daemon=True
+        )
+        sender.start()
+        sender.join(timeout=30)
+        assert not sender.is_alive(), "notify blocked on a full queue"
+        assert results[0] is True and results[-1] is False  # the first fit, the last dropped
+        receiver.setblocking(False)
+        assert receiver.recv(64) == b"WATCHDOG=1"
+        assert notifier.watchdog() is True  # room again: sent afresh
