@@ -28,6 +28,7 @@ QUERY = (
     "{ viewer { homes { id currentSubscription { priceInfo { "
     "today { total startsAt currency } tomorrow { total startsAt currency } } } } } }"
 )
+HOUR = timedelta(hours=1)
 MAX_PER_KWH = 100.0  # a kWh never costs more than this in any currency Tibber bills
 
 
@@ -125,8 +126,8 @@ def _day(
         raise ReplyError(
             provider,
             where,
-            f"{len(starts)} entries cover {len(starts) * step}, not the day's {day_len}"
-            " (a short reply)",
+            f"{len(starts)} entries cover {len(starts) * step / HOUR:g} h, not the day's"
+            f" {day_len / HOUR:g} h (a short reply)",
         )
     return [Interval(a, a + step, v) for a, v in zip(starts, values, strict=True)]
 
