@@ -130,6 +130,11 @@ class PlannerService:
     def last_problem(self) -> Problem | None:
         return self._problem
 
+    @property
+    def next_tariff_fetch(self) -> datetime | None:
+        """When the loop next fetches prices (the sources' crontabs); None: never."""
+        return self._next_tariff_at
+
     def subscribe(self, listener: PlanListener) -> None:
         """`listener(plan)` is called (synchronously) for every new plan; it must only enqueue."""
         self._listeners.append(listener)

@@ -99,15 +99,18 @@ class Tariff:
     async def refresh(self, *, force: bool = True) -> bool:
         """Fetch new prices (every source, or with `force=False` those due by their
         schedule); True if anything changed."""
-        changed = await self._refresh_weights(force)
-        if changed:
+        changed, notice = await self._refresh_weights(force)
+        if changed or notice:
             self.version += 1
         return changed
 
-    async def _refresh_weights(self, force: bool) -> bool:
+    async def _refresh_weights(self, force: bool) -> tuple[bool, bool]:
+        """(the weight changed, its failure notice changed: worth a replan to show it)."""
         if self.carbon is None:
-            return False
-        return await self.carbon.refresh(force=force)
+            return False, False
+        failed = self.carbon.failed
+        changed = await self.carbon.refresh(force=force)
+        return changed, self.carbon.failed != failed
 
     def known_until(self, direction: str = "import") -> datetime | None:
         """End of the fetched prices; None when the tariff fetches none."""

@@ -85,6 +85,7 @@ class FetchedTariff(Tariff):
         """Fetch the sources (all of them, or with `force=False` those that are due)."""
         now = self.clock.now()
         changed = False
+        failing_before = dict(self._failed)
         for s in self.sources:
             if not force and now < self._due[s.provider]:
                 continue
@@ -106,8 +107,10 @@ class FetchedTariff(Tariff):
             self._due[s.provider] = self._schedules[s.provider].next_after(now, failed=failed)
         self.attempted = True
         await self.load_cache()
-        changed |= await self._refresh_weights(force)
-        if changed:
+        weight_changed, notice = await self._refresh_weights(force)
+        changed |= weight_changed
+        # A source failing or recovering changes the plan's notes: replan to show it.
+        if changed or notice or self._failed != failing_before:
             self.version += 1
         return changed
 
