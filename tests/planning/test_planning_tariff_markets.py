@@ -316,3 +316,58 @@ async def test_carbon_short_reply_is_refused(tariff_api: TariffApi) -> None:
     assert "carbon: no intensity forecast from carbonintensity region 13; no carbon weight" in (
         weighed.notes
     )
+
+
+async def test_plan_weighs_carbon_and_says_so(tariff_api: TariffApi, replay, db) -> None:  # type: ignore[no-untyped-def]
+    from hems.core.clock import ManualClock
+    from hems.core.site import LimitsConfig
+    from hems.core.state import SiteState
+    from hems.planning.config import PlannerConfig
+    from hems.planning.service import PlannerService
+
+    cfg = PlannerConfig.model_validate(
+        {
+            "enabled": True,
+            "horizon_h": 24,
+            "tariff": carbon_cfg(tariff_api.base_url).model_dump(mode="json"),
+            "forecast": {"base_url": replay.base_url, "arrays": [{"kwp": 4.0}]},
+        }
+    )
+    clock = ManualClock(NOW)
+    async with httpx.AsyncClient() as http:
+        svc = PlannerService(cfg, LimitsConfig(), SiteState(clock), db, clock, http)
+        await svc.tariff.refresh()
+        plan = await svc.plan_once("test")
+    assert plan is not None and plan.notes[0].startswith(
+        "carbon: import price includes 0.1 GBP/kgCO2 × the forecast intensity of GB region 13"
+    )
+    problem = svc.last_problem
+    assert problem is not None
+    # The slot 18:00-18:30 UTC (index 4 from 16:00): 0.25 GBP/kWh + 220 g/kWh × 0.1 GBP/kg.
+    assert problem.import_price_per_kwh[4] == pytest.approx(0.272)
+    assert svc.tariff.prices(NOW, 1, 30).import_per_kwh == [0.25]  # the bill's price
+
+
+def test_tokens_come_from_secret_references(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from hems.config import ConfigErrors, load_config
+
+    (tmp_path / "tibber.token").write_text("tibber-from-file\n")
+    path = tmp_path / "site.yaml"
+    path.write_text(
+        "site: {id: nl-home, timezone: Europe/Amsterdam}\n"
+        "planner:\n"
+        "  tariff:\n"
+        "    kind: entsoe\n"
+        "    currency: EUR\n"
+        "    entsoe: {security_token: '${env:HEMS_TEST_ENTSOE_TOKEN}', vat_fraction: 0.21}\n"
+        "    tibber: {token: '${file:tibber.token}'}\n"
+    )
+    monkeypatch.setenv("HEMS_TEST_ENTSOE_TOKEN", "token-from-env")
+    tariff = load_config(path).planner.tariff
+    assert tariff.entsoe.security_token is not None and tariff.tibber.token is not None
+    assert tariff.entsoe.security_token.get_secret_value() == "token-from-env"
+    assert tariff.tibber.token.get_secret_value() == "tibber-from-file"
+    assert "token-from-env" not in repr(tariff) and "tibber-from-file" not in repr(tariff)
+    monkeypatch.delenv("HEMS_TEST_ENTSOE_TOKEN")
+    with pytest.raises(ConfigErrors, match="HEMS_TEST_ENTSOE_TOKEN is not set"):
+        load_config(path)
