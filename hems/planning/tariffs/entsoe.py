@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import re
 import xml.etree.ElementTree as ET
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import httpx
@@ -94,11 +94,8 @@ def parse_a44(body: bytes, zone: str, provider: str = "entsoe") -> list[Interval
         domain = _text(provider, ts, "in_Domain.mRID", where)
         if domain != zone:
             raise ReplyError(provider, f"{where}/in_Domain.mRID", f"{domain}, not {zone}")
-        curve = (
-            (_child(ts, "curveType").text or "A01").strip()
-            if _child(ts, "curveType") is not None
-            else "A01"
-        )
+        curve_el = _child(ts, "curveType")
+        curve = (curve_el.text or "").strip() if curve_el is not None else "A01"
         for j, period in enumerate(c for c in ts if _local(c.tag) == "Period"):
             pw = f"{where}/Period[{j}]"
             for start, iv in _period(provider, period, pw, curve):
@@ -174,8 +171,8 @@ class EntsoeDayAhead(PriceSource):
         self.last = None
         day = now.astimezone(self.zone).replace(hour=0, minute=0, second=0, microsecond=0)
         start, end = (
-            day.astimezone(ZoneInfo("UTC")),
-            (day + timedelta(days=2)).astimezone(ZoneInfo("UTC")),
+            day.astimezone(UTC),
+            (day + timedelta(days=2)).astimezone(UTC),
         )
         token = self.cfg.security_token.get_secret_value() if self.cfg.security_token else ""
         params = {
