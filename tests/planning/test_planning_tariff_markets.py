@@ -371,3 +371,26 @@ def test_tokens_come_from_secret_references(tmp_path: Path, monkeypatch) -> None
     monkeypatch.delenv("HEMS_TEST_ENTSOE_TOKEN")
     with pytest.raises(ConfigErrors, match="HEMS_TEST_ENTSOE_TOKEN is not set"):
         load_config(path)
+
+
+def test_tibber_day_of_the_clock_change_has_25_hours() -> None:
+    from zoneinfo import ZoneInfo
+
+    from hems.planning.tariffs import ReplyError, parse_tibber
+
+    berlin = ZoneInfo("Europe/Berlin")
+    start = datetime(2026, 10, 24, 22, 0, tzinfo=UTC)  # 25 Oct 00:00 CEST
+    entries = [
+        {"total": 0.30 + i / 1000, "currency": "EUR",
+         "startsAt": (start + timedelta(hours=i)).astimezone(berlin).isoformat()}
+        for i in range(25)
+    ]  # fmt: skip
+    assert entries[2]["startsAt"] == "2026-10-25T02:00:00+02:00"
+    assert entries[3]["startsAt"] == "2026-10-25T02:00:00+01:00"  # the repeated hour
+    home = {"currentSubscription": {"priceInfo": {"today": entries, "tomorrow": []}}}
+    reply = {"data": {"viewer": {"homes": [home]}}}
+    got = parse_tibber(reply, "EUR", berlin, None)
+    assert len(got) == 25 and got[-1].end == datetime(2026, 10, 25, 23, 0, tzinfo=UTC)
+    home["currentSubscription"]["priceInfo"]["today"] = entries[:24]  # type: ignore[index]
+    with pytest.raises(ReplyError, match=r"24 entries cover 24 h, not the day's 25 h"):
+        parse_tibber(reply, "EUR", berlin, None)

@@ -175,3 +175,27 @@ def test_fixed_export_cannot_double_an_export_source() -> None:
         cfg("octopus_flux", "http://127.0.0.1:1", fixed_export_pence_per_kwh=15,
             octopus={"export_product_code": "FLUX-EXPORT-23-02-14",
                      "export_tariff_code": "E-1R-FLUX-EXPORT-23-02-14-C"})  # fmt: skip
+
+
+def test_daily_bands_repeat_by_uk_wall_clock_across_the_clock_change() -> None:
+    from hems.planning.tariffs import Interval
+    from hems.planning.tariffs.octopus import repeat_daily_price
+
+    # Go on Saturday 24 Oct 2026 (BST, UTC+1): 00:30-04:30 local cheap, the rest peak.
+    day = [
+        Interval(utc(2026, 10, 23, 23, 0), utc(2026, 10, 23, 23, 30), 0.27),
+        Interval(utc(2026, 10, 23, 23, 30), utc(2026, 10, 24, 3, 30), 0.085),
+        Interval(utc(2026, 10, 24, 3, 30), utc(2026, 10, 24, 23, 0), 0.27),
+    ]
+    # Monday 00:15 GMT is 00:15 on the UK clock: peak, as on Saturday at 00:15 BST (a shift
+    # of whole UTC days would land on 01:15 BST, inside the cheap band).
+    slot = utc(2026, 10, 26, 0, 15)
+    assert repeat_daily_price(day, slot, slot + timedelta(minutes=15)) == 0.27
+    slot = utc(2026, 10, 26, 0, 30)  # 00:30 GMT: cheap from 00:30 local, as on Saturday
+    assert repeat_daily_price(day, slot, slot + timedelta(minutes=30)) == 0.085
+    late = utc(2026, 11, 5, 12, 0)  # more than 7 days on: unknown, never a guess
+    assert repeat_daily_price(day, late, late + timedelta(minutes=30)) is None
+
+
+def utc(*args: int) -> datetime:
+    return datetime(*args, tzinfo=UTC)  # type: ignore[misc]

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -121,7 +121,8 @@ def _day(
     next_midnight = datetime.combine(
         day_start.date() + timedelta(days=1), datetime.min.time(), tzinfo=zone
     )
-    day_len = next_midnight - day_start  # 23, 24 or 25 h
+    # 23, 24 or 25 h; in UTC, since a difference within one zone is wall-clock time.
+    day_len = next_midnight.astimezone(UTC) - day_start.astimezone(UTC)
     if len(starts) * step != day_len:
         raise ReplyError(
             provider,
