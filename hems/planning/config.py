@@ -33,6 +33,7 @@ from hems.core.configbase import DeviceId, Strict
 from hems.planning.tariff_config import (
     CarbonConfig,
     EntsoeConfig,
+    NordpoolConfig,
     OctopusConfig,
     TariffConfig,
     TibberConfig,
@@ -46,6 +47,7 @@ __all__ = [
     "EntsoeConfig",
     "EvPlanConfig",
     "ForecastConfig",
+    "NordpoolConfig",
     "OctopusConfig",
     "PlannerConfig",
     "PvArrayConfig",

@@ -22,6 +22,7 @@ TariffKind = Literal[
     "octopus_flux",
     "octopus_tracker",
     "entsoe",
+    "nordpool",
     "tibber",
 ]
 
@@ -102,10 +103,23 @@ class OctopusConfig(FetchConfig):
         return self.tariff_code[-1]
 
 
-class EntsoeConfig(FetchConfig):
-    """ENTSO-E day-ahead prices (document A44, EUR/MWh) and the formula to a retail price:
+class DayAheadConfig(FetchConfig):
+    """A day-ahead market price and the formula to a retail price (fields, not code):
     import = (spot + grid_fee_per_kwh) × (1 + vat_fraction); export = spot − export_fee_per_kwh
-    when `export: spot`."""
+    with `export: spot`."""
+
+    grid_fee_per_kwh: float = Field(default=0.0, ge=-1, le=10, description="[currency/kWh]")
+    vat_fraction: float = Field(default=0.0, ge=0, le=1, description="e.g. 0.21 for 21 %")
+    export: Literal["fixed", "spot"] = "fixed"
+    export_fee_per_kwh: float = Field(default=0.0, ge=-1, le=10, description="[currency/kWh]")
+    fetch_cron: Crontabs = Field(
+        default_factory=lambda: ["15 * * * *", "*/15 12-15 * * *"],
+        description="crontabs in the site's time zone",
+    )
+
+
+class EntsoeConfig(DayAheadConfig):
+    """ENTSO-E day-ahead prices (document A44, EUR/MWh) and the retail formula."""
 
     base_url: str = Field(default="https://web-api.tp.entsoe.eu", pattern=r"^https?://\S+$")
     security_token: SecretStr | None = Field(
@@ -116,13 +130,19 @@ class EntsoeConfig(FetchConfig):
         pattern=r"^[0-9]{2}[A-Z][0-9A-Z-]{13}$",
         description="EIC code of the bidding zone (16 characters)",
     )
-    grid_fee_per_kwh: float = Field(default=0.0, ge=-1, le=10, description="[EUR/kWh]")
-    vat_fraction: float = Field(default=0.0, ge=0, le=1, description="e.g. 0.21 for 21 %")
-    export: Literal["fixed", "spot"] = "fixed"
-    export_fee_per_kwh: float = Field(default=0.0, ge=-1, le=10, description="[EUR/kWh]")
-    fetch_cron: Crontabs = Field(
-        default_factory=lambda: ["15 * * * *", "*/15 12-15 * * *"],
-        description="crontabs in the site's time zone",
+
+
+NORDPOOL_CURRENCIES = ("EUR", "DKK", "NOK", "SEK", "PLN")
+
+
+class NordpoolConfig(DayAheadConfig):
+    """Nord Pool day-ahead prices (Data Portal, currency/MWh) and the retail formula."""
+
+    base_url: str = Field(
+        default="https://dataportal-api.nordpoolgroup.com/api", pattern=r"^https?://\S+$"
+    )
+    delivery_area: str = Field(
+        default="SE3", pattern=r"^[A-Z][A-Z0-9-]{1,7}$", description="e.g. SE3, NO1, DK1, FI"
     )
 
 
@@ -192,6 +212,7 @@ class TariffConfig(Strict):
     bands: list[TouBand] = Field(default_factory=list)
     octopus: OctopusConfig = Field(default_factory=OctopusConfig)
     entsoe: EntsoeConfig = Field(default_factory=EntsoeConfig)
+    nordpool: NordpoolConfig = Field(default_factory=NordpoolConfig)
     tibber: TibberConfig = Field(default_factory=TibberConfig)
     carbon: CarbonConfig = Field(default_factory=CarbonConfig)
     fallback_import_per_kwh: float = Field(
@@ -213,6 +234,10 @@ class TariffConfig(Strict):
                 raise ValueError("entsoe.security_token: kind 'entsoe' needs the token")
             if self.currency != "EUR":
                 raise ValueError("currency: ENTSO-E prices are in EUR; set currency: EUR")
+        if self.kind == "nordpool" and self.currency not in NORDPOOL_CURRENCIES:
+            raise ValueError(
+                f"currency: Nord Pool quotes {', '.join(NORDPOOL_CURRENCIES)}, not {self.currency}"
+            )
         if self.kind == "tibber" and self.tibber.token is None:
             raise ValueError("tibber.token: kind 'tibber' needs the API token")
         if self.fixed_export_pence_per_kwh is not None and self.has_export_source:
@@ -226,6 +251,8 @@ class TariffConfig(Strict):
         """True when export prices are fetched (Octopus export codes, ENTSO-E at spot)."""
         if self.kind in OCTOPUS_PRODUCT_PREFIX:
             return self.octopus.export_tariff_code is not None
+        if self.kind == "nordpool":
+            return self.nordpool.export == "spot"
         return self.kind == "entsoe" and self.entsoe.export == "spot"
 
     @property

@@ -1,6 +1,6 @@
 """A local HTTP server replaying recorded tariff-provider replies (tests/planning/data/
-tariffs/): Octopus products, ENTSO-E A44, Tibber GraphQL, GB Carbon Intensity. Tests point
-each provider's `base_url` at it and can swap any path's answer for a failure."""
+tariffs/): Octopus products, ENTSO-E A44, Nord Pool, Tibber GraphQL, GB Carbon Intensity.
+Tests point each provider's `base_url` at it and can swap any path's answer for a failure."""
 
 from __future__ import annotations
 
@@ -71,6 +71,10 @@ class TariffApi:
             if seen.path in self.overrides:
                 status, body = self.overrides[seen.path]
                 return status, body, "application/json"
+        if seen.path == "/api/DayAheadPrices":  # Nord Pool: one delivery day per request
+            if seen.query.get("date") != ["2026-11-27"]:
+                return 204, b"", "application/json"
+            return 200, (DATA / "nordpool_SE3_SEK_2026-11-27.json").read_bytes(), "application/json"
         name = ROUTES.get(seen.path)
         if name is None:
             return 404, b'{"detail": "Not found."}', "application/json"

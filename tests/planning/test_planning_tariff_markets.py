@@ -394,3 +394,81 @@ def test_tibber_day_of_the_clock_change_has_25_hours() -> None:
     home["currentSubscription"]["priceInfo"]["today"] = entries[:24]  # type: ignore[index]
     with pytest.raises(ReplyError, match=r"24 entries cover 24 h, not the day's 25 h"):
         parse_tibber(reply, "EUR", berlin, None)
+
+
+# -- Nord Pool --------------------------------------------------------------------------
+
+
+def nordpool_cfg(base_url: str, **extra: object) -> TariffConfig:
+    nordpool = {"base_url": f"{base_url}/api", "delivery_area": "SE3", "grid_fee_per_kwh": 0.45,
+                "vat_fraction": 0.25, "export": "spot", "export_fee_per_kwh": 0.05,
+                "retries": 0} | extra  # fmt: skip
+    return TariffConfig.model_validate(
+        {"kind": "nordpool", "currency": "SEK", "nordpool": nordpool,
+         "fallback_import_per_kwh": 3.0, "fallback_export_per_kwh": 0.1}
+    )  # fmt: skip
+
+
+async def test_nordpool_day_ahead_in_sek_with_the_formula(tariff_api: TariffApi, db) -> None:  # type: ignore[no-untyped-def]
+    async with httpx.AsyncClient() as http:
+        tariff = build_tariff(nordpool_cfg(tariff_api.base_url), db=db, http=http,
+                              clock=AutoClock(NOW), timezone="Europe/Stockholm")  # fmt: skip
+        assert await tariff.refresh() is True
+    asked = [r.query for r in tariff_api.requests]
+    assert [q["date"] for q in asked] == [["2026-11-27"], ["2026-11-28"]]  # today, tomorrow
+    assert asked[0]["deliveryArea"] == ["SE3"] and asked[0]["currency"] == ["SEK"]
+    assert asked[0]["market"] == ["DayAhead"]
+    t = datetime(2026, 11, 27, 17, 0, tzinfo=UTC)  # 1452.08 SEK/MWh
+    p = tariff.prices(t, 1, 15)
+    assert p.import_per_kwh[0] == pytest.approx((1.45208 + 0.45) * 1.25)
+    assert p.export_per_kwh[0] == pytest.approx(1.45208 - 0.05)
+    assert p.notes == ()  # tomorrow's HTTP 204 (not yet published) is not a failure
+    late = tariff.prices(datetime(2026, 11, 27, 23, 0, tzinfo=UTC), 2, 30)  # the 28th, CET
+    assert late.import_per_kwh == [3.0, 3.0] and late.fallback_slots == 4
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (('"currency": "SEK"', '"currency": "EUR"'), "currency: 'EUR', the config says SEK"),
+        (('"SE3": 1452.08', '"SE3": 1452080.0'),
+         "multiAreaEntries[72].entryPerArea.SE3: 1452080.0 is not per MWh (wrong units?)"),
+        (('"SE3": 1452.08', '"SE4": 1452.08'),
+         "multiAreaEntries[72].entryPerArea.SE3: not a number: None"),
+        (('"deliveryStart": "2026-11-26T23:00:00Z"', '"deliveryStart": "2026-11-27T00:00:00"'),
+         "multiAreaEntries[0].deliveryStart: '2026-11-27T00:00:00' has no UTC offset"),
+    ],
+)  # fmt: skip
+async def test_nordpool_bad_reply_is_named(tariff_api: TariffApi, db, edit, message) -> None:  # type: ignore[no-untyped-def]
+    raw = (DATA / "nordpool_SE3_SEK_2026-11-27.json").read_text()
+    assert edit[0] in raw
+    tariff_api.overrides["/api/DayAheadPrices"] = (200, raw.replace(*edit).encode())
+    async with httpx.AsyncClient() as http:
+        tariff = build_tariff(nordpool_cfg(tariff_api.base_url), db=db, http=http,
+                              clock=AutoClock(NOW), timezone="Europe/Stockholm")  # fmt: skip
+        await tariff.refresh()
+    assert message in (tariff.last_error or "")
+    assert tariff.prices(NOW, 1, 30).notes[0].startswith("tariff: nordpool SE3 fetch failed (")
+
+
+def test_nordpool_short_day_is_refused() -> None:
+    import json
+    from datetime import date
+
+    from hems.planning.tariffs import ReplyError, parse_nordpool
+
+    doc = json.loads((DATA / "nordpool_SE3_SEK_2026-11-27.json").read_text())
+    doc["multiAreaEntries"] = doc["multiAreaEntries"][:90]
+    with pytest.raises(ReplyError, match=r"is not the CET day 2026-11-27 \(wrong time zone or a"):
+        parse_nordpool(doc, "SE3", "SEK", date(2026, 11, 27))
+    del doc["multiAreaEntries"][40]
+    doc["multiAreaEntries"] += json.loads((DATA / "nordpool_SE3_SEK_2026-11-27.json").read_text())[
+        "multiAreaEntries"
+    ][90:]
+    with pytest.raises(ReplyError, match="a gap at 2026-11-27T09:00Z"):
+        parse_nordpool(doc, "SE3", "SEK", date(2026, 11, 27))
+
+
+def test_nordpool_currency_must_be_quoted() -> None:
+    with pytest.raises(ValidationError, match="Nord Pool quotes EUR, DKK, NOK, SEK, PLN, not GBP"):
+        TariffConfig.model_validate({"kind": "nordpool", "currency": "GBP"})

@@ -11,7 +11,9 @@ Modules, one per provider, behind this one import path:
 * `fetch`: the errors (`FetchError`, `ReplyError` naming the input), one HTTP request with
   retries, and `FetchSchedule` (APScheduler cron triggers on the injected clock).
 * `octopus`: Agile, Go, Intelligent Go, Cosy, Flux, Tracker (and their export products).
-* `entsoe`: ENTSO-E day-ahead prices with a grid-fee and VAT formula.
+* `dayahead`: the day-ahead sources' retail formula (grid fee, VAT) and spot export.
+* `entsoe`: ENTSO-E day-ahead prices (A44 XML, EUR/MWh).
+* `nordpool`: Nord Pool day-ahead prices (Data Portal JSON, currency/MWh).
 * `tibber`: Tibber's `priceInfo` over GraphQL.
 * `carbon`: the GB regional carbon-intensity forecast as an import-price weight.
 * `build`: `build_tariff(cfg, …)`.
@@ -29,9 +31,11 @@ from hems.planning.tariffs.base import (
 )
 from hems.planning.tariffs.build import build_tariff
 from hems.planning.tariffs.carbon import CarbonWeight, parse_carbon_intensity
-from hems.planning.tariffs.entsoe import EntsoeDayAhead, parse_a44, retail_price_per_kwh
+from hems.planning.tariffs.dayahead import retail_price_per_kwh
+from hems.planning.tariffs.entsoe import EntsoeDayAhead, parse_a44
 from hems.planning.tariffs.fetch import FetchError, FetchSchedule, ReplyError
 from hems.planning.tariffs.fetched import FetchedTariff, PriceSource
+from hems.planning.tariffs.nordpool import NordpoolDayAhead, parse_nordpool
 from hems.planning.tariffs.octopus import OctopusRates, OctopusTariff, parse_octopus_rates
 from hems.planning.tariffs.tibber import TibberPrices, parse_tibber
 
@@ -45,6 +49,7 @@ __all__ = [
     "FetchSchedule",
     "FetchedTariff",
     "Interval",
+    "NordpoolDayAhead",
     "OctopusRates",
     "OctopusTariff",
     "PriceSource",
@@ -56,6 +61,7 @@ __all__ = [
     "build_tariff",
     "parse_a44",
     "parse_carbon_intensity",
+    "parse_nordpool",
     "parse_octopus_rates",
     "parse_tibber",
     "price_in",

@@ -11,6 +11,7 @@ from hems.planning.tariffs.base import Tariff, TouTariff
 from hems.planning.tariffs.carbon import CarbonWeight
 from hems.planning.tariffs.entsoe import entsoe_sources
 from hems.planning.tariffs.fetched import FetchedTariff, PriceSource
+from hems.planning.tariffs.nordpool import nordpool_sources
 from hems.planning.tariffs.octopus import octopus_sources
 from hems.planning.tariffs.tibber import tibber_sources
 from hems.store.db import Database
@@ -29,6 +30,8 @@ def build_tariff(
         sources = octopus_sources(cfg.kind, cfg.octopus)
     elif cfg.kind == "entsoe":
         sources = entsoe_sources(cfg.entsoe, timezone)
+    elif cfg.kind == "nordpool":
+        sources = nordpool_sources(cfg.nordpool, cfg.currency)
     elif cfg.kind == "tibber":
         sources = tibber_sources(cfg.tibber, cfg.currency, timezone)
     if (sources or cfg.carbon.enabled) and http is None:

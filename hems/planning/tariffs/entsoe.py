@@ -8,12 +8,8 @@ whose `TimeSeries` carry `currency_Unit.name` EUR and `price_Measure_Unit.name` 
 `Acknowledgement_MarketDocument` with a `Reason`.
 
 Currency and time are explicit: only EUR per MWh is accepted (the config's currency must be
-EUR; nothing is converted), every time is UTC with its `Z`, and the spot price is stored
-as it came (EUR/kWh); the retail formula applies when a slot is priced, so a changed fee or
-VAT rate applies to the cached prices too:
-
-    import_per_kwh = (spot_per_kwh + grid_fee_per_kwh) × (1 + vat_fraction)
-    export_per_kwh = spot_per_kwh − export_fee_per_kwh          (with `export: spot`)
+EUR; nothing is converted) and every time is UTC with its `Z`. The retail formula is
+`hems.planning.tariffs.dayahead`'s.
 """
 
 from __future__ import annotations
@@ -27,20 +23,14 @@ import httpx
 
 from hems.core.clock import Clock
 from hems.planning.tariff_config import EntsoeConfig
-from hems.planning.tariffs.base import Interval, price_in
+from hems.planning.tariffs.base import Interval
+from hems.planning.tariffs.dayahead import SpotImport, spot_sources
 from hems.planning.tariffs.fetch import FetchError, ReplyError, parse_utc, request
 from hems.planning.tariffs.fetched import PriceSource
 
 RESOLUTIONS = {"PT15M": 15, "PT30M": 30, "PT60M": 60}
 MAX_EUR_PER_MWH = 10000.0  # SDAC's harmonised limits are -500 and 4000 EUR/MWh
 MAX_BODY_BYTES = 4_000_000
-
-
-def retail_price_per_kwh(
-    spot_per_kwh: float, grid_fee_per_kwh: float, vat_fraction: float
-) -> float:
-    """(spot + grid fee) × (1 + VAT). [currency/kWh]"""
-    return (spot_per_kwh + grid_fee_per_kwh) * (1.0 + vat_fraction)
 
 
 def _local(tag: str) -> str:
@@ -155,25 +145,20 @@ def _period(
     return out
 
 
-class EntsoeDayAhead(PriceSource):
-    """Import at the retail formula; `last` keeps this refresh's spot prices for export."""
-
-    direction = "import"
-
+class EntsoeDayAhead(SpotImport):
     def __init__(self, cfg: EntsoeConfig, zone: ZoneInfo | None = None) -> None:
+        super().__init__()
         self.cfg = cfg
         self.provider = f"entsoe {cfg.bidding_zone}"
         self.cache_key = f"entsoe:{cfg.bidding_zone}"
         self.zone = zone or ZoneInfo("Europe/Brussels")
-        self.last: list[Interval] | None = None
 
-    async def fetch(self, http: httpx.AsyncClient, clock: Clock, now: datetime) -> list[Interval]:
-        self.last = None
+    async def fetch_spot(
+        self, http: httpx.AsyncClient, clock: Clock, now: datetime
+    ) -> list[Interval]:
         day = now.astimezone(self.zone).replace(hour=0, minute=0, second=0, microsecond=0)
-        start, end = (
-            day.astimezone(UTC),
-            (day + timedelta(days=2)).astimezone(UTC),
-        )
+        # Today and tomorrow, midnight to midnight local (wall-clock days, DST-safe).
+        start, end = day.astimezone(UTC), (day + timedelta(days=2)).astimezone(UTC)
         token = self.cfg.security_token.get_secret_value() if self.cfg.security_token else ""
         params = {
             "securityToken": token,
@@ -185,37 +170,8 @@ class EntsoeDayAhead(PriceSource):
         }
         url = f"{self.cfg.base_url.rstrip('/')}/api"
         r = await request(http, clock, self.cfg, self.provider, url, params=params)
-        rates = parse_a44(r.content, self.cfg.bidding_zone, self.provider)
-        self.last = rates
-        return rates
-
-    def price(self, stored: list[Interval], start: datetime, end: datetime) -> float | None:
-        spot = price_in(stored, start, end)
-        if spot is None:
-            return None
-        return retail_price_per_kwh(spot, self.cfg.grid_fee_per_kwh, self.cfg.vat_fraction)
-
-
-class EntsoeExport(PriceSource):
-    """Export at spot minus a fee, from the import source's reply (one request for both)."""
-
-    direction = "export"
-
-    def __init__(self, spot: EntsoeDayAhead) -> None:
-        self.spot, self.cfg = spot, spot.cfg
-        self.provider = f"{spot.provider} (export)"
-        self.cache_key = spot.cache_key
-
-    async def fetch(self, http: httpx.AsyncClient, clock: Clock, now: datetime) -> list[Interval]:
-        if self.spot.last is None:
-            raise FetchError(self.provider, "the day-ahead fetch failed")
-        return self.spot.last
-
-    def price(self, stored: list[Interval], start: datetime, end: datetime) -> float | None:
-        spot = price_in(stored, start, end)
-        return None if spot is None else spot - self.cfg.export_fee_per_kwh
+        return parse_a44(r.content, self.cfg.bidding_zone, self.provider)
 
 
 def entsoe_sources(cfg: EntsoeConfig, timezone: str = "Europe/Brussels") -> list[PriceSource]:
-    imp = EntsoeDayAhead(cfg, ZoneInfo(timezone))
-    return [imp, EntsoeExport(imp)] if cfg.export == "spot" else [imp]
+    return spot_sources(EntsoeDayAhead(cfg, ZoneInfo(timezone)))
