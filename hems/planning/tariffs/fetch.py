@@ -78,6 +78,8 @@ async def request(
         except httpx.TransportError as exc:
             reason = type(exc).__name__  # its text may hold the URL
             continue
+        except httpx.HTTPError as exc:  # e.g. a body that fails to decode: not worth a retry
+            raise FetchError(provider, type(exc).__name__) from None
         if r.status_code == 429 or r.status_code >= 500:
             reason = f"HTTP {r.status_code}"
             continue
