@@ -159,3 +159,16 @@ def test_aggregator_signal_overrides_the_tariff() -> None:
     p = t.prices(start - timedelta(minutes=30), 4, 30)
     assert p.import_per_kwh == [0.25, 0.9, 0.8, 0.25]
     assert p.export_per_kwh == [0.05, 0.6, 0.05, 0.05]
+
+
+def test_fixed_export_in_pence_pairs_with_any_import_tariff() -> None:
+    bands = [
+        {"start": "00:30", "end": "05:30", "import_per_kwh": 0.07, "export_per_kwh": 0.30},
+        {"start": "05:30", "end": "00:30", "import_per_kwh": 0.28},
+    ]
+    tou = TouTariff(TariffConfig(kind="tou", bands=bands, fixed_export_pence_per_kwh=4.1))  # type: ignore[arg-type]
+    p = tou.prices(datetime(2026, 11, 27, 0, 0, tzinfo=UTC), 4, 30)
+    assert p.import_per_kwh == [0.28, 0.07, 0.07, 0.07]
+    assert p.export_per_kwh == pytest.approx([0.041] * 4)  # the export contract, not the bands
+    fixed = Tariff(TariffConfig(fixed_export_pence_per_kwh=-1.5))  # negative: paying to export
+    assert fixed.prices(datetime(2026, 11, 27, tzinfo=UTC), 1, 30).export_per_kwh == [-0.015]
