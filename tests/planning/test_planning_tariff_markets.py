@@ -94,6 +94,20 @@ async def test_entsoe_token_is_sent_but_never_shown(tariff_api: TariffApi, db) -
     assert {"provider": "entsoe 10YNL----------L", "reason": "HTTP 401"}.items() <= logs[0].items()
 
 
+async def test_entsoe_token_is_masked_in_httpx_debug_logs(
+    tariff_api: TariffApi, db, caplog
+) -> None:  # type: ignore[no-untyped-def]
+    import logging
+
+    caplog.set_level(logging.INFO, logger="httpx")  # what `logging.level: debug` shows
+    async with httpx.AsyncClient() as http:
+        tariff = await entsoe_tariff(tariff_api, db, http)
+        assert await tariff.refresh() is True
+    lines = [r.getMessage() for r in caplog.records if r.name == "httpx"]
+    assert lines and all("securityToken=***" in line for line in lines)
+    assert ENTSOE_TOKEN not in caplog.text
+
+
 def a44(edit: tuple[str, str] | None = None) -> bytes:
     text = (DATA / "entsoe_a44_NL.xml").read_text()
     if edit is not None:

@@ -14,6 +14,7 @@ EUR; nothing is converted) and every time is UTC with its `Z`. The retail formul
 
 from __future__ import annotations
 
+import logging
 import re
 import xml.etree.ElementTree as ET
 from datetime import UTC, datetime, timedelta
@@ -31,6 +32,25 @@ from hems.planning.tariffs.fetched import PriceSource
 RESOLUTIONS = {"PT15M": 15, "PT30M": 30, "PT60M": 60}
 MAX_EUR_PER_MWH = 10000.0  # SDAC's harmonised limits are -500 and 4000 EUR/MWh
 MAX_BODY_BYTES = 4_000_000
+
+
+class RedactToken(logging.Filter):
+    """httpx logs each request's URL (at INFO, shown with `logging.level: debug`); the
+    ENTSO-E token is part of it, so it is masked before any handler sees it."""
+
+    PATTERN = re.compile(r"securityToken=[^&\s\"']+")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if "securityToken=" in message:
+            record.msg, record.args = self.PATTERN.sub("securityToken=***", message), ()
+        return True
+
+
+def _guard_httpx_log() -> None:
+    httpx_log = logging.getLogger("httpx")
+    if not any(isinstance(f, RedactToken) for f in httpx_log.filters):
+        httpx_log.addFilter(RedactToken())
 
 
 def _local(tag: str) -> str:
@@ -148,6 +168,7 @@ def _period(
 class EntsoeDayAhead(SpotImport):
     def __init__(self, cfg: EntsoeConfig, zone: ZoneInfo | None = None) -> None:
         super().__init__()
+        _guard_httpx_log()
         self.cfg = cfg
         self.provider = f"entsoe {cfg.bidding_zone}"
         self.cache_key = f"entsoe:{cfg.bidding_zone}"
