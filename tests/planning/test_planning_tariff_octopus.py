@@ -199,3 +199,65 @@ def test_daily_bands_repeat_by_uk_wall_clock_across_the_clock_change() -> None:
 
 def utc(*args: int) -> datetime:
     return datetime(*args, tzinfo=UTC)  # type: ignore[misc]
+
+
+def go_reply(edit: tuple[str, str] | None = None, count: int | None = None) -> bytes:
+    import json
+
+    from tariff_server import DATA
+
+    text = (DATA / "octopus_go_C.json").read_text()
+    if edit is not None:
+        assert edit[0] in text
+        text = text.replace(*edit, 1)
+    if count is not None:
+        doc = json.loads(text)
+        doc["count"] = count
+        text = json.dumps(doc)
+    return text.encode()
+
+
+BAD_GO = [
+    (go_reply(('"value_inc_vat": 27.37', '"value_inc_vat": 2737')),
+     "results[0].value_inc_vat: 2737 is not a p/kWh rate (wrong units?)"),
+    (go_reply(('"valid_from": "2026-11-27T04:30:00Z"', '"valid_from": "2026-11-27T04:30:00"')),
+     "results[0].valid_from: '2026-11-27T04:30:00' has no UTC offset (time zone unknown)"),
+    (go_reply(count=40), "count: says 40 rows, got 7"),
+    (b'{"count": 0, "next": null, "previous": null, "results": []}',
+     "results: empty: no prices (wrong product or region?)"),
+    (go_reply()[:300], "body: not JSON (a truncated reply?)"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("body", "message"), BAD_GO, ids=range(len(BAD_GO)))
+async def test_octopus_bad_reply_is_named_and_last_good_kept(
+    tariff_api: TariffApi, db, body, message
+) -> None:  # type: ignore[no-untyped-def]
+    product, code = CODES["octopus_go"]
+    async with httpx.AsyncClient() as http:
+        tariff = build_tariff(cfg("octopus_go", tariff_api.base_url), db=db, http=http,
+                              clock=AutoClock(NOW))  # fmt: skip
+        await tariff.refresh()
+        good = tariff.prices(START, 96, 30).import_per_kwh
+        tariff_api.overrides[octopus_path(product, code)] = (200, body)
+        assert await tariff.refresh() is False
+    assert tariff.last_error == message
+    after = tariff.prices(START, 96, 30)
+    assert after.import_per_kwh == good
+    assert (
+        after.notes[0]
+        == f"tariff: octopus {product} fetch failed ({message}); last good prices kept"
+    )
+
+
+async def test_agile_rows_must_be_half_hours(tariff_api: TariffApi, db) -> None:  # type: ignore[no-untyped-def]
+    # A Go reply served for an Agile code: a wrong product code, refused by the row length.
+    agile = octopus_path("AGILE-24-10-01", "E-1R-AGILE-24-10-01-C")
+    tariff_api.overrides[agile] = (200, go_reply())
+    c = TariffConfig.model_validate(
+        {"kind": "octopus_agile", "octopus": {"base_url": tariff_api.base_url}}
+    )
+    async with httpx.AsyncClient() as http:
+        tariff = build_tariff(c, db=db, http=http, clock=AutoClock(NOW))
+        await tariff.refresh()
+    assert tariff.last_error == "results[0]: 20 h long; Agile rows are 0.5 h"
