@@ -8,8 +8,9 @@ Modules:
 * `problem`: the `Problem` format (versioned JSON, `hems schema problem`).
 * `optimiser`: `optimise(Problem)`, the HiGHS MILP (standalone: `hems optimise`).
 * `store`: owner of the `plans` table (save, retention, latest plan).
-* `tariffs`: prices per slot (fixed, TOU, Octopus Agile, aggregator signals); owns
-  `tariff_prices`.
+* `tariffs`: prices per slot, one module per provider (fixed, TOU, Octopus products,
+  ENTSO-E day-ahead, Tibber, the GB carbon weight, aggregator signals); owns
+  `tariff_prices`. `tariff_config`: their config, re-exported by `config`.
 * `forecast`: PV and base-load forecasts; owns `forecasts`.
 * `forecast_quality`: the PV calibration per hour of day and the forecasts' accuracy (pure).
 * `flex`: flexibility instructions (`hems.core.flex.FlexInstruction`, given through

@@ -26,70 +26,36 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Literal
 
-from pydantic import Field, PrivateAttr, field_validator, model_validator
+from pydantic import Field, PrivateAttr, model_validator
 
 from hems.core.assets import BatteryFacts, EvNeeds, HhMm
 from hems.core.configbase import DeviceId, Strict
+from hems.planning.tariff_config import (
+    CarbonConfig,
+    EntsoeConfig,
+    NordpoolConfig,
+    OctopusConfig,
+    TariffConfig,
+    TibberConfig,
+    TouBand,
+)
 
-
-class TouBand(Strict):
-    """One time-of-use price band. `start`/`end` are local HH:MM; end <= start wraps midnight."""
-
-    start: HhMm = Field(description="local time HH:MM")
-    end: HhMm = Field(description="local time HH:MM; equal to start means all day")
-    import_per_kwh: float = Field(ge=-10, le=10, description="price [currency/kWh]")
-    export_per_kwh: float | None = Field(default=None, ge=-10, le=10)
-    days: Literal["all", "weekday", "weekend"] = "all"
-    months: list[int] = Field(
-        default_factory=lambda: list(range(1, 13)), description="months 1..12 (seasons)"
-    )
-
-    @field_validator("months")
-    @classmethod
-    def _months(cls, value: list[int]) -> list[int]:
-        if not value or any(m < 1 or m > 12 for m in value):
-            raise ValueError("must list months 1..12")
-        return value
-
-
-class OctopusConfig(Strict):
-    base_url: str = "https://api.octopus.energy"
-    product_code: str = Field(default="AGILE-24-10-01", pattern=r"^[A-Z0-9-]{3,64}$")
-    tariff_code: str = Field(
-        default="E-1R-AGILE-24-10-01-C",
-        pattern=r"^E-[12]R-[A-Z0-9-]+-[A-P]$",
-        description="tariff code ending in the region letter A..P",
-    )
-    export_product_code: str | None = Field(default=None, pattern=r"^[A-Z0-9-]{3,64}$")
-    export_tariff_code: str | None = Field(default=None, pattern=r"^E-[12]R-[A-Z0-9-]+-[A-P]$")
-    timeout_s: float = Field(default=10.0, gt=0, le=120)
-    retries: int = Field(default=3, ge=0, le=10)
-    backoff_s: float = Field(default=2.0, ge=0, le=300)
-    fetch_cron: str = Field(
-        default="5,35 * * * *", description="crontab for fetching prices (UK prices ~16:00)"
-    )
-
-
-class TariffConfig(Strict):
-    kind: Literal["fixed", "tou", "octopus_agile"] = "fixed"
-    currency: str = "GBP"
-    fixed_import_per_kwh: float = Field(default=0.25, ge=-10, le=10)
-    fixed_export_per_kwh: float = Field(default=0.15, ge=-10, le=10)
-    bands: list[TouBand] = Field(default_factory=list)
-    octopus: OctopusConfig = Field(default_factory=OctopusConfig)
-    fallback_import_per_kwh: float = Field(
-        default=0.25, ge=-10, le=10, description="used where no price is known [currency/kWh]"
-    )
-    fallback_export_per_kwh: float = Field(default=0.0, ge=-10, le=10)
-    standing_charge_per_day: float = Field(
-        default=0.0, ge=0, le=100, description="shown to the user, not optimised"
-    )
-
-    @model_validator(mode="after")
-    def _bands_for_tou(self) -> TariffConfig:
-        if self.kind == "tou" and not self.bands:
-            raise ValueError("bands: kind 'tou' needs at least one band")
-        return self
+__all__ = [
+    "BatteryPlanConfig",
+    "CarbonConfig",
+    "DeferrableLoadConfig",
+    "EntsoeConfig",
+    "EvPlanConfig",
+    "ForecastConfig",
+    "NordpoolConfig",
+    "OctopusConfig",
+    "PlannerConfig",
+    "PvArrayConfig",
+    "ReplanConfig",
+    "TariffConfig",
+    "TibberConfig",
+    "TouBand",
+]
 
 
 class PvArrayConfig(Strict):

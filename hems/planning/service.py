@@ -5,9 +5,10 @@ target changed, new prices, a forecast off by more than a threshold, a flexibili
 stores every plan with the full `Problem` that produced it, and publishes the plan to
 subscribers (the control loop reads `current_plan`).
 
-Time comes only from the injected clock. Tariff fetches are clock-driven (every 30 min,
-every 5 min after 16:00 UK while tomorrow's prices are missing) rather than APScheduler
-cron jobs, so the accelerated demo clock and the tests drive them too.
+Time comes only from the injected clock. Tariff fetches follow each source's crontabs
+(`fetch_cron`, in the site's zone): APScheduler's cron trigger computes the next fetch time
+and the loop wakes for it on the injected clock, so the accelerated demo clock and the
+tests drive them too.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import math
 from collections.abc import Callable, Sequence
-from datetime import datetime, time, timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
@@ -39,6 +40,7 @@ from hems.planning.optimiser import Result, optimise
 from hems.planning.problem import FlexConstraint, Problem
 from hems.planning.store import prune_plans, save_plan
 from hems.planning.tariffs import Tariff, build_tariff
+from hems.planning.tariffs.fetch import FAR_PAST
 from hems.store.db import Database
 
 if TYPE_CHECKING:
@@ -109,7 +111,7 @@ class PlannerService:
         self._evs: dict[str, _EvRequest] = {}
         self._load_done_min: dict[tuple[str, datetime], float] = {}
         self._last_plan_mono: float | None = None
-        self._next_tariff_s = 0.0
+        self._next_tariff_at: datetime | None = FAR_PAST  # None: the tariff fetches nothing
         self._tariff_version = -1
         self._pv_fc: Forecast | None = None
         self._load_fc: Forecast | None = None
@@ -127,6 +129,11 @@ class PlannerService:
     @property
     def last_problem(self) -> Problem | None:
         return self._problem
+
+    @property
+    def next_tariff_fetch(self) -> datetime | None:
+        """When the loop next fetches prices (the sources' crontabs); None: never."""
+        return self._next_tariff_at
 
     def subscribe(self, listener: PlanListener) -> None:
         """`listener(plan)` is called (synchronously) for every new plan; it must only enqueue."""
@@ -240,6 +247,8 @@ class PlannerService:
         step = timedelta(minutes=self.cfg.step_min)
         to_boundary = (slot_floor(now, self.cfg.step_min) + step - now).total_seconds()
         wait_s = min(self.cfg.replan.check_interval_s, max(to_boundary, 0.0))
+        if self._next_tariff_at is not None:  # wake for the next scheduled fetch
+            wait_s = min(wait_s, max((self._next_tariff_at - now).total_seconds(), 0.0))
         if self._reasons and not self._debounced():
             assert self._last_plan_mono is not None
             left = self.cfg.replan.min_interval_s - (self.clock.monotonic() - self._last_plan_mono)
@@ -255,16 +264,11 @@ class PlannerService:
             await asyncio.gather(sleeper, waker, return_exceptions=True)
 
     async def _maybe_refresh_tariff(self) -> None:
-        mono = self.clock.monotonic()
-        if mono >= self._next_tariff_s:
-            await self.tariff.refresh()
-            now_local = self.clock.now().astimezone(ZoneInfo("Europe/London"))
-            tomorrow_end = datetime.combine(
-                now_local.date() + timedelta(days=1), time(23, 0), tzinfo=now_local.tzinfo
-            )
-            known = self.tariff.known_until()
-            waiting = now_local.hour >= 16 and (known is None or known < tomorrow_end)
-            self._next_tariff_s = mono + (300.0 if waiting else 1800.0)
+        now = self.clock.now()
+        if self._next_tariff_at is not None and now >= self._next_tariff_at:
+            first = self._next_tariff_at == FAR_PAST
+            await self.tariff.refresh(force=first)  # at start every source; then those due
+            self._next_tariff_at = self.tariff.next_fetch_after(now)
         if self.tariff.version != self._tariff_version:
             if self._tariff_version >= 0:
                 self.request_replan("new prices")
@@ -396,7 +400,8 @@ class PlannerService:
         requests gathered into `ProblemInputs` for the pure builder (hems.planning.builder)."""
         assert self._pv_fc is not None and self._load_fc is not None
         cfg, fresh = self.cfg, self.state.fresh_value
-        prices = self.tariff.prices(start, n, cfg.step_min)  # aggregator price signals included
+        # Aggregator price signals included; with a carbon weight, import carries it too.
+        prices = self.tariff.objective_prices(start, n, cfg.step_min)
         # Flexibility: the accepted events still to come become constraints of the problem.
         events = [ev for ev in self._events.values() if ev.end > start]
         inputs = ProblemInputs(

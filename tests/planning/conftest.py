@@ -11,6 +11,7 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlparse
 
 import pytest
+from tariff_server import tariff_api  # noqa: F401 (the tariff providers' replay fixture)
 
 DATA = Path(__file__).parent / "data"
 RECORDED_HOST = "https://api.octopus.energy"

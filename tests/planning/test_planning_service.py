@@ -193,8 +193,8 @@ def test_load_window_wraps_midnight() -> None:
     assert load_window(cfg, inside, z)[0] == datetime(2026, 11, 27, 20, 0, tzinfo=UTC)
 
 
-async def test_tariff_polls_every_5_min_after_16h_until_tomorrow_is_known(replay, db) -> None:  # type: ignore[no-untyped-def]
-    # The recording ends 2026-11-28 23:00: on the 28th after 16:00, the 29th is still missing.
+async def test_tariff_fetches_at_its_crontab_times(replay, db) -> None:  # type: ignore[no-untyped-def]
+    # Agile's default crontabs: hourly at :05, and every 10 min from 16:00 to 19:50 UK time.
     clock = ManualClock(datetime(2026, 11, 28, 16, 5, tzinfo=UTC))
     state = SiteState(clock)
     seen: asyncio.Queue[Plan] = asyncio.Queue()
@@ -208,15 +208,18 @@ async def test_tariff_polls_every_5_min_after_16h_until_tomorrow_is_known(replay
         task = asyncio.create_task(svc.run())
         try:
             await next_plan(seen)
-            assert agile_fetches() == 1
-            await clock.advance(200)
-            await clock.advance(1)
+            assert agile_fetches() == 1  # at start
+            assert svc.next_tariff_fetch == datetime(2026, 11, 28, 16, 10, tzinfo=UTC)
+            for _ in range(20):  # let the loop start its sleep before time moves
+                await asyncio.sleep(0)
+            await clock.advance(299)  # 16:09:59
             await asyncio.sleep(0.05)
-            assert agile_fetches() == 1  # not yet: 5 min between tries
-            await clock.advance(120)
-            await clock.advance(1)
+            assert agile_fetches() == 1
+            await clock.advance(1)  # 16:10:00, without a check interval or slot boundary due
             async with asyncio.timeout(5):
                 while agile_fetches() < 2:  # noqa: ASYNC110 (the HTTP server runs in a thread)
+                    await asyncio.sleep(0.01)
+                while svc.next_tariff_fetch != datetime(2026, 11, 28, 16, 20, tzinfo=UTC):  # noqa: ASYNC110
                     await asyncio.sleep(0.01)
         finally:
             task.cancel()

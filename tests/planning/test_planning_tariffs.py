@@ -10,7 +10,7 @@ import pytest
 from planning_helpers import AutoClock
 
 from hems.planning.config import TariffConfig
-from hems.planning.tariffs import AgileTariff, Tariff, TouTariff, parse_octopus_rates
+from hems.planning.tariffs import AgileTariff, ReplyError, Tariff, TouTariff, parse_octopus_rates
 from hems.store.db import Database
 
 NOW = datetime(2026, 11, 27, 16, 10, tzinfo=UTC)  # tomorrow's prices are out
@@ -92,10 +92,13 @@ async def test_offline_uses_last_known_prices_then_fallback_flagged(replay, db) 
     assert prices.import_per_kwh[:2] == pytest.approx([0.1676, 0.1649])
     assert prices.import_per_kwh[2:] == [0.30, 0.30]  # beyond the known prices
     assert prices.fallback_slots == 4  # 2 import + 2 export
-    assert prices.notes[0].startswith("tariff: Octopus API unreachable (HTTPStatusError")
+    assert prices.notes[0] == (
+        "tariff: octopus AGILE-24-10-01 fetch failed (HTTP 503 after 3 attempts);"
+        " last good prices kept"
+    )
     assert (
         "tariff.import: no price for 2 slots from 2026-11-28 23:00; fallback 0.3"
-        in (prices.notes[1])
+        in (prices.notes[2])
     )
 
 
@@ -110,7 +113,7 @@ async def test_unreachable_host_is_handled(db) -> None:  # type: ignore[no-untyp
 
 
 def test_parse_names_bad_rows() -> None:
-    with pytest.raises(ValueError, match=r"results\[1\]"):
+    with pytest.raises(ReplyError, match=r"results\[1\]\.value_inc_vat: not a number"):
         parse_octopus_rates(
             {
                 "results": [
@@ -120,7 +123,7 @@ def test_parse_names_bad_rows() -> None:
                 ]
             }
         )  # fmt: skip
-    with pytest.raises(ValueError, match="results: missing"):
+    with pytest.raises(ReplyError, match="results: missing"):
         parse_octopus_rates({"detail": "Not found."})
 
 
@@ -156,3 +159,16 @@ def test_aggregator_signal_overrides_the_tariff() -> None:
     p = t.prices(start - timedelta(minutes=30), 4, 30)
     assert p.import_per_kwh == [0.25, 0.9, 0.8, 0.25]
     assert p.export_per_kwh == [0.05, 0.6, 0.05, 0.05]
+
+
+def test_fixed_export_in_pence_pairs_with_any_import_tariff() -> None:
+    bands = [
+        {"start": "00:30", "end": "05:30", "import_per_kwh": 0.07, "export_per_kwh": 0.30},
+        {"start": "05:30", "end": "00:30", "import_per_kwh": 0.28},
+    ]
+    tou = TouTariff(TariffConfig(kind="tou", bands=bands, fixed_export_pence_per_kwh=4.1))  # type: ignore[arg-type]
+    p = tou.prices(datetime(2026, 11, 27, 0, 0, tzinfo=UTC), 4, 30)
+    assert p.import_per_kwh == [0.28, 0.07, 0.07, 0.07]
+    assert p.export_per_kwh == pytest.approx([0.041] * 4)  # the export contract, not the bands
+    fixed = Tariff(TariffConfig(fixed_export_pence_per_kwh=-1.5))  # negative: paying to export
+    assert fixed.prices(datetime(2026, 11, 27, tzinfo=UTC), 1, 30).export_per_kwh == [-0.015]
