@@ -186,6 +186,7 @@ class WebServer:
             log.warning("no owner password yet: open /setup with this code", setup_code=code)
 
     async def stop(self) -> None:
+        self.events.close()
         if self._watcher is not None:
             self._watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -59,6 +59,7 @@ class EventHub:
     heartbeat_s: float = 15.0  # real seconds: it keeps proxies and the browser's link alive
     _clients: set[_Client] = field(default_factory=set)
     _next_id: int = 1
+    _closed: bool = False
     dropped: int = 0  # clients dropped for being too slow
 
     @property
@@ -77,6 +78,16 @@ class EventHub:
                 self._drop(client)
         return event
 
+    def close(self) -> None:
+        """End every stream and refuse new ones (the server is stopping: aiohttp would
+        otherwise wait for the open streams before it lets go)."""
+        self._closed = True
+        for client in list(self._clients):
+            client.dropped = True
+            with contextlib.suppress(asyncio.QueueEmpty):
+                client.queue.get_nowait()
+            client.queue.put_nowait(None)
+
     def _drop(self, client: _Client) -> None:
         client.dropped = True
         self.dropped += 1
@@ -87,6 +98,8 @@ class EventHub:
         log.info("event stream dropped: client too slow", queue_size=self.queue_size)
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
+        if self._closed:
+            return problem(503, "stream: the daemon is stopping", headers={"Retry-After": "10"})
         if len(self._clients) >= self.max_streams:
             return problem(
                 503,
