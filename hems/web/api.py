@@ -361,9 +361,11 @@ async def _read_json(request: web.Request) -> Any:
     except web.HTTPRequestEntityTooLarge:
         return problem(413, f"body: larger than {MAX_BODY_BYTES} bytes")
     except JsonTooLarge as exc:
-        return problem(413, f"body: {exc}")
-    except (ValueError, LookupError) as exc:
-        return problem(400, f"body: not JSON ({exc})")
+        return problem(413, str(exc))
+    except ValueError as exc:  # "body: not JSON (…)", "body: nested deeper than …"
+        return problem(400, str(exc))
+    except LookupError as exc:  # an unknown charset in Content-Type
+        return problem(400, f"body: unsupported charset ({exc})")
 
 
 # -- OpenAPI 3.1 ---------------------------------------------------------------------------------
