@@ -188,7 +188,7 @@ class InterventionOut(_Out):
 
 
 class InterventionsOut(_Out):
-    interventions: list[InterventionOut] = Field(description="the latest first-in order, ≤ 50")
+    interventions: list[InterventionOut] = Field(description="the latest 20, oldest first")
 
 
 class OverrideIn(_In):

@@ -1,10 +1,11 @@
 """Live events for `GET /api/v1/stream` (server-sent events, `text/event-stream`).
 
 A `Watcher` turns what the page shows into events by comparing snapshots: `site` (the site
-figures; on change, after SiteState's listener says a batch arrived), `devices` (a device's
-stale/down state changed), `plan` (a new plan), `intervention` (each new journal entry) and
-`flex` (an event's status changed). The stages need no hook: it reads the providers the API
-reads. Every event has an increasing `id:`; a comment line is sent as a heartbeat.
+figures and the latest readings; on change, after SiteState's listener says a batch
+arrived), `devices` (a device's stale/down state changed), `plan` (a new plan),
+`intervention` (each new journal entry) and `flex` (an event's status changed). The stages
+need no hook: it reads the providers the API reads. Every event has an increasing `id:`; a
+comment line is sent as a heartbeat.
 
 Each client gets a bounded queue. A client that falls `queue_size` events behind is dropped
 (its stream ends; EventSource reconnects and reloads), so a stalled phone never makes the
@@ -180,7 +181,10 @@ class Watcher:
         """Compare with the last look and publish each change (the first look sets the base,
         and publishes the site so a new client's page has something)."""
         state = self._state
-        self._changed("site", {"summary": site_values(state)})
+        readings = [
+            {k: r[k] for k in ("device_id", "quantity", "value", "stale")} for r in state.snapshot()
+        ]
+        self._changed("site", {"summary": site_values(state), "readings": readings})
         devices = {
             d: {"role": str(r), "stale": state.is_stale(d), "reason": state.down_reason(d)}
             for d, r in sorted(state.devices.items())

@@ -15,9 +15,10 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from playwright.async_api import Browser, expect
 
 from hems.core import Quantity, Reading
-from tests.testlib import wait_until
+from tests.testlib import log_in, wait_until
 from tests.web.test_web_security import bare, logged_in
 
 
@@ -163,3 +164,20 @@ async def test_a_slow_client_is_dropped_and_streams_are_capped(tmp_path: Path) -
             async with sse(client) as again:
                 hub.publish("plan", {"created_at": "x"})
                 await again.wait_for(lambda x: any(e[0] == "plan" for e in x.events))
+
+
+async def test_owner_page_follows_the_stream_under_its_csp(
+    tmp_path: Path, browser: Browser
+) -> None:
+    """The live section is refreshed by events while the stream is open: its polling is
+    off then, so a new figure on the page proves the event path (real CSP, no bypass)."""
+    async with bare(tmp_path) as s:
+        page = await browser.new_page()
+        errors: list[str] = []
+        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+        await log_in(page, s.base)
+        await page.wait_for_selector("body[data-stream=open]")
+        assert await page.inner_text("#grid_power_w") == "-1.23 kW"
+        s.state.publish([Reading("grid", Quantity.POWER_W, 4321.0, s.clock.now())])
+        await expect(page.locator("#grid_power_w")).to_have_text("4.32 kW", timeout=15_000)
+        assert errors == []

@@ -23,7 +23,9 @@ from hems.app import Daemon
 from hems.config import validate
 from hems.core.clock import AcceleratedClock, RealClock
 from hems.store.db import Database
+from hems.web.api import PREFIX, ROUTES, openapi
 from hems.web.auth import AuthStore
+from hems.web.server import _PUBLIC
 from tests.daemon.test_daemon_full_stack import demo_config
 from tests.testlib import OWNER_PASSWORD, poll_json, rig_with_car, running
 from tests.web.test_api_stream import sse
@@ -253,3 +255,14 @@ async def test_config_hides_secrets(tmp_path: Path) -> None:
         assert "a-charger-secret" not in r.text
         wallbox = next(d for d in r.json()["config"]["devices"] if d["id"] == "wallbox")
         assert wallbox["password"] == "**********"
+
+
+def test_the_documented_public_operations_are_the_guards() -> None:
+    """The document says which operations need no credentials; the guard decides. Same set."""
+    documented = {PREFIX + op.path for op in ROUTES if op.public}
+    assert documented == {p for p in _PUBLIC if p.startswith(PREFIX + "/")} == {"/api/v1/health"}
+    spec = openapi(ROUTES)
+    open_ops = {
+        p for p, item in spec["paths"].items() for op in item.values() if op.get("security") == []
+    }
+    assert open_ops == documented
