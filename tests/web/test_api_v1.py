@@ -214,6 +214,11 @@ async def test_openapi_document_is_valid_and_the_daemon_keeps_to_it(tmp_path: Pa
         calls = [0]
 
         def run(operation: Any, mode: GenerationMode) -> None:
+            # Health answers a documented 503 whenever the rig's grid meter is late on a busy
+            # machine: that is its job, not a server error (its schema is still checked).
+            health = operation.label == "GET /api/v1/health"
+            wanted = [c for c in checks if not (health and c is not_a_server_error)]
+
             @given(case=operation.as_strategy(generation_mode=mode))
             @settings(max_examples=8, deadline=None, database=None, derandomize=True,
                       phases=[Phase.explicit, Phase.generate],
@@ -221,7 +226,7 @@ async def test_openapi_document_is_valid_and_the_daemon_keeps_to_it(tmp_path: Pa
             def each(case: Any) -> None:
                 calls[0] += 1
                 response = case.call(base_url=base, headers=bearer(rw), timeout=15)
-                case.validate_response(response, checks=checks)
+                case.validate_response(response, checks=wanted)
 
             try:
                 each()
