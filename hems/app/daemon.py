@@ -371,6 +371,7 @@ class Daemon:
     # -- the web page's view of the stages ----------------------------------------------------
     def _publish_on_web(self, web: WebServer) -> None:
         web.set_site_view(self._site_view())
+        web.set_config(lambda: self.cfg)  # GET /api/v1/config, secrets masked
         publish_observability(web, self)  # /api/v1/health reasons, /metrics
         web.add_json(
             "stages",

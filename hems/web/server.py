@@ -19,6 +19,8 @@ referrer policy.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hmac
 import inspect
 import json
@@ -32,6 +34,7 @@ from typing import Any
 
 import structlog
 from aiohttp import BodyPartReader, MultipartReader, web
+from pydantic import BaseModel
 
 from hems.core.clock import Clock
 from hems.core.jsonsafe import JsonTooLarge, loads_bounded
@@ -40,9 +43,13 @@ from hems.core.readings import Quantity
 from hems.core.state import SiteState
 from hems.errors import ConfigError, HemsError
 from hems.store.timeseries import ReadingStore
+from hems.web.api import PREFIX as V1
+from hems.web.api import ApiV1
 from hems.web.auth import AuthStore, LoginLimiter, Session, Token, same_origin
 from hems.web.health import HealthCheck, site_reasons
 from hems.web.pages import OwnerPage, SiteView
+from hems.web.problem import problem
+from hems.web.stream import EventHub, Watcher
 
 log = structlog.get_logger(__name__)
 
@@ -94,6 +101,13 @@ class WebServer:
         self._page = OwnerPage(
             state, clock, store, site_name, self._json, lambda: auth.security_log(50)
         )
+        # The REST API v1 (hems.web.api) and its live events (hems.web.stream).
+        self.events = EventHub()
+        self._v1 = ApiV1(
+            state, clock, store, site_name, self._json, self._actions, self._health_body,
+            self.events.handle,
+        )  # fmt: skip
+        self._watcher: asyncio.Task[None] | None = None
 
     def set_site_view(self, view: SiteView) -> None:
         """What the page shows beyond SiteState: the site's zone, the plan, the uplink."""
@@ -108,6 +122,10 @@ class WebServer:
     async def setup_code(self) -> str | None:
         """The one-time setup code while the owner has no password yet."""
         return await self._auth.setup_code()
+
+    def set_config(self, provider: Callable[[], BaseModel]) -> None:
+        """The running configuration, for GET /api/v1/config (secrets are masked there)."""
+        self._v1.config = provider
 
     def add_json(self, name: str, provider: JsonProvider) -> None:
         self._json[name] = provider
@@ -130,6 +148,7 @@ class WebServer:
         app = web.Application(
             client_max_size=_MAX_BODY_BYTES, middlewares=[self._headers, self._guard]
         )
+        app.on_response_prepare.append(self._security_headers)
         app.router.add_get("/", self._index)
         app.router.add_get("/fragment/{name}", self._fragment)
         app.router.add_get("/login", self._login_page)
@@ -144,7 +163,7 @@ class WebServer:
         app.router.add_get("/api/state", self._api_state)
         app.router.add_get("/api/series", self._api_series)
         app.router.add_get("/api/health", self._api_health)
-        app.router.add_get("/api/v1/health", self._api_health)
+        self._v1.add_routes(app)  # /api/v1/…, health included
         app.router.add_get("/api/{name}", self._api_extra)
         app.router.add_post("/api/{name}", self._api_action)
         return app
@@ -159,6 +178,8 @@ class WebServer:
         self.bound_port = sockets[0].getsockname()[1] if sockets else self._port
         scheme = "https" if self._tls else "http"
         log.info("web page serving", url=f"{scheme}://{self._host}:{self.bound_port}/")
+        watcher = Watcher(self.events, self._state, self._json)
+        self._watcher = asyncio.create_task(watcher.run(), name="web-events")
         code = await self._auth.setup_code()
         if code is not None:
             # There is no default password: whoever reads this log (or runs `hems admin
@@ -172,6 +193,12 @@ class WebServer:
     async def stop(self) -> None:
         for close in self._cleanups:
             await close()
+        self.events.close()
+        if self._watcher is not None:
+            self._watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watcher
+            self._watcher = None
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
@@ -202,17 +229,28 @@ class WebServer:
         except Exception:
             # A handler's bug is a 500 with the same headers, not aiohttp's bare page.
             log.exception("web handler failed", path=request.path)
-            response = _error(500, "internal error (logged)")
-        response.headers.update(_SECURITY_HEADERS)
+            response = _deny(request, 500, "internal error (logged)")
+        if (
+            isinstance(response, web.HTTPException)
+            and response.status >= 400
+            and _is_v1(request.path)
+        ):
+            # The router's own 404/405/413 in the API's format too.
+            reason = f"{request.method} {request.path}: {response.reason}"
+            response = problem(response.status, reason, [{"field": "request", "reason": reason}])
         if isinstance(response, web.Response) and response.content_type in _COMPRESSIBLE:
             # gzip when the browser asks (aiohttp reads Accept-Encoding); a phone on Wi-Fi
             # and the Pi's one link both gain.
             response.enable_compression()
-        if self._tls is not None:
-            response.headers["Strict-Transport-Security"] = "max-age=31536000"
         if isinstance(response, web.HTTPException):
             raise response
         return response
+
+    async def _security_headers(self, _: web.Request, response: web.StreamResponse) -> None:
+        # On prepare, so a streamed response (the event stream) carries them too.
+        response.headers.update(_SECURITY_HEADERS)
+        if self._tls is not None:
+            response.headers["Strict-Transport-Security"] = "max-age=31536000"
 
     @web.middleware
     async def _guard(self, request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -221,16 +259,16 @@ class WebServer:
         if path in _PUBLIC or path.startswith("/static/"):
             if unsafe and not self._same_origin(request):
                 await self._refused(request, "cross-site form post")
-                return _error(403, "origin: cross-site requests are refused")
+                return _deny(request, 403, "origin: cross-site requests are refused")
             return await handler(request)
         bearer = request.headers.get("Authorization", "")
         if bearer.startswith("Bearer "):
             token: Token | None = await self._auth.token(bearer.removeprefix("Bearer ").strip())
             if token is None:
                 await self._refused(request, "unknown or revoked API token")
-                return _error(401, "auth: unknown or revoked API token")
+                return _deny(request, 401, "auth: unknown or revoked API token")
             if unsafe and not token.can_write:
-                return _error(403, f"auth: token {token.name!r} is read-only")
+                return _deny(request, 403, f"auth: token {token.name!r} is read-only")
             request[_TOKEN] = token
             return await handler(request)
         session = await self._auth.session(request.cookies.get(_COOKIE, ""))
@@ -242,13 +280,15 @@ class WebServer:
                     request, f"cross-site {request.method} {path} without a session"
                 )
             if path.startswith("/api/") or path in self._api_paths:
-                return _error(401, "auth: log in, or send an API token (Authorization: Bearer)")
+                return _deny(
+                    request, 401, "auth: log in, or send an API token (Authorization: Bearer)"
+                )
             target = "/login" if await self._auth.has_password() else "/setup"
             raise web.HTTPSeeOther(target)
         if unsafe:
             if not self._same_origin(request):
                 await self._refused(request, f"cross-site {request.method} {path}")
-                return _error(403, "origin: cross-site requests are refused")
+                return _deny(request, 403, "origin: cross-site requests are refused")
             sent = request.headers.get("X-CSRF-Token")
             if sent is None and request.content_type == "application/x-www-form-urlencoded":
                 sent = str((await request.post()).get("csrf", ""))
@@ -256,7 +296,7 @@ class WebServer:
                 sent = await _multipart_csrf(request)
             if not sent or not hmac.compare_digest(sent, session.csrf):
                 await self._refused(request, f"missing or wrong CSRF token on {path}")
-                return _error(403, "csrf: missing or wrong token; reload the page")
+                return _deny(request, 403, "csrf: missing or wrong token; reload the page")
         request[_SESSION] = session
         return await handler(request)
 
@@ -369,6 +409,10 @@ class WebServer:
         return web.json_response(body, dumps=_dumps)
 
     async def _api_health(self, _: web.Request) -> web.Response:
+        body, status = self._health_body()
+        return web.json_response(body, status=status, dumps=_dumps)
+
+    def _health_body(self) -> tuple[dict[str, Any], int]:
         reasons = [*site_reasons(self._state), *(self._health() if self._health else ())]
         stale = [d for d in self._state.devices if self._state.is_stale(d)]
         stages = self._json.get("stages")
@@ -380,7 +424,7 @@ class WebServer:
             # Counts only: the last error's text stays behind the login (/api/stages).
             "stage_failures": {n: {"failures": f["failures"]} for n, f in failures.items()},
         }
-        return web.json_response(body, status=503 if reasons else 200, dumps=_dumps)
+        return body, 503 if reasons else 200
 
     async def _api_series(self, request: web.Request) -> web.Response:
         if self._store is None:
@@ -530,6 +574,16 @@ def _client(request: web.Request) -> str:
 
 def _error(status: int, message: str) -> web.Response:
     return web.json_response({"error": message}, status=status)
+
+
+def _is_v1(path: str) -> bool:
+    return path == V1 or path.startswith(V1 + "/")
+
+
+def _deny(request: web.Request, status: int, message: str) -> web.Response:
+    """An error in the format of the path's API: problem+json under /api/v1, else
+    `{"error": "field: reason"}` (the unversioned routes keep their format)."""
+    return problem(status, message) if _is_v1(request.path) else _error(status, message)
 
 
 def _dumps(value: Any) -> str:

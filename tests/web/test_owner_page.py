@@ -147,8 +147,11 @@ async def test_owner_page_on_a_phone_and_a_laptop(tmp_path: Path, browser: Brows
             await page.wait_for_url("**/?history=yesterday*")
             assert "Tue 30 Jun 00:00" in await page.inner_text("#history-span")
             assert await page.locator("#history-chart svg path.series").count() >= 4
-            # The live refresh swaps a fragment in under the real CSP.
+            # The live refresh swaps a fragment in under the real CSP: on a live event while
+            # the stream is open (its polling is only the fallback).
+            await page.wait_for_selector("body[data-stream=open]")
             await page.locator("#frag-live").evaluate("el => el.setAttribute('data-old', '1')")
+            web.events.publish("site", {"summary": {}})
             await page.wait_for_selector("#frag-live:not([data-old])", timeout=5000)
             assert not errors, errors
             await page.close()

@@ -482,7 +482,10 @@ async def test_every_route_refuses_without_credentials(tmp_path: Path) -> None:
             await runner.cleanup()
         # The enumeration saw the routes that matter (guards against a vacuous pass).
         assert {("POST", "/api/echo"), ("POST", "/logout"), ("GET", "/"),
-                ("GET", "/api/security-log"), ("GET", "/api/extra")} <= set(checked)  # fmt: skip
+                ("GET", "/api/security-log"), ("GET", "/api/extra"),
+                ("GET", "/api/v1/site"), ("GET", "/api/v1/stream"), ("GET", "/api/v1/docs"),
+                ("GET", "/api/v1/openapi.json"), ("POST", "/api/v1/chargers/echo/mode"),
+                ("POST", "/api/v1/flex/events/echo/opt-out")} <= set(checked)  # fmt: skip
 
 
 def assert_refused(r: httpx.Response, what: str) -> None:

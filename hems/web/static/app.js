@@ -1,6 +1,6 @@
 // The page's script (served as a file: the CSP allows no inline script). The server renders
-// the page; this only fetches each fragment again (its data-src, every data-every-s seconds)
-// and swaps it in, and posts the forms as JSON with the session's CSRF token from
+// the page; this only fetches each fragment again (its data-src: when a live event names it,
+// else every data-every-s seconds) and swaps it in, and posts the forms as JSON with the session's CSRF token from
 // <meta name="csrf-token">.
 const CSRF = document.querySelector('meta[name="csrf-token"]').content;
 
@@ -32,9 +32,38 @@ function syncChargers() {
   if (ids.length) document.getElementById("chargers-section").hidden = false;
 }
 
+// Live events (GET /api/v1/stream, server-sent): each kind names the fragments it refreshes.
+// While the stream is open the live fragment follows it alone; polling stays as the fallback
+// (stream down, or a fragment whose content also moves with time).
+const ON_EVENT = {
+  site: ["frag-live"],
+  devices: ["frag-live", "frag-alerts"],
+  plan: ["frag-plan"],
+  intervention: ["frag-control", "frag-alerts"],
+  flex: ["frag-flex"],
+};
+const STREAM_DRIVEN = new Set(["frag-live"]);
+let streaming = false;
+const inFlight = new Set();
+async function refresh(id) {
+  if (inFlight.has(id)) return;  // one fetch per fragment at a time
+  inFlight.add(id);
+  try { await reload(id); } finally { inFlight.delete(id); }
+}
+if (window.EventSource) {
+  const stream = new EventSource("/api/v1/stream");
+  stream.onopen = () => { streaming = true; document.body.dataset.stream = "open"; };
+  stream.onerror = () => { streaming = false; document.body.dataset.stream = "down"; };
+  for (const [kind, ids] of Object.entries(ON_EVENT)) {
+    stream.addEventListener(kind, () => { for (const id of ids) refresh(id); });
+  }
+}
+
 for (const frag of document.querySelectorAll(".frag[data-src]")) {
   const every = Number(frag.dataset.everyS) * 1000;
-  setInterval(() => reload(frag.id), every);
+  setInterval(() => {
+    if (!(streaming && STREAM_DRIVEN.has(frag.id))) refresh(frag.id);
+  }, every);
 }
 
 const evForm = document.getElementById("ev-form");
