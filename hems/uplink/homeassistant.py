@@ -35,6 +35,7 @@ from typing import Literal, Protocol
 
 import aiomqtt
 import structlog
+from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from hems.core.clock import Clock
 from hems.core.quantities import SITE_QUANTITIES, SiteQuantity, site_values
@@ -227,6 +228,7 @@ class HomeAssistantDiscovery:
             username=self._cfg.username,
             password=password,
             identifier=f"hems-ha-{self._site_id}",
+            protocol=aiomqtt.ProtocolVersion.V5,  # for retain-as-published (Mosquitto >= 1.6)
             tls_context=self._tls,
             will=aiomqtt.Will(f"{self._base}/availability", "offline", qos=1, retain=True),
         )
@@ -240,7 +242,11 @@ class HomeAssistantDiscovery:
             self._sent.clear()
             await client.subscribe(f"{self._cfg.discovery_prefix}/status", qos=1)
             if self._surface is not None:
-                await client.subscribe(f"{self._base}/control/+/set", qos=1)
+                # Retain-as-published: a retained command is recognised as such.
+                await client.subscribe(
+                    f"{self._base}/control/+/set",
+                    options=SubscribeOptions(qos=1, retainAsPublished=True),
+                )
             await self._announce(client)
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(self._publish_loop(client))
