@@ -38,7 +38,9 @@ import structlog
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from hems.core.clock import Clock
+from hems.core.integrate import SplitEnergy
 from hems.core.quantities import SITE_QUANTITIES, SiteQuantity, site_values
+from hems.core.readings import Quantity, Reading, Role
 from hems.core.state import SiteState
 from hems.core.tasks import raise_if_cancelling
 from hems.errors import ConfigError
@@ -48,6 +50,13 @@ log = structlog.get_logger(__name__)
 
 
 SENSORS: tuple[SiteQuantity, ...] = SITE_QUANTITIES  # one sensor per site quantity
+
+# Battery energy in and out: no driver publishes a counter, so the bridge integrates the
+# batteries' power (hems.core.integrate; from 0 at each start, which HA reads as a new cycle).
+BATTERY_ENERGY: tuple[tuple[str, str, str], ...] = (
+    ("battery_charge_energy_kwh", "Battery charge energy", "mdi:battery-plus"),
+    ("battery_discharge_energy_kwh", "Battery discharge energy", "mdi:battery-minus"),
+)
 
 Component = Literal["select", "number", "text", "button", "sensor", "switch"]
 
@@ -121,6 +130,21 @@ def discovery_messages(site_id: str, prefix: str) -> dict[str, dict[str, object]
         if q.icon is not None:
             config["icon"] = q.icon
         out[f"{prefix}/sensor/{node}/{q.key}/config"] = config
+    for key, name, icon in BATTERY_ENERGY:
+        out[f"{prefix}/sensor/{node}/{key}/config"] = {
+            "name": name,
+            "unique_id": f"{node}_{key}",
+            "object_id": f"{node}_{key}",
+            "state_topic": f"{base}/state",
+            "value_template": f"{{{{ value_json.{key} }}}}",
+            "unit_of_measurement": "kWh",
+            "device_class": "energy",
+            "state_class": "total_increasing",
+            "suggested_display_precision": 2,
+            "availability_topic": f"{base}/availability",
+            "device": _gateway_device(site_id),
+            "icon": icon,
+        }
     return out
 
 
@@ -160,8 +184,18 @@ def control_discovery(
     return f"{prefix}/{entity.component}/{node}/{entity.key}/config", config
 
 
-def state_message(state: SiteState) -> dict[str, float | None]:
-    return site_values(state)
+def state_message(state: SiteState, battery: SplitEnergy | None = None) -> dict[str, float | None]:
+    """The sensors' JSON: the site quantities, and the batteries' energy in and out (None
+    without a battery)."""
+    out = site_values(state)
+    has_battery = Role.BATTERY in state.devices.values()
+    for (key, _, _), wh in zip(
+        BATTERY_ENERGY,
+        (battery.positive_wh, battery.negative_wh) if battery else (0.0, 0.0),
+        strict=True,
+    ):
+        out[key] = round(wh / 1000.0, 4) if has_battery and battery is not None else None
+    return out
 
 
 def tls_context(cfg: HomeAssistantConfig) -> ssl.SSLContext | None:
@@ -204,9 +238,17 @@ class HomeAssistantDiscovery:
         # What the broker holds from this session: topic → payload, to publish changes only.
         self._sent: dict[str, str] = {}
         self._controls: dict[str, ControlEntity] = {}
+        self._battery = SplitEnergy()
+        state.add_listener(self._on_readings)
         self._lock = asyncio.Lock()  # both loops publish; one view of what was sent
         self.announced = 0  # times the full discovery was sent (tests wait on it)
         self.commands_handled = 0
+
+    def _on_readings(self, batch: list[Reading]) -> None:
+        roles = self._state.devices
+        for r in batch:
+            if r.quantity is Quantity.POWER_W and roles.get(r.device_id) is Role.BATTERY:
+                self._battery.add(r.device_id, r.at, r.value)
 
     async def run(self) -> None:
         failing = False
@@ -263,7 +305,9 @@ class HomeAssistantDiscovery:
             await self._put(client, topic, json.dumps(config))
         await self._put(client, f"{self._base}/availability", "online")
         await self._refresh_locked(client)
-        await client.publish(f"{self._base}/state", json.dumps(state_message(self._state)), qos=0)
+        await client.publish(
+            f"{self._base}/state", json.dumps(state_message(self._state, self._battery)), qos=0
+        )
         self.announced += 1
 
     async def _put(self, client: aiomqtt.Client, topic: str, payload: str) -> None:
@@ -310,7 +354,9 @@ class HomeAssistantDiscovery:
             if since_state_s >= self._cfg.state_interval_s:
                 since_state_s = 0.0
                 await client.publish(
-                    f"{self._base}/state", json.dumps(state_message(self._state)), qos=0
+                    f"{self._base}/state",
+                    json.dumps(state_message(self._state, self._battery)),
+                    qos=0,
                 )
 
     async def _receive_loop(self, client: aiomqtt.Client) -> None:
