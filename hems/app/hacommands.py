@@ -110,16 +110,17 @@ class HaControls:
                 ControlEntity(component="sensor", key="flex_event", name="Flexibility event",
                               commandable=False, fields={"icon": "mdi:transmission-tower"})
             )  # fmt: skip
-            self._events = {}
+            events: dict[str, str] = {}
             for e in await self._flex.active_events():
                 key = _event_key(e.event_id)
-                self._events[key] = e.event_id
+                events[key] = e.event_id
                 start = e.start.astimezone(self._tz).strftime("%d %b %H:%M")
                 out.append(
                     ControlEntity(component="button", key=key, stateful=False,
                                   name=f"Opt out of {e.kind} event {start}",
                                   fields={"icon": "mdi:cancel"})
                 )  # fmt: skip
+            self._events = events  # swapped whole: a command may look up meanwhile
         return out
 
     async def states(self) -> dict[str, str]:
