@@ -39,7 +39,8 @@ log = structlog.get_logger(__name__)
 AUTO = "auto"  # the battery select's "no override"
 MAX_PAYLOAD_BYTES = 256
 DEFAULT_MINUTES = 60.0
-_HH_MM = r"^([01][0-9]|2[0-3]):[0-5][0-9]$"
+# HH:MM, or empty: HA checks states against the pattern too, and no session shows as empty.
+_HH_MM = r"^(([01][0-9]|2[0-3]):[0-5][0-9])?$"
 
 
 class _Rejected(HemsError):
