@@ -290,6 +290,7 @@ class HomeAssistantDiscovery:
                     options=SubscribeOptions(qos=1, retainAsPublished=True),
                 )
             await self._announce(client)
+            raise_if_cancelling()
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(self._publish_loop(client))
                 tg.create_task(self._receive_loop(client))
@@ -316,6 +317,7 @@ class HomeAssistantDiscovery:
             return
         await client.publish(topic, payload, qos=1, retain=True)
         self._sent[topic] = payload
+        raise_if_cancelling()  # aiomqtt's wait_for may have swallowed a stop (hems.core.tasks)
 
     async def _refresh(self, client: aiomqtt.Client) -> None:
         """Device availability, control entities (added, removed) and their states."""
@@ -348,6 +350,7 @@ class HomeAssistantDiscovery:
         quantities every `state_interval_s`."""
         since_state_s = 0.0
         while True:
+            raise_if_cancelling()
             await self._clock.sleep(1.0)
             await self._refresh(client)
             since_state_s += 1.0
@@ -368,6 +371,7 @@ class HomeAssistantDiscovery:
                 if payload.strip() == b"online":
                     log.info("home assistant is online; discovery sent again")
                     await self._announce(client)
+                raise_if_cancelling()
                 continue
             if self._surface is None or not message.topic.matches(f"{self._base}/control/+/set"):
                 continue
@@ -379,6 +383,7 @@ class HomeAssistantDiscovery:
                 await self._surface.command(key, payload)
             self.commands_handled += 1
             await self._refresh(client)
+            raise_if_cancelling()
 
 
 __all__ = [
