@@ -292,15 +292,6 @@ class Daemon:
             )
             self.services["uplink"] = self.uplink
 
-        if cfg.uplink.home_assistant.enabled:
-            # Home Assistant discovery is for the owner's local broker: it runs with or
-            # without an aggregator.
-            from hems.uplink.homeassistant import HomeAssistantDiscovery
-
-            self.services["home-assistant"] = HomeAssistantDiscovery(
-                cfg.uplink.home_assistant, cfg.site.id, self.state, self.clock
-            )
-
         if cfg.flex.enabled:
             from hems.flex.service import FlexService
 
@@ -325,6 +316,32 @@ class Daemon:
                 self.services["uplink-intervals"] = IntervalSender(
                     db, self.clock, meter_id, self.uplink.send
                 )
+
+        if cfg.uplink.home_assistant.enabled:
+            self.services["home-assistant"] = self._home_assistant()
+
+    def _home_assistant(self) -> Service:
+        """Home Assistant on the owner's local broker, with or without an aggregator; with
+        `controls`, the owner's controls as HA entities (hems.app.hacommands)."""
+        from hems.app.hacommands import HaControls
+        from hems.uplink.homeassistant import HomeAssistantDiscovery
+
+        cfg = self.cfg
+        surface = None
+        if cfg.uplink.home_assistant.controls and self.control is not None:
+            surface = HaControls(
+                self.clock,
+                ZoneInfo(cfg.site.timezone),
+                self.control,
+                self.ev_sessions,
+                self.ocpp.chargers if self.ocpp is not None else (),
+                self.flex,
+            )
+        elif cfg.uplink.home_assistant.controls:
+            log.warning("home assistant controls need control.enabled; sensors only")
+        return HomeAssistantDiscovery(
+            cfg.uplink.home_assistant, cfg.site.id, self.state, self.clock, surface
+        )
 
     def _on_charger_event(self, event: ChargerEvent) -> None:
         if self.ev_sessions is not None:

@@ -17,7 +17,8 @@ really publishes are here: grid import/export (meters), PV energy (the inverter'
 AC energy, published as energy_export_wh) and EV energy (OCPP Energy.Active.Import.Register,
 published as energy_import_wh; some chargers reset it per session, which total_increasing
 reads as a new meter cycle). No driver publishes battery charge/discharge energy, so there
-is no battery counter.
+is no battery counter here; the Home Assistant bridge integrates the batteries' power into
+two counters of its own (hems.core.integrate).
 """
 
 from __future__ import annotations

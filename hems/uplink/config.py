@@ -18,16 +18,54 @@ class UplinkTlsConfig(Strict):
     insecure_skip_hostname_check: bool = False
 
 
+class HomeAssistantTlsConfig(Strict):
+    """TLS to the local broker. Leave `home_assistant.tls` out for plain TCP."""
+
+    ca_path: Path | None = Field(
+        default=None,
+        description="CA bundle that signed the broker's certificate; default: the system's",
+    )
+    cert_path: Path | None = Field(
+        default=None, description="client certificate (PEM), if the broker asks"
+    )
+    key_path: Path | None = Field(default=None, description="client key (PEM), with cert_path")
+    insecure_skip_hostname_check: bool = False
+
+    @model_validator(mode="after")
+    def _pair(self) -> HomeAssistantTlsConfig:
+        if (self.cert_path is None) != (self.key_path is None):
+            raise ValueError("cert_path: cert_path and key_path go together")
+        return self
+
+
 class HomeAssistantConfig(Strict):
-    """Optional MQTT discovery for Home Assistant on a local broker."""
+    """Optional Home Assistant on a local broker: MQTT discovery of the site figures, and
+    with `controls` the owner's controls as HA entities."""
 
     enabled: bool = False
     broker_host: str = "localhost"
     broker_port: Port = 1883
     username: str | None = None
     password: SecretStr | None = None
+    tls: HomeAssistantTlsConfig | None = None
     discovery_prefix: str = Field(default="homeassistant", pattern=r"^[A-Za-z0-9_/-]{1,64}$")
     state_interval_s: float = Field(default=10.0, ge=1, le=600)
+    controls: bool = Field(
+        default=False,
+        description="EV modes and targets, battery mode overrides and flexibility opt-out "
+        "as HA entities; needs username and password or a TLS client certificate",
+    )
+
+    @model_validator(mode="after")
+    def _authenticated(self) -> HomeAssistantConfig:
+        # Whoever may publish on the broker may change what the devices do: never anonymous.
+        has_password = self.username is not None and self.password is not None
+        has_cert = self.tls is not None and self.tls.cert_path is not None
+        if self.controls and not (has_password or has_cert):
+            raise ValueError(
+                "controls: needs username and password or tls.cert_path (an authenticated broker)"
+            )
+        return self
 
 
 class UplinkConfig(Strict):

@@ -3,17 +3,17 @@ at fault, then call the stage. Each action is built from the narrow surface it n
 
 from __future__ import annotations
 
-import math
 from collections.abc import Collection
-from datetime import datetime, timedelta
-from typing import Any, Protocol, get_args
+from datetime import datetime
+from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
+from hems.core import commands
 from hems.core.assets import EvStrategy
 from hems.core.capabilities import BatteryMode
 from hems.core.clock import Clock
+from hems.core.commands import field
 from hems.core.ev import EvSession
-from hems.core.localtime import next_local
 from hems.errors import HemsError
 from hems.web.server import Action
 
@@ -57,16 +57,13 @@ def override(control: Overrides, clock: Clock) -> Action:
 
     async def act(body: dict[str, Any]) -> dict[str, Any]:
         device_id = field(body, "device_id", str)
-        minutes = field(body, "minutes", float)
-        if not 1 <= minutes <= 24 * 60:
-            raise HemsError("minutes: must be 1..1440")
+        expires = commands.minutes_ahead(body, clock.now())
         raw = body.get("target")
         target: float | bool
         if isinstance(raw, bool) or raw in ("on", "off"):
             target = raw if isinstance(raw, bool) else raw == "on"
         else:
             target = field(body, "target", float)
-        expires = clock.now() + timedelta(minutes=minutes)
         control.set_override(device_id, target, expires)
         return {"device_id": device_id, "target": target, "expires_at": expires.isoformat()}
 
@@ -79,27 +76,13 @@ def ev_session(sessions: Sessions, chargers: Collection[str], clock: Clock, tz: 
     and the SoC wanted, from which the energy is computed with the car's capacity."""
 
     async def act(body: dict[str, Any]) -> dict[str, Any]:
-        charger_id = field(body, "charger_id", str)
-        if charger_id not in chargers:
-            raise HemsError(f"charger_id: unknown charger {charger_id!r}")
-        soc: float | None = None
-        target: float | None = None
-        energy_wh: float | None = None
-        if body.get("target_soc_pct") not in (None, ""):
-            target = field(body, "target_soc_pct", float)
-            soc = field(body, "soc_pct", float)
-        else:
-            energy_wh = field(body, "energy_kwh", float) * 1000
-        raw = field(body, "departure", str)
-        try:
-            if len(raw) == 5 and raw[2] == ":":
-                departure = next_local(clock.now(), raw, tz)
-            else:
-                departure = datetime.fromisoformat(raw)
-        except ValueError as exc:
-            raise HemsError(f"departure: not HH:MM or ISO 8601 ({exc})") from None
+        r = commands.ev_session(body, chargers, clock.now(), tz)
         return sessions.set_session(
-            charger_id, energy_wh, departure, soc_pct=soc, target_soc_pct=target
+            r.charger_id,
+            r.energy_wh,
+            r.departure,
+            soc_pct=r.soc_pct,
+            target_soc_pct=r.target_soc_pct,
         ).as_dict()
 
     return act
@@ -110,16 +93,9 @@ def ev_mode(sessions: Modes, chargers: Collection[str]) -> Action:
     departure); `mode: default` returns to the configured one."""
 
     async def act(body: dict[str, Any]) -> dict[str, Any]:
-        charger_id = field(body, "charger_id", str)
-        if charger_id not in chargers:
-            raise HemsError(f"charger_id: unknown charger {charger_id!r}")
-        raw = field(body, "mode", str)
-        modes = get_args(EvStrategy)
-        if raw != "default" and raw not in modes:
-            raise HemsError(f"mode: must be one of {', '.join(modes)} or default")
-        mode: EvStrategy | None = None if raw == "default" else raw  # type: ignore[assignment]
-        sessions.set_mode(charger_id, mode)
-        return {"charger_id": charger_id, "mode": raw}
+        r = commands.ev_mode(body, chargers)
+        sessions.set_mode(r.charger_id, r.mode)
+        return {"charger_id": r.charger_id, "mode": r.raw}
 
     return act
 
@@ -129,19 +105,13 @@ def battery_mode(control: BatteryModes, clock: Clock) -> Action:
     of the modes it offers until the expiry; the safety guard still applies."""
 
     async def act(body: dict[str, Any]) -> dict[str, Any]:
-        device_id = field(body, "device_id", str)
-        raw = field(body, "mode", str)
-        try:
-            mode = BatteryMode(raw)
-        except ValueError:
-            raise HemsError(f"mode: unknown battery mode {raw!r}") from None
-        minutes = field(body, "minutes", float)
-        if not 1 <= minutes <= 24 * 60:
-            raise HemsError("minutes: must be 1..1440")
-        power_w = field(body, "power_w", float) if body.get("power_w") not in (None, "") else 0.0
-        expires = clock.now() + timedelta(minutes=minutes)
-        control.set_battery_mode(device_id, mode, expires, power_w)
-        return {"device_id": device_id, "mode": str(mode), "expires_at": expires.isoformat()}
+        r = commands.battery_mode(body, clock.now())
+        control.set_battery_mode(r.device_id, r.mode, r.expires_at, r.power_w)
+        return {
+            "device_id": r.device_id,
+            "mode": str(r.mode),
+            "expires_at": r.expires_at.isoformat(),
+        }
 
     return act
 
@@ -186,17 +156,3 @@ def reject_charger(ocpp: Acceptor) -> Action:
         return {"rejected": identity}
 
     return act
-
-
-def field(body: dict[str, Any], name: str, kind: type) -> Any:
-    """One form/API field, converted, or a HemsError naming it."""
-    if name not in body or body[name] in (None, ""):
-        raise HemsError(f"{name}: is required")
-    value = body[name]
-    try:
-        converted = kind(value)
-    except (TypeError, ValueError):
-        raise HemsError(f"{name}: must be a {kind.__name__}") from None
-    if isinstance(converted, float) and not math.isfinite(converted):
-        raise HemsError(f"{name}: must be a finite number")
-    return converted
