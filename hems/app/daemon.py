@@ -35,7 +35,7 @@ from hems.core.readings import Role
 from hems.core.state import SiteState
 from hems.core.supervise import StageHealth, supervise
 from hems.devices.factory import DeviceLayer, build_devices
-from hems.devices.ocpp.events import ChargerEvent
+from hems.devices.ocpp.events import ChargerBooted, ChargerEvent
 from hems.flex.views import recent_events, recent_reports
 from hems.sdnotify import Notifier, watchdog_interval_s
 from hems.store.db import Database
@@ -327,6 +327,11 @@ class Daemon:
                 )
 
     def _on_charger_event(self, event: ChargerEvent) -> None:
+        # A charger accepted at run time (the page's accept-charger, or one accepted before
+        # a restart) boots accepted: from then on it is controlled and guarded like the rest.
+        if isinstance(event, ChargerBooted) and not event.pending and self.control is not None:
+            if self.ocpp is not None and event.device_id in self.ocpp.chargers:
+                self.control.add_device(self.ocpp.charger(event.device_id))
         if self.ev_sessions is not None:
             self.ev_sessions.on_charger_event(event)
 

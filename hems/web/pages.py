@@ -78,8 +78,12 @@ EV_MODES = (
 )
 # Health reasons (hems.web.health codes) that mean a hard limit cannot be kept, in words.
 _LIMIT_REASONS = {
-    "export_limit_unenforceable": "The export limit cannot be enforced: no PV inverter or "
-    "battery is under control ({detail}).",
+    "export_limit_unenforceable": "The export limit cannot be enforced: PV {detail} cannot "
+    "be curtailed and no battery is under control.",
+    "export_limit_battery_only": "The export limit rests on the battery alone: PV {detail} "
+    "cannot be curtailed, so export may pass the limit once the battery is full.",
+    "fuse_phases_unmeasured": "The grid meter {detail} gives no per-phase currents: the fuse "
+    "is guarded as if all house load were on one phase, so loads may be held back early.",
     "no_grid_meter": "No grid meter is configured: the fuse and the export limit cannot be "
     "guarded.",
 }
