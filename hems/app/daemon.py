@@ -25,7 +25,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
 from hems.app.evsessions import EvSessions
-from hems.app.links import EnvelopeLink, FlexLink, IntervalSender, answer_event
+from hems.app.links import ChargerJoin, EnvelopeLink, FlexLink, IntervalSender, answer_event
 from hems.app.money import Money
 from hems.app.observability import publish as publish_observability
 from hems.config import Config
@@ -35,7 +35,7 @@ from hems.core.readings import Role
 from hems.core.state import SiteState
 from hems.core.supervise import StageHealth, supervise
 from hems.devices.factory import DeviceLayer, build_devices
-from hems.devices.ocpp.events import ChargerBooted, ChargerEvent
+from hems.devices.ocpp.events import ChargerEvent
 from hems.flex.views import recent_events, recent_reports
 from hems.sdnotify import Notifier, watchdog_interval_s
 from hems.store.db import Database
@@ -90,6 +90,7 @@ class Daemon:
         self.flex: FlexService | None = None
         self.uplink: Uplink | None = None
         self.ev_sessions: EvSessions | None = None
+        self._charger_join: ChargerJoin | None = None
         self.started = asyncio.Event()
         self.stage_health: dict[str, StageHealth] = {}
         self.restart_requested = asyncio.Event()
@@ -261,6 +262,9 @@ class Daemon:
                 watchdog=self._control_watchdog(),
             )
             self.services["control"] = self.control
+            if self.ocpp is not None:
+                ocpp = self.ocpp
+                self._charger_join = ChargerJoin(self.control, lambda: ocpp.chargers)
 
         if self.ocpp is not None:
             self.ev_sessions = EvSessions(
@@ -327,11 +331,8 @@ class Daemon:
                 )
 
     def _on_charger_event(self, event: ChargerEvent) -> None:
-        # A charger accepted at run time (the page's accept-charger, or one accepted before
-        # a restart) boots accepted: from then on it is controlled and guarded like the rest.
-        if isinstance(event, ChargerBooted) and not event.pending and self.control is not None:
-            if self.ocpp is not None and event.device_id in self.ocpp.chargers:
-                self.control.add_device(self.ocpp.charger(event.device_id))
+        if self._charger_join is not None:
+            self._charger_join.on_charger_event(event)
         if self.ev_sessions is not None:
             self.ev_sessions.on_charger_event(event)
 

@@ -336,6 +336,8 @@ class ControlLoop:
             ):
                 if device_id in theirs:
                     mine[device_id] = theirs[device_id]  # type: ignore[index]
+            for stage in (self._writer, self._verifier, self._snapshot):
+                stage.join(device_id)
             log.info("device joined control", device=device_id)
 
     def ev_mode(self, device_id: str) -> str:
