@@ -275,6 +275,8 @@ class Daemon:
                 planner=self.planner,
                 control=self.control,
                 capacity_wh={e.charger_id: e.battery_capacity_wh for e in planner_cfg.evs},
+                state=self.state,
+                target_soc_pct={e.charger_id: e.target_soc_pct for e in planner_cfg.evs},
             )
             # Before the central system accepts chargers, so a plugged car resumes its session.
             await self.ev_sessions.restore()

@@ -572,7 +572,10 @@ def _parse_time(value: object) -> datetime | None:
 
 def _soc_words(session: dict[str, Json]) -> str:
     soc, target = _num(session.get("soc_pct")), _num(session.get("target_soc_pct"))
-    return "" if soc is None or target is None else f" ({soc:.0f} → {target:.0f} %)"
+    if soc is None or target is None:
+        return ""
+    source = "measured" if session.get("soc_source") == "measured" else "entered"
+    return f" ({soc:.0f} % {source} → {target:.0f} %)"
 
 
 def _after_now(value: object, clock: Clock) -> bool:

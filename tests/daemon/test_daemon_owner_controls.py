@@ -48,7 +48,7 @@ async def test_the_owner_sets_a_mode_and_holds_the_battery_from_the_page(tmp_pat
                 await page.click("#ev-form button")
                 await page.wait_for_selector("#ev-result:text('saved')")
                 await page.wait_for_selector(
-                    "#chargers tr[data-charger='wallbox']:has-text('(30 → 80 %)')"
+                    "#chargers tr[data-charger='wallbox']:has-text('(30 % entered → 80 %)')"
                 )
                 assert daemon.ev_sessions is not None
                 session = daemon.ev_sessions.session("wallbox")
