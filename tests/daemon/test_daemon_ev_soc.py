@@ -168,7 +168,7 @@ async def test_a_fresh_measured_soc_wins_over_the_owners_reading() -> None:
             status="Preparing",
             error_code=None,
             state=EvState.PLUGGED,
-        )  # fmt: skip
+        )
     )
     departure = t0 + timedelta(hours=12)
     s = sessions.set_session("wallbox", None, departure, soc_pct=20, target_soc_pct=80)
