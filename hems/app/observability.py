@@ -19,7 +19,11 @@ NO_GRID_METER = "no_grid_meter"
 EXPORT_LIMIT_UNENFORCEABLE = "export_limit_unenforceable"
 EXPORT_LIMIT_BATTERY_ONLY = "export_limit_battery_only"
 FUSE_PHASES_UNMEASURED = "fuse_phases_unmeasured"
-_PHASE_CURRENTS = (Quantity.CURRENT_L1_A, Quantity.CURRENT_L2_A, Quantity.CURRENT_L3_A)
+# What the control loop's snapshot reads per phase: powers, or else currents (all three).
+_PER_PHASE = (
+    (Quantity.POWER_L1_W, Quantity.POWER_L2_W, Quantity.POWER_L3_W),
+    (Quantity.CURRENT_L1_A, Quantity.CURRENT_L2_A, Quantity.CURRENT_L3_A),
+)
 
 
 def health_reasons(daemon: Daemon) -> list[HealthReason]:
@@ -47,11 +51,12 @@ def health_reasons(daemon: Daemon) -> list[HealthReason]:
     if export is not None:
         reasons.append(export)
     if daemon.cfg.limits.phases == 3:
+        state = daemon.state
         blind = [
             d
             for d in grids
-            if not daemon.state.is_stale(d)
-            and any(daemon.state.fresh_value(d, q) is None for q in _PHASE_CURRENTS)
+            if not state.is_stale(d)
+            and not any(all(state.fresh_value(d, q) is not None for q in qs) for qs in _PER_PHASE)
         ]
         if blind:
             reasons.append(HealthReason(FUSE_PHASES_UNMEASURED, ",".join(blind)))

@@ -82,8 +82,8 @@ _LIMIT_REASONS = {
     "be curtailed and no battery is under control.",
     "export_limit_battery_only": "The export limit rests on the battery alone: PV {detail} "
     "cannot be curtailed, so export may pass the limit once the battery is full.",
-    "fuse_phases_unmeasured": "The grid meter {detail} gives no per-phase currents: the fuse "
-    "is guarded as if all house load were on one phase, so loads may be held back early.",
+    "fuse_phases_unmeasured": "The grid meter {detail} gives no per-phase values: the fuse is "
+    "guarded as if all house load were on one phase, so loads may be held back early.",
     "no_grid_meter": "No grid meter is configured: the fuse and the export limit cannot be "
     "guarded.",
 }

@@ -241,6 +241,13 @@ async def test_guarantee_reasons_follow_the_devices_configured(tmp_path: Path) -
          Quantity.CURRENT_L2_A, Quantity.CURRENT_L3_A)]
     )  # fmt: skip
     assert health_reasons(daemon) == [HealthReason("export_limit_battery_only", "pv")]
+    await clock.advance(120)  # the currents go stale; per-phase powers do as well
+    daemon.state.publish(
+        [Reading("grid", Quantity.POWER_W, 500.0, clock.now())]
+        + [Reading("grid", q, 200.0, clock.now()) for q in (Quantity.POWER_L1_W,
+           Quantity.POWER_L2_W, Quantity.POWER_L3_W)]
+    )  # fmt: skip
+    assert health_reasons(daemon) == [HealthReason("export_limit_battery_only", "pv")]
     # Uncurtailable PV that cannot pass the limit even at full power needs no notice.
     raw["devices"][0]["rated_w"] = 3000
     daemon.cfg = validate(raw)

@@ -45,7 +45,7 @@ async def test_an_unenforceable_export_limit_is_on_the_banner(tmp_path: Path) ->
             ]
             html = (await c.get("/fragment/alerts")).text
             assert "The export limit rests on the battery alone: PV pv cannot be" in html
-            assert "The grid meter grid gives no per-phase currents" in html
+            assert "The grid meter grid gives no per-phase values" in html
             body = (await c.get("/api/v1/health")).json()
             assert [r["code"] for r in body["reasons"]] == [
                 "export_limit_battery_only",
