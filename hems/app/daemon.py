@@ -27,6 +27,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 from hems.app.evsessions import EvSessions
 from hems.app.links import ChargerJoin, EnvelopeLink, FlexLink, IntervalSender, answer_event
 from hems.app.money import Money
+from hems.app.observability import log_guarantees
 from hems.app.observability import publish as publish_observability
 from hems.config import Config
 from hems.core.clock import Clock, RealClock
@@ -163,6 +164,7 @@ class Daemon:
                 stages=sorted(self.services),
                 web=f"http://{cfg.web.host}:{self.web.bound_port}/" if self.web else None,
             )
+            log_guarantees(self)
             self.notifier.ready()
             self.started.set()
             owner = asyncio.current_task()

@@ -6,6 +6,8 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING
 
+import structlog
+
 from hems.core.readings import Quantity, Role
 from hems.web.health import HealthReason
 from hems.web.metrics import PATH, MetricsSources, metrics_handler
@@ -13,6 +15,8 @@ from hems.web.server import WebServer
 
 if TYPE_CHECKING:
     from hems.app.daemon import Daemon
+
+log = structlog.get_logger(__name__)
 
 CONTROL_UNHEALTHY = "control_unhealthy"
 NO_GRID_METER = "no_grid_meter"
@@ -80,6 +84,19 @@ def export_reason(daemon: Daemon) -> HealthReason | None:
     if any(r is Role.BATTERY and control.controls(d) for d, r in roles.items()):
         return HealthReason(EXPORT_LIMIT_BATTERY_ONLY, ",".join(uncurtailed))
     return HealthReason(EXPORT_LIMIT_UNENFORCEABLE, ",".join(uncurtailed))
+
+
+def log_guarantees(daemon: Daemon) -> None:
+    """At start, say in the log what the devices configured cannot guarantee (the per-phase
+    notice needs readings: the control loop logs it at its first cycle without them)."""
+    reason = export_reason(daemon)
+    if reason is not None:
+        log.warning(
+            "export limit not guaranteed by the devices configured",
+            code=reason.code,
+            pv=reason.detail,
+            export_limit_w=daemon.cfg.limits.export_limit_w,
+        )
 
 
 def metrics_sources(daemon: Daemon) -> MetricsSources:

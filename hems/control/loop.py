@@ -460,6 +460,15 @@ class ControlLoop:
 
     def _compute(self, image: ProcessImage) -> tuple[Guarded, tuple[Intervention, ...]]:
         self._overrides.expire(image.at)
+        if self._limits.phases > 1 and image.grid.power_w is not None:
+            if image.grid.phase_current_a is None:
+                self._problems.report(
+                    "phases",
+                    "grid meter gives no per-phase values: the fuse is guarded as if all "
+                    "house load were on one phase (see the health reasons)",
+                )
+            else:
+                self._problems.clear("phases", "per-phase grid values available again")
         energies = {
             d: v
             for d in self._spec.chargers

@@ -9,10 +9,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
+import structlog.testing
 from prometheus_client.parser import text_string_to_metric_families
 
 from hems.app import Daemon
-from hems.app.observability import health_reasons
+from hems.app.observability import health_reasons, log_guarantees
 from hems.config import validate
 from hems.control.devices import ControlledDevices
 from hems.control.loop import ControlLoop
@@ -234,6 +235,11 @@ async def test_guarantee_reasons_follow_the_devices_configured(tmp_path: Path) -
     assert health_reasons(daemon) == [
         HealthReason("export_limit_battery_only", "pv"),
         HealthReason("fuse_phases_unmeasured", "grid"),
+    ]
+    with structlog.testing.capture_logs() as logs:
+        log_guarantees(daemon)  # what the daemon logs at start
+    assert [(e["event"], e["code"], e["pv"]) for e in logs] == [
+        ("export limit not guaranteed by the devices configured", "export_limit_battery_only", "pv")
     ]
     # Per-phase currents from the meter: the fuse is guarded on measurements again.
     daemon.state.publish(
