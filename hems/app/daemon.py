@@ -36,7 +36,7 @@ from hems.core.readings import Role
 from hems.core.state import SiteState
 from hems.core.supervise import StageHealth, supervise
 from hems.devices.factory import DeviceLayer, build_devices
-from hems.devices.ocpp.events import ChargerEvent
+from hems.devices.ocpp.events import ChargerBooted, ChargerEvent
 from hems.flex.views import recent_events, recent_reports
 from hems.sdnotify import Notifier, watchdog_interval_s
 from hems.store.db import Database
@@ -335,6 +335,8 @@ class Daemon:
                 )
 
     def _on_charger_event(self, event: ChargerEvent) -> None:
+        if isinstance(event, ChargerBooted) and not event.pending and self.store is not None:
+            self.store.set_role(event.device_id, str(Role.EV))  # one accepted at run time too
         if self._charger_join is not None:
             self._charger_join.on_charger_event(event)
         if self.ev_sessions is not None:
