@@ -82,6 +82,12 @@ class SimConfig:
     reconnect_delay_s: float = 0.2
     seed: int = 1
     ssl_context: Any = None  # ssl.SSLContext for wss:// (security profile 2)
+    # The car tells its SoC (ISO 15118): sent in MeterValues once the SoC measurand is
+    # configured; False rejects a measurand list with SoC, like a charger that cannot.
+    sends_soc: bool = True
+
+
+_MEASURAND_KEYS = frozenset({"MeterValuesSampledData", "SampledDataCtrlr.TxUpdatedMeasurands"})
 
 
 class _SimRouting(StrictRouting):
@@ -610,6 +616,14 @@ class SimChargePoint:
                 sv["unit_of_measure"] = {"unit": unit}
         return sv
 
+    def _sampled_measurands(self) -> list[str]:
+        key = (
+            "MeterValuesSampledData"
+            if self.cfg.version == "1.6"
+            else "SampledDataCtrlr.TxUpdatedMeasurands"
+        )
+        return [m.strip() for m in self.config.get(key, "").split(",")]
+
     def _meter_value(self) -> list[dict[str, Any]]:
         phases = ["L1", "L2", "L3"][: getattr(self, "_used_phases", self.phases)]
         values = [
@@ -621,7 +635,7 @@ class SimChargePoint:
                 self._sv(self.current_a if p in phases else 0.0, "Current.Import", "A", p)
             )
         values.append(self._sv(self.cfg.voltage_v, "Voltage", "V", "L1-N"))
-        if self.cfg.version == "2.0.1":
+        if self.cfg.sends_soc and "SoC" in self._sampled_measurands():
             values.append(self._sv(self.ev.soc_pct, "SoC", "Percent"))
         return [{"timestamp": self._now(), "sampled_value": values}]
 
@@ -751,6 +765,8 @@ class SimChargePoint:
                 return "Rejected"
         elif key not in self.config:
             return "NotSupported" if self.cfg.version == "1.6" else "UnknownVariable"
+        elif key in _MEASURAND_KEYS and not self.cfg.sends_soc and "SoC" in value.split(","):
+            return "Rejected"  # like a charger that cannot read the car's SoC
         self.config[key] = value
         self.received.append(("config", (key, value)))
         return "Accepted"

@@ -146,15 +146,16 @@ async def log_in(page: Any, base_url: str, password: str = OWNER_PASSWORD) -> No
     await page.wait_for_url(f"{base_url}/")
 
 
-def rig_with_car(clock: Any) -> tuple[Any, Any, int, int]:
+def rig_with_car(clock: Any, home_config: Any = None) -> tuple[Any, Any, int, int]:
     """The HIL rig with the demo home's car: a simulated charge point `DEMO-CP1` (1 phase,
     60 kWh at 30 %, meter values every 10 s) on a free OCPP port, its draw added to the
-    home's meter. Returns (rig, car, ocpp_port, web_port); start the rig with `async with`."""
+    home's meter. Returns (rig, car, ocpp_port, web_port); start the rig with `async with`.
+    `home_config`: a `hil.home.HomeConfig` other than the demo home's."""
     from hil.chargepoint import SimChargePoint, SimConfig
     from hil.ev import EvModel
     from hil.rig import HilRig
 
-    rig = HilRig(clock, fault_proxy=False)
+    rig = HilRig(clock, fault_proxy=False, home_config=home_config)
     ocpp_port, web_port = free_port(), free_port()
     car = SimChargePoint(
         SimConfig(url=f"ws://127.0.0.1:{ocpp_port}", identity="DEMO-CP1", phases=1,

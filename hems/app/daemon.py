@@ -25,8 +25,9 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
 from hems.app.evsessions import EvSessions
-from hems.app.links import EnvelopeLink, FlexLink, IntervalSender, answer_event
+from hems.app.links import ChargerJoin, EnvelopeLink, FlexLink, IntervalSender, answer_event
 from hems.app.money import Money
+from hems.app.observability import log_guarantees
 from hems.app.observability import publish as publish_observability
 from hems.config import Config
 from hems.core.clock import Clock, RealClock
@@ -35,7 +36,7 @@ from hems.core.readings import Role
 from hems.core.state import SiteState
 from hems.core.supervise import StageHealth, supervise
 from hems.devices.factory import DeviceLayer, build_devices
-from hems.devices.ocpp.events import ChargerEvent
+from hems.devices.ocpp.events import ChargerBooted, ChargerEvent
 from hems.flex.views import recent_reports
 from hems.sdnotify import Notifier, watchdog_interval_s
 from hems.store.db import Database
@@ -90,6 +91,7 @@ class Daemon:
         self.flex: FlexService | None = None
         self.uplink: Uplink | None = None
         self.ev_sessions: EvSessions | None = None
+        self._charger_join: ChargerJoin | None = None
         self.started = asyncio.Event()
         self.stage_health: dict[str, StageHealth] = {}
         self.restart_requested = asyncio.Event()
@@ -162,6 +164,7 @@ class Daemon:
                 stages=sorted(self.services),
                 web=f"http://{cfg.web.host}:{self.web.bound_port}/" if self.web else None,
             )
+            log_guarantees(self)
             self.notifier.ready()
             self.started.set()
             owner = asyncio.current_task()
@@ -261,6 +264,9 @@ class Daemon:
                 watchdog=self._control_watchdog(),
             )
             self.services["control"] = self.control
+            if self.ocpp is not None:
+                ocpp = self.ocpp
+                self._charger_join = ChargerJoin(self.control, lambda: ocpp.chargers)
 
         if self.ocpp is not None:
             self.ev_sessions = EvSessions(
@@ -271,6 +277,8 @@ class Daemon:
                 planner=self.planner,
                 control=self.control,
                 capacity_wh={e.charger_id: e.battery_capacity_wh for e in planner_cfg.evs},
+                state=self.state,
+                target_soc_pct={e.charger_id: e.target_soc_pct for e in planner_cfg.evs},
             )
             # Before the central system accepts chargers, so a plugged car resumes its session.
             await self.ev_sessions.restore()
@@ -344,6 +352,10 @@ class Daemon:
         )
 
     def _on_charger_event(self, event: ChargerEvent) -> None:
+        if isinstance(event, ChargerBooted) and not event.pending and self.store is not None:
+            self.store.set_role(event.device_id, str(Role.EV))  # one accepted at run time too
+        if self._charger_join is not None:
+            self._charger_join.on_charger_event(event)
         if self.ev_sessions is not None:
             self.ev_sessions.on_charger_event(event)
 

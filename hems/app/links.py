@@ -4,6 +4,7 @@
   `answer_event`: the aggregator's down/event → flex's policy and back.
 * `EnvelopeLink`: the aggregator's operating envelope → the planner's per-slot grid caps.
 * `IntervalSender`: half-hourly meter intervals → the uplink's outbox, with a durable cursor.
+* `ChargerJoin`: a charger accepted at run time → the control loop and its fuse guard.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import structlog
 from hems.core.clock import Clock
 from hems.core.flex import FlexInstruction, live_candidate
 from hems.core.tasks import raise_if_cancelling
+from hems.devices.ocpp.events import ChargerBooted
 from hems.errors import HemsError
 from hems.flex.events import EventError, FlexEvent
 from hems.flex.service import FlexService
@@ -28,6 +30,27 @@ from hems.store.timeseries import from_ms
 from hems.uplink.messages import Event, EventDecision, OperatingEnvelope
 
 log = structlog.get_logger(__name__)
+
+
+class JoiningControl(Protocol):
+    def add_device(self, adapter: object) -> bool: ...
+
+
+class ChargerJoin:
+    """A charger that boots accepted but was not known at start (the page's accept-charger,
+    or one the owner accepted before a restart) joins control at once, so the fuse guard
+    sheds it like a configured one. `chargers` looks a charger up by device id."""
+
+    def __init__(self, control: JoiningControl, chargers: Callable[[], dict[str, Any]]) -> None:
+        self._control = control
+        self._chargers = chargers
+
+    def on_charger_event(self, event: object) -> None:
+        if not isinstance(event, ChargerBooted) or event.pending:
+            return
+        charger = self._chargers().get(event.device_id)
+        if charger is not None and self._control.add_device(charger):
+            log.info("accepted charger joins control", device=event.device_id)
 
 
 class FlexPlanner(Protocol):

@@ -148,40 +148,48 @@ class ControlledDevices:
         """
         devs = cls()
         for a in adapters:
-            dev_id = getattr(a, "device_id", "?")
-            d = cfg.device(dev_id)
-            if isinstance(a, BatteryControl):
-                devs.add_battery(
-                    a,
-                    max_charge_w=_need(d.max_charge_w, dev_id, "max_charge_w"),
-                    max_discharge_w=_need(d.max_discharge_w, dev_id, "max_discharge_w"),
-                    phase=d.phase,
-                )
-            elif isinstance(a, PvInverter):
-                devs.add_pv(a, rated_w=_need(d.rated_w, dev_id, "rated_w"), phase=d.phase)
-            elif isinstance(a, EvCharger):
-                ccfg = getattr(a, "cfg", None)
-                wired = getattr(ccfg, "phases", 1)
-                # Offer 1p/3p switching only where the adapter says the charger honours it;
-                # otherwise a "1-phase" limit would be applied on 3 phases: 3x the power.
-                limit = getattr(getattr(a, "quirks", None), "limit", None)
-                switching = bool(getattr(limit, "phase_switching", False))
-                phases = (1, 3) if wired == 3 and switching else (wired,)
-                devs.add_charger(
-                    a,
-                    min_current_a=float(getattr(ccfg, "min_current_a", 6.0)),
-                    max_current_a=float(getattr(ccfg, "max_current_a", 16.0)),
-                    phases=phases,
-                    phase=d.phase or 1,
-                )
-            elif isinstance(a, SwitchableLoad):
-                devs.add_load(
-                    a,
-                    power_w=_need(d.load_power_w, dev_id, "load_power_w"),
-                    phase=d.phase,
-                    deferrable=d.deferrable,
-                )
+            devs.register(cfg, a)
         return devs
+
+    def register(self, cfg: ControlConfig, a: object) -> bool:
+        """Register one adapter by the capability it offers (see `from_adapters`); False
+        for a read-only one (a meter, a PV inverter without curtailment)."""
+        dev_id = getattr(a, "device_id", "?")
+        d = cfg.device(dev_id)
+        if isinstance(a, BatteryControl):
+            self.add_battery(
+                a,
+                max_charge_w=_need(d.max_charge_w, dev_id, "max_charge_w"),
+                max_discharge_w=_need(d.max_discharge_w, dev_id, "max_discharge_w"),
+                phase=d.phase,
+            )
+        elif isinstance(a, PvInverter):
+            self.add_pv(a, rated_w=_need(d.rated_w, dev_id, "rated_w"), phase=d.phase)
+        elif isinstance(a, EvCharger):
+            ccfg = getattr(a, "cfg", None)
+            wired = getattr(ccfg, "phases", 1)
+            # Offer 1p/3p switching only where the adapter says the charger honours it;
+            # otherwise a "1-phase" limit would be applied on 3 phases: 3x the power.
+            limit = getattr(getattr(a, "quirks", None), "limit", None)
+            switching = bool(getattr(limit, "phase_switching", False))
+            phases = (1, 3) if wired == 3 and switching else (wired,)
+            self.add_charger(
+                a,
+                min_current_a=float(getattr(ccfg, "min_current_a", 6.0)),
+                max_current_a=float(getattr(ccfg, "max_current_a", 16.0)),
+                phases=phases,
+                phase=d.phase or 1,
+            )
+        elif isinstance(a, SwitchableLoad):
+            self.add_load(
+                a,
+                power_w=_need(d.load_power_w, dev_id, "load_power_w"),
+                phase=d.phase,
+                deferrable=d.deferrable,
+            )
+        else:
+            return False
+        return True
 
     def spec(self) -> SiteSpec:
         return SiteSpec(

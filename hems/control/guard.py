@@ -18,8 +18,10 @@ Rules, in order (each later rule sees the result of the earlier ones):
            (a charger slower than the G100 correction time is not counted on either).
 6. ev-min  an EV is never offered less than its minimum current while charging: pause instead.
 
-Predictions are linear: measured grid + (predicted - measured) per device, per phase. The EV is
-assumed to take what it is offered (conservative for the fuse); PV is assumed not to rise
+Predictions are linear: measured grid + (predicted - measured) per device, per phase. A
+multi-phase site whose grid meter gives no per-phase currents is still guarded per phase, on a
+worst-case split: all uncontrolled house load on each phase in turn (`worst_case_phase_a`).
+The EV is assumed to take what it is offered (conservative for the fuse); PV is assumed not to rise
 unless its limit is raised, in which case it may rise up to the new limit (conservative for
 export).
 """
@@ -95,14 +97,15 @@ class _Work:
 
     # -- phase model ---------------------------------------------------------------------
     def per_phase(self) -> bool:
+        """Every multi-phase site is guarded phase by phase, measured or not."""
+        return self.limits.phases > 1
+
+    def measured_phases(self) -> bool:
         pc = self.image.grid.phase_current_a
-        return pc is not None and len(pc) == self.limits.phases and self.limits.phases > 1
+        return pc is not None and len(pc) == self.limits.phases and self.per_phase()
 
     def capacity_a(self, margin_a: float) -> float:
-        # Without per-phase readings the whole site is one aggregated "phase".
-        if self.per_phase():
-            return self.limits.fuse_a - margin_a
-        return (self.limits.fuse_a - margin_a) * self.limits.phases
+        return self.limits.fuse_a - margin_a
 
     def shares(self, phase: int | None) -> tuple[float, ...]:
         if not self.per_phase():
@@ -111,6 +114,41 @@ class _Work:
         if phase is None:
             return tuple(1.0 / n for _ in range(n))
         return tuple(1.0 if i == phase - 1 else 0.0 for i in range(n))
+
+    def worst_case_phase_a(self) -> tuple[float, ...]:
+        """Per-phase currents bounded from the total alone, for a multi-phase site whose grid
+        meter gives no per-phase values [A].
+
+        Each controlled device is put on its configured phase (a 3-phase one split evenly),
+        at its measured power. The rest of the measured import, the house load nobody
+        controls, may sit on any phase: each phase is charged with all of it. So phase i
+        carries at most (sum of device shares on i + max(0, rest)) / V, whatever the real
+        split: no phase can be over the fuse when none of these bounds is. A negative rest
+        (meter and devices read at different moments) is taken as 0, never as credit.
+        """
+        grid = self.image.grid
+        assert grid.power_w is not None
+        out = [0.0] * self.limits.phases
+        devices_w = 0.0
+        for power_w, shares in self.measured_devices():
+            devices_w += power_w
+            for i, s in enumerate(shares):
+                out[i] += s * power_w / self.v
+        rest_a = max(0.0, grid.power_w - devices_w) / self.v
+        return tuple(a + rest_a for a in out)
+
+    def measured_devices(self) -> Iterable[tuple[float, tuple[float, ...]]]:
+        """Each controlled device's measured grid import [W] (PV negative) and its shares."""
+        for dev_id, b in self.spec.batteries.items():
+            yield self.image.battery(dev_id).power_w or 0.0, self.shares(b.phase)
+        for dev_id, c in self.spec.chargers.items():
+            img = self.image.ev(dev_id)
+            yield img.power_w or 0.0, self.ev_shares(c, img.phases)
+        for dev_id, p in self.spec.pvs.items():
+            yield -(self.image.pv(dev_id).power_w or 0.0), self.shares(p.phase)
+        for dev_id, ld in self.spec.loads.items():
+            meas, _pred = self.load_pred_w(dev_id)
+            yield meas, self.shares(ld.phase)
 
     def ev_shares(self, spec: ChargerSpec, phases: int) -> tuple[float, ...]:
         return self.shares(None if phases > 1 else spec.phase)
@@ -205,9 +243,11 @@ class _Work:
     def phase_pred_a(self, for_export: bool = False) -> tuple[float, ...]:
         grid = self.image.grid
         assert grid.power_w is not None
-        if self.per_phase():
+        if self.measured_phases():
             assert grid.phase_current_a is not None
             out = list(grid.phase_current_a)
+        elif self.per_phase():
+            out = list(self.worst_case_phase_a())
         else:
             out = [grid.power_w / self.v]
         for delta_w, shares in self.deltas(for_export):

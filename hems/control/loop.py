@@ -62,7 +62,7 @@ from hems.core.readings import Quantity, Reading, Role
 from hems.core.site import LimitsConfig
 from hems.core.state import SiteState
 from hems.core.tasks import raise_if_cancelling
-from hems.errors import BadValue
+from hems.errors import BadValue, ConfigError
 from hems.store.db import Database
 
 log = structlog.get_logger(__name__)
@@ -147,6 +147,8 @@ class ControlLoop:
         self._stats = _Stats()
         self._restore: set[str] = set()  # loads the guard switched off unasked
         self._wake = asyncio.Event()
+        self._joining: dict[str, object] = {}  # devices to add before the next cycle
+        self._in_step = False
         state.add_listener(self._on_readings)
         self._last_result_pred_w: float | None = None
         unknown = sorted(set(cfg.devices) - set(devices))
@@ -218,6 +220,8 @@ class ControlLoop:
         loop = asyncio.get_running_loop()
         t0 = loop.time()
         healthy = True
+        self._join_pending()
+        self._in_step = True
         try:
             image = await self._snapshot.take()
             self._excursions.track(image)  # first: the guard escalates on persisting excursions
@@ -249,6 +253,7 @@ class ControlLoop:
             self._stats.errors += 1
             if self._problems.first("cycle"):
                 log.exception("control cycle failed")
+        self._in_step = False
         elapsed_s = loop.time() - t0
         self._stats.cycles += 1
         self._stats.last_cycle_ms = elapsed_s * 1000
@@ -295,8 +300,45 @@ class ControlLoop:
         log.info("ev mode", device=device_id, mode=mode)
 
     def controls(self, device_id: str) -> bool:
-        """Whether this loop commands the device (it was registered at start)."""
+        """Whether this loop commands the device (registered at start or since)."""
         return device_id in self._devices
+
+    def add_device(self, adapter: object) -> bool:
+        """A device that appeared at run time (a charger the owner accepted) joins control
+        and the guard: at once between cycles, else before the next cycle's snapshot (a
+        cycle's stages iterate the devices across awaits). False if it offers no control
+        or is controlled already."""
+        device_id = getattr(adapter, "device_id", None)
+        if not isinstance(device_id, str) or self.controls(device_id) or device_id in self._joining:
+            return False
+        self._joining[device_id] = adapter
+        if not self._in_step:
+            self._join_pending()
+        return True
+
+    def _join_pending(self) -> None:
+        joining, self._joining = self._joining, {}
+        for device_id, adapter in joining.items():
+            try:
+                added = self._devices.register(self._cfg, adapter)
+            except ConfigError as exc:
+                log.error("device cannot join control", device=device_id, error=str(exc))
+                continue
+            if not added:
+                continue
+            # The loop's stages share this one SiteSpec: update it in place.
+            fresh = self._devices.spec()
+            for mine, theirs in (
+                (self._spec.batteries, fresh.batteries),
+                (self._spec.pvs, fresh.pvs),
+                (self._spec.chargers, fresh.chargers),
+                (self._spec.loads, fresh.loads),
+            ):
+                if device_id in theirs:
+                    mine[device_id] = theirs[device_id]  # type: ignore[index]
+            for stage in (self._writer, self._verifier, self._snapshot):
+                stage.join(device_id)
+            log.info("device joined control", device=device_id)
 
     def ev_mode(self, device_id: str) -> str:
         """The mode a charger follows now: the owner's, else the configured one."""
@@ -418,6 +460,15 @@ class ControlLoop:
 
     def _compute(self, image: ProcessImage) -> tuple[Guarded, tuple[Intervention, ...]]:
         self._overrides.expire(image.at)
+        if self._limits.phases > 1 and image.grid.power_w is not None:
+            if image.grid.phase_current_a is None:
+                self._problems.report(
+                    "phases",
+                    "grid meter gives no per-phase values: the fuse is guarded as if all "
+                    "house load were on one phase (see the health reasons)",
+                )
+            else:
+                self._problems.clear("phases", "per-phase grid values available again")
         energies = {
             d: v
             for d in self._spec.chargers

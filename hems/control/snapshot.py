@@ -84,6 +84,10 @@ class Snapshot:
         """Report calls in flight (for shutdown)."""
         return self._probes.values()
 
+    def join(self, device_id: str) -> None:
+        """A device registered at run time is watched for staleness too."""
+        self._stale.setdefault(device_id, False)
+
     async def take(self) -> ProcessImage:
         """This cycle's process image."""
         await self._refresh_probes()

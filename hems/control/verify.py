@@ -51,6 +51,10 @@ class Verifier:
     def state(self, device_id: str) -> FollowState:
         return self._states[device_id]
 
+    def join(self, device_id: str) -> None:
+        """A device registered at run time gets its follow state."""
+        self._states.setdefault(device_id, FollowState())
+
     def flagged(self) -> set[str]:
         """Devices that ignore commands."""
         return {d for d, st in self._states.items() if st.flagged}

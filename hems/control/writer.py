@@ -87,6 +87,10 @@ class Writer:
     def last_written(self, device_id: str) -> Command | None:
         return self._states[device_id].last_written
 
+    def join(self, device_id: str) -> None:
+        """A device registered at run time gets its write state (nothing written yet)."""
+        self._states.setdefault(device_id, WriteState())
+
     def shape(self, commands: Mapping[str, Command], image: ProcessImage) -> dict[str, Command]:
         """Rate-limit each proposed command from the last one written to its device."""
         shaped: dict[str, Command] = {}

@@ -16,6 +16,7 @@ from hems.errors import HemsError
 MAX_SESSION_ENERGY_WH = 200_000.0
 
 SessionSource = Literal["default", "owner"]
+SocSource = Literal["measured", "manual"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,6 +30,9 @@ class EvSession:
     # energy above was computed from them and the car's capacity.
     soc_pct: float | None = None
     target_soc_pct: float | None = None
+    # Where soc_pct came from: the charger's MeterValues (the car, ISO 15118) or the owner's
+    # reading on the page. Not stored: a measured SoC is measured again after a restart.
+    soc_source: SocSource | None = None
 
     def __post_init__(self) -> None:
         if self.departure.tzinfo is None or self.plugged_at.tzinfo is None:
@@ -46,7 +50,11 @@ class EvSession:
             "set_by": self.set_by,
         }
         if self.target_soc_pct is not None:
-            out |= {"soc_pct": self.soc_pct, "target_soc_pct": self.target_soc_pct}
+            out |= {
+                "soc_pct": self.soc_pct,
+                "target_soc_pct": self.target_soc_pct,
+                "soc_source": self.soc_source or "manual",
+            }
         return out
 
 

@@ -78,8 +78,12 @@ EV_MODES = (
 )
 # Health reasons (hems.web.health codes) that mean a hard limit cannot be kept, in words.
 _LIMIT_REASONS = {
-    "export_limit_unenforceable": "The export limit cannot be enforced: no PV inverter or "
-    "battery is under control ({detail}).",
+    "export_limit_unenforceable": "The export limit cannot be enforced: PV {detail} cannot "
+    "be curtailed and no battery is under control.",
+    "export_limit_battery_only": "The export limit rests on the battery alone: PV {detail} "
+    "cannot be curtailed, so export may pass the limit once the battery is full.",
+    "fuse_phases_unmeasured": "The grid meter {detail} gives no per-phase values: the fuse is "
+    "guarded as if all house load were on one phase, so loads may be held back early.",
     "no_grid_meter": "No grid meter is configured: the fuse and the export limit cannot be "
     "guarded.",
 }
@@ -580,7 +584,10 @@ def _parse_time(value: object) -> datetime | None:
 
 def _soc_words(session: dict[str, Json]) -> str:
     soc, target = _num(session.get("soc_pct")), _num(session.get("target_soc_pct"))
-    return "" if soc is None or target is None else f" ({soc:.0f} → {target:.0f} %)"
+    if soc is None or target is None:
+        return ""
+    source = "measured" if session.get("soc_source") == "measured" else "entered"
+    return f" ({soc:.0f} % {source} → {target:.0f} %)"
 
 
 def _after_now(value: object, clock: Clock) -> bool:

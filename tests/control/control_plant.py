@@ -104,6 +104,7 @@ class Plant:
     home: Home
     state: SiteState
     ev: EvModel
+    per_phase: bool = True  # a 3-phase home's meter reports per-phase powers
     now: datetime = field(init=False)
 
     def __post_init__(self) -> None:
@@ -135,7 +136,7 @@ class Plant:
             Reading("ev", Q.POWER_W, self.charger.power_w_now, now),
             Reading("ev", Q.SESSION_ENERGY_WH, self.charger.session_wh, now),
         ]
-        if self.home.config.phases == 3:
+        if self.home.config.phases == 3 and self.per_phase:
             readings += [
                 Reading("grid", q, w, now)
                 for q, w in zip(

@@ -349,3 +349,50 @@ def test_distrusted_devices_get_no_credit_and_shedding_goes_further() -> None:
     wary = apply_guard(img, spec(), LIM_1P, ControlConfig(), proposed, distrust=frozenset({"ev"}))
     assert wary.commands["ev"].current_a < 16  # still asked to shed
     assert wary.commands["bat"].power_w == pytest.approx(-1430, abs=1)  # and the battery covers
+
+
+# -- 3 phases, total only: the worst-case split (issue 13) -------------------------------------
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    house_w=st.floats(0, 13000),
+    split=st.tuples(st.floats(0, 1), st.floats(0, 1), st.floats(0, 1)),
+    ev_a=st.floats(0, 32),
+    ev_phase=st.sampled_from([1, 2, 3]),
+    batt_w=st.floats(-5000, 5000),
+    soc_pct=st.floats(11, 98),
+)
+def test_no_phase_over_the_fuse_whatever_the_unmeasured_split(
+    house_w: float,
+    split: tuple[float, float, float],
+    ev_a: float,
+    ev_phase: int,
+    batt_w: float,
+    soc_pct: float,
+) -> None:
+    """Without per-phase readings the guard's commands keep every phase within the fuse for
+    any split of the house load over the phases (the house alone within one phase's fuse)."""
+    v, fuse_a, margin_a = 230.0, 60.0, ControlConfig().fuse_margin_a
+    total = sum(split) or 1.0
+    house_phase_w = [house_w * s / total for s in split]
+    ev_w = ev_a * v
+    grid_w = house_w + ev_w + batt_w
+    site = spec(ev_phase=ev_phase, pv=False, load=False)
+    img = image(grid_w=grid_w, batt=(batt_w, soc_pct), ev=(ev_w, CHARGING, ev_a, 1))
+    proposed: dict[str, Command] = {"ev": EvCommand(32, 1), "bat": BatteryCommand(SP, 5000)}
+    res = apply_guard(img, site, LIM_3P, ControlConfig(), proposed)
+    ev_cmd, bat_cmd = res.commands["ev"], res.commands["bat"]
+    assert isinstance(ev_cmd, EvCommand) and isinstance(bat_cmd, BatteryCommand)
+    # The truth after the commands: the car takes its offer on its phase, the battery
+    # (a 3-phase device) its setpoint split evenly, the house where it really is.
+    phase_w = list(house_phase_w)
+    phase_w[ev_phase - 1] += ev_cmd.current_a * v * ev_cmd.phases
+    bat_after_w = bat_cmd.power_w if bat_cmd.mode is SP else batt_w
+    for i in range(3):
+        phase_w[i] += bat_after_w / 3
+    assert max(phase_w) / v <= fuse_a - margin_a + 1e-6
+    assert res.phase_pred_a is not None and len(res.phase_pred_a) == 3

@@ -20,6 +20,7 @@ from hems.control.devices import ControlledDevices
 from hems.control.loop import ControlLoop
 from hems.core.clock import ManualClock
 from hems.core.plan import Plan, PlanSlot
+from hems.core.readings import Quantity
 from hems.core.site import LimitsConfig
 from hems.core.state import SiteState
 from hil.ev import EvModel
@@ -232,3 +233,67 @@ async def test_three_phase_fuse_is_held_per_phase() -> None:
     assert longest <= 2, longest
     assert 0 <= shed_a < 16  # the car gave way on L1
     assert plant.charger.offered_a == 16  # and got its current back afterwards
+
+
+async def test_three_phase_fuse_without_per_phase_readings_assumes_the_worst() -> None:
+    """Issue 13: `phases: 3` with a grid meter that gives only the total. All house load
+    and the car sit on L1, the worst allocation; the guard must bound L1 from the total
+    (all uncontrolled load on each phase in turn), not compare the total with 3 x 32 A.
+    The house alone (base, oven, step) stays within 32 A on L1: shedding can always keep it."""
+    start = datetime(2026, 1, 15, 18, 0, tzinfo=LONDON)  # winter evening: no PV
+    home = Home(
+        HomeConfig(
+            phases=3,
+            fuse_a=32,
+            pv_kwp=0,
+            battery_initial_soc_pct=12,
+            battery_reserve_pct=10,
+            load_phase_weights=(1.0, 0.0, 0.0),
+        ),
+        start=start,
+    )
+    clock = ManualClock(start)
+    state = SiteState(clock)
+    ev = EvModel(battery_kwh=60, soc_pct=30, max_ac_power_w=7400, phases=1)
+    plant = Plant(home, state, ev, per_phase=False)
+    limits = LimitsConfig(
+        fuse_a=32, phases=3, voltage_v=230, export_limit_w=3680, battery_reserve_pct=RESERVE_PCT
+    )
+    devs = ControlledDevices()
+    devs.add_battery(plant.battery, max_charge_w=5000, max_discharge_w=5000)
+    devs.add_charger(plant.charger, min_current_a=6, max_current_a=16, phase=1)
+    loop = ControlLoop(
+        ControlConfig(strategy="self-consumption", ev_strategy="fast"),
+        limits,
+        state,
+        devs,
+        clock,
+        lambda: None,
+    )
+    over = longest = 0
+    peak_a = 0.0
+    shed_a = 16.0
+    now = start
+    for t in range(1, 901):
+        now += timedelta(seconds=1)
+        await clock.advance(1.0)
+        if t == 120:
+            home.add_load("oven", 4000, 300, phase_split=(1, 0, 0))
+        if t == 180:
+            home.add_load("step", 1000, 60, phase_split=(1, 0, 0))
+        if t == 500:
+            home.add_load("kettle", 3000, 120, phase_split=(1, 0, 0))
+        st = plant.tick(now, 1.0)
+        await loop.step()
+        over = over + 1 if max(st.current_phase_a) > 32 else 0
+        longest = max(longest, over)
+        if over == 0:
+            peak_a = max(peak_a, max(st.current_phase_a))
+        if 125 < t < 420:
+            shed_a = min(shed_a, plant.charger.offered_a)
+        assert st.grid_w < 3 * 32 * 230 * 0.8  # the total alone never was over 3 x 32 A
+    # A step is seen one reading late (as with per-phase readings): at most 2 s over.
+    assert longest <= 2, longest
+    assert peak_a <= 32
+    assert 0 <= shed_a < 16  # the car gave way on the bound of L1
+    assert state.fresh_value("grid", Quantity.POWER_L1_W) is None  # only the total was read

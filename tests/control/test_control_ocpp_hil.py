@@ -14,6 +14,7 @@ import contextlib
 import hil.chargepoint as hil_cp
 import hil.ev as hil_ev
 import hil.home as hil_home
+from hems.app.links import ChargerJoin
 from hems.control.config import ControlConfig
 from hems.control.devices import ControlledDevices
 from hems.control.loop import ControlLoop
@@ -117,4 +118,98 @@ async def test_control_loop_sheds_an_ocpp_charger_on_fuse_overload() -> None:
             await rig_task
     assert longest_over_s <= 2.0, longest_over_s
     assert any(a["rule"] == "fuse" and a["device_id"] == "cp1" for a in acts)
+    assert loop.status()["errors"] == 0
+
+
+async def test_a_charger_accepted_at_run_time_is_shed_by_the_fuse_guard() -> None:
+    """Issue 13: a charger unknown at start, held pending, then accepted by the owner (the
+    page's accept-charger calls `accept`) joins control and the fuse guard at once."""
+    clock = RealClock()
+    home = hil_home.Home(
+        hil_home.HomeConfig(pv_kwp=0.0, battery_capacity_wh=0.0, fuse_a=FUSE_A), start=clock.now()
+    )
+    ocpp_cfg = OcppConfig.model_validate(
+        {
+            "enabled": True,
+            "host": "127.0.0.1",
+            "meter_value_sample_interval_s": 1,
+            "response_timeout_s": 2,
+            "allow_pending_unknown": True,
+        }
+    ).model_copy(update={"port": 0})
+    state = SiteState(clock)
+    state.register_device("grid", Role.GRID, stale_after_s=2)
+    joins: list[ChargerJoin] = []
+    cs = OcppCentralSystem(
+        ocpp_cfg, state, clock, listener=lambda e: [j.on_charger_event(e) for j in joins]
+    )
+    devs = ControlledDevices()  # nothing to control at start
+    limits = LimitsConfig(fuse_a=FUSE_A, phases=1, export_limit_w=3680)
+    loop = ControlLoop(
+        ControlConfig(ev_strategy="fast", cycle_s=0.5), limits, state, devs, clock, lambda: None
+    )
+    joins.append(ChargerJoin(loop, lambda: cs.chargers))
+    ev = hil_ev.EvModel(battery_kwh=60, soc_pct=30, max_ac_power_w=7400, phases=1)
+    over_s = longest_over_s = 0.0
+    stop = asyncio.Event()
+
+    async def rig() -> None:
+        nonlocal over_s, longest_over_s
+        last = clock.monotonic()
+        while not stop.is_set():
+            await asyncio.sleep(0.1)
+            now_s = clock.monotonic()
+            dt = now_s - last
+            last = now_s
+            st = home.step(clock.now(), dt)
+            now = clock.now()
+            state.publish(
+                [
+                    Reading("grid", Q.POWER_W, st.grid_w, now),
+                    Reading("grid", Q.VOLTAGE_V, st.voltage_phase_v[0], now),
+                ]
+            )
+            over_s = over_s + dt if st.over_current else 0.0
+            longest_over_s = max(longest_over_s, over_s)
+
+    async with contextlib.AsyncExitStack() as stack:
+        tg = await stack.enter_async_context(asyncio.TaskGroup())
+        cs_task = tg.create_task(cs.run())
+        await asyncio.wait_for(cs.started.wait(), 5)
+        sim = hil_cp.SimChargePoint(
+            hil_cp.SimConfig(
+                url=f"ws://127.0.0.1:{cs.port}",
+                identity="NEW-CP",
+                version="1.6",
+                password=None,
+                phases=1,
+                max_current_a=16,
+                meter_interval_s=0.2,
+            ),
+            clock,
+            ev=ev,
+            on_power=lambda w: home.set_external_load_w("ev", w),
+        )
+        sim_task = tg.create_task(sim.run())
+        rig_task = tg.create_task(rig())
+        loop_task = tg.create_task(loop.run())
+        try:
+            await wait_until(lambda: sim.registration == "Pending", 8, "the charger pending")
+            assert not loop.controls("new-cp")
+            await cs.accept("NEW-CP")
+            await wait_until(lambda: loop.controls("new-cp"), 8, "the charger joining control")
+            await wait_until(lambda: sim.power_w > 3000, 8, "the car charging at 16 A")
+            longest_over_s = 0.0
+            home.step_load(9_000, 4)  # with the kettle: 55 A without the car, 71 A with it
+            home.kettle(4)
+            await wait_until(lambda: sim.current_a < 16, 2.5, "the car's current shed")
+            acts = loop.recent_interventions()
+        finally:
+            stop.set()
+            for t in (loop_task, sim_task, cs_task):
+                t.cancel()
+            sim.stop()
+            await rig_task
+    assert longest_over_s <= 2.0, longest_over_s
+    assert any(a["rule"] == "fuse" and a["device_id"] == "new-cp" for a in acts)
     assert loop.status()["errors"] == 0

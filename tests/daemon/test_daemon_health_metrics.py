@@ -9,15 +9,17 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
+import structlog.testing
 from prometheus_client.parser import text_string_to_metric_families
 
 from hems.app import Daemon
-from hems.app.observability import health_reasons
+from hems.app.observability import health_reasons, log_guarantees
 from hems.config import validate
 from hems.control.devices import ControlledDevices
 from hems.control.loop import ControlLoop
+from hems.core.capabilities import BatteryMode
 from hems.core.clock import AcceleratedClock, ManualClock, RealClock
-from hems.core.readings import Role
+from hems.core.readings import Quantity, Reading, Role
 from hems.store.db import Database
 from hems.web.auth import AuthStore
 from hems.web.health import HealthReason
@@ -180,17 +182,17 @@ async def test_metrics_scrape_of_the_real_daemon(tmp_path: Path) -> None:
 
 async def test_health_reasons_of_the_control_loop(tmp_path: Path) -> None:
     """The stage reasons on a real control loop with nothing it can command: unhealthy until
-    its first cycle, and the export limit unenforceable while PV exists."""
+    its first cycle, and the export limit unenforceable while PV of unknown size exists."""
     clock = ManualClock(datetime(2026, 6, 10, 12, 0, tzinfo=UTC))
     cfg = validate(demo_config(tmp_path, free_port(), free_port(), free_port()))
     daemon = Daemon(cfg, clock)
     assert health_reasons(daemon) == []  # no control loop: nothing to enforce
-    daemon.state.register_device("pv", Role.PV)
+    daemon.state.register_device("roof", Role.PV)  # not in devices[]: its size is unknown
     control = ControlLoop(
         cfg.control_config(), cfg.limits, daemon.state, ControlledDevices(), clock, lambda: None
     )
     daemon.control = control
-    unenforceable = HealthReason("export_limit_unenforceable", "pv")
+    unenforceable = HealthReason("export_limit_unenforceable", "roof")
     assert health_reasons(daemon) == [
         HealthReason("control_unhealthy", "control"),
         HealthReason("no_grid_meter", "control"),
@@ -200,3 +202,59 @@ async def test_health_reasons_of_the_control_loop(tmp_path: Path) -> None:
     await control.step()
     assert control.healthy
     assert health_reasons(daemon) == [unenforceable]
+
+
+class _Battery:
+    """A controllable battery as the registry sees it: health asks only what is controlled
+    (the loop's one cycle here may command it; nothing listens)."""
+
+    device_id = "battery"
+    modes = frozenset({BatteryMode.NORMAL, BatteryMode.IDLE})
+
+    async def set_mode(self, mode: BatteryMode, power_w: float = 0.0) -> None:
+        return None
+
+
+async def test_guarantee_reasons_follow_the_devices_configured(tmp_path: Path) -> None:
+    """Issue 13: hems says when the export limit or a per-phase fuse cannot be guaranteed."""
+    clock = ManualClock(datetime(2026, 6, 10, 12, 0, tzinfo=UTC))
+    raw = demo_config(tmp_path, free_port(), free_port(), free_port())
+    raw["devices"][0]["rated_w"] = 6000  # the demo's PV (uncurtailable here) above 3680 W
+    raw["limits"]["phases"] = 3
+    cfg = validate(raw)
+    daemon = Daemon(cfg, clock)
+    for dev_id, role in (("pv", Role.PV), ("battery", Role.BATTERY), ("grid", Role.GRID)):
+        daemon.state.register_device(dev_id, role)
+    daemon.state.publish([Reading("grid", Quantity.POWER_W, 500.0, clock.now())])
+    devices = ControlledDevices()
+    devices.add_battery(_Battery(), max_charge_w=5000, max_discharge_w=5000)
+    daemon.control = ControlLoop(
+        cfg.control_config(), cfg.limits, daemon.state, devices, clock, lambda: None
+    )
+    await daemon.control.step()
+    assert health_reasons(daemon) == [
+        HealthReason("export_limit_battery_only", "pv"),
+        HealthReason("fuse_phases_unmeasured", "grid"),
+    ]
+    with structlog.testing.capture_logs() as logs:
+        log_guarantees(daemon)  # what the daemon logs at start
+    assert [(e["event"], e["code"], e["pv"]) for e in logs] == [
+        ("export limit not guaranteed by the devices configured", "export_limit_battery_only", "pv")
+    ]
+    # Per-phase currents from the meter: the fuse is guarded on measurements again.
+    daemon.state.publish(
+        [Reading("grid", q, 3.0, clock.now()) for q in (Quantity.CURRENT_L1_A,
+         Quantity.CURRENT_L2_A, Quantity.CURRENT_L3_A)]
+    )  # fmt: skip
+    assert health_reasons(daemon) == [HealthReason("export_limit_battery_only", "pv")]
+    await clock.advance(120)  # the currents go stale; per-phase powers do as well
+    daemon.state.publish(
+        [Reading("grid", Quantity.POWER_W, 500.0, clock.now())]
+        + [Reading("grid", q, 200.0, clock.now()) for q in (Quantity.POWER_L1_W,
+           Quantity.POWER_L2_W, Quantity.POWER_L3_W)]
+    )  # fmt: skip
+    assert health_reasons(daemon) == [HealthReason("export_limit_battery_only", "pv")]
+    # Uncurtailable PV that cannot pass the limit even at full power needs no notice.
+    raw["devices"][0]["rated_w"] = 3000
+    daemon.cfg = validate(raw)
+    assert health_reasons(daemon) == []

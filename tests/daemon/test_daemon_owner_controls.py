@@ -41,18 +41,23 @@ async def test_the_owner_sets_a_mode_and_holds_the_battery_from_the_page(tmp_pat
                 await page.wait_for_selector("#chargers td[data-mode='pv-only']", timeout=15_000)
                 assert daemon.control is not None and daemon.control.ev_mode("wallbox") == "pv-only"
 
-                # A target as a SoC: the car's SoC read by the owner, the SoC wanted.
-                await page.fill("#ev-form input[name=soc_pct]", "30")
+                # A target as a SoC: the car's SoC read by the owner, the SoC wanted. The
+                # simulated car reports its SoC too (MeterValues): the measured one wins.
+                await page.fill("#ev-form input[name=soc_pct]", "20")
                 await page.fill("#ev-form input[name=target_soc_pct]", "80")
                 await page.fill("#ev-form input[name=departure]", "06:00")
                 await page.click("#ev-form button")
                 await page.wait_for_selector("#ev-result:text('saved')")
                 await page.wait_for_selector(
-                    "#chargers tr[data-charger='wallbox']:has-text('(30 → 80 %)')"
+                    "#chargers tr[data-charger='wallbox']:has-text('% measured → 80 %)')"
                 )
                 assert daemon.ev_sessions is not None
                 session = daemon.ev_sessions.session("wallbox")
-                assert session is not None and session.energy_wh == 30_000  # 50 % of 60 kWh
+                assert session is not None and session.soc_source == "measured"
+                assert session.soc_pct is not None and 29 <= session.soc_pct < 40  # not 20
+                # 80 % - the car's SoC of 60 kWh, plus what the session had delivered.
+                assert session.energy_wh is not None
+                assert session.energy_wh >= (80 - session.soc_pct) / 100 * 60_000
 
                 form = page.locator("form[data-battery='battery']")
                 await form.locator("select[name=mode]").select_option("idle")

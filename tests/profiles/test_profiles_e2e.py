@@ -86,7 +86,9 @@ async def test_every_profile_decodes_end_to_end(family: str, pool: EndpointPool)
                 assert isinstance(dev, Meter)
                 assert await dev.power_w() == pytest.approx(want[Quantity.POWER_W])
             if role is Role.PV:
-                assert isinstance(dev, PvInverter)
+                # Curtailable (so counted on for the export limit) only with pv_limit writes.
+                assert isinstance(dev, PvInverter) == ("pv_limit" in profile.controls)
+                assert await dev.power_w() == pytest.approx(want[Quantity.POWER_W])
             if role is Role.BATTERY:
                 assert isinstance(dev, Battery)
                 assert isinstance(dev, BatteryControl) == bool(profile.battery_modes)
@@ -185,13 +187,72 @@ async def test_match_profile_identifies_the_device(pool: EndpointPool) -> None:
         assert found and found[0].family == "huawei-sun2000"
 
 
-async def test_pv_limit_not_in_profile_is_not_supported(pool: EndpointPool) -> None:
+async def test_pv_without_pv_limit_is_not_offered_for_curtailment(pool: EndpointPool) -> None:
+    """Issue 13: a profile PV inverter registered as curtailable though its profile had no
+    curtailment writes, so the export limit silently rested on the battery alone."""
+    from hems.control.config import ControlConfig
+    from hems.control.devices import ControlledDevices
+
     profile = shipped_profiles()["sungrow-sh"]
+    assert "pv_limit" not in profile.controls and "pv-limit" not in profile.capabilities
     clock = ManualClock(START)
     async with ProfileServer(profile) as server:
         dev = make(server, Role.PV, pool, SiteState(clock), clock)
-        with pytest.raises(NotSupported, match="no pv_limit"):
-            await dev.set_power_limit_pct(50.0)  # type: ignore[attr-defined]
+        assert not isinstance(dev, PvInverter)
+        assert not hasattr(dev, "set_power_limit_pct")
+        devices = ControlledDevices.from_adapters(ControlConfig(), [dev])
+        assert dev.device_id not in devices and not devices.spec().pvs
+
+
+def _with_pv_limit(profile: Profile) -> Profile:
+    """`profile` plus a made-up curtailment register (for the adapter, not a real device)."""
+    data = profile.model_dump(by_alias=True, exclude_none=True)
+    data["capabilities"] = [*profile.capabilities, "pv-limit"]
+    data["registers"]["limit_pct"] = {
+        "address": 13100, "type": "uint16", "scale": 0.1, "writable": True, "range": [0, 100]
+    }  # fmt: skip
+    data["controls"] = {"pv_limit": [{"register": "limit_pct", "source": "limit_pct"}]}
+    return Profile.model_validate(data)
+
+
+async def test_pv_limit_in_profile_curtails(pool: EndpointPool) -> None:
+    from hems.control.config import ControlConfig
+    from hems.control.devices import ControlledDevices
+    from hems.devices.modbus.profile_device import ProfileCurtailableInverter
+
+    profile = _with_pv_limit(shipped_profiles()["sungrow-sh"])
+    clock = ManualClock(START)
+    async with ProfileServer(profile) as server:
+        cfg = make(server, Role.PV, pool, SiteState(clock), clock).cfg
+        dev = ProfileCurtailableInverter(cfg, pool, SiteState(clock), clock, profile=profile)
+        assert isinstance(dev, PvInverter)
+        await dev.set_power_limit_pct(42.5)
+        assert server.writes == [(13100, [425])]
+        with pytest.raises(BadValue, match=r"must be 0\.\.100"):
+            await dev.set_power_limit_pct(120.0)
+        from hems.control.config import DeviceControlConfig
+
+        ctl = ControlConfig().with_devices({cfg.id: DeviceControlConfig(rated_w=5000)})
+        assert cfg.id in ControlledDevices.from_adapters(ctl, [dev]).spec().pvs
+
+
+def test_capability_and_controls_must_agree() -> None:
+    import yaml
+
+    from hems.devices.modbus.profile import ProfileError, parse_profile
+
+    base = shipped_profiles()["sungrow-sh"].model_dump(
+        mode="json", by_alias=True, exclude_none=True
+    )
+
+    claims = dict(base, capabilities=[*base["capabilities"], "pv-limit"])
+    with pytest.raises(
+        ProfileError, match=r"'pv-limit' needs write steps under controls\.pv_limit"
+    ):
+        parse_profile(yaml.safe_dump(claims), "drivers/x.yaml")
+    writes = dict(base, controls={"pv_limit": [{"register": "ems_mode", "value": 0}]})
+    with pytest.raises(ProfileError, match=r"controls\.pv_limit needs the 'pv-limit' capability"):
+        parse_profile(yaml.safe_dump(writes), "drivers/x.yaml")
 
 
 def test_float_image_matches_eastron_layout() -> None:

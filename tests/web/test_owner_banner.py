@@ -37,9 +37,20 @@ async def test_an_unenforceable_export_limit_is_on_the_banner(tmp_path: Path) ->
             assert "export limit cannot be enforced" not in (await c.get("/fragment/alerts")).text
             reasons.append(HealthReason("export_limit_unenforceable", "pv"))
             html = (await c.get("/fragment/alerts")).text
-            assert "The export limit cannot be enforced: no PV inverter or battery" in html
-            assert "(pv)" in html
+            assert "The export limit cannot be enforced: PV pv cannot be curtailed" in html
             assert (await c.get("/api/v1/health")).status_code == 503
+            reasons[:] = [
+                HealthReason("export_limit_battery_only", "pv"),
+                HealthReason("fuse_phases_unmeasured", "grid"),
+            ]
+            html = (await c.get("/fragment/alerts")).text
+            assert "The export limit rests on the battery alone: PV pv cannot be" in html
+            assert "The grid meter grid gives no per-phase values" in html
+            body = (await c.get("/api/v1/health")).json()
+            assert [r["code"] for r in body["reasons"]] == [
+                "export_limit_battery_only",
+                "fuse_phases_unmeasured",
+            ]
     finally:
         await web.stop()
         await db.close()

@@ -245,6 +245,13 @@ def _check(p: Profile) -> Iterator[tuple[Loc, str]]:
         yield ("battery_modes",), f"mode {mode} is listed but has no write steps under modes"
     if declared and "battery-control" not in p.capabilities:
         yield ("capabilities",), "battery modes need the 'battery-control' capability"
+    # A capability is offered only with the writes that do it, and the writes only with it:
+    # the control loop counts on what a device declares (curtailment for the export limit).
+    for cap, control in (("pv-limit", "pv_limit"), ("relay", "relay_on")):
+        if cap in p.capabilities and control not in p.controls:
+            yield ("capabilities",), f"'{cap}' needs write steps under controls.{control}"
+        if control in p.controls and cap not in p.capabilities:
+            yield ("controls", control), f"controls.{control} needs the '{cap}' capability"
     for group, table in (("modes", p.modes), ("controls", p.controls)):
         for key, steps in table.items():
             if not steps:

@@ -255,14 +255,19 @@ class ProfileMeter(ProfileDevice):
 
 
 class ProfileInverter(ProfileDevice):
-    """Role pv. Implements `PvInverter`; curtailment only if the profile has `pv_limit`."""
+    """Role pv without curtailment: implements the reading half of `PvInverter` only, so the
+    control loop never counts on limiting it (the profile declares no `pv_limit`)."""
 
     async def power_w(self) -> float:
         return self._fresh(Quantity.POWER_W)
 
+
+class ProfileCurtailableInverter(ProfileInverter):
+    """Role pv whose profile declares `controls.pv_limit`. Implements `PvInverter`."""
+
     async def set_power_limit_pct(self, limit_pct: float) -> None:
         steps = self.profile.controls.get("pv_limit")
-        if not steps:
+        if not steps:  # unreachable through `profile_device`; be safe anyway
             raise NotSupported(f"{self.device_id}: profile {self.profile.family} has no pv_limit")
         if not math.isfinite(limit_pct) or not 0 <= limit_pct <= 100:
             raise BadValue(self.device_id, f"limit_pct {limit_pct}: must be 0..100")
@@ -314,6 +319,10 @@ def profile_device(
 ) -> ProfileDevice:
     """The adapter for a `modbus-profile` entry (`ModbusService` builds these itself)."""
     if cfg.role is Role.PV:
+        # Curtailable only where the profile says how: the export limit must not count on
+        # an inverter that would raise NotSupported.
+        if cfg.profile_def.controls.get("pv_limit"):
+            return ProfileCurtailableInverter(cfg, pool, state, clock)
         return ProfileInverter(cfg, pool, state, clock)
     if cfg.role is Role.BATTERY:
         if cfg.modes:

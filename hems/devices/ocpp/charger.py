@@ -219,6 +219,16 @@ class OcppCharger:
                 self._disconnected(link, "connection ended")
                 await cancel_until_done(worker)
 
+    def publish_readings(self) -> None:
+        """An unknown charger, once accepted, reports into SiteState like a configured one:
+        the control loop and its fuse guard see its power (a pending one's never do)."""
+        if self._publish:
+            return
+        self._publish = True
+        self._state.register_device(
+            self.device_id, Role.EV, stale_after_s=3.0 * self._site.meter_value_sample_interval_s
+        )
+
     def _disconnected(self, link: Any, reason: str) -> None:
         if self.link is not link:
             return  # a newer connection replaced this one

@@ -131,6 +131,7 @@ class OcppCentralSystem:
         if charger is None or not charger.pending:
             return
         charger.pending = False
+        charger.publish_readings()
         self._unknown_seen_s.pop(identity, None)  # no longer held against the pending bound
         log.info("ocpp pending charger accepted", charger=identity)
         link = charger.link
@@ -347,6 +348,8 @@ class OcppCentralSystem:
             self._by_identity[identity] = charger
             if not charger.pending:
                 self._unknown_seen_s.pop(identity, None)
+                if status == "accepted":  # the owner accepted it before: it is the site's
+                    charger.publish_readings()
         quirks = self._quirks_for(charger.cfg, version)
         if quirks is not charger.quirks:
             charger.quirks = quirks

@@ -226,8 +226,13 @@ class Link16(CsmsLink, ChargePoint):
         # reports (and is not mistaken for a stale one).
         await self.change_configuration("ClockAlignedDataInterval", str(interval_s))
         if measurands:
-            await self.change_configuration("MeterValuesSampledData", ",".join(measurands))
-            await self.change_configuration("MeterValuesAlignedData", ",".join(measurands))
+            sampled = ",".join(measurands)
+            await self.change_configuration("MeterValuesSampledData", sampled)
+            await self.change_configuration("MeterValuesAlignedData", sampled)
+            if "SoC" not in measurands:
+                # The car's SoC, where the charger can send it, asked for on its own: a
+                # charger that rejects the longer list keeps the one set above.
+                await self.change_configuration("MeterValuesSampledData", f"{sampled},SoC")
 
     async def trigger_status(self, connector_id: int) -> str:
         result = await self.call(

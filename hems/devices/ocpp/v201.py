@@ -277,8 +277,13 @@ class Link201(CsmsLink, ChargePoint):
         # Aligned values also flow outside transactions (an idle station still reports).
         await self.set_variable("AlignedDataCtrlr.Interval", str(interval_s))
         if measurands:
-            await self.set_variable(".".join(_MEASURANDS), ",".join(measurands))
-            await self.set_variable("AlignedDataCtrlr.Measurands", ",".join(measurands))
+            sampled = ",".join(measurands)
+            await self.set_variable(".".join(_MEASURANDS), sampled)
+            await self.set_variable("AlignedDataCtrlr.Measurands", sampled)
+            if "SoC" not in measurands:
+                # The car's SoC, where the station can send it, asked for on its own: one
+                # that rejects the longer list keeps the one set above.
+                await self.set_variable(".".join(_MEASURANDS), f"{sampled},SoC")
 
     async def trigger_status(self, connector_id: int) -> str:
         result = await self.call(
