@@ -427,8 +427,19 @@ async def _drive(
     expected = {"capabilities": 1, "event_response": 1, "delivery_report": 1}
 
     def got(r: Any, t: str) -> list[dict[str, Any]]:
-        # A resent event is answered "duplicate_id" by design; that is not a second answer.
-        return [m for m in r.of(t) if m["payload"].get("reason") != "duplicate_id"]
+        """The messages of type t, one per thing they are about. A resent event is answered
+        "duplicate_id"; a copy re-signed after the outage (new id, same event) is answered
+        again with the same decision: neither is a second decision."""
+        messages = [m for m in r.of(t) if m["payload"].get("reason") != "duplicate_id"]
+        if t != "event_response":
+            return messages
+        first: dict[tuple[Any, Any, Any], dict[str, Any]] = {}
+        for m in messages:
+            p = m["payload"]
+            first.setdefault((p.get("event_id"), p.get("modification_number"), p["status"]), m)
+        return list(first.values())
+
+    answers = sum(len(r.of("event_response")) for r in recs)
 
     lost = sum(max(0, n - len(got(r, t))) for r in recs for t, n in expected.items())
     extra = sum(max(0, len(got(r, t)) - n) for r in recs for t, n in expected.items())
@@ -460,6 +471,7 @@ async def _drive(
         "dispatch -> all responses (s)": round(t_responses, 2),
         "event end -> all signed reports (s)": round(t_reports, 2),
         "responses accepted": accepted,
+        "answers incl. to resent / re-signed copies": answers,
         "reports received / failing check_report or window": f"{len(reports)} / {bad_reports}",
         "report before its response": out_of_order,
         "delivered kWh per home (mean)": round(sum(delivered) / max(1, len(delivered)), 3),
