@@ -334,6 +334,7 @@ class PlannerService:
                     time_limit_s=self.cfg.time_limit_s,
                     mip_rel_gap=self.cfg.mip_rel_gap,
                     created_at=now,
+                    warm_start=self._plan,  # the last plan's choices, tried first
                 )
                 break
             except Infeasible as exc:

@@ -18,6 +18,7 @@ from hems.planning.optimiser.checks import _hhmm, check
 from hems.planning.optimiser.extract import extract
 from hems.planning.optimiser.model import Columns, build
 from hems.planning.optimiser.solve import solve_arrays
+from hems.planning.optimiser.warm import plan_hint
 from hems.planning.problem import Problem
 
 __all__ = ["Result", "optimise"]
@@ -39,16 +40,19 @@ def optimise(
     time_limit_s: float = 5.0,
     mip_rel_gap: float = 0.001,
     created_at: datetime | None = None,
+    warm_start: Plan | None = None,
 ) -> Result:
     """Solve `problem`. Raises `Infeasible(field, reason)` naming the input at fault,
     `SolverTimeout` when not even the LP relaxation finished. Blocking (run in a thread).
 
     The plan's status is "optimal" only when its cost is proven within `mip_rel_gap` of the
     best possible (|cost − bound| <= gap·|cost|, HiGHS' own test); "feasible" when the time
-    limit stopped the search first, with the gap proven in the notes."""
+    limit stopped the search first, with the gap proven in the notes. `warm_start`: the
+    previous plan, whose choices are tried first where its slots overlap (warm.py)."""
     notes = check(problem)
     m, cols, frame = build(problem)
-    raw = solve_arrays(m, time_limit_s, mip_rel_gap)
+    hint = None if warm_start is None else plan_hint(problem, cols, m.n_cols, warm_start)
+    raw = solve_arrays(m, time_limit_s, mip_rel_gap, hint=hint)
     if raw.status == "infeasible":
         raise _diagnose(problem, time_limit_s, mip_rel_gap)
     if raw.status == "relaxed":
