@@ -409,6 +409,7 @@ class PlannerService:
             envelope=self._envelope,
             events=tuple(events),
             battery_to_ev=self.battery_to_ev,
+            soc_targets=tuple(cfg.soc_targets),
         )
         return _build_problem(inputs)
 

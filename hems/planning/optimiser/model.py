@@ -16,7 +16,7 @@ from typing import Literal
 
 import numpy as np
 
-from hems.planning.problem import BatterySpec, DeferrableLoad, EvSession, Problem
+from hems.planning.problem import BatterySpec, DeferrableLoad, EvSession, Problem, SocTarget
 
 FloatArray = np.ndarray
 IntArray = np.ndarray
@@ -147,6 +147,8 @@ class Columns:
     # turn-up events: slots with a soft net-import floor and their shortfall columns [W]
     floor_slots: IntArray = field(default_factory=lambda: np.zeros(0, np.int32))
     floor_short: IntArray = field(default_factory=lambda: np.zeros(0, np.int32))
+    # battery id → [(target index or -1 for the end pin, slots, shortfall columns [Wh])]
+    soc_short: dict[str, list[tuple[int, IntArray, IntArray]]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -294,6 +296,8 @@ def add_pv(m: ModelArrays, f: SlotFrame, curtail_cost_per_kwh: float) -> IntArra
 
 
 def battery_terminal_value(b: BatterySpec, f: SlotFrame) -> float:
+    if b.end_soc_pct is not None:
+        return 0.0  # a pinned end SoC replaces the value of what is left
     if b.terminal_value_per_kwh is not None:
         return b.terminal_value_per_kwh
     return max(0.0, float(np.median(f.import_price))) * b.discharge_efficiency
@@ -359,6 +363,50 @@ def add_battery(
             [(bl, dis[burn], 1.0), (bl, z, b.max_discharge_w)],
         )
     return ch, dis, soc
+
+
+def soc_target_slots(p: Problem, t: SocTarget) -> IntArray:
+    """The slots whose end-of-slot SoC a target bounds: the last slot ending by `at`, or
+    with `until` every slot ending in [at, until]. Empty when that is before slot 0 ends."""
+    step_s = p.step_s
+    if t.until is None:
+        k = math.floor((t.at - p.start).total_seconds() / step_s + 1e-9) - 1
+        return np.arange(k, k + 1, dtype=np.int32) if 0 <= k < p.n_slots else np.zeros(0, np.int32)
+    first = math.ceil((t.at - p.start).total_seconds() / step_s - 1e-9) - 1
+    last = math.floor((t.until - p.start).total_seconds() / step_s + 1e-9) - 1
+    first, last = max(first, 0), min(last, p.n_slots - 1)
+    return np.arange(first, max(first, last + 1), dtype=np.int32)
+
+
+def add_soc_targets(
+    m: ModelArrays, f: SlotFrame, p: Problem, b: BatterySpec, soc: IntArray
+) -> list[tuple[int, IntArray, IntArray]]:
+    """Soft SoC bounds: soc[k] + short_k >= target per bounded slot, each Wh short priced
+    at the target's penalty; the end pin soc[n−1] = end ± short, both ways priced. Soft, so
+    an unreachable target (above max_soc, too little time or power) still gives a plan."""
+    out: list[tuple[int, IntArray, IntArray]] = []
+    for j, t in enumerate(b.soc_targets):
+        slots = soc_target_slots(p, t)
+        if not slots.size:
+            continue
+        short = m.cols(slots.size, 0.0, np.inf, t.penalty_per_kwh / 1000.0)
+        loc = np.arange(slots.size)
+        target_wh = t.soc_pct / 100.0 * b.capacity_wh
+        m.rows(target_wh, np.inf, slots.size, [(loc, soc[slots], 1.0), (loc, short, 1.0)])
+        out.append((j, slots, short))
+    if b.end_soc_pct is not None:
+        end = np.array([f.n - 1], dtype=np.int32)
+        dev = m.cols(2, 0.0, np.inf, b.end_soc_penalty_per_kwh / 1000.0)  # below, above
+        zero = np.zeros(1, np.int32)
+        end_wh = b.end_soc_pct / 100.0 * b.capacity_wh
+        m.rows(
+            end_wh,
+            end_wh,
+            1,
+            [(zero, soc[end], 1.0), (zero, dev[:1], 1.0), (zero, dev[1:], -1.0)],
+        )
+        out.append((-1, np.concatenate([end, end]), dev))
+    return out
 
 
 def ev_target_wh(e: EvSession) -> float:
@@ -587,6 +635,7 @@ def build(p: Problem) -> tuple[ModelArrays, Columns, SlotFrame]:
     cols.floor_slots, cols.floor_short = add_import_floor(m, f, imp, exp)
     for b in p.batteries:
         cols.battery[b.id] = add_battery(m, f, b)
+        cols.soc_short[b.id] = add_soc_targets(m, f, p, b, cols.battery[b.id][2])
     for e in p.evs:
         slots, pw, short = add_ev(m, f, p, e)
         cols.ev.append((e.id, slots, pw, short))
