@@ -160,12 +160,13 @@ class DeferrableLoadConfig(Strict):
 
 
 class SocTargetConfig(Strict):
-    """A battery SoC wish beside the terminal value, one of three kinds:
-    `soc_pct` + `by` (at least this SoC at the next local `by`), `min_soc_pct` + `start` +
-    `end` (at least this SoC all through the local window: the current one if open, else
-    the next), or `end_soc_pct` (this SoC at the end of the horizon, pinned: the terminal
-    value is then not counted). Soft: when the battery cannot get there the plan still
-    comes, with a note naming the target and what it reaches."""
+    """A soft battery SoC target (one kind per entry), beside the terminal value.
+
+    `soc_pct` + `by`: at least this SoC at the next local `by`; `min_soc_pct` + `start` +
+    `end`: at least this SoC all through the local window (the current one if open, else
+    the next); `end_soc_pct`: this SoC at the end of the horizon, pinned (the terminal value
+    is then not counted). Soft: when the battery cannot get there the plan still comes,
+    with a note naming the target and what it reaches."""
 
     device_id: DeviceId = Field(description="a battery the planner plans (devices[].battery)")
     soc_pct: float | None = Field(default=None, ge=0, le=100, description="[%] by `by`")

@@ -21,7 +21,7 @@ import numpy as np
 
 from hems.errors import SolverTimeout
 from hems.planning.optimiser.heuristic import rounded_bounds
-from hems.planning.optimiser.model import SEMI_CONTINUOUS, ModelArrays
+from hems.planning.optimiser.model import INTEGER, SEMI_CONTINUOUS, ModelArrays
 
 _ABS_GAP = 1e-6  # HiGHS' default mip_abs_gap [currency]
 _ROWWISE = 2  # HighsMatrixFormat: kColwise = 1, kRowwise = 2
@@ -29,6 +29,11 @@ _MINIMIZE = 1
 # Without the heuristic's relaxation to fall back on, the LP still gets this long past the
 # time limit (a plan from the LP beats no plan).
 _LP_GRACE_S = 0.5
+_SUB_MIP_HEURISTICS = (
+    "mip_heuristic_run_rins",
+    "mip_heuristic_run_rens",
+    "mip_heuristic_run_root_reduced_cost",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,6 +170,47 @@ def _lp_and_round(
     return _Start(best[1], best[0], bound, x)
 
 
+def _neighbourhood(
+    m: ModelArrays, start: _Start, time_limit_s: float, mip_rel_gap: float, t0: float
+) -> _Start:
+    """A better first incumbent: the MIP over only the binaries the LP left fractional, the
+    others fixed at their LP values (a RINS-like neighbourhood; its optimum is feasible for
+    the whole MIP). Measured on flat export (8 instances, 192 slots): 20–66 fractional
+    binaries, the plan within 0.09 % of the exact optimum where the rounded one was 0.4–22 %
+    off, 0.3–2.5 s CPU. HiGHS' own sub-MIP heuristics are off inside (they cost more than
+    the whole neighbourhood). At most a third of the time left."""
+    lb, ub, _cost, integer = m.column_arrays()
+    x = start.lp_x
+    is_int = integer == INTEGER
+    fixed = is_int & (np.abs(x - np.round(x)) <= 1e-6)
+    if not (is_int & ~fixed).any():
+        return start
+    lb2, ub2 = lb.copy(), ub.copy()
+    lb2[fixed] = ub2[fixed] = np.round(x[fixed])
+    left = time_limit_s - (time.perf_counter() - t0)
+    h = _highs(max(left / 3.0, 0.0), mip_rel_gap)
+    for option in _SUB_MIP_HEURISTICS:
+        h.setOptionValue(option, False)
+    _pass(h, m, relax=False)
+    h.changeColsBounds(m.n_cols, np.arange(m.n_cols, dtype=np.int32), lb2, ub2)
+    if start.x is not None and np.all(start.x[fixed] == lb2[fixed]):
+        _set_start(h, start.x)
+    h.run()
+    if h.getInfo().primal_solution_status != 2:  # no feasible solution in the neighbourhood
+        return start
+    value = float(h.getInfo().objective_function_value)
+    if start.x is not None and value >= start.objective:
+        return start
+    return _Start(np.asarray(h.getSolution().col_value, dtype=float), value, start.bound, x)
+
+
+def _set_start(h: highspy.Highs, x: np.ndarray) -> None:
+    sol = highspy.HighsSolution()
+    sol.col_value = x.tolist()
+    sol.value_valid = True
+    h.setSolution(sol)
+
+
 def solve_arrays(
     m: ModelArrays,
     time_limit_s: float,
@@ -182,13 +228,12 @@ def solve_arrays(
         if isinstance(quick, RawSolution):
             return quick
         start = quick
+    if start is not None:
+        start = _neighbourhood(m, start, time_limit_s, mip_rel_gap, t0)
     h = _highs(max(time_limit_s - (time.perf_counter() - t0), 0.0), mip_rel_gap)
     _pass(h, m, relax=False)
     if start is not None and start.x is not None:
-        sol = highspy.HighsSolution()
-        sol.col_value = start.x.tolist()
-        sol.value_valid = True
-        h.setSolution(sol)
+        _set_start(h, start.x)
     h.run()
     status = h.getModelStatus()
     info = h.getInfo()
