@@ -151,10 +151,14 @@ def _lp_and_round(
     if hint is not None:
         tries.insert(0, (np.where(np.isnan(hint), x, hint), None))
     for values, use_dual in tries:
+        left = time_limit_s - (time.perf_counter() - t0)
+        if left <= 0:
+            break  # the time limit is hard: what was found so far stands
         bounds = rounded_bounds(m, values, lb, ub, integer, use_dual)
         if bounds is None:
             continue
         h.changeColsBounds(m.n_cols, idx, bounds[0], bounds[1])
+        h.setOptionValue("time_limit", left)
         h.run()  # hot start from the previous basis
         if h.getModelStatus() != ms.kOptimal:
             continue
