@@ -13,6 +13,7 @@ import math
 import random
 from datetime import UTC, datetime, timedelta
 
+from hems.core.plan import Plan
 from hems.planning.problem import BatterySpec, DeferrableLoad, EvSession, Problem
 
 START = datetime(2026, 6, 1, tzinfo=UTC)
@@ -144,3 +145,33 @@ FAMILIES: dict[str, dict[str, object]] = {
 def family_instance(seed: int, family: str) -> Problem:
     """Instance `seed` of `family` (a key of FAMILIES)."""
     return instance(seed, **FAMILIES[family])  # type: ignore[arg-type]
+
+
+def after_one_slot(p: Problem, plan: Plan) -> Problem:
+    """The next replan's problem: one slot later, the battery where the plan left it after
+    slot 0, the EV owed what slot 0 did not deliver, the prices and forecasts shifted (the
+    last slot repeated)."""
+    first = plan.slots[0]
+    dt_h = p.step_min / 60
+
+    def shift(values: list[float]) -> list[float]:
+        return values[1:] + values[-1:]
+
+    bats = [b.model_copy(update={"initial_soc_pct": first.soc_pct[b.id]}) for b in p.batteries]
+    evs = [
+        e.model_copy(
+            update={"energy_wh": max(0.0, e.energy_wh - first.targets_w.get(e.id, 0.0) * dt_h)}
+        )
+        for e in p.evs
+    ]
+    return p.model_copy(
+        update={
+            "start": p.start + timedelta(minutes=p.step_min),
+            "import_price_per_kwh": shift(p.import_price_per_kwh),
+            "export_price_per_kwh": shift(p.export_price_per_kwh),
+            "pv_w": shift(p.series("pv_w")),
+            "load_w": shift(p.series("load_w")),
+            "batteries": bats,
+            "evs": evs,
+        }
+    )

@@ -347,6 +347,20 @@ def _cross_checks(config: Config) -> list[tuple[Loc, str]]:
                 )
             )
     problems += _profile_validity_problems(config)
+    planned = {
+        d.id
+        for d in config.devices
+        if getattr(d, "battery", None) is not None and d.battery.capacity_wh is not None  # type: ignore[attr-defined]
+    }
+    for i, t in enumerate(config.planner.soc_targets):
+        if t.device_id not in planned:
+            problems.append(
+                (
+                    ("planner", "soc_targets", i, "device_id"),
+                    f"{t.device_id!r} is not a planned battery "
+                    "(a devices[] entry with battery: {capacity_wh: …})",
+                )
+            )
     identities: dict[str, int] = {}
     for i, d in enumerate(config.devices):
         if isinstance(d, ChargerConfig):

@@ -18,8 +18,20 @@ from typing import TYPE_CHECKING, Literal
 from zoneinfo import ZoneInfo
 
 from hems.core.localtime import next_local
-from hems.planning.config import BatteryPlanConfig, DeferrableLoadConfig, EvPlanConfig
-from hems.planning.problem import BatterySpec, DeferrableLoad, EvSession, FlexConstraint, Problem
+from hems.planning.config import (
+    BatteryPlanConfig,
+    DeferrableLoadConfig,
+    EvPlanConfig,
+    SocTargetConfig,
+)
+from hems.planning.problem import (
+    BatterySpec,
+    DeferrableLoad,
+    EvSession,
+    FlexConstraint,
+    Problem,
+    SocTarget,
+)
 
 if TYPE_CHECKING:
     from hems.core.site import LimitsConfig
@@ -82,6 +94,7 @@ class ProblemInputs:
     envelope: Envelope | None = None
     events: tuple[FlexConstraint, ...] = ()  # the accepted events, as the service keeps them
     battery_to_ev: bool = True
+    soc_targets: tuple[SocTargetConfig, ...] = ()  # planner.soc_targets
 
 
 def build_problem(inp: ProblemInputs) -> tuple[Problem, list[str]]:
@@ -89,7 +102,7 @@ def build_problem(inp: ProblemInputs) -> tuple[Problem, list[str]]:
     inputs' own flags, then what was left out or shortened here)."""
     notes = list(inp.input_notes)
     end = inp.start + timedelta(minutes=inp.step_min * inp.n_slots)
-    batteries, battery_notes = battery_specs(inp)
+    batteries, battery_notes = battery_specs(inp, end)
     evs = ev_sessions(inp, end)
     loads, load_notes = deferrable_loads(inp, end)
     pv_w, load_w, clip_notes = base_series(inp)
@@ -115,9 +128,12 @@ def build_problem(inp: ProblemInputs) -> tuple[Problem, list[str]]:
     return problem, notes + battery_notes + load_notes + clip_notes
 
 
-def battery_specs(inp: ProblemInputs) -> tuple[list[BatterySpec], list[str]]:
+def battery_specs(
+    inp: ProblemInputs, end: datetime | None = None
+) -> tuple[list[BatterySpec], list[str]]:
     """The batteries with a fresh SoC; one without is left out of the plan and noted (a plan
-    from a guessed SoC could empty or overfill it)."""
+    from a guessed SoC could empty or overfill it). Each with its SoC targets inside the
+    horizon (ending at `end`)."""
     specs: list[BatterySpec] = []
     notes: list[str] = []
     for i, b in enumerate(inp.batteries):
@@ -139,9 +155,51 @@ def battery_specs(inp: ProblemInputs) -> tuple[list[BatterySpec], list[str]]:
                 reserve_pct=inp.limits.battery_reserve_pct,
                 degradation_cost_per_kwh=b.degradation_cost_per_kwh,
                 terminal_value_per_kwh=b.terminal_value_per_kwh,
+                **soc_targets_of(inp, b.device_id, end),
             )
         )
     return specs, notes
+
+
+def soc_targets_of(inp: ProblemInputs, device_id: str, end: datetime | None) -> dict[str, object]:
+    """The `BatterySpec` fields for `planner.soc_targets` of this battery: a target by a
+    time at its next local occurrence, a window the current one if open (else the next),
+    clipped to the horizon; those wholly beyond it are left to a later plan."""
+    targets: list[SocTarget] = []
+    fields: dict[str, object] = {}
+    for i, t in enumerate(inp.soc_targets):
+        if t.device_id != device_id:
+            continue
+        name = f"planner.soc_targets[{i}]"
+        if t.end_soc_pct is not None:
+            fields["end_soc_pct"] = t.end_soc_pct
+            fields["end_soc_penalty_per_kwh"] = t.penalty_per_kwh
+        elif t.by is not None and t.soc_pct is not None:
+            at = next_local(inp.now, t.by, inp.zone).astimezone(UTC)
+            if end is None or at <= end:
+                targets.append(
+                    SocTarget(
+                        at=at, soc_pct=t.soc_pct, penalty_per_kwh=t.penalty_per_kwh, name=name
+                    )
+                )
+        elif t.start is not None and t.end is not None and t.min_soc_pct is not None:
+            w_start, w_end = local_window(t.start, t.end, inp.now, inp.zone)
+            w_start = max(w_start, inp.start)
+            if end is not None:
+                w_end = min(w_end, end)
+            if w_end > w_start:
+                targets.append(
+                    SocTarget(
+                        at=w_start,
+                        until=w_end,
+                        soc_pct=t.min_soc_pct,
+                        penalty_per_kwh=t.penalty_per_kwh,
+                        name=name,
+                    )
+                )
+    if targets:
+        fields["soc_targets"] = targets
+    return fields
 
 
 def ev_sessions(inp: ProblemInputs, end: datetime) -> list[EvSession]:
@@ -262,9 +320,17 @@ def load_window(
     cfg: DeferrableLoadConfig, now: datetime, zone: ZoneInfo
 ) -> tuple[datetime, datetime]:
     """The current window if open, else the next one: (start, end) aware UTC."""
+    return local_window(cfg.window_start, cfg.window_end, now, zone)
+
+
+def local_window(
+    start_hhmm: str, end_hhmm: str, now: datetime, zone: ZoneInfo
+) -> tuple[datetime, datetime]:
+    """The local daily window start..end (equal = all day) open now, else the next one:
+    (start, end) aware UTC."""
     # In UTC, so that "a day earlier" below is 24 real hours, also across clock changes.
-    end = next_local(now, cfg.window_end, zone).astimezone(UTC)
-    start = next_local(end - timedelta(days=1), cfg.window_start, zone).astimezone(UTC)
+    end = next_local(now, end_hhmm, zone).astimezone(UTC)
+    start = next_local(end - timedelta(days=1), start_hhmm, zone).astimezone(UTC)
     if start >= end:
         start -= timedelta(days=1)
     return start, end

@@ -150,6 +150,52 @@ class DeferrableLoadConfig(Strict):
     min_on_min: float = Field(default=0.0, ge=0, le=24 * 60)
 
 
+class SocTargetConfig(Strict):
+    """A soft battery SoC target (one kind per entry), beside the terminal value.
+
+    `soc_pct` + `by`: at least this SoC at the next local `by`; `min_soc_pct` + `start` +
+    `end`: at least this SoC all through the local window (the current one if open, else
+    the next); `end_soc_pct`: this SoC at the end of the horizon, pinned (the terminal value
+    is then not counted). Soft: when the battery cannot get there the plan still comes,
+    with a note naming the target and what it reaches."""
+
+    device_id: DeviceId = Field(description="a battery the planner plans (devices[].battery)")
+    soc_pct: float | None = Field(default=None, ge=0, le=100, description="[%] by `by`")
+    by: HhMm | None = Field(default=None, description="local HH:MM, with soc_pct")
+    min_soc_pct: float | None = Field(
+        default=None, ge=0, le=100, description="[%] all through start..end"
+    )
+    start: HhMm | None = Field(default=None, description="local HH:MM, with min_soc_pct")
+    end: HhMm | None = Field(
+        default=None, description="local HH:MM, with min_soc_pct; equal to start = all day"
+    )
+    end_soc_pct: float | None = Field(
+        default=None, ge=0, le=100, description="[%] pinned at the end of the horizon"
+    )
+    penalty_per_kwh: float = Field(
+        default=10.0, gt=0, le=1000, description="cost of each kWh missing [currency/kWh]"
+    )
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> SocTargetConfig:
+        kinds = [
+            self.soc_pct is not None or self.by is not None,
+            self.min_soc_pct is not None or self.start is not None or self.end is not None,
+            self.end_soc_pct is not None,
+        ]
+        if sum(kinds) != 1:
+            raise ValueError(
+                "give exactly one of: soc_pct + by, min_soc_pct + start + end, end_soc_pct"
+            )
+        if kinds[0] and (self.soc_pct is None or self.by is None):
+            raise ValueError(f"{'by' if self.by is None else 'soc_pct'}: needed with the other")
+        if kinds[1]:
+            for name in ("min_soc_pct", "start", "end"):
+                if getattr(self, name) is None:
+                    raise ValueError(f"{name}: needed with min_soc_pct, start and end")
+        return self
+
+
 class ReplanConfig(Strict):
     on_slot_boundary: bool = True
     forecast_error_fraction: float = Field(
@@ -178,6 +224,10 @@ class PlannerConfig(Strict):
     retention_days: float = Field(
         default=14.0, gt=0, le=400, description="keep stored plans and forecasts this long"
     )
+    soc_targets: list[SocTargetConfig] = Field(
+        default_factory=list,
+        description="battery SoC targets by a time, minimum SoC per window, pinned end SoC",
+    )
 
     @model_validator(mode="after")
     def _accuracy_kept(self) -> PlannerConfig:
@@ -205,6 +255,13 @@ class PlannerConfig(Strict):
         dup = sorted({i for i in ids if ids.count(i) > 1})
         if dup:
             raise ValueError(f"device id {dup[0]!r} is planned twice")
+        planned = {b.device_id for b in batteries}
+        for i, t in enumerate(self.soc_targets):
+            if t.device_id not in planned:
+                raise ValueError(
+                    f"soc_targets[{i}].device_id: {t.device_id!r} is not a planned battery "
+                    "(a devices[] entry with battery: {capacity_wh: …})"
+                )
         copy = self.model_copy()
         copy._batteries, copy._evs, copy._loads = tuple(batteries), tuple(evs), tuple(loads)
         return copy

@@ -54,4 +54,5 @@ def add_floor(problem: Problem, start: datetime, end: datetime, floor_w: float) 
         import_floor_w=floor_w,
         import_floor_penalty_per_kwh=None,
     )
-    return problem.model_copy(update={"events": [*problem.events, event], "version": 2})
+    version = max(problem.version, 2)  # the floor needs v2; a v3 problem stays v3
+    return problem.model_copy(update={"events": [*problem.events, event], "version": version})

@@ -23,12 +23,33 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 # 1: the first format. 2: FlexConstraint.import_floor_w (turn-up events) and its penalty.
-# Version 1 documents still load unchanged (every addition of v2 is optional).
-PROBLEM_VERSION = 2
+# 3: BatterySpec.soc_targets and end_soc_pct. Older documents still load unchanged (every
+# addition is optional).
+PROBLEM_VERSION = 3
 
 
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SocTarget(_Model):
+    """A soft lower bound on a battery's SoC: at `at` (the end of the last slot ending by
+    then), or, with `until`, at the end of every slot ending in [at, until]. Each kWh
+    missing costs `penalty_per_kwh`; the plan's notes name the target it misses (v3)."""
+
+    at: datetime = Field(description="aware")
+    until: datetime | None = Field(default=None, description="aware; None = at `at` only")
+    soc_pct: float = Field(ge=0, le=100)
+    penalty_per_kwh: float = Field(default=10.0, ge=0, description="[currency/kWh] missing")
+    name: str = Field(default="", description="where it comes from, shown in notes")
+
+    @model_validator(mode="after")
+    def _order(self) -> SocTarget:
+        if self.at.tzinfo is None or (self.until is not None and self.until.tzinfo is None):
+            raise ValueError("at: must be timezone-aware")
+        if self.until is not None and self.until < self.at:
+            raise ValueError("until: must not be before at")
+        return self
 
 
 class BatterySpec(_Model):
@@ -52,6 +73,17 @@ class BatterySpec(_Model):
         description="value of energy left at the end [currency/kWh]; "
         "None = median import price × discharge efficiency",
     )
+    soc_targets: list[SocTarget] = Field(
+        default_factory=list, description="soft SoC lower bounds by a time / per window (v3)"
+    )
+    end_soc_pct: float | None = Field(
+        default=None,
+        ge=0,
+        le=100,
+        description="SoC pinned at the end of the horizon, soft both ways; the terminal "
+        "value is then not counted (v3)",
+    )
+    end_soc_penalty_per_kwh: float = Field(default=10.0, ge=0, description="[currency/kWh]")
 
     @model_validator(mode="after")
     def _soc_order(self) -> BatterySpec:
@@ -135,7 +167,7 @@ class FlexConstraint(_Model):
 class Problem(_Model):
     """One planning problem over `n_slots` slots of `step_min` minutes from `start`."""
 
-    version: Literal[1, 2] = PROBLEM_VERSION
+    version: Literal[1, 2, 3] = PROBLEM_VERSION
     start: datetime = Field(description="aware, start of slot 0, on a settlement boundary")
     step_min: Literal[15, 30] = 30
     import_price_per_kwh: list[float] = Field(min_length=1)
@@ -190,6 +222,10 @@ class Problem(_Model):
             for i, ev in enumerate(self.events):
                 if ev.import_floor_w is not None:
                     raise ValueError(f"events[{i}].import_floor_w: needs problem version 2")
+        if self.version < 3:
+            for i, b in enumerate(self.batteries):
+                if b.soc_targets or b.end_soc_pct is not None:
+                    raise ValueError(f"batteries[{i}].soc_targets: needs problem version 3")
         if self.start.minute % self.step_min or self.start.second or self.start.microsecond:
             raise ValueError(
                 f"start: {self.start.isoformat()} is not on a {self.step_min}-min boundary"

@@ -54,6 +54,17 @@ log = structlog.get_logger(__name__)
 PlanListener = Callable[[Plan], None]
 
 
+def metered_run_min(
+    before_wh: float | None, after_wh: float | None, power_w: float, step_min: int
+) -> float | None:
+    """Run time [min] of a load over one slot from its energy register at both ends, at its
+    rated power, at most the slot; None when a register is unknown or went backwards (a
+    meter reset: the slot cannot be measured)."""
+    if before_wh is None or after_wh is None or after_wh < before_wh:
+        return None
+    return min(float(step_min), (after_wh - before_wh) / power_w * 60.0)
+
+
 def slot_floor(t: datetime, step_min: int) -> datetime:
     """Start of the settlement period holding `t` (UTC; 15/30 min divide the hour)."""
     return t.replace(minute=t.minute - t.minute % step_min, second=0, microsecond=0)
@@ -110,6 +121,8 @@ class PlannerService:
         self._envelope: Envelope | None = None
         self._evs: dict[str, _EvRequest] = {}
         self._load_done_min: dict[tuple[str, datetime], float] = {}
+        # Each deferrable load's energy register at the last slot boundary [Wh] (None: unknown).
+        self._load_energy_wh: dict[str, float | None] = {}
         self._last_plan_mono: float | None = None
         self._next_tariff_at: datetime | None = FAR_PAST  # None: the tariff fetches nothing
         self._tariff_version = -1
@@ -233,7 +246,19 @@ class PlannerService:
             self._account_load_runs(self._slot)
             if self.cfg.replan.on_slot_boundary:
                 self.request_replan("slot boundary")
+        elif self._slot is None:
+            self._read_load_registers()
         self._slot = slot
+
+    def _read_load_registers(self) -> dict[str, float | None]:
+        """Each load's energy register now (fresh, else None); kept for the next boundary.
+        Returns the previous values."""
+        before = dict(self._load_energy_wh)
+        for d in self.cfg.loads:
+            self._load_energy_wh[d.device_id] = self.state.fresh_value(
+                d.device_id, Quantity.ENERGY_IMPORT_WH
+            )
+        return before
 
     def _debounced(self) -> bool:
         if self._last_plan_mono is None:
@@ -304,17 +329,25 @@ class PlannerService:
                 return
 
     def _account_load_runs(self, finished_slot: datetime) -> None:
-        """Count the run time the plan gave each deferrable load in the slot just ended."""
-        if self._plan is None:
-            return
-        slot = self._plan.slot_at(finished_slot)
-        if slot is None:
-            return
+        """Count the run time each deferrable load had in the slot just ended: from its
+        metered energy (what it really ran: a dishwasher that stopped early, a load the
+        owner switched by hand), else, without a fresh register at both ends of the slot,
+        what the plan gave it."""
+        before = self._read_load_registers()
+        slot = self._plan.slot_at(finished_slot) if self._plan is not None else None
         for d in self.cfg.loads:
-            if slot.switches.get(d.device_id):
-                start, _end = load_window(d, finished_slot, self.zone)
-                key = (d.device_id, start)
-                self._load_done_min[key] = self._load_done_min.get(key, 0.0) + self.cfg.step_min
+            minutes = metered_run_min(
+                before.get(d.device_id), self._load_energy_wh.get(d.device_id), d.power_w,
+                self.cfg.step_min,
+            )  # fmt: skip
+            if minutes is None:
+                planned = slot is not None and slot.switches.get(d.device_id, False)
+                minutes = float(self.cfg.step_min) if planned else 0.0
+            if minutes <= 0:
+                continue
+            start, _end = load_window(d, finished_slot, self.zone)
+            key = (d.device_id, start)
+            self._load_done_min[key] = self._load_done_min.get(key, 0.0) + minutes
 
     # -- one plan ------------------------------------------------------------------------
     async def plan_once(self, reason: str) -> Plan | None:
@@ -338,6 +371,7 @@ class PlannerService:
                     time_limit_s=self.cfg.time_limit_s,
                     mip_rel_gap=self.cfg.mip_rel_gap,
                     created_at=now,
+                    warm_start=self._plan,  # the last plan's choices, tried first
                 )
                 break
             except Infeasible as exc:
@@ -430,6 +464,7 @@ class PlannerService:
             envelope=self._envelope,
             events=tuple(events),
             battery_to_ev=self.battery_to_ev,
+            soc_targets=tuple(cfg.soc_targets),
         )
         return _build_problem(inputs)
 

@@ -10,7 +10,13 @@ import pytest
 
 from hems.errors import Infeasible
 from hems.planning.optimiser import optimise
-from hems.planning.problem import BatterySpec, FlexConstraint, Problem, problem_json_schema
+from hems.planning.problem import (
+    PROBLEM_VERSION,
+    BatterySpec,
+    FlexConstraint,
+    Problem,
+    problem_json_schema,
+)
 from hems.store.db import Database
 
 T0 = datetime(2026, 5, 10, 12, 0, tzinfo=UTC)
@@ -112,7 +118,7 @@ def test_negative_floor_means_export_at_most() -> None:
 
 def test_problem_version_2_and_schema() -> None:
     p = problem(2500.0)
-    assert p.version == 2
+    assert p.version == PROBLEM_VERSION >= 2
     again = Problem.model_validate_json(p.model_dump_json())
     assert again == p
     # A version-1 document still loads, but cannot carry a turn-up floor.
@@ -125,7 +131,7 @@ def test_problem_version_2_and_schema() -> None:
     with pytest.raises(ValueError, match=r"events\[0\].import_floor_w: needs problem version 2"):
         Problem.model_validate(v1)
     schema = problem_json_schema()
-    assert schema["$id"].endswith("problem-v2.json")
+    assert schema["$id"].endswith(f"problem-v{PROBLEM_VERSION}.json")
     flex = schema["$defs"]["FlexConstraint"]["properties"]
     assert "import_floor_w" in flex and "import_floor_penalty_per_kwh" in flex
     with pytest.raises(ValueError, match="import_floor_w"):

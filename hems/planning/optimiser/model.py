@@ -16,7 +16,7 @@ from typing import Literal
 
 import numpy as np
 
-from hems.planning.problem import BatterySpec, DeferrableLoad, EvSession, Problem
+from hems.planning.problem import BatterySpec, DeferrableLoad, EvSession, Problem, SocTarget
 
 FloatArray = np.ndarray
 IntArray = np.ndarray
@@ -147,6 +147,8 @@ class Columns:
     # turn-up events: slots with a soft net-import floor and their shortfall columns [W]
     floor_slots: IntArray = field(default_factory=lambda: np.zeros(0, np.int32))
     floor_short: IntArray = field(default_factory=lambda: np.zeros(0, np.int32))
+    # battery id → [(target index or -1 for the end pin, slots, shortfall columns [Wh])]
+    soc_short: dict[str, list[tuple[int, IntArray, IntArray]]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,7 +166,13 @@ class SlotFrame:
     import_floor_penalty: FloatArray  # [currency/kWh] below the floor; inf = hard
     pv_w: FloatArray
     load_w: FloatArray
-    big_m_w: float
+    # Physical reach per slot: the most the site can consume (base load, every charger and
+    # load that can run then, batteries charging) and generate (PV, batteries discharging).
+    use_max_w: FloatArray
+    gen_max_w: FloatArray
+    charge_max_w: float  # all batteries together
+    discharge_max_w: float
+    ev_max_w: dict[str, float]
 
 
 def slot_frame(p: Problem) -> SlotFrame:
@@ -187,9 +195,12 @@ def slot_frame(p: Problem) -> SlotFrame:
             up_penalty[idx] = np.maximum(up_penalty[idx], np.inf if pen is None else pen)
     pv = np.array(p.series("pv_w"), dtype=float)
     load = np.array(p.series("load_w"), dtype=float)
-    devices_w = sum(b.max_charge_w + b.max_discharge_w for b in p.batteries)
-    devices_w += sum(e.max_power_w for e in p.evs) + sum(d.power_w for d in p.loads)
-    big_m = float(np.max(pv + load, initial=0.0)) + devices_w + 1.0
+    use_max = load + sum(b.max_charge_w for b in p.batteries)
+    for e in p.evs:
+        use_max[slots_between(p, e.arrival, e.departure)] += e.max_power_w
+    for d in p.loads:
+        use_max[slots_between(p, d.window_start, d.window_end)] += d.power_w
+    gen_max = pv + sum(b.max_discharge_w for b in p.batteries)
     return SlotFrame(
         dt_h=p.step_min / 60.0,
         n=n,
@@ -202,7 +213,11 @@ def slot_frame(p: Problem) -> SlotFrame:
         import_floor_penalty=up_penalty,
         pv_w=pv,
         load_w=load,
-        big_m_w=big_m,
+        use_max_w=use_max,
+        gen_max_w=gen_max,
+        charge_max_w=float(sum(b.max_charge_w for b in p.batteries)),
+        discharge_max_w=float(sum(b.max_discharge_w for b in p.batteries)),
+        ev_max_w={e.id: e.max_power_w for e in p.evs},
     )
 
 
@@ -218,22 +233,24 @@ def slots_between(p: Problem, start: datetime, end: datetime) -> IntArray:
 # -- one builder per device ------------------------------------------------------------------
 
 
+def grid_bounds_w(f: SlotFrame) -> tuple[FloatArray, FloatArray]:
+    """The tightest import and export bounds per slot: the caps, and what the site can
+    physically take or give. Import above the most it can consume, or export above what it
+    can generate beyond its base load, happens only together with the other direction, which
+    netting removes at no loss where export pays less than import, and the exclusivity
+    binaries forbid elsewhere."""
+    imp_ub = np.minimum(f.import_cap_w, f.use_max_w)
+    exp_ub = np.minimum(f.export_cap_w, np.maximum(f.gen_max_w - f.load_w, 0.0))
+    return imp_ub, exp_ub
+
+
 def add_grid(m: ModelArrays, f: SlotFrame) -> tuple[IntArray, IntArray]:
-    """Import and export columns; a binary forbids both at once where that would pay."""
+    """Import and export columns (the exclusivity binaries come with `add_grid_exclusivity`,
+    once the devices' columns exist)."""
     k = f.dt_h / 1000.0
-    imp = m.cols(f.n, 0.0, f.import_cap_w, f.import_price * k)
-    exp = m.cols(f.n, 0.0, f.export_cap_w, -f.export_price * k)
-    # Simultaneous import and export only pays when export earns more than import costs
-    # (at equal prices it is a wash and the extraction nets it).
-    both = np.flatnonzero(f.export_price > f.import_price)
-    if both.size:
-        z = m.cols(both.size, 0.0, 1.0, 0.0, integer=True)
-        m.rounding.append(Rounding("prefer", z, a=imp[both], b=exp[both]))
-        loc = np.arange(both.size)
-        cap_i = np.minimum(f.import_cap_w[both], f.big_m_w)
-        cap_e = np.minimum(f.export_cap_w[both], f.big_m_w)
-        m.rows(-np.inf, 0.0, both.size, [(loc, imp[both], 1.0), (loc, z, -cap_i)])
-        m.rows(-np.inf, cap_e, both.size, [(loc, exp[both], 1.0), (loc, z, cap_e)])
+    imp_ub, exp_ub = grid_bounds_w(f)
+    imp = m.cols(f.n, 0.0, imp_ub, f.import_price * k)
+    exp = m.cols(f.n, 0.0, exp_ub, -f.export_price * k)
     floor = np.flatnonzero(f.export_floor_w > 0)
     if floor.size:  # accepted flex event: net export at least the floor
         loc = np.arange(floor.size)
@@ -279,6 +296,8 @@ def add_pv(m: ModelArrays, f: SlotFrame, curtail_cost_per_kwh: float) -> IntArra
 
 
 def battery_terminal_value(b: BatterySpec, f: SlotFrame) -> float:
+    if b.end_soc_pct is not None:
+        return 0.0  # a pinned end SoC replaces the value of what is left
     if b.terminal_value_per_kwh is not None:
         return b.terminal_value_per_kwh
     return max(0.0, float(np.median(f.import_price))) * b.discharge_efficiency
@@ -344,6 +363,50 @@ def add_battery(
             [(bl, dis[burn], 1.0), (bl, z, b.max_discharge_w)],
         )
     return ch, dis, soc
+
+
+def soc_target_slots(p: Problem, t: SocTarget) -> IntArray:
+    """The slots whose end-of-slot SoC a target bounds: the last slot ending by `at`, or
+    with `until` every slot ending in [at, until]. Empty when that is before slot 0 ends."""
+    step_s = p.step_s
+    if t.until is None:
+        k = math.floor((t.at - p.start).total_seconds() / step_s + 1e-9) - 1
+        return np.arange(k, k + 1, dtype=np.int32) if 0 <= k < p.n_slots else np.zeros(0, np.int32)
+    first = math.ceil((t.at - p.start).total_seconds() / step_s - 1e-9) - 1
+    last = math.floor((t.until - p.start).total_seconds() / step_s + 1e-9) - 1
+    first, last = max(first, 0), min(last, p.n_slots - 1)
+    return np.arange(first, max(first, last + 1), dtype=np.int32)
+
+
+def add_soc_targets(
+    m: ModelArrays, f: SlotFrame, p: Problem, b: BatterySpec, soc: IntArray
+) -> list[tuple[int, IntArray, IntArray]]:
+    """Soft SoC bounds: soc[k] + short_k >= target per bounded slot, each Wh short priced
+    at the target's penalty; the end pin soc[n−1] = end ± short, both ways priced. Soft, so
+    an unreachable target (above max_soc, too little time or power) still gives a plan."""
+    out: list[tuple[int, IntArray, IntArray]] = []
+    for j, t in enumerate(b.soc_targets):
+        slots = soc_target_slots(p, t)
+        if not slots.size:
+            continue
+        short = m.cols(slots.size, 0.0, np.inf, t.penalty_per_kwh / 1000.0)
+        loc = np.arange(slots.size)
+        target_wh = t.soc_pct / 100.0 * b.capacity_wh
+        m.rows(target_wh, np.inf, slots.size, [(loc, soc[slots], 1.0), (loc, short, 1.0)])
+        out.append((j, slots, short))
+    if b.end_soc_pct is not None:
+        end = np.array([f.n - 1], dtype=np.int32)
+        dev = m.cols(2, 0.0, np.inf, b.end_soc_penalty_per_kwh / 1000.0)  # below, above
+        zero = np.zeros(1, np.int32)
+        end_wh = b.end_soc_pct / 100.0 * b.capacity_wh
+        m.rows(
+            end_wh,
+            end_wh,
+            1,
+            [(zero, soc[end], 1.0), (zero, dev[:1], 1.0), (zero, dev[1:], -1.0)],
+        )
+        out.append((-1, np.concatenate([end, end]), dev))
+    return out
 
 
 def ev_target_wh(e: EvSession) -> float:
@@ -462,6 +525,68 @@ def _one_block(m: ModelArrays, on: IntArray, need: int) -> None:
     m.rows(0.0, 0.0, n, [(k, on, 1.0), (rows_s, cols_s, -1.0)])
 
 
+def add_grid_exclusivity(m: ModelArrays, f: SlotFrame, cols: Columns) -> None:
+    """A binary z per slot forbids importing and exporting at once where that would pay.
+
+    Only where export earns more than import costs (at equal prices it is a wash and the
+    extraction nets it), and only where both directions are physically possible. z = 1:
+    import mode, z = 0: export mode.
+
+    The slot's convex hull of the two modes, not big-M rows alone: every power x in the
+    slot (battery charge and discharge, PV used, EV, deferrable loads) is split into its
+    import-mode part x_I and the rest, x_I <= ub·z and x − x_I <= ub·(1 − z), and the import
+    is what the import-mode parts leave: import = L·z + Σ consumers_I − Σ generators_I (the
+    export-mode balance follows from the slot's own). The big-M rows alone let the LP
+    relaxation import and export the same energy at a fractional z (charging and
+    discharging at once to make room): measured, root bound 12 % below the optimum on flat
+    export.
+    """
+    imp, exp = cols.grid_import, cols.grid_export
+    imp_ub, exp_ub = grid_bounds_w(f)
+    both = np.flatnonzero((f.export_price > f.import_price) & (imp_ub > 0) & (exp_ub > 0))
+    if not both.size:
+        return
+    nb = both.size
+    z = m.cols(nb, 0.0, 1.0, 0.0, integer=True)
+    m.rounding.append(Rounding("prefer", z, a=imp[both], b=exp[both]))
+    loc = np.arange(nb)
+    index = np.full(f.n, -1, dtype=np.int32)
+    index[both] = loc
+    m.rows(-np.inf, 0.0, nb, [(loc, imp[both], 1.0), (loc, z, -imp_ub[both])])
+    m.rows(-np.inf, exp_ub[both], nb, [(loc, exp[both], 1.0), (loc, z, exp_ub[both])])
+    # (slots, columns, their upper bounds, power per unit: + consumes, − generates)
+    flows: list[tuple[IntArray, IntArray, FloatArray, float]] = []
+    allslots = np.arange(f.n, dtype=np.int32)
+    flows.append((allslots, cols.pv_used, f.pv_w, -1.0))
+    for ch, dis, _soc in cols.battery.values():
+        flows.append((allslots, ch, np.full(f.n, np.nan), 1.0))
+        flows.append((allslots, dis, np.full(f.n, np.nan), -1.0))
+    for _id, slots, pw, _short in cols.ev:
+        flows.append((slots, pw, np.full(slots.size, np.nan), 1.0))
+    for _id, slots, on, power_w in cols.loads:
+        flows.append((slots, on, np.ones(slots.size), power_w))
+    _lb, ub_all, _c, _i = m.column_arrays()
+    balance: list[tuple[IntArray, IntArray, float | FloatArray]] = [
+        (loc, imp[both], 1.0),
+        (loc, z, -f.load_w[both]),
+    ]
+    for slots, col, ub, unit in flows:
+        inside = index[slots] >= 0
+        if not inside.any():
+            continue
+        r = index[slots[inside]]
+        c = col[inside]
+        u = np.where(np.isnan(ub[inside]), ub_all[c], ub[inside])
+        k = inside.sum()
+        part = m.cols(k, 0.0, u)
+        kl = np.arange(k)
+        m.rows(-np.inf, 0.0, k, [(kl, part, 1.0), (kl, z[r], -u)])
+        m.rows(-np.inf, u, k, [(kl, c, 1.0), (kl, part, -1.0), (kl, z[r], u)])
+        m.rows(0.0, np.inf, k, [(kl, c, 1.0), (kl, part, -1.0)])
+        balance.append((r, part, -unit))
+    m.rows(0.0, 0.0, nb, balance)
+
+
 def add_balance(m: ModelArrays, f: SlotFrame, cols: Columns) -> IntArray:
     """Per slot: PV + import + discharge = base load + export + charge + EV + loads."""
     loc = np.arange(f.n)
@@ -510,6 +635,7 @@ def build(p: Problem) -> tuple[ModelArrays, Columns, SlotFrame]:
     cols.floor_slots, cols.floor_short = add_import_floor(m, f, imp, exp)
     for b in p.batteries:
         cols.battery[b.id] = add_battery(m, f, b)
+        cols.soc_short[b.id] = add_soc_targets(m, f, p, b, cols.battery[b.id][2])
     for e in p.evs:
         slots, pw, short = add_ev(m, f, p, e)
         cols.ev.append((e.id, slots, pw, short))
@@ -518,6 +644,7 @@ def build(p: Problem) -> tuple[ModelArrays, Columns, SlotFrame]:
         cols.loads.append((d.id, slots, on, d.power_w))
     if not p.battery_to_ev:
         add_battery_not_to_ev(m, f, cols)
+    add_grid_exclusivity(m, f, cols)
     balance = add_balance(m, f, cols)
     # Block roundings may also place a load where the LP's marginal price is lowest.
     m.rounding = [

@@ -21,11 +21,19 @@ import numpy as np
 
 from hems.errors import SolverTimeout
 from hems.planning.optimiser.heuristic import rounded_bounds
-from hems.planning.optimiser.model import SEMI_CONTINUOUS, ModelArrays
+from hems.planning.optimiser.model import INTEGER, SEMI_CONTINUOUS, ModelArrays
 
 _ABS_GAP = 1e-6  # HiGHS' default mip_abs_gap [currency]
 _ROWWISE = 2  # HighsMatrixFormat: kColwise = 1, kRowwise = 2
 _MINIMIZE = 1
+# Without the heuristic's relaxation to fall back on, the LP still gets this long past the
+# time limit (a plan from the LP beats no plan).
+_LP_GRACE_S = 0.5
+_SUB_MIP_HEURISTICS = (
+    "mip_heuristic_run_rins",
+    "mip_heuristic_run_rens",
+    "mip_heuristic_run_root_reduced_cost",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,18 +109,26 @@ def _pass(h: highspy.Highs, m: ModelArrays, relax: bool) -> None:
 
 @dataclass(frozen=True, slots=True)
 class _Start:
-    """A rounded, feasible plan not (yet) proven within the gap: the MIP's first incumbent."""
+    """A rounded, feasible plan not (yet) proven within the gap: the MIP's first incumbent
+    (x None when no rounding was feasible or time ran out), and the LP relaxation, the last
+    resort when branch and bound finds nothing in time."""
 
-    x: np.ndarray
+    x: np.ndarray | None
     objective: float
     bound: float  # the LP relaxation's objective
+    lp_x: np.ndarray
 
 
 def _lp_and_round(
-    m: ModelArrays, time_limit_s: float, mip_rel_gap: float, t0: float
+    m: ModelArrays,
+    time_limit_s: float,
+    mip_rel_gap: float,
+    t0: float,
+    hint: np.ndarray | None = None,
 ) -> RawSolution | _Start | None:
     """heuristic.py: a RawSolution when the rounded plan is provably within the gap (or
-    the relaxation is infeasible), else the rounded plan as a MIP start, or None."""
+    the relaxation is infeasible), else the rounded plan as a MIP start, or None. `hint`
+    (warm.py: the previous plan, NaN where unknown) is rounded first, the LP filling in."""
     h = _highs(time_limit_s, mip_rel_gap)
     _pass(h, m, relax=True)
     h.run()
@@ -121,20 +137,28 @@ def _lp_and_round(
         return RawSolution("infeasible", np.zeros(0), float("nan"), time.perf_counter() - t0, 0)
     if h.getModelStatus() != ms.kOptimal:
         return None
-    if time.perf_counter() - t0 >= time_limit_s:
-        return None  # out of time already: leave it to the MIP's own time-limit handling
     bound = float(h.getInfo().objective_function_value)
     lb, ub, _cost, integer = m.column_arrays()
     solution = h.getSolution()
     x = np.asarray(solution.col_value, dtype=float)
+    if time.perf_counter() - t0 >= time_limit_s:
+        return _Start(None, float("nan"), bound, x)  # out of time: the relaxation stands
     dual = np.asarray(solution.row_dual, dtype=float)
     idx = np.arange(m.n_cols, dtype=np.int32)
     best: tuple[float, np.ndarray] | None = None
-    for use_dual in (None, dual):  # round as the LP did; then by marginal prices
-        bounds = rounded_bounds(m, x, lb, ub, integer, use_dual)
+    # The previous plan's choices (warm start); then round as the LP did; then by prices.
+    tries: list[tuple[np.ndarray, np.ndarray | None]] = [(x, None), (x, dual)]
+    if hint is not None:
+        tries.insert(0, (np.where(np.isnan(hint), x, hint), None))
+    for values, use_dual in tries:
+        left = time_limit_s - (time.perf_counter() - t0)
+        if left <= 0:
+            break  # the time limit is hard: what was found so far stands
+        bounds = rounded_bounds(m, values, lb, ub, integer, use_dual)
         if bounds is None:
             continue
         h.changeColsBounds(m.n_cols, idx, bounds[0], bounds[1])
+        h.setOptionValue("time_limit", left)
         h.run()  # hot start from the previous basis
         if h.getModelStatus() != ms.kOptimal:
             continue
@@ -145,27 +169,75 @@ def _lp_and_round(
         if gap <= max(mip_rel_gap * abs(value), _ABS_GAP):
             rel = max(gap, 0.0) / abs(value) if value else 0.0
             return RawSolution("optimal", best[1], best[0], time.perf_counter() - t0, rel)
-    return None if best is None else _Start(best[1], best[0], bound)
+    if best is None:
+        return _Start(None, float("nan"), bound, x)
+    return _Start(best[1], best[0], bound, x)
+
+
+def _neighbourhood(
+    m: ModelArrays, start: _Start, time_limit_s: float, mip_rel_gap: float, t0: float
+) -> _Start:
+    """A better first incumbent: the MIP over only the binaries the LP left fractional, the
+    others fixed at their LP values (a RINS-like neighbourhood; its optimum is feasible for
+    the whole MIP). Measured on flat export (8 instances, 192 slots): 20–66 fractional
+    binaries, the plan within 0.09 % of the exact optimum where the rounded one was 0.4–22 %
+    off, 0.3–2.5 s CPU. HiGHS' own sub-MIP heuristics are off inside (they cost more than
+    the whole neighbourhood). At most a third of the time left."""
+    lb, ub, _cost, integer = m.column_arrays()
+    x = start.lp_x
+    is_int = integer == INTEGER
+    fixed = is_int & (np.abs(x - np.round(x)) <= 1e-6)
+    if not (is_int & ~fixed).any():
+        return start
+    lb2, ub2 = lb.copy(), ub.copy()
+    lb2[fixed] = ub2[fixed] = np.round(x[fixed])
+    left = time_limit_s - (time.perf_counter() - t0)
+    h = _highs(max(left / 3.0, 0.0), mip_rel_gap)
+    for option in _SUB_MIP_HEURISTICS:
+        h.setOptionValue(option, False)
+    _pass(h, m, relax=False)
+    h.changeColsBounds(m.n_cols, np.arange(m.n_cols, dtype=np.int32), lb2, ub2)
+    if start.x is not None and np.all(start.x[fixed] == lb2[fixed]):
+        _set_start(h, start.x)
+    h.run()
+    if h.getInfo().primal_solution_status != 2:  # no feasible solution in the neighbourhood
+        return start
+    value = float(h.getInfo().objective_function_value)
+    if start.x is not None and value >= start.objective:
+        return start
+    return _Start(np.asarray(h.getSolution().col_value, dtype=float), value, start.bound, x)
+
+
+def _set_start(h: highspy.Highs, x: np.ndarray) -> None:
+    sol = highspy.HighsSolution()
+    sol.col_value = x.tolist()
+    sol.value_valid = True
+    h.setSolution(sol)
 
 
 def solve_arrays(
-    m: ModelArrays, time_limit_s: float, mip_rel_gap: float, *, round_first: bool = True
+    m: ModelArrays,
+    time_limit_s: float,
+    mip_rel_gap: float,
+    *,
+    round_first: bool = True,
+    hint: np.ndarray | None = None,
 ) -> RawSolution:
-    """`round_first=False` skips the LP-and-round heuristic (tests compare both ways)."""
+    """`round_first=False` skips the LP-and-round heuristic (tests compare both ways);
+    `hint` is a warm start (warm.py)."""
     t0 = time.perf_counter()
     start = None
     if round_first and m.n_cols and np.count_nonzero(m.column_arrays()[3]):
-        quick = _lp_and_round(m, time_limit_s, mip_rel_gap, t0)
+        quick = _lp_and_round(m, time_limit_s, mip_rel_gap, t0, hint)
         if isinstance(quick, RawSolution):
             return quick
         start = quick
+    if start is not None:
+        start = _neighbourhood(m, start, time_limit_s, mip_rel_gap, t0)
     h = _highs(max(time_limit_s - (time.perf_counter() - t0), 0.0), mip_rel_gap)
     _pass(h, m, relax=False)
-    if start is not None:
-        sol = highspy.HighsSolution()
-        sol.col_value = start.x.tolist()
-        sol.value_valid = True
-        h.setSolution(sol)
+    if start is not None and start.x is not None:
+        _set_start(h, start.x)
     h.run()
     status = h.getModelStatus()
     info = h.getInfo()
@@ -177,12 +249,17 @@ def solve_arrays(
         return RawSolution("infeasible", np.zeros(0), float("nan"), time.perf_counter() - t0, 0)
     if has_solution:
         return _result(h, "feasible", t0)
-    if start is not None:  # HiGHS gave up (or rejected the start): the rounded plan stands
+    if start is not None and start.x is not None:
+        # HiGHS gave up (or rejected the start): the heuristic's rounded plan stands.
         gap = (start.objective - start.bound) / abs(start.objective) if start.objective else 0.0
         elapsed = time.perf_counter() - t0
         return RawSolution("feasible", start.x, start.objective, elapsed, max(gap, 0.0))
-    # No integer solution in time: the LP relaxation still gives a usable schedule.
-    h2 = _highs(max(time_limit_s, 1.0), mip_rel_gap)
+    # No integer solution in time: the LP relaxation still gives a usable schedule; the
+    # one already solved when there is one (no second solve past the time limit).
+    if start is not None:
+        elapsed = time.perf_counter() - t0
+        return RawSolution("relaxed", start.lp_x, start.bound, elapsed, 0.0)
+    h2 = _highs(max(time_limit_s - (time.perf_counter() - t0), _LP_GRACE_S), mip_rel_gap)
     _pass(h2, m, relax=True)
     h2.run()
     if h2.getModelStatus() == ms.kOptimal:
