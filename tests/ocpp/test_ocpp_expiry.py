@@ -39,6 +39,9 @@ async def test_profile_expires_after_the_central_system_dies(version: str) -> No
     async with charger_sim(cs, version=version, clock=clock) as sim:
         try:
             await wait_for(lambda: charger.booted, what="boot")
+            # The after-boot calls (meter values, SoC measurand) run on their own; one that
+            # ends after our first limit would re-assert it and count as a profile sent.
+            await wait_for(charger.followups_idle, what="post-boot follow-ups done")
             await charger.set_limit(10, 3)
             assert _valid_to(sim) == START + timedelta(seconds=300)
             assert sim.offered_a() == 10.0
@@ -71,6 +74,9 @@ async def test_charger_refusing_valid_to_gets_the_profile_without(version: str) 
             cs, version=version, clock=clock, quirks=SimQuirks(refuses_valid_to=True)
         ) as sim:
             await wait_for(lambda: charger.booted, what="boot")
+            # The after-boot calls (meter values, SoC measurand) run on their own; one that
+            # ends after our first limit would re-assert it and count as a profile sent.
+            await wait_for(charger.followups_idle, what="post-boot follow-ups done")
             await charger.set_limit(10, 3)
             assert _profiles_sent(sim) == 2  # with validTo (Rejected), then without
             assert _valid_to(sim) is None and sim.offered_a() == 10.0
@@ -95,6 +101,9 @@ async def test_refusal_for_another_reason_is_retried_once_only(version: str) -> 
             cs, version=version, clock=clock, quirks=SimQuirks(profile_response="Rejected")
         ) as sim:
             await wait_for(lambda: charger.booted, what="boot")
+            # The after-boot calls (meter values, SoC measurand) run on their own; one that
+            # ends after our first limit would re-assert it and count as a profile sent.
+            await wait_for(charger.followups_idle, what="post-boot follow-ups done")
             with pytest.raises(DeviceRejected):
                 await charger.set_limit(10, 3)
             assert _profiles_sent(sim) == 2
