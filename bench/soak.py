@@ -39,6 +39,7 @@ def table(r: dict) -> str:
         ("kills survived (integrity ok)", f"{r['kills_survived']} of {len(r['kills'])}"),
         ("at most one batch lost per kill", str(all(k["at_most_one_batch_lost"]
                                                     for k in r["kills"]))),
+        ("daemon exits not caused by the soak", str(len(r["unexpected_exits"]))),
         ("final integrity / exit code", f"{r['final_integrity']} / {r['final_exit_code']}"),
         ("asyncio tasks first / max / last", "{first} / {max} / {last}".format(**r["tasks"])),
         ("store buffer max / dropped", f"{r['store_buffer_max']} / {r['store_dropped']}"),

@@ -236,6 +236,8 @@ class Soak:
         self.export = Limit("export_w", EXPORT_LIMIT_W)
         self.reserve = Limit("soc_pct", RESERVE_PCT)
         self._process_no = 0
+        self._expected_exit = False  # set while we kill or stop it ourselves
+        self.unexpected_exits: list[dict[str, Any]] = []
 
     # -- sim time helpers --
     def sim_h(self) -> float:
@@ -305,6 +307,7 @@ class Soak:
         self._process_no += 1
 
     async def stop_daemon(self) -> int | None:
+        self._expected_exit = True
         proc, self.proc = self.proc, None
         if proc is None:
             return None
@@ -340,7 +343,9 @@ class Soak:
         assert proc is not None
         killed_at = self.clock.now()
         before = self.last_probe()
-        proc.send_signal(signal.SIGKILL)
+        self._expected_exit = True
+        with contextlib.suppress(ProcessLookupError):  # it may just have ended by itself
+            proc.send_signal(signal.SIGKILL)
         await proc.wait()
         self.record_writes(proc.pid)
         integrity, newest_ms = await asyncio.to_thread(self._integrity)
@@ -361,6 +366,7 @@ class Soak:
         self.o.log(f"kill -9 at {killed_at.astimezone(LONDON):%a %H:%M}: integrity {integrity}")
         self.restarts += 1
         await self.start_daemon(behind_s=behind_s, step_s=step_s)
+        self._expected_exit = False
 
     def _integrity(self) -> tuple[str, int | None]:
         conn = sqlite3.connect(str(self.db))
@@ -429,7 +435,8 @@ class Soak:
 
     async def act_clock_step(self, _arg: Any) -> None:
         assert self.proc is not None
-        self.proc.send_signal(signal.SIGUSR2)
+        with contextlib.suppress(ProcessLookupError):
+            self.proc.send_signal(signal.SIGUSR2)
 
     async def act_charger_storm(self, n: int) -> None:
         assert self.charger is not None
@@ -511,6 +518,24 @@ class Soak:
                     )
                 )
             await asyncio.sleep(1.0)
+
+    async def watcher(self) -> None:
+        """A daemon that ends by itself is recorded (exit code, time) and started again, as
+        systemd's Restart=always would."""
+        while True:
+            proc = self.proc
+            if proc is None or self._expected_exit:
+                await asyncio.sleep(0.2)
+                continue
+            code = await proc.wait()
+            if self.proc is proc and not self._expected_exit:
+                tail = self.daemon_log.read_text(errors="replace").splitlines()[-3:]
+                self.unexpected_exits.append(
+                    {"sim": self.clock.now().isoformat(), "exit_code": code, "log_tail": tail}
+                )
+                self.o.log(f"daemon exited by itself with {code}; restarting")
+                self.record_writes(proc.pid)
+                await self.start_daemon()
 
     async def run_schedule(self, end: datetime) -> None:
         steps = sorted(
@@ -604,14 +629,16 @@ class Soak:
                         tg.create_task(self.aggregator.run()),
                         tg.create_task(self.charger.run()),
                         tg.create_task(self.sampler()),
+                        tg.create_task(self.watcher()),
                     ]
                     await self.run_schedule(end)
                     await self.wait_reports(timeout_s=60)
+                    # The daemon stops first: its last probe and exit are with its peers up.
+                    self.record_writes(self.proc.pid if self.proc else -1)
+                    final = self.last_probe()
+                    code = await self.stop_daemon()
                     for task in bg:
                         task.cancel()
-                self.record_writes(self.proc.pid if self.proc else -1)
-                final = self.last_probe()
-                code = await self.stop_daemon()
                 integrity, _ = await asyncio.to_thread(self._integrity)
         finally:
             await self.stop_daemon()
@@ -686,6 +713,7 @@ class Soak:
             "invalid_gateway_messages": len(rec.invalid),
             "kills": self.kills,
             "kills_survived": sum(k["integrity"] == "ok" for k in self.kills),
+            "unexpected_exits": self.unexpected_exits,
             "final_exit_code": exit_code,
             "final_integrity": integrity,
             "charger_storm": self.storm,
