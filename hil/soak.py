@@ -236,6 +236,9 @@ class Soak:
         self.export = Limit("export_w", EXPORT_LIMIT_W)
         self.reserve = Limit("soc_pct", RESERVE_PCT)
         self._process_no = 0
+        self._started_real = 0.0
+        self._step_armed = False
+        self.clock_step: dict[str, Any] = {}
         self._expected_exit = False  # set while we kill or stop it ourselves
         self.unexpected_exits: list[dict[str, Any]] = []
 
@@ -299,6 +302,8 @@ class Soak:
         ]  # fmt: skip
         if step_s:
             args += ["--step-on-usr2", str(step_s)]
+        self._started_real = time.time()
+        self._step_armed = bool(step_s)
         out = self.daemon_log.open("ab")
         self.proc = await asyncio.create_subprocess_exec(
             *args, cwd=str(REPO), stdout=out, stderr=out
@@ -434,9 +439,29 @@ class Soak:
         await self.kill(behind_s=behind_s, step_s=behind_s)
 
     async def act_clock_step(self, _arg: Any) -> None:
+        if not self._step_armed:  # not started by kill_behind: SIGUSR2 would end it
+            self.clock_step = {"skipped": "the daemon was not started behind"}
+            return
+        # Only once the daemon runs (its probe has written since it started): before its
+        # handler is installed SIGUSR2 would end it.
+        started = self._started_real
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            p = self.last_probe()
+            if p is not None and p["real_s"] > started:
+                break
+            await asyncio.sleep(0.1)
         assert self.proc is not None
+        before = self.last_probe()
         with contextlib.suppress(ProcessLookupError):
             self.proc.send_signal(signal.SIGUSR2)
+        await asyncio.sleep(2.0)  # real seconds: a few probe lines
+        after = self.last_probe()
+        self.clock_step = {
+            "rig": self.clock.now().isoformat(),
+            "daemon_before": (before or {}).get("sim"),
+            "daemon_after": (after or {}).get("sim"),
+        }
 
     async def act_charger_storm(self, n: int) -> None:
         assert self.charger is not None
@@ -717,6 +742,7 @@ class Soak:
             "final_exit_code": exit_code,
             "final_integrity": integrity,
             "charger_storm": self.storm,
+            "clock_step": self.clock_step,
             "disk_full": self.disk_full,
             "tasks": {
                 "first": tasks[0] if tasks else None,
