@@ -482,7 +482,8 @@ class MosquittoBroker:
         try:
             await asyncio.wait_for(proc.wait(), 5)
         except TimeoutError:
-            proc.kill()
+            with contextlib.suppress(ProcessLookupError):  # it exited meanwhile
+                proc.kill()
             await proc.wait()
 
     async def __aenter__(self) -> MosquittoBroker:

@@ -108,6 +108,7 @@ class Daemon:
                 self.clock,
                 batch_interval_s=cfg.storage.batch_interval_s,
                 raw_retention_h=cfg.storage.raw_retention_h,
+                raw=cfg.storage.raw_readings,
                 rollup_retention_days=cfg.storage.rollup_retention_days,
             )
             self.state.add_listener(self.store.add)

@@ -3,6 +3,12 @@
 SD cards wear with every write, so readings are buffered in memory and written in one
 transaction every `batch_interval_s`. A failed write (disk full, I/O error) keeps the batch in
 memory and retries; the buffer is bounded and reports what it had to drop.
+
+`raw="latest"` (the daemon's default, `storage.raw_readings`): raw samples are not stored one
+row each (at 1 s telemetry that alone is ~50 MB a day); the roll-ups are computed from the
+samples held in memory (the last `RECENT_WINDOW_MS` of each series) and the `readings` table
+keeps the newest sample of each series. `raw="all"` stores every sample for
+`raw_retention_h`, as before.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Literal
 
 import structlog
 
@@ -32,6 +39,10 @@ from hems.store.rollup import (
 log = structlog.get_logger(__name__)
 
 _INTEGRATED = {q for q in Quantity if q.value.endswith("_w")}
+# raw="latest": samples of a series held in memory for its roll-ups. A sample older than the
+# newest of its series by more than this is not rolled up (a late arrival; nothing sends one
+# that late today), and a bucket is only recomputed from where the window starts.
+RECENT_WINDOW_MS = 15 * 60_000
 
 
 def to_ms(at: datetime) -> int:
@@ -61,7 +72,13 @@ class ReadingStore:
         rollup_retention_days: float = 396.0,
         max_buffer: int = 200_000,
         max_hold_s: float = 60.0,
+        raw: Literal["all", "latest"] = "all",
     ) -> None:
+        if raw not in ("all", "latest"):
+            raise ValueError(f"raw: must be 'all' or 'latest', got {raw!r}")
+        self._raw = raw
+        # raw="latest": (device_pk, quantity_pk) -> {at_ms: value}, on the database thread only
+        self._recent: dict[tuple[int, int], dict[int, float]] = {}
         self._db = db
         self._clock = clock
         self._interval_s = batch_interval_s
@@ -170,9 +187,51 @@ class ReadingStore:
             rows.append((dpk, qpk, at_ms, r.value))
             key = (dpk, qpk, r.quantity in _INTEGRATED)
             touched[key] = min(touched.get(key, at_ms), at_ms)
-        conn.executemany("INSERT OR REPLACE INTO readings VALUES (?, ?, ?, ?)", rows)
+        if self._raw == "all":
+            conn.executemany("INSERT OR REPLACE INTO readings VALUES (?, ?, ?, ?)", rows)
+        else:
+            self._write_latest(conn, rows)
         for (dpk, qpk, integrate), first_ms in touched.items():
             self._rollup(conn, dpk, qpk, integrate, first_ms)
+        if self._raw == "latest":
+            self._prune_recent()
+
+    def _write_latest(
+        self, conn: sqlite3.Connection, rows: list[tuple[int, int, int, float]]
+    ) -> None:
+        # Keyed by time, so a batch retried after a failed write is not counted twice.
+        newest: dict[tuple[int, int], tuple[int, float]] = {}
+        for dpk, qpk, at_ms, value in rows:
+            self._recent.setdefault((dpk, qpk), {})[at_ms] = value
+            if (dpk, qpk) not in newest or at_ms >= newest[(dpk, qpk)][0]:
+                newest[(dpk, qpk)] = (at_ms, value)
+        for (dpk, qpk), (at_ms, value) in newest.items():
+            conn.execute(
+                "DELETE FROM readings WHERE device_pk=? AND quantity_pk=? AND at_ms<?",
+                (dpk, qpk, at_ms),
+            )
+            conn.execute(
+                "INSERT OR REPLACE INTO readings VALUES (?, ?, ?, ?)", (dpk, qpk, at_ms, value)
+            )
+
+    def _prune_recent(self) -> None:
+        for series, samples in self._recent.items():
+            cut = max(samples) - RECENT_WINDOW_MS
+            if min(samples) < cut:
+                self._recent[series] = {t: v for t, v in samples.items() if t >= cut}
+
+    def _samples(
+        self, conn: sqlite3.Connection, dpk: int, qpk: int, since_ms: int
+    ) -> list[tuple[int, float]]:
+        if self._raw == "all":
+            rows = conn.execute(
+                "SELECT at_ms, value FROM readings WHERE device_pk=? AND quantity_pk=? "
+                "AND at_ms >= ? ORDER BY at_ms",
+                (dpk, qpk, since_ms),
+            ).fetchall()
+            return [(int(a), float(v)) for a, v in rows]
+        held = self._recent.get((dpk, qpk), {})
+        return sorted((t, v) for t, v in held.items() if t >= since_ms)
 
     def _rollup(
         self, conn: sqlite3.Connection, dpk: int, qpk: int, integrate: bool, first_ms: int
@@ -180,13 +239,17 @@ class ReadingStore:
         # Recompute every 1-min bucket from the first touched one; a hold from the sample
         # before it may reach in, so fetch that much context.
         m0 = floor_ms(first_ms, MINUTE_MS)
-        samples = conn.execute(
-            "SELECT at_ms, value FROM readings WHERE device_pk=? AND quantity_pk=? "
-            "AND at_ms >= ? ORDER BY at_ms",
-            (dpk, qpk, m0 - self._max_hold_ms),
-        ).fetchall()
+        if self._raw == "latest":
+            # Only from where the samples in memory cover the whole bucket (and its hold).
+            held = self._recent.get((dpk, qpk))
+            if held:
+                newest = max(held)
+                earliest = newest - RECENT_WINDOW_MS + self._max_hold_ms
+                earliest = -(-earliest // MINUTE_MS) * MINUTE_MS  # the next whole minute
+                m0 = min(max(m0, earliest), floor_ms(newest, MINUTE_MS))
+        samples = self._samples(conn, dpk, qpk, m0 - self._max_hold_ms)
         minutes = bucket_samples(
-            [(int(a), float(v)) for a, v in samples],
+            samples,
             MINUTE_MS,
             self._max_hold_ms,
             first_bucket_ms=m0,
@@ -236,7 +299,10 @@ class ReadingStore:
 
         def run(conn: sqlite3.Connection) -> tuple[int, int]:
             raw = conn.execute("DELETE FROM readings WHERE at_ms < ?", (raw_cut,)).rowcount
-            agg = conn.execute("DELETE FROM rollups WHERE start_ms < ?", (rollup_cut,)).rowcount
+            agg = conn.execute(
+                "DELETE FROM rollups WHERE resolution_s IN (60, 1800) AND start_ms < ?",
+                (rollup_cut,),
+            ).rowcount
             return raw, agg
 
         raw, agg = await self._db.call(run)

@@ -1,0 +1,85 @@
+"""Issue 16: the SD-card budget. Bytes the daemon writes per simulated day, every stage on,
+1 s telemetry, the database on disk (not tmpfs, so /proc/PID/io write_bytes sees it).
+
+The soak's setup (hil/soak.py: rig, charger, Mosquitto, aggregator) without faults, at a low
+speed, with the store's batch interval scaled so that one batch covers the configured
+simulated seconds (default 5, the shipped `storage.batch_interval_s`), then extrapolated to a
+day. Also: the SQLite files' sizes, and the readings stored per simulated second (the
+telemetry really is 1 s).
+
+Run: .venv/bin/python bench/sd_budget.py [--speed 10] [--minutes 3] [--batch-sim-s 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sqlite3
+import sys
+import tempfile
+from datetime import datetime
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from hems import logs
+from hil.soak import LONDON, Soak, SoakOptions
+
+
+async def measure(speed: float, minutes: float, batch_sim_s: float) -> dict[str, float]:
+    days = minutes * 60 * speed / 86400
+    opts = SoakOptions(
+        days=days,
+        speed=speed,
+        batch_s=batch_sim_s / speed,
+        schedule=[],
+        start=datetime(2026, 6, 22, 11, 0, tzinfo=LONDON),
+        tmpfs=False,
+    )
+    with tempfile.TemporaryDirectory(prefix="hems-sd-", dir=Path.home()) as tmp:
+        soak = Soak(opts, Path(tmp))
+        r = await soak.run()
+        with sqlite3.connect(soak.db) as conn:
+            # Samples counted by the 1-min roll-ups (the raw table keeps only the newest).
+            rows = conn.execute(
+                "SELECT sum(n), min(start_ms), max(start_ms) + 60000 FROM rollups "
+                "WHERE resolution_s = 60"
+            ).fetchone()
+            series = conn.execute(
+                "SELECT count(DISTINCT device_pk * 1000 + quantity_pk) FROM rollups"
+            ).fetchone()[0]
+    span_s = (rows[2] - rows[1]) / 1000 if rows[0] else 0.0
+    per_day = r["writes"]["write_bytes_per_sim_day_steady"] or 0.0
+    for name, n in sorted((r["writes"]["commits_by_caller"] or {}).items(), key=lambda x: -x[1]):
+        print(f"commits {name}: {n} ({n / days:.0f} per simulated day)")
+    return {
+        "simulated_h": days * 24,
+        "write_bytes": r["writes"]["write_bytes_total"],
+        "write_bytes_per_day": per_day,
+        "log_bytes_per_day": r["writes"]["daemon_log_bytes"] / days,
+        "readings": rows[0],
+        "series": series,
+        "readings_per_series_per_s": rows[0] / series / span_s if span_s and series else 0.0,
+        "rss_mib": r["rss_mib"]["last"] or 0.0,
+    }
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--speed", type=float, default=10.0)
+    p.add_argument("--minutes", type=float, default=3.0, help="real minutes")
+    p.add_argument("--batch-sim-s", type=float, default=5.0)
+    a = p.parse_args()
+    logs.configure("warning", "console")
+    r = asyncio.run(measure(a.speed, a.minutes, a.batch_sim_s))
+    print("| figure | value |\n|---|---|")
+    print(f"| simulated | {r['simulated_h']:.2f} h at {a.speed:g}×, batch {a.batch_sim_s:g} s |")
+    print(f"| write_bytes (daemon, whole run) | {r['write_bytes']:,} B |")
+    print(f"| per simulated day (steady slope) | {r['write_bytes_per_day'] / 1e6:.1f} MB |")
+    print(f"| of which the log file | {r['log_bytes_per_day'] / 1e6:.1f} MB |")
+    print(f"| samples rolled up / series | {r['readings']} / {r['series']} |")
+    print(f"| readings per series per simulated s | {r['readings_per_series_per_s']:.2f} |")
+
+
+if __name__ == "__main__":
+    main()
