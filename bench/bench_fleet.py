@@ -61,6 +61,7 @@ CAP_W = 500.0  # the event's import cap (the homes' safety minimum, so nothing i
 START = datetime(2026, 11, 25, 16, 0, tzinfo=UTC)  # a Wednesday; 21 working-day history before
 HISTORY_VARIANTS = 4  # simulated homes per worker process (each gateway copies one)
 WEEK_MS = 7 * 86_400_000
+_COPY_REASONS = ("duplicate_id", "replayed_seq", "expired", "clock_skew")
 
 
 class SharedClock:
@@ -427,10 +428,12 @@ async def _drive(
     expected = {"capabilities": 1, "event_response": 1, "delivery_report": 1}
 
     def got(r: Any, t: str) -> list[dict[str, Any]]:
-        """The messages of type t, one per thing they are about. A resent event is answered
-        "duplicate_id"; a copy re-signed after the outage (new id, same event) is answered
-        again with the same decision: neither is a second decision."""
-        messages = [m for m in r.of(t) if m["payload"].get("reason") != "duplicate_id"]
+        """The messages of type t, one per thing they are about. Copies of the event that the
+        broker outage left in flight are answered on the transport's grounds (a resent copy
+        "duplicate_id", an older seq "replayed_seq", a copy signed too long ago "expired" or
+        "clock_skew", after which the dispatcher re-signs it); a re-signed copy is answered
+        again with the same decision. None of these is a second decision."""
+        messages = [m for m in r.of(t) if m["payload"].get("reason") not in _COPY_REASONS]
         if t != "event_response":
             return messages
         first: dict[tuple[Any, Any, Any], dict[str, Any]] = {}
@@ -440,6 +443,12 @@ async def _drive(
         return list(first.values())
 
     answers = sum(len(r.of("event_response")) for r in recs)
+    copies_by_reason = {
+        reason: sum(
+            1 for r in recs for m in r.of("event_response") if m["payload"].get("reason") == reason
+        )
+        for reason in _COPY_REASONS
+    }
 
     lost = sum(max(0, n - len(got(r, t))) for r in recs for t, n in expected.items())
     extra = sum(max(0, len(got(r, t)) - n) for r in recs for t, n in expected.items())
@@ -472,6 +481,7 @@ async def _drive(
         "event end -> all signed reports (s)": round(t_reports, 2),
         "responses accepted": accepted,
         "answers incl. to resent / re-signed copies": answers,
+        "answers to copies by reason": copies_by_reason,
         "reports received / failing check_report or window": f"{len(reports)} / {bad_reports}",
         "report before its response": out_of_order,
         "delivered kWh per home (mean)": round(sum(delivered) / max(1, len(delivered)), 3),
