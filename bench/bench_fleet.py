@@ -61,7 +61,10 @@ CAP_W = 500.0  # the event's import cap (the homes' safety minimum, so nothing i
 START = datetime(2026, 11, 25, 16, 0, tzinfo=UTC)  # a Wednesday; 21 working-day history before
 HISTORY_VARIANTS = 4  # simulated homes per worker process (each gateway copies one)
 WEEK_MS = 7 * 86_400_000
-_COPY_REASONS = ("duplicate_id", "replayed_seq", "expired", "clock_skew")
+# Answers to copies: resent ("duplicate_id"), older than one already taken ("replayed_seq"),
+# signed too long ago ("expired", "clock_skew"), or a re-signed copy of the event the gateway
+# already holds at that modification ("outdated_modification"; the bench sends one only).
+_COPY_REASONS = ("duplicate_id", "replayed_seq", "expired", "clock_skew", "outdated_modification")
 
 
 class SharedClock:
@@ -365,8 +368,10 @@ async def _drive(
     workers = procs[args.consumers :]
     t_start = time.monotonic()
     recs = [dispatcher.site(s) for s in sites]
+    _stage(f"{len(sites)} gateways starting")
     await dispatcher.wait_for(lambda: all(r.status == "online" for r in recs), args.timeout_s)
     t_connected = time.monotonic() - t_start
+    _stage("all online; dispatching")
 
     # The first half hour at least 2 simulated minutes away (settlement periods are :00/:30).
     soon = clock.now() + timedelta(minutes=2)
@@ -391,6 +396,7 @@ async def _drive(
 
     await dispatcher.wait_for(lambda: acked() >= len(sites) // 2, timeout_s=args.timeout_s)
     acked_at_restart = acked()
+    _stage(f"{acked_at_restart} acked; restarting the broker")
     broker.stop()
     t_down = time.monotonic()
     await asyncio.sleep(args.outage_s)
@@ -398,6 +404,7 @@ async def _drive(
     outage_s = time.monotonic() - t_down
     await dispatcher.wait_for(lambda: acked() == len(sites), timeout_s=args.timeout_s)
     t_acks = time.monotonic() - t0
+    _stage("all acked")
     await dispatcher.wait_for(
         lambda: all(r.of("event_response") for r in recs), timeout_s=args.timeout_s
     )
@@ -405,6 +412,7 @@ async def _drive(
     wall_to_end_s = max(0.0, (event_end - clock.now()).total_seconds() / args.speed)
     await asyncio.sleep(wall_to_end_s)
     t_end = time.monotonic()
+    _stage("event over; waiting for the reports")
     await dispatcher.wait_for(
         lambda: all(r.of("delivery_report") for r in recs), timeout_s=args.timeout_s
     )
@@ -492,6 +500,11 @@ async def _drive(
         "unexpected extra messages": f"{extra} {extra_by_type}" if extra else 0,
         "gateway outbox rows left": left,
     }
+
+
+def _stage(what: str) -> None:
+    """Progress on stderr, so a run that times out says where."""
+    print(f"[{time.strftime('%H:%M:%S')}] {what}", file=sys.stderr, flush=True)
 
 
 async def _read_consumer(proc: asyncio.subprocess.Process, dispatcher: Any) -> int:
