@@ -62,8 +62,10 @@ class FlexBookView:
         }
 
     async def _update_expectations(self) -> None:
-        current = self._plan()
-        plans = [*self._plans, *([current] if current is not None else [])]
+        plans = list(self._plans)
+        current = self._plan()  # made before this view subscribed, or the listener's last
+        if current is not None and not any(p is current for p in plans):
+            plans.append(current)
         if not plans:
             return
         for instruction in await self._flex.instructions():

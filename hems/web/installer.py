@@ -212,12 +212,17 @@ class _Installer:
                                 csrf=_csrf(request), target="", units="1", job=None,
                                 running_id="", report=None, entries=[],
                                 error="that scan is over or unknown; scan again"), 404)  # fmt: skip
-        entries = [
-            json.dumps(e, separators=(",", ":"))
-            for r in job.reports
-            if r.kind != "none"
-            for e in suggested_entries(r, job.host, job.port)
-        ]
+        # Entries are offered once the scan is over, not while units are still being asked.
+        entries = (
+            []
+            if job.running
+            else [
+                json.dumps(e, separators=(",", ":"))
+                for r in job.reports
+                if r.kind != "none"
+                for e in suggested_entries(r, job.host, job.port)
+            ]
+        )
         if job.running:
             error = ""
         elif job.error:
@@ -230,7 +235,7 @@ class _Installer:
                             elapsed_s=int((self._clock.now() - job.started_at).total_seconds()),
                             report=format_text(job.reports, job.host, job.port)
                             if job.reports else None,
-                            entries=[] if job.running else entries,
+                            entries=entries,
                             error=error))  # fmt: skip
 
     async def add_device(self, request: web.Request) -> web.Response:
