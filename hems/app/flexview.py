@@ -4,8 +4,9 @@ messages refused, and per event the energy the current plan expects it to delive
 The expectation (hems.flex.expected) needs the event's baseline, which takes a report build
 over the history (tens of ms), so it is computed once per event and modification. It comes from
 the newest plan that covers the event's whole window (the planner's recent plans are kept for
-this); once the event is under way no new plan covers it, and the last expectation is kept
-for the rest of the event and after it, beside the delivered figure of the signed report.
+this). Plans start at the current slot's start, so a plan made during the event's first slot
+may still cover it; once none does (by the event's end at the latest) the last expectation is
+kept, beside the delivered figure of the signed report.
 """
 
 from __future__ import annotations
