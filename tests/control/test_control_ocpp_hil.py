@@ -29,13 +29,22 @@ from tests.testlib import wait_until
 
 PASSWORD = "correct-horse-battery-1"
 FUSE_A = 60.0
+# Real time runs at whatever hour CI starts: the household load must not follow the clock
+# (at the 18:30 evening peak the house alone plus the step and the kettle is over the fuse).
+FLAT_HOUSE = {
+    "pv_kwp": 0.0,
+    "battery_capacity_wh": 0.0,
+    "fuse_a": FUSE_A,
+    "load_base_w": 250.0,
+    "load_morning_peak_w": 0.0,
+    "load_evening_peak_w": 0.0,
+    "load_noise_pct": 0.0,
+}
 
 
 async def test_control_loop_sheds_an_ocpp_charger_on_fuse_overload() -> None:
     clock = RealClock()
-    home = hil_home.Home(
-        hil_home.HomeConfig(pv_kwp=0.0, battery_capacity_wh=0.0, fuse_a=FUSE_A), start=clock.now()
-    )
+    home = hil_home.Home(hil_home.HomeConfig(**FLAT_HOUSE), start=clock.now())
     ocpp_cfg = OcppConfig.model_validate(
         {
             "enabled": True,
@@ -125,9 +134,7 @@ async def test_a_charger_accepted_at_run_time_is_shed_by_the_fuse_guard() -> Non
     """Issue 13: a charger unknown at start, held pending, then accepted by the owner (the
     page's accept-charger calls `accept`) joins control and the fuse guard at once."""
     clock = RealClock()
-    home = hil_home.Home(
-        hil_home.HomeConfig(pv_kwp=0.0, battery_capacity_wh=0.0, fuse_a=FUSE_A), start=clock.now()
-    )
+    home = hil_home.Home(hil_home.HomeConfig(**FLAT_HOUSE), start=clock.now())
     ocpp_cfg = OcppConfig.model_validate(
         {
             "enabled": True,
