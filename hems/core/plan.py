@@ -32,7 +32,7 @@ class Plan:
     created_at: datetime
     slots: tuple[PlanSlot, ...]
     cost: float  # objective currency units (e.g. GBP) over the horizon
-    status: str  # "optimal", "feasible", "relaxed", "fallback"
+    status: str  # "optimal", "feasible" (time limit, gap in the notes), "relaxed" (LP rounded)
     notes: tuple[str, ...] = ()
 
     def slot_at(self, t: datetime) -> PlanSlot | None:

@@ -65,7 +65,7 @@ def sections(doc: Mapping[str, object]) -> list[FormSection]:
             ("kind", "currency", "fixed_import_per_kwh", "fixed_export_per_kwh"),
         ),
         _section(
-            "Octopus Agile codes",
+            "Octopus product and tariff codes",
             ("planner", "tariff", "octopus"),
             OctopusConfig,
             ("product_code", "tariff_code", "export_product_code", "export_tariff_code"),
