@@ -186,11 +186,9 @@ async def test_modbus_unreachable_backs_off_then_connects_when_device_appears(se
     ep = EndpointPool().get(tcp(port))
     with pytest.raises(DeviceUnreachable, match=f"cannot connect to tcp://127.0.0.1:{port}"):
         await ep.read(1, "holding", 0, 1)
-    t0 = time.monotonic()
     with pytest.raises(DeviceUnreachable, match="next attempt in"):
         await ep.read(1, "holding", 0, 1)  # fails fast while backing off
-    assert time.monotonic() - t0 < 0.05
-    assert ep.stats.connect_failures == 1
+    assert ep.stats.connect_failures == 1  # no second attempt: refused from the backoff alone
     await serve({1: (0, [42])}, port=port)
     for _ in range(40):
         try:
