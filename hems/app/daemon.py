@@ -116,6 +116,9 @@ class Daemon:
 
             self.layer = build_devices(cfg.devices, self.state, self.clock, db)
             self.services.update(self.layer.services)
+            # What each inverter can do (curtailment) is known before control and the uplink
+            # are built; one not answering yet joins control when its first poll reads it.
+            await self.layer.scan()
             await self._build_stages(stack, db)
             for device_id, role in self.state.devices.items():
                 self.store.set_role(device_id, str(role))
@@ -265,6 +268,9 @@ class Daemon:
                 watchdog=self._control_watchdog(),
             )
             self.services["control"] = self.control
+            for adapter in self.layer.devices.values():
+                if hasattr(adapter, "on_map_found"):  # a SunSpec unit: curtailable once read
+                    adapter.on_map_found(self.control.add_device)
             if self.ocpp is not None:
                 ocpp = self.ocpp
                 self._charger_join = ChargerJoin(self.control, lambda: ocpp.chargers)
@@ -379,10 +385,16 @@ class Daemon:
         from hems.uplink.capabilities import describe_site
 
         cfg = self.cfg
+        control = self.control
         return describe_site(
             self.state.devices,
             cfg.device_ratings(),
             control_enabled=cfg.control.enabled,
+            curtailable=frozenset(
+                d
+                for d, r in self.state.devices.items()
+                if r is Role.PV and control is not None and control.controls(d)
+            ),
             import_limit_w=cfg.limits.import_limit_w,
             export_limit_w=cfg.limits.export_limit_w,
         )

@@ -45,7 +45,7 @@ def test_each_role_is_described_from_its_ratings(
     capacity_wh: float | None,
 ) -> None:
     caps = describe_site({"d": role}, {} if ratings is None else {"d": ratings},
-                         control_enabled=True)  # fmt: skip
+                         control_enabled=True, curtailable={"d"})  # fmt: skip
     assert caps.assets == [
         Asset(asset_id="d", role=role.value, control=control, min_power_w=lo_w,  # type: ignore[arg-type]
               max_power_w=hi_w, energy_capacity_wh=capacity_wh)
@@ -69,7 +69,7 @@ def test_control_disabled_says_none_but_keeps_ranges_and_limits() -> None:
         import_limit_w=18400,
         export_limit_w=3680,
     )  # fmt: skip
-    enabled = describe_site(roles, ratings, control_enabled=True)
+    enabled = describe_site(roles, ratings, control_enabled=True, curtailable={"pv"})
     assert [a.control for a in enabled.assets] == [
         "power_setpoint", "current_limit", "none", "curtail_pct"
     ]  # fmt: skip
@@ -79,3 +79,17 @@ def test_control_disabled_says_none_but_keeps_ranges_and_limits() -> None:
 def test_ratings_of_devices_not_on_the_site_are_ignored() -> None:
     caps = describe_site({}, {"gone": BATTERY}, control_enabled=True)
     assert caps.assets == []
+
+
+def test_a_pv_the_loop_cannot_curtail_is_not_offered_as_curtail_pct() -> None:
+    """Issue 13: only the inverters the control loop can limit are `curtail_pct` (a SunSpec
+    unit without model 123/704, a profile without `controls.pv_limit`: measured only)."""
+    roles = {"roof": Role.PV, "shed": Role.PV}
+    ratings = {"roof": R(rated_w=4000), "shed": R(rated_w=2000)}
+    caps = describe_site(roles, ratings, control_enabled=True, curtailable={"roof"})
+    assert caps.assets == [
+        Asset(asset_id="roof", role="pv", control="curtail_pct", min_power_w=-4000,
+              max_power_w=0),
+        Asset(asset_id="shed", role="pv", control="none", min_power_w=-2000, max_power_w=0),
+    ]  # fmt: skip
+    assert describe_site(roles, ratings, control_enabled=True).assets[0].control == "none"
