@@ -55,3 +55,34 @@ async def test_curtailment_comes_from_the_models_found(tmp_path: Path, has_123: 
                 assert export == [HealthReason("export_limit_battery_only", "pv")]
                 assert pv.control == "none" and pv.min_power_w == -6000  # still measured
                 assert "pv" not in control.status()["devices"]
+
+
+async def test_a_pv_silent_at_start_joins_control_once_its_models_are_read(
+    tmp_path: Path,
+) -> None:
+    """The start-up scan gets no answer from the PV's unit: it is measured only (the export
+    reason names it) until its unit answers; its first good poll reads model 123 and it
+    joins control, and the reason clears."""
+    clock = AcceleratedClock(30, datetime(2026, 6, 10, 12, 0, tzinfo=UTC))
+    rig = HilRig(clock, home_config=HomeConfig(pv_inverter_max_w=6000))
+    async with rig:
+        assert rig.sunspec_faults is not None
+        rig.sunspec_faults.faults.silent_units = {1}  # the PV's unit id in config/demo.yaml
+        raw = demo_config(tmp_path, rig.sunspec_port, free_port(), free_port())
+        raw["devices"][0]["rated_w"] = 6000
+        raw["web"]["enabled"] = False
+        daemon = Daemon(validate(raw), clock)
+        async with running(daemon):
+            await asyncio.wait_for(daemon.started.wait(), 30)
+            control = daemon.control
+            assert control is not None
+            assert daemon.layer.devices["pv"].curtailable is None
+            assert not control.controls("pv")
+            export = [r for r in health_reasons(daemon) if r.code.startswith("export_limit")]
+            assert export == [HealthReason("export_limit_battery_only", "pv")]
+            rig.sunspec_faults.faults.silent_units = set()
+            await wait_until(lambda: control.controls("pv"), 30, "the PV joining control")
+            export = [r for r in health_reasons(daemon) if r.code.startswith("export_limit")]
+            assert export == []
+            pv = next(a for a in daemon._capabilities().assets if a.asset_id == "pv")
+            assert pv.control == "curtail_pct"

@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import aiomqtt
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from hems.core.assets import DeviceRatings
 from hems.core.readings import Role
 from hems.uplink.capabilities import describe_site
 from hems.uplink.messages import Asset, Capabilities
+
+if TYPE_CHECKING:  # fixtures come from conftest.py
+    from hil.aggregator import MosquittoBroker
 
 R = DeviceRatings
 BATTERY = R(max_charge_w=3600, max_discharge_w=2500, capacity_wh=9500)
@@ -93,3 +103,53 @@ def test_a_pv_the_loop_cannot_curtail_is_not_offered_as_curtail_pct() -> None:
         Asset(asset_id="shed", role="pv", control="none", min_power_w=-2000, max_power_w=0),
     ]  # fmt: skip
     assert describe_site(roles, ratings, control_enabled=True).assets[0].control == "none"
+
+
+async def test_capabilities_are_sent_again_when_they_change(
+    tmp_path: Path, broker: MosquittoBroker, aggregator_key: Ed25519PrivateKey
+) -> None:
+    """A PV read as curtailable after start (its unit silent at start) is offered to the
+    aggregator from then on: `capabilities_changed` sends the site's capabilities again,
+    through the outbox, over a real Mosquitto."""
+    from hems.core.clock import RealClock
+    from hems.core.state import SiteState
+    from hems.store.db import Database
+    from hems.uplink.channel import Uplink
+    from tests.testlib import running, wait_until
+    from tests.uplink.test_uplink_mqtt import SITE, config
+
+    clock = RealClock()
+    curtailable: set[str] = set()
+    state = SiteState(clock)
+    state.register_device("roof", Role.PV)
+
+    def caps() -> Capabilities:
+        return describe_site(
+            {"roof": Role.PV}, {"roof": R(rated_w=4000)}, control_enabled=True,
+            curtailable=curtailable,
+        )  # fmt: skip
+
+    db = await Database.open(tmp_path / "hems.db")
+    uplink = Uplink(config(broker, aggregator_key), SITE, state, db, clock,
+                    storage_path=tmp_path / "hems.db", capabilities=caps)  # fmt: skip
+    seen: list[str] = []
+    try:
+        async with aiomqtt.Client("127.0.0.1", broker.port) as sub:
+            await sub.subscribe(uplink.topic("capabilities"), qos=1)
+
+            async def listen() -> None:
+                async for msg in sub.messages:
+                    assert isinstance(msg.payload, bytes)
+                    seen.append(json.loads(msg.payload)["payload"]["assets"][0]["control"])
+
+            async with running(uplink):
+                task = asyncio.create_task(listen())
+                try:
+                    await wait_until(lambda: seen == ["none"], 10, "the capabilities at start")
+                    curtailable.add("roof")
+                    uplink.capabilities_changed()
+                    await wait_until(lambda: seen == ["none", "curtail_pct"], 10, "sent again")
+                finally:
+                    task.cancel()
+    finally:
+        await db.close()
