@@ -63,6 +63,7 @@ class HilRig:
         inverter (`hil.sunspec_server.HybridUnit`, with 802 or `hybrid_storage_model=713`).
     sunspec_port: the port clients use (0 = pick one). With `fault_proxy` (default) that is the
         fault proxy's port and the SunSpec server itself listens on a free port behind it.
+    pv_curtailment: False serves the PV unit without model 123 (it cannot be curtailed).
     """
 
     def __init__(
@@ -76,6 +77,7 @@ class HilRig:
         step_s: float | None = None,
         fault_proxy: bool = True,
         hybrid_storage_model: int = 802,
+        pv_curtailment: bool = True,
     ) -> None:
         self.clock = clock
         self.host = host
@@ -93,6 +95,7 @@ class HilRig:
             port=0 if fault_proxy else sunspec_port,
             unit_ids=unit_ids,
             hybrid_storage_model=hybrid_storage_model,
+            pv_curtailment=pv_curtailment,
         )
         self._sunspec_public_port = sunspec_port
         self._fault_proxy = fault_proxy

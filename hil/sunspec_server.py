@@ -2,7 +2,8 @@
 
 One TCP endpoint, three unit ids (like a hybrid inverter with a meter behind one gateway):
 
-* unit 1 — PV inverter: models 1, 103, 123 (WMaxLimPct curtailment, Conn, revert timeout)
+* unit 1 — PV inverter: models 1, 103, 123 (WMaxLimPct curtailment, Conn, revert timeout);
+  with `pv_curtailment=False` models 1 and 103 only (a unit that cannot be curtailed)
 * unit 2 — battery inverter: models 1, 103, 124 (storage control, revert timeout), 802
 * unit 3 — grid meter: models 1, 203
 * optionally (`UnitIds(hybrid=N)`) — the same PV and battery as one hybrid inverter: models 1,
@@ -211,11 +212,20 @@ def _static_sfs(m: ss.Model, w_sf: int) -> None:
 
 class PvInverterUnit(SunSpecUnit):
     """Models 1, 103, 123. 123 WMaxLimPct (of WMax = pv_inverter_max_w) with WMaxLim_Ena
-    curtails the PV; Conn = 0 disconnects it; WMaxLimPct_RvrtTms > 0 reverts the limit."""
+    curtails the PV; Conn = 0 disconnects it; WMaxLimPct_RvrtTms > 0 reverts the limit.
+    `curtailment=False`: models 1 and 103 only, so nothing can limit it (every write to the
+    unit is refused: 103 has no writable point)."""
 
     name = "pv"
 
-    def __init__(self, unit_id: int, home: Home, serial: str, base: int = SUNSPEC_BASE) -> None:
+    def __init__(
+        self,
+        unit_id: int,
+        home: Home,
+        serial: str,
+        base: int = SUNSPEC_BASE,
+        curtailment: bool = True,
+    ) -> None:
         self.home = home
         self.w_sf = power_sf(home.config.pv_inverter_max_w * 1.1)
         m103 = ss.Model(model_id=103)
@@ -228,7 +238,8 @@ class PvInverterUnit(SunSpecUnit):
         m123.points["WMaxLimPct_SF"].set_value(RTE_SF)
         m123.points["OutPFSet_SF"].set_value(-3)
         m123.points["VArPct_SF"].set_value(0)
-        super().__init__(unit_id, [_common("hems-hil", "HIL-PV", serial), m103, m123], base)
+        models = [_common("hems-hil", "HIL-PV", serial), m103]
+        super().__init__(unit_id, [*models, m123] if curtailment else models, base)
         self._revert_at: datetime | None = None
 
     def refresh(self, state: HomeState, now: datetime) -> None:
@@ -262,7 +273,7 @@ class PvInverterUnit(SunSpecUnit):
         self._apply()
 
     def check_reverts(self, now: datetime) -> None:
-        if self._revert_at is not None and now >= self._revert_at:
+        if self._revert_at is not None and now >= self._revert_at and 123 in self.models:
             self._revert_at = None
             self.set_points(123, WMaxLim_Ena=0)
             self.rebuild(123)
@@ -636,13 +647,17 @@ class SunSpecServer(SimTcpServer):
         base_address: int = SUNSPEC_BASE,
         serial_prefix: str = "HIL",
         hybrid_storage_model: int = 802,
+        pv_curtailment: bool = True,
     ) -> None:
+        """`pv_curtailment=False`: the PV unit has no model 123 (measured only)."""
         super().__init__(host, port)
         ids = unit_ids or UnitIds()
         self.home = home
         self.clock = clock
         self.units: dict[int, SunSpecUnit] = {
-            ids.pv: PvInverterUnit(ids.pv, home, f"{serial_prefix}-PV-0001", base_address),
+            ids.pv: PvInverterUnit(
+                ids.pv, home, f"{serial_prefix}-PV-0001", base_address, pv_curtailment
+            ),
             ids.battery: BatteryUnit(ids.battery, home, f"{serial_prefix}-BAT-0001", base_address),
             ids.meter: MeterUnit(ids.meter, home, f"{serial_prefix}-MTR-0001", base_address),
         }

@@ -116,6 +116,9 @@ class Daemon:
 
             self.layer = build_devices(cfg.devices, self.state, self.clock, db)
             self.services.update(self.layer.services)
+            # What each inverter can do (curtailment) is known before control and the uplink
+            # are built; one not answering yet joins control when its first poll reads it.
+            await self.layer.scan()
             await self._build_stages(stack, db)
             for device_id, role in self.state.devices.items():
                 self.store.set_role(device_id, str(role))
@@ -265,6 +268,9 @@ class Daemon:
                 watchdog=self._control_watchdog(),
             )
             self.services["control"] = self.control
+            for adapter in self.layer.devices.values():
+                if hasattr(adapter, "on_map_found"):  # a SunSpec unit: curtailable once read
+                    adapter.on_map_found(self._on_map_found)
             if self.ocpp is not None:
                 ocpp = self.ocpp
                 self._charger_join = ChargerJoin(self.control, lambda: ocpp.chargers)
@@ -297,7 +303,7 @@ class Daemon:
                 on_event=self._on_event,
                 on_envelope=EnvelopeLink(self.planner).on_envelope,
                 storage_path=cfg.storage.path,
-                capabilities=self._capabilities(),
+                capabilities=self._capabilities,
             )
             self.services["uplink"] = self.uplink
 
@@ -352,6 +358,13 @@ class Daemon:
             cfg.uplink.home_assistant, cfg.site.id, self.state, self.clock, surface
         )
 
+    def _on_map_found(self, adapter: Any) -> None:
+        """A SunSpec unit's models were read after start: one that can be curtailed joins
+        control, and the aggregator is told it can now be curtailed."""
+        if self.control is not None and self.control.add_device(adapter):
+            if self.uplink is not None and getattr(adapter, "curtailable", None) is True:
+                self.uplink.capabilities_changed()
+
     def _on_charger_event(self, event: ChargerEvent) -> None:
         if isinstance(event, ChargerBooted) and not event.pending and self.store is not None:
             self.store.set_role(event.device_id, str(Role.EV))  # one accepted at run time too
@@ -379,10 +392,22 @@ class Daemon:
         from hems.uplink.capabilities import describe_site
 
         cfg = self.cfg
+        control = self.control
         return describe_site(
             self.state.devices,
             cfg.device_ratings(),
             control_enabled=cfg.control.enabled,
+            # Under control, or read as curtailable and joining it (`_on_map_found`).
+            curtailable=frozenset(
+                d
+                for d, r in self.state.devices.items()
+                if r is Role.PV
+                and control is not None
+                and (
+                    control.controls(d)
+                    or getattr(self.layer.devices.get(d), "curtailable", None) is True
+                )
+            ),
             import_limit_w=cfg.limits.import_limit_w,
             export_limit_w=cfg.limits.export_limit_w,
         )

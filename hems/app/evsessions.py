@@ -12,7 +12,8 @@ capacity (`ev.battery_capacity_wh`) from the car's SoC: the one the charger meas
 (MeterValues SoC, `Quantity.SOC_PCT` in SiteState) while it is fresh, else the owner's
 reading. A measured SoC re-plans the session as it arrives (by 1 % steps), so with a
 configured `target_soc_pct` the car is charged to that SoC rather than by the fixed
-`target_energy_wh`; without a SoC the energy target applies.
+`target_energy_wh`; without a SoC the energy target applies. The control loop is told the
+SoC target too: it holds the charger at 0 A once the car's measured SoC reaches it.
 """
 
 from __future__ import annotations
@@ -62,7 +63,12 @@ class EvPlanner(Protocol):
 
 class EvControl(Protocol):
     def set_ev_session(
-        self, device_id: str, target_energy_wh: float, departure: datetime
+        self,
+        device_id: str,
+        target_energy_wh: float,
+        departure: datetime,
+        *,
+        target_soc_pct: float | None = None,
     ) -> None: ...
 
 
@@ -274,7 +280,15 @@ class EvSessions:
             )
         wanted_wh = remaining_wh if remaining_wh is not None else session.energy_wh
         if self._control is not None and wanted_wh is not None:
-            self._control.set_ev_session(session.device_id, wanted_wh, session.departure)
+            if session.target_soc_pct is not None:  # the loop stops the car at that SoC
+                self._control.set_ev_session(
+                    session.device_id,
+                    wanted_wh,
+                    session.departure,
+                    target_soc_pct=session.target_soc_pct,
+                )
+            else:
+                self._control.set_ev_session(session.device_id, wanted_wh, session.departure)
         log.info(
             "ev session",
             charger=session.device_id,

@@ -99,6 +99,11 @@ class ControlledDevices:
         )
 
     def add_pv(self, control: PvInverter, *, rated_w: float, phase: int | None = None) -> None:
+        """An inverter whose output the loop may limit. One that says it cannot be curtailed
+        (`curtailable` False: a SunSpec unit without model 123 or 704) is refused."""
+        if getattr(control, "curtailable", True) is False:
+            dev_id = getattr(control, "device_id", "?")
+            raise ConfigError(f"devices.{dev_id}", "offers no curtailment (no limit control)")
         dev = self._add(control, PvInverter, Role.PV)
         self._pvs[dev] = PvSpec(device_id=dev, rated_w=rated_w, phase=phase)
 
@@ -153,7 +158,9 @@ class ControlledDevices:
 
     def register(self, cfg: ControlConfig, a: object) -> bool:
         """Register one adapter by the capability it offers (see `from_adapters`); False
-        for a read-only one (a meter, a PV inverter without curtailment)."""
+        for a read-only one (a meter, a PV inverter without curtailment). An inverter with a
+        `curtailable` attribute is registered only once it says True (a SunSpec unit whose
+        map is read and has model 123 or 704); until then it is measured only."""
         dev_id = getattr(a, "device_id", "?")
         d = cfg.device(dev_id)
         if isinstance(a, BatteryControl):
@@ -164,6 +171,8 @@ class ControlledDevices:
                 phase=d.phase,
             )
         elif isinstance(a, PvInverter):
+            if getattr(a, "curtailable", True) is not True:
+                return False
             self.add_pv(a, rated_w=_need(d.rated_w, dev_id, "rated_w"), phase=d.phase)
         elif isinstance(a, EvCharger):
             ccfg = getattr(a, "cfg", None)

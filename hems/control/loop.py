@@ -53,7 +53,7 @@ from hems.control.strategies import (
 )
 from hems.control.verify import FollowState, Verifier
 from hems.control.writer import Writer, WriteState
-from hems.core.capabilities import BatteryMode
+from hems.core.capabilities import BatteryMode, EvState
 from hems.core.clock import Clock
 from hems.core.flex import LIVE_KINDS, FlexInstruction
 from hems.core.histogram import DurationHistogram
@@ -117,6 +117,8 @@ class ControlLoop:
         self._spec = devices.spec()
         self._ev_memory: dict[str, EvHysteresis] = {}
         self._sessions: dict[str, EvSession] = {}
+        self._soc_targets: dict[str, float] = {}  # charger -> the car's target SoC [%]
+        self._ev_full: set[str] = set()  # chargers whose car reached its target SoC
         self._ev_modes: dict[str, EvStrategy] = {}
         self._flex: _FlexProgress | None = None
         self._problems = Problems()  # log-once keys for bad input transitions
@@ -344,14 +346,50 @@ class ControlLoop:
         """The mode a charger follows now: the owner's, else the configured one."""
         return self._ev_modes.get(device_id) or self._cfg.setting(device_id, "ev_strategy")
 
-    def set_ev_session(self, device_id: str, target_energy_wh: float, departure: datetime) -> None:
-        """The EV on `device_id` wants `target_energy_wh` more by `departure`."""
+    def set_ev_session(
+        self,
+        device_id: str,
+        target_energy_wh: float,
+        departure: datetime,
+        *,
+        target_soc_pct: float | None = None,
+    ) -> None:
+        """The EV on `device_id` wants `target_energy_wh` more by `departure`. With
+        `target_soc_pct` the charger is held at 0 A once the car's measured SoC
+        (`Quantity.SOC_PCT`) reaches it, whatever the mode or the plan, until the car is
+        unplugged or a higher target is set (the energy figure is only an estimate of it)."""
         if device_id not in self._spec.chargers:
             raise BadValue(device_id, "ev session: not a charger")
         if not (math.isfinite(target_energy_wh) and 0 <= target_energy_wh <= 200000):
             raise BadValue(device_id, "ev session: target_energy_wh must be 0..200000")
+        if target_soc_pct is not None and not (
+            math.isfinite(target_soc_pct) and 0 < target_soc_pct <= 100
+        ):
+            raise BadValue(device_id, "ev session: target_soc_pct must be in (0, 100]")
         start = self._state.fresh_value(device_id, Quantity.SESSION_ENERGY_WH) or 0.0
         self._sessions[device_id] = EvSession(target_energy_wh, departure, start)
+        if target_soc_pct is None:
+            self._soc_targets.pop(device_id, None)
+            self._ev_full.discard(device_id)
+            return
+        self._soc_targets[device_id] = target_soc_pct
+        soc = self._state.fresh_value(device_id, Quantity.SOC_PCT)
+        if device_id in self._ev_full and (soc is None or soc < target_soc_pct):
+            self._ev_full.discard(device_id)  # a higher target: charge again
+            log.info("ev target soc raised", device=device_id, target_soc_pct=target_soc_pct)
+
+    def _check_soc_targets(self, image: ProcessImage) -> None:
+        """Latch chargers whose car reached its SoC target; forget targets on unplug."""
+        for d, target in list(self._soc_targets.items()):
+            if image.ev(d).state is EvState.AVAILABLE:  # unplugged: the session is over
+                del self._soc_targets[d]
+                self._ev_full.discard(d)
+                continue
+            soc = self._state.fresh_value(d, Quantity.SOC_PCT)
+            if d not in self._ev_full and soc is not None and soc >= target:
+                self._ev_full.add(d)
+                log.info("ev target soc reached: charger held at 0 A", device=d, soc_pct=soc,
+                         target_soc_pct=target)  # fmt: skip
 
     def set_flex_event(self, event: FlexInstruction | None) -> None:
         """An accepted flexibility instruction becomes a live target (None clears it): its
@@ -477,6 +515,7 @@ class ControlLoop:
         for d, sess in list(self._sessions.items()):
             if ev_session_done(sess, energies.get(d)) or image.at >= sess.departure:
                 del self._sessions[d]
+        self._check_soc_targets(image)
         slot = self._current_slot(image.at)
         flex = self._flex.event if self._flex is not None else None
         proposal = propose(
@@ -490,6 +529,7 @@ class ControlLoop:
             flex,
             energies,
             self._ev_modes,
+            frozenset(self._ev_full),
         )
         # A load the guard switched off with nothing asking for it gets its state back once
         # the guard allows it (it was on because someone wanted it on).

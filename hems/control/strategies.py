@@ -98,9 +98,12 @@ def propose(
     flex: FlexInstruction | None,
     session_energy_wh: dict[str, float] | None = None,
     ev_modes: Mapping[str, EvStrategy] | None = None,
+    ev_full: frozenset[str] = frozenset(),
 ) -> Proposal:
     """Targets for every controllable device; `ev_memory` is updated in place. `ev_modes`:
-    the owner's mode per charger, where set (else the configured `ev_strategy`)."""
+    the owner's mode per charger, where set (else the configured `ev_strategy`). `ev_full`:
+    chargers whose car reached its target SoC, held at 0 A (an owner's override still
+    wins)."""
     out = Proposal()
     v = image.voltage_v
     grid_w = image.grid.power_w
@@ -114,6 +117,8 @@ def propose(
         mem = ev_memory.setdefault(dev_id, EvHysteresis(phases=min(c.phases)))
         if dev_id in live:
             cmd = _ev_from_power(c, float(live[dev_id].target), v)
+        elif dev_id in ev_full:
+            cmd = EvCommand(0.0, mem.phases)
         else:
             mode: EvStrategy = (ev_modes or {}).get(dev_id) or cfg.setting(dev_id, "ev_strategy")
             energy = (session_energy_wh or {}).get(dev_id)

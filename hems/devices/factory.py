@@ -29,6 +29,12 @@ class DeviceLayer:
     # device id -> adapter object, for capability look-ups (isinstance(dev, BatteryControl))
     devices: dict[str, Any] = field(default_factory=dict)
 
+    async def scan(self, timeout_s: float = 5.0) -> None:
+        """What the devices can do, read before the stages are built (`ModbusService.scan`)."""
+        modbus = self.services.get("modbus")
+        if isinstance(modbus, ModbusService):
+            await modbus.scan(timeout_s)
+
 
 def build_devices(
     devices: list[DeviceConfig], state: SiteState, clock: Clock, db: Database | None

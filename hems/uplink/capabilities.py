@@ -3,7 +3,7 @@ site's devices. Pure: the composition root passes the facts, nothing is read her
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Literal
 
 from hems.core.assets import DeviceRatings
@@ -19,16 +19,24 @@ def describe_site(
     ratings: Mapping[str, DeviceRatings],
     *,
     control_enabled: bool,
+    curtailable: Collection[str] = frozenset(),
     import_limit_w: float | None = None,
     export_limit_w: float | None = None,
 ) -> Capabilities:
     """One asset per device (sorted by id), with its control kind and power range [W]
     (+ = consuming/charging). A device without the ratings its control needs is described
     as uncontrolled; with control disabled every asset is "none", though its range and
-    capacity are still stated."""
+    capacity are still stated. A PV is "curtail_pct" only if it is in `curtailable` (the
+    inverters the control loop can limit); any other PV is measured only."""
     return Capabilities(
         assets=[
-            _asset(device_id, role, ratings.get(device_id, _NONE), control_enabled)
+            _asset(
+                device_id,
+                role,
+                ratings.get(device_id, _NONE),
+                control_enabled,
+                device_id in curtailable,
+            )
             for device_id, role in sorted(roles.items())
         ],
         import_limit_w=import_limit_w,
@@ -36,14 +44,18 @@ def describe_site(
     )
 
 
-def _asset(device_id: str, role: Role, r: DeviceRatings, control_enabled: bool) -> Asset:
+def _asset(
+    device_id: str, role: Role, r: DeviceRatings, control_enabled: bool, curtailable: bool
+) -> Asset:
     kind: Control = "none"
     lo: float | None = None
     hi: float | None = None
     if role is Role.BATTERY and r.max_charge_w and r.max_discharge_w:
         kind, lo, hi = "power_setpoint", -r.max_discharge_w, r.max_charge_w
     elif role is Role.PV and r.rated_w:
-        kind, lo, hi = "curtail_pct", -r.rated_w, 0.0
+        lo, hi = -r.rated_w, 0.0
+        if curtailable:
+            kind = "curtail_pct"
     elif role is Role.EV and r.max_power_w is not None:
         kind, lo, hi = "current_limit", 0.0, r.max_power_w
     elif role is Role.LOAD and r.load_power_w:

@@ -106,7 +106,7 @@ class Uplink:
         *,
         storage_path: Path | None = None,
         key: Ed25519PrivateKey | None = None,
-        capabilities: Capabilities | None = None,
+        capabilities: Capabilities | Callable[[], Capabilities] | None = None,
         software_version: str | None = None,
     ) -> None:
         if cfg.aggregator_public_key is None:
@@ -120,6 +120,7 @@ class Uplink:
         self._prefix = cfg.prefix(site_id)
         self._tls = tls_context(cfg)
         self._capabilities = capabilities
+        self._capabilities_changed = asyncio.Event()
         self._version = software_version
         self.outbox = Outbox(db, cfg.outbox_max_rows)
         self._wake = asyncio.Event()
@@ -227,10 +228,31 @@ class Uplink:
     # -- running --------------------------------------------------------------------------
     async def run(self) -> None:
         await self._inbound.load()
-        await self._send("capabilities", self._capabilities or self._default_capabilities())
+        await self._send("capabilities", self.capabilities())
         async with asyncio.TaskGroup() as tg:
             tg.create_task(self._connection_loop(), name="uplink:mqtt")
             tg.create_task(self._telemetry_loop(), name="uplink:telemetry")
+            tg.create_task(self._capabilities_loop(), name="uplink:capabilities")
+
+    def capabilities(self) -> Capabilities:
+        """What the gateway says it can do now (the composition root's, if it gave one)."""
+        caps = self._capabilities
+        if callable(caps):
+            return caps()
+        return caps or self._default_capabilities()
+
+    def capabilities_changed(self) -> None:
+        """What the site can do changed (a device joined control): send `capabilities` again."""
+        self._capabilities_changed.set()
+
+    async def _capabilities_loop(self) -> None:
+        while True:
+            await self._capabilities_changed.wait()
+            self._capabilities_changed.clear()
+            try:
+                await self._send("capabilities", self.capabilities())
+            except (sqlite3.Error, StoreError) as exc:
+                log.error("uplink capabilities not stored", error=str(exc))
 
     def _default_capabilities(self) -> Capabilities:
         # Nothing known but the roles: every asset measured only.

@@ -590,3 +590,43 @@ async def test_a_load_whose_state_cannot_be_read_falls_back_to_its_power() -> No
         await r.cycle()
     st = r.loop.status()["devices"]["boiler"]
     assert st["ignores_commands"] is True
+
+
+async def test_a_target_soc_holds_the_charger_until_raised_or_unplugged() -> None:
+    """Issue 13: once the car's measured SoC reaches the session's `target_soc_pct` the loop
+    offers 0 A (in `fast` mode, which would charge it to full); a higher target gives it
+    current again, and unplugging forgets the target."""
+    clock = ManualClock(T0)
+    state = SiteState(clock, stale_after_s=10)
+    ev = FakeCharger(state=EvState.CHARGING)
+    devs = ControlledDevices()
+    devs.add_charger(ev, min_current_a=6, max_current_a=16)
+    for d, role in (("grid", Role.GRID), ("ev", Role.EV)):
+        state.register_device(d, role)
+    limits = LimitsConfig(fuse_a=60, phases=1, voltage_v=230, export_limit_w=3680)
+    loop = ControlLoop(ControlConfig(ev_strategy="fast"), limits, state, devs, clock, lambda: None)
+
+    async def cycle(soc_pct: float) -> float:
+        state.publish([Reading("grid", Q.POWER_W, 4000.0, clock.now()),
+                       Reading("ev", Q.POWER_W, 3680.0, clock.now()),
+                       Reading("ev", Q.SOC_PCT, soc_pct, clock.now())])  # fmt: skip
+        await loop.step()
+        await clock.advance(1.0)
+        return ev.calls[-1][0]
+
+    departure = T0 + timedelta(hours=10)
+    loop.set_ev_session("ev", 5000.0, departure, target_soc_pct=80.0)
+    assert await cycle(79.0) == 16
+    assert await cycle(80.0) == 0  # at the target
+    assert await cycle(79.5) == 0  # latched: a reading back under it does not restart it
+    loop.set_ev_session("ev", 0.0, departure, target_soc_pct=80.0)  # the same target again
+    assert await cycle(80.0) == 0
+    loop.set_ev_session("ev", 5000.0, departure, target_soc_pct=90.0)  # the owner wants more
+    assert await cycle(80.0) == 16
+    assert await cycle(90.5) == 0
+    ev.ev_state = EvState.AVAILABLE  # unplugged: the target is forgotten
+    await cycle(90.5)
+    ev.ev_state = EvState.CHARGING  # the next car, without a SoC target
+    assert await cycle(95.0) == 16
+    with pytest.raises(BadValue):
+        loop.set_ev_session("ev", 0.0, departure, target_soc_pct=120.0)

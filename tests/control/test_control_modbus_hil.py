@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 import hil.faults as hil_faults
 import hil.home as hil_home
 import hil.sunspec_server as hil_server
-from hems.control.config import ControlConfig, StageBudgets
+from hems.control.config import ControlConfig, DeviceControlConfig, StageBudgets
 from hems.control.devices import ControlledDevices
 from hems.control.loop import ControlLoop
 from hems.core.clock import ManualClock
@@ -112,3 +112,52 @@ async def test_control_loop_over_sunspec_modbus() -> None:
         await pool.close()
         await proxy.stop()
         await server.stop()
+
+
+async def test_a_sunspec_pv_joins_control_only_once_its_map_shows_a_limit_model() -> None:
+    """Issue 13: curtailment comes from the models read, not from the adapter's class. A PV
+    whose map is not read yet (its unit silent at start) is measured only; its first poll
+    reads the map and, with model 123, it joins control; without a limit model it never
+    does, so the loop never writes to it even with export over the limit."""
+    clock = ManualClock(NOON)
+    for has_123 in (True, False):
+        home = hil_home.Home(
+            hil_home.HomeConfig(pv_kwp=6.5, pv_inverter_max_w=6000, battery_initial_soc_pct=100,
+                                cloudiness=0.0, cloud_transients_per_h=0),
+            start=NOON,
+        )  # fmt: skip
+        server = hil_server.SunSpecServer(home, clock, pv_curtailment=has_123)
+        await server.start()
+        state = SiteState(clock)
+        pool = EndpointPool()
+        try:
+            pv = sunspec_device(_cfg(server.port, "pv", "pv", 1), pool, state, clock)
+            grid = sunspec_device(_cfg(server.port, "grid", "grid", 3), pool, state, clock)
+            assert pv.curtailable is None  # type: ignore[attr-defined]
+            cfg = ControlConfig(strategy="self-consumption", write_timeout_s=0.3).with_devices(
+                {"pv": DeviceControlConfig(rated_w=6000)}
+            )
+            limits = LimitsConfig(fuse_a=FUSE_A, phases=1, export_limit_w=EXPORT_LIMIT_W)
+            loop = ControlLoop(
+                cfg, limits, state, ControlledDevices.from_adapters(cfg, [pv]), clock, lambda: None
+            )
+            assert not loop.controls("pv")  # not read yet: nothing to count on
+            pv.on_map_found(loop.add_device)  # type: ignore[attr-defined]
+            for _ in range(20):
+                await clock.advance(1.0)
+                home.step(clock.now(), 1.0)
+                server.refresh(clock.now())
+                assert await pv.poll() and await grid.poll()
+                await loop.step()
+            assert pv.curtailable is has_123  # type: ignore[attr-defined]
+            assert loop.controls("pv") is has_123
+            assert -home.state.grid_w > EXPORT_LIMIT_W or has_123  # over the limit without it
+            if has_123:
+                assert (home.pv_limit_pct or 100) < 100  # curtailed over SunSpec 123
+            else:
+                assert home.pv_limit_pct is None  # never limited
+                assert "pv" not in loop.status()["devices"]
+                assert loop.status()["errors"] == 0
+        finally:
+            await pool.close()
+            await server.stop()

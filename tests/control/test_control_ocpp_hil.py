@@ -220,3 +220,97 @@ async def test_a_charger_accepted_at_run_time_is_shed_by_the_fuse_guard() -> Non
     assert longest_over_s <= 2.0, longest_over_s
     assert any(a["rule"] == "fuse" and a["device_id"] == "new-cp" for a in acts)
     assert loop.status()["errors"] == 0
+
+
+async def test_an_ev_is_stopped_at_its_target_soc() -> None:
+    """Issue 13: an EV charged to a target SoC. The real central system, the charge-point
+    simulator with a car that reports its SoC (a tiny 200 Wh battery, so it takes seconds),
+    EvSessions with `target_soc_pct` and the control loop in `fast` mode (which alone would
+    charge the car to full): the charger is held at 0 A once the car's measured SoC reaches
+    the target. The configured capacity leaves out the car's charging losses, so the energy
+    estimate is met before the SoC: charging must go on until the SoC itself is there."""
+    from zoneinfo import ZoneInfo
+
+    from hems.app.evsessions import EvSessions
+
+    clock = RealClock()
+    home = hil_home.Home(hil_home.HomeConfig(**FLAT_HOUSE), start=clock.now())
+    ocpp_cfg = OcppConfig.model_validate(
+        {"enabled": True, "host": "127.0.0.1", "meter_value_sample_interval_s": 1,
+         "response_timeout_s": 2}
+    ).model_copy(update={"port": 0})  # fmt: skip
+    ocpp_cfg = ocpp_cfg.with_chargers(
+        [ChargerConfig(id="cp1", identity="CP1", password=PASSWORD)]  # type: ignore[arg-type]
+    )
+    state = SiteState(clock)
+    state.register_device("grid", Role.GRID, stale_after_s=2)
+    capacity_wh, start_soc, target_soc = 200.0, 70.0, 72.0
+    ev = hil_ev.EvModel(battery_kwh=capacity_wh / 1000, soc_pct=start_soc, max_ac_power_w=7400,
+                        phases=1)  # fmt: skip
+    sessions_box: list[EvSessions] = []
+    cs = OcppCentralSystem(
+        ocpp_cfg, state, clock, listener=lambda e: [s.on_charger_event(e) for s in sessions_box]
+    )
+    stop = asyncio.Event()
+
+    async def rig() -> None:
+        last = clock.monotonic()
+        while not stop.is_set():
+            await asyncio.sleep(0.1)
+            now_s = clock.monotonic()
+            st = home.step(clock.now(), now_s - last)
+            last = now_s
+            now = clock.now()
+            state.publish([Reading("grid", Q.POWER_W, st.grid_w, now),
+                           Reading("grid", Q.VOLTAGE_V, st.voltage_phase_v[0], now)])  # fmt: skip
+
+    async with contextlib.AsyncExitStack() as stack:
+        tg = await stack.enter_async_context(asyncio.TaskGroup())
+        cs_task = tg.create_task(cs.run())
+        await asyncio.wait_for(cs.started.wait(), 5)
+        devs = ControlledDevices()
+        devs.add_charger(cs.charger("cp1"), min_current_a=6, max_current_a=16, phases=(1,))
+        limits = LimitsConfig(fuse_a=FUSE_A, phases=1, export_limit_w=3680)
+        loop = ControlLoop(
+            ControlConfig(ev_strategy="fast", cycle_s=0.5), limits, state, devs, clock, lambda: None
+        )
+        sessions_box.append(
+            EvSessions(
+                clock, ZoneInfo("Europe/London"), {"cp1": ("07:00", 20_000.0)}, control=loop,
+                capacity_wh={"cp1": capacity_wh}, state=state, target_soc_pct={"cp1": target_soc},
+            )
+        )  # fmt: skip
+        sim = hil_cp.SimChargePoint(
+            hil_cp.SimConfig(
+                url=f"ws://127.0.0.1:{cs.port}", identity="CP1", version="1.6",
+                password=PASSWORD, phases=1, max_current_a=16, meter_interval_s=0.2,
+            ),
+            clock,
+            ev=ev,
+            on_power=lambda w: home.set_external_load_w("ev", w),
+        )  # fmt: skip
+        sim_task = tg.create_task(sim.run())
+        rig_task = tg.create_task(rig())
+        loop_task = tg.create_task(loop.run())
+        try:
+            await wait_until(lambda: sim.power_w > 3000, 8, "the car charging at 16 A")
+            await wait_until(lambda: ev.soc_pct >= target_soc, 20, "the car at its target SoC")
+            await wait_until(lambda: sim.power_w == 0, 3, "the charger stopped at the target")
+            stopped_soc = ev.soc_pct
+            session = sessions_box[0].session("cp1")
+            await asyncio.sleep(2.0)  # held: the car (which would take more) gets nothing
+            held_power_w, held_soc = sim.power_w, ev.soc_pct
+            acts = loop.recent_interventions()
+        finally:
+            stop.set()
+            for t in (loop_task, sim_task, cs_task):
+                t.cancel()
+            sim.stop()
+            await rig_task
+    assert session is not None and session.target_soc_pct == target_soc
+    assert session.soc_source == "measured"
+    assert target_soc <= stopped_soc <= target_soc + 1.0, stopped_soc
+    assert held_power_w == 0 and held_soc == stopped_soc
+    assert ev.acceptance_w() > 0  # the car itself would have gone on charging
+    assert not any(a["rule"] == "fuse" for a in acts)  # stopped by the target, not shed
+    assert loop.status()["errors"] == 0

@@ -278,6 +278,23 @@ def test_departure_forces_fast_charging() -> None:
     assert p.commands["ev"].current_a == 0
 
 
+def test_a_car_at_its_target_soc_is_held_at_zero_in_every_mode() -> None:
+    """`ev_full`: the car reached its target SoC; nothing, not even a session that needs
+    fast charging by departure, gives it current (the owner's override still does)."""
+    img = image(grid_w=-5000, ev=(0, S.PLUGGED, 0, 1))  # 5 kW surplus
+    urgent = {"ev": EvSession(20000, T0 + timedelta(hours=5, minutes=30))}
+    for mode in ("fast", "min-pv", "pv-only", "plan"):
+        cfg = ControlConfig(ev_strategy=mode)
+        args = (img, spec(battery=False), cfg, slot({"ev": 7000}), {}, urgent, {}, None)
+        assert propose(*args, {"ev": 0.0}).commands["ev"].current_a > 0, mode
+        held = propose(*args, {"ev": 0.0}, None, frozenset({"ev"}))
+        assert held.commands["ev"].current_a == 0, mode
+    override = {"ev": Override("ev", 3680.0, T0 + timedelta(hours=1))}
+    p = propose(img, spec(battery=False), ControlConfig(), None, override, {}, {}, None, None,
+                None, frozenset({"ev"}))  # fmt: skip
+    assert p.commands["ev"].current_a == 16
+
+
 def test_plan_ev_target_and_overrides() -> None:
     cfg = ControlConfig()
     s = slot({"ev": 7000, "bat": 0}, imp=7000, switches={"boiler": True})

@@ -130,7 +130,14 @@ class Control:
     def __init__(self) -> None:
         self.modes: dict[str, str | None] = {}
 
-    def set_ev_session(self, device_id: str, target_energy_wh: float, departure: datetime) -> None:
+    def set_ev_session(
+        self,
+        device_id: str,
+        target_energy_wh: float,
+        departure: datetime,
+        *,
+        target_soc_pct: float | None = None,
+    ) -> None:
         pass
 
     def set_ev_mode(self, device_id: str, mode: str | None) -> None:

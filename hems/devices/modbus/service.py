@@ -19,8 +19,8 @@ from hems.core.state import SiteState
 from hems.devices.modbus.config import ModbusConnection
 from hems.devices.modbus.engine import EndpointPool
 from hems.devices.modbus.proxy import ModbusProxy
-from hems.devices.modbus.sunspec_device import sunspec_device
-from hems.errors import ConfigError
+from hems.devices.modbus.sunspec_device import SunSpecInverter, sunspec_device
+from hems.errors import ConfigError, DeviceError
 
 log = structlog.get_logger(__name__)
 
@@ -70,6 +70,24 @@ class ModbusService:
                         f"devices[{cfg.id}].proxy", f"differs from another device on {endpoint.key}"
                     )
                 self.proxies[endpoint.key] = ModbusProxy(endpoint, cfg.proxy)
+
+    async def scan(self, timeout_s: float) -> None:
+        """Read every SunSpec inverter's model map once, all at once, before the stages are
+        built: whether it can be curtailed (models 123/704) decides what the control loop
+        and the uplink count on. One that does not answer within `timeout_s` is read by its
+        first poll instead (and joins control then, through `on_map_found`)."""
+
+        async def one(dev: SunSpecInverter) -> None:
+            try:
+                async with asyncio.timeout(timeout_s):
+                    await dev.ensure_map()
+            except (DeviceError, TimeoutError) as exc:
+                log.warning("sunspec scan at start failed", device=dev.device_id, error=str(exc))
+
+        async with asyncio.TaskGroup() as tg:
+            for device_id, dev in self.devices.items():
+                if isinstance(dev, SunSpecInverter):
+                    tg.create_task(one(dev), name=f"modbus-scan:{device_id}")
 
     async def run(self) -> None:
         try:

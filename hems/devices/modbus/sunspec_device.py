@@ -229,6 +229,13 @@ class SunSpecDevice(PolledDevice):
         super().__init__(cfg, pool, state, clock)
         self._map: SunSpecMap | None = None
         self._noted: set[str] = set()
+        self._on_found: list[Callable[[SunSpecDevice], object]] = []
+
+    def on_map_found(self, listener: Callable[[SunSpecDevice], object]) -> None:
+        """Call `listener(self)` each time the unit's model map is read (the first poll, a
+        scan, or again after a firmware update moved the models): what the unit can do
+        (`SunSpecInverter.curtailable`) is known from then on."""
+        self._on_found.append(listener)
 
     # -- polling -------------------------------------------------------------------------
     @property
@@ -286,6 +293,11 @@ class SunSpecDevice(PolledDevice):
                 models=smap.ids,
                 hybrid=is_hybrid(smap.ids, self.cfg.hybrid),
             )
+            for listener in self._on_found:
+                try:
+                    listener(self)
+                except Exception:  # a listener's bug must not fail the poll
+                    log.exception("sunspec map listener failed", device=self.device_id)
         return self._map
 
     # -- shared helpers for capabilities ---------------------------------------------------
@@ -323,8 +335,16 @@ class SunSpecMeter(SunSpecDevice):
 
 
 class SunSpecInverter(SunSpecDevice):
-    """Role pv: an inverter (10x/11x/701), curtailed through 123 or 704. Implements
-    `PvInverter`."""
+    """Role pv: an inverter (10x/11x/701), curtailed through 123 or 704 where the unit has
+    one. Implements `PvInverter`; whether the limit can be set is `curtailable`, known once
+    the model map is read (a unit without 123 and 704 is measured only)."""
+
+    @property
+    def curtailable(self) -> bool | None:
+        """True if the unit's map has model 123 or 704, False if not, None until read."""
+        if self._map is None:
+            return None
+        return self._map.find(*LIMIT_MODELS) is not None
 
     async def power_w(self) -> float:
         return self._fresh(Quantity.POWER_W)
