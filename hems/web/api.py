@@ -562,7 +562,7 @@ _DESCRIPTIONS = {
     405: "Method not allowed",
     413: "Body too large",
     415: "Body is not application/json",
-    409: "The config file on disk is not a YAML mapping (fix it by hand first)",
+    409: "The config file on disk is not valid YAML or not a mapping (fix it by hand)",
     422: "A field is invalid (each one named in `errors`)",
     500: "The config file could not be written",
     503: "Unhealthy (health) or too many streams open",
