@@ -5,7 +5,8 @@ models (hems.web.apimodels), and what it may answer. aiohttp's routes and the Op
 document (`/api/v1/openapi.json`, rendered at `/api/v1/docs`) are both made from it, so the
 spec cannot drift from what is served. Handlers read the same providers as the page
 (`add_json`) and change things only through the page's actions (hems.web.actions, by name),
-so the API and the page apply the same rules.
+so the API and the page apply the same rules; the config file is changed through the
+installer form's own check (hems.web.configform.check_form) and write.
 
 Errors are problem+json (hems.web.problem). Versioning: inside v1 only additions (fields,
 endpoints, enum values in responses); a removal or a change of meaning needs /api/v2/.

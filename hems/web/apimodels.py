@@ -8,9 +8,17 @@ Floats that are unknown are null (NaN never reaches the wire).
 
 from __future__ import annotations
 
+import math
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainValidator,
+    StringConstraints,
+    WithJsonSchema,
+)
 
 from hems.core.assets import EvStrategy
 from hems.core.capabilities import BatteryMode
@@ -340,7 +348,20 @@ class ConfigOut(_Out):
     )
 
 
-ConfigValue = str | int | float | bool | None
+def _scalar(value: Any) -> str | int | float | bool | None:
+    if value is None or isinstance(value, str | bool | int):
+        return value
+    if isinstance(value, float) and math.isfinite(value):
+        return value
+    raise ValueError("must be a string, a finite number, true/false or null")
+
+
+# One value of the form: a JSON scalar, one error naming the field when it is not.
+ConfigValue = Annotated[
+    str | int | float | bool | None,
+    PlainValidator(_scalar),
+    WithJsonSchema({"type": ["string", "number", "boolean", "null"]}),
+]
 
 
 class ConfigPatchIn(_In):

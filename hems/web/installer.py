@@ -13,6 +13,9 @@
                              entries found, each with an "add" that shows the diff first
     POST /installer/devices/add  add a scanned entry to devices[] (diff, then confirm)
 
+PATCH /api/v1/config (hems.web.api) takes the same form values as JSON, through the same
+check (`check_form`), write and restart, without the review step.
+
 All routes sit behind the web server's guard (session or token; CSRF and same origin for the
 POST). Applying restarts the whole daemon: under systemd (`Restart=always`) it comes back
 with the new file; no stage is reloaded in place.

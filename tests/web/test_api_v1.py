@@ -3,7 +3,8 @@ Modbus and OCPP), over real HTTP: every read endpoint, the changes going through
 actions, problem+json naming the field for bad input, the live stream after a change, the
 generated OpenAPI document (openapi-spec-validator) and schemathesis against it.
 
-The bare-server test checks what the demo site cannot show (masked secrets in /config)."""
+The bare-server test checks what the demo site cannot show (masked secrets in /config). The
+config write (PATCH /api/v1/config) runs on a daemon started from a file, through its restart."""
 
 from __future__ import annotations
 
@@ -225,6 +226,7 @@ async def test_openapi_document_is_valid_and_the_daemon_keeps_to_it(tmp_path: Pa
                   response_schema_conformance]  # fmt: skip
         failures: list[str] = []
         calls = [0]
+        config_writes = [0]
 
         def run(operation: Any, mode: GenerationMode) -> None:
             # Health answers a documented 503 whenever the rig's grid meter is late on a busy
@@ -243,6 +245,8 @@ async def test_openapi_document_is_valid_and_the_daemon_keeps_to_it(tmp_path: Pa
                     # Written, never applied: a restart would end the daemon under test.
                     case.body = {**case.body, "restart": False}
                 response = case.call(base_url=base, headers=bearer(rw), timeout=15)
+                if config_write and response.status_code == 200:
+                    config_writes[0] += 1
                 case.validate_response(response, checks=wanted)
 
             try:
@@ -261,10 +265,11 @@ async def test_openapi_document_is_valid_and_the_daemon_keeps_to_it(tmp_path: Pa
         # schemathesis calls synchronously (requests); the daemon serves on this loop.
         await asyncio.wait_for(asyncio.to_thread(run_all), 200)
         assert not failures, "\n\n".join(failures)
-        # PATCH /config was live (the daemon runs from a file): the document's example was
-        # written, check-config passed the file, and the daemon was not restarted.
+        # PATCH /config was live (the daemon runs from a file) and accepted some requests;
+        # the file still passes check-config, and the daemon was not restarted.
+        assert config_writes[0] > 0
         assert _daemon.config_path is not None
-        assert load_config(_daemon.config_path).limits.fuse_a == 63
+        load_config(_daemon.config_path)
         assert not _daemon.restart_requested.is_set()
         assert calls[0] > 3 * len(spec["paths"])  # it really exercised the API
 
@@ -344,7 +349,7 @@ async def test_config_patch_writes_the_file_the_daemon_runs_after_its_restart(
             )
             assert_problem(r, 422, "devices[1].battery.capacity_wh")
             r = await c.patch("/api/v1/config", json={"changes": {"limits.fuse_a": [80]}})
-            assert r.status_code == 422, r.text  # the model's own check, before the form's
+            assert_problem(r, 422, "changes.limits.fuse_a")  # not a scalar: the body's model
             unchanged()
 
             # Valid, written, not applied yet: the running config is still the old one.
