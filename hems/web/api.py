@@ -295,8 +295,10 @@ class ApiV1:
         try:
             result = check_form(text, {k: _form_text(v) for k, v in body.changes.items()},
                                 source=str(path))  # fmt: skip
-        except ConfigErrors as exc:
-            return problem(409, f"{path}: fix the file by hand first: {exc.problems[0]}")
+        except ConfigErrors as exc:  # "config: not valid YAML: …"
+            reason = exc.problems[0].removeprefix("config: ")
+            detail = f"config: {path} {reason}; fix the file by hand first"
+            return problem(409, detail, [{"field": "config", "reason": reason}])
         names = {f.name for f in result.fields}
         errors = [
             {"field": k, "reason": "not a field of the installer's config form"}
@@ -561,9 +563,9 @@ _DESCRIPTIONS = {
     403: "A read-only token, or a session without CSRF token or from another site",
     404: "No such thing here (an unknown id, or the stage is not configured)",
     405: "Method not allowed",
+    409: "The config file on disk is not valid YAML or not a mapping (fix it by hand)",
     413: "Body too large",
     415: "Body is not application/json",
-    409: "The config file on disk is not valid YAML or not a mapping (fix it by hand)",
     422: "A field is invalid (each one named in `errors`)",
     500: "The config file could not be written",
     503: "Unhealthy (health) or too many streams open",

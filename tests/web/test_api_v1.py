@@ -396,6 +396,18 @@ async def test_config_patch_writes_the_file_the_daemon_runs_after_its_restart(
             r = await c.patch("/api/v1/config", json={"changes": {"limits.fuse_a": 80.0}})
             assert r.json() == {"changed": [], "written": False, "backup": None,
                                 "restart_required": False, "restarting": False}  # fmt: skip
+            # null removes the key: the model's default applies.
+            change = {"changes": {"limits.battery_reserve_pct": None}, "restart": False}
+            r = await c.patch("/api/v1/config", json=change)
+            assert r.json()["changed"] == ["limits.battery_reserve_pct"], r.text
+            assert "battery_reserve_pct" not in path.read_text()
+            # A file broken by hand is not touched: 409 until it is fixed.
+            good = path.read_bytes()
+            path.write_text("site: [unclosed\n")
+            r = await c.patch("/api/v1/config", json={"changes": {"limits.fuse_a": 70}})
+            assert_problem(r, 409, "config")
+            assert path.read_text() == "site: [unclosed\n"
+            path.write_bytes(good)
         # The owner's page session may too, with its CSRF token (not without).
         async with logged_in(base) as (session, csrf):
             change = {"changes": {"site.name": "Renamed home"}, "restart": False}
