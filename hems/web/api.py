@@ -5,7 +5,8 @@ models (hems.web.apimodels), and what it may answer. aiohttp's routes and the Op
 document (`/api/v1/openapi.json`, rendered at `/api/v1/docs`) are both made from it, so the
 spec cannot drift from what is served. Handlers read the same providers as the page
 (`add_json`) and change things only through the page's actions (hems.web.actions, by name),
-so the API and the page apply the same rules.
+so the API and the page apply the same rules; the config file is changed through the
+installer form's own check (hems.web.configform.check_form) and write.
 
 Errors are problem+json (hems.web.problem). Versioning: inside v1 only additions (fields,
 endpoints, enum values in responses); a removal or a change of meaning needs /api/v2/.
@@ -18,6 +19,7 @@ import re
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import structlog
@@ -25,6 +27,8 @@ from aiohttp import web
 from pydantic import BaseModel, ValidationError
 from pydantic.json_schema import models_json_schema
 
+from hems.config import ConfigErrors
+from hems.configedit import write_atomic
 from hems.core.clock import Clock
 from hems.core.jsonsafe import JsonTooLarge, loads_bounded
 from hems.core.quantities import site_values
@@ -32,6 +36,7 @@ from hems.core.state import SiteState
 from hems.errors import ConfigError, HemsError
 from hems.store.timeseries import ReadingStore
 from hems.web import apimodels as m
+from hems.web.configform import check_form
 from hems.web.problem import problem, validation_problem
 from hems.web.render import render
 
@@ -44,6 +49,15 @@ _MAX_DEPTH = 16
 Provider = Callable[[], Any]
 Action = Callable[[dict[str, Any]], Awaitable[Any]]
 Result = BaseModel | tuple[BaseModel, int] | web.StreamResponse
+Audit = Callable[[web.Request, str], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigFile:
+    """The config file the daemon started from, and how it restarts to run a new one."""
+
+    path: Path
+    restart: Callable[[], None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +120,9 @@ ROUTES: tuple[Operation, ...] = (
               m.FlexReportsOut),
     Operation("GET", "/config", "config", "The running configuration (secrets hidden)",
               "config", m.ConfigOut),
+    Operation("PATCH", "/config", "config_patch",
+              "Change fields of the installer's config form in the file (then restart)",
+              "config", m.ConfigPatchOut, body=m.ConfigPatchIn, errors=(409, 500)),
     Operation("GET", "/stream", "stream",
               "Server-sent events: site, devices, plan, intervention, flex (see the README)",
               "events", None, media="text/event-stream", errors=(503,)),
@@ -142,6 +159,8 @@ class ApiV1:
         self._health_body = health
         self._sse = stream
         self.config: Callable[[], BaseModel] | None = None
+        self.config_file: ConfigFile | None = None
+        self.audit: Audit | None = None  # the security log: who changed what (no values)
         self._spec: dict[str, Any] | None = None
 
     def add_routes(self, app: web.Application) -> None:
@@ -266,6 +285,60 @@ class ApiV1:
         # mode="json" writes every SecretStr as "**********".
         return m.ConfigOut(config=self.config().model_dump(mode="json"))
 
+    async def _config_patch(self, request: web.Request, body: m.ConfigPatchIn) -> Result:
+        """The installer's form, submitted as JSON: the same check (`check_form`), the same
+        atomic write (previous file kept as `.bak`), and the same restart to apply it."""
+        if self.config_file is None:
+            raise _NotConfigured("config-file")
+        path = self.config_file.path
+        text = path.read_text(encoding="utf-8")
+        try:
+            result = check_form(text, {k: _form_text(v) for k, v in body.changes.items()},
+                                source=str(path))  # fmt: skip
+        except ConfigErrors as exc:  # "config: not valid YAML: …"
+            reason = exc.problems[0].removeprefix("config: ")
+            detail = f"config: {path} {reason}; fix the file by hand first"
+            return problem(409, detail, [{"field": "config", "reason": reason}])
+        names = {f.name for f in result.fields}
+        errors = [
+            {"field": k, "reason": "not a field of the installer's config form"}
+            for k in body.changes
+            if k not in names
+        ]
+        if not errors:
+            errors = [
+                {"field": where or "request", "reason": message}
+                for where, messages in result.problems.items()
+                for message in messages
+            ]
+        if errors or result.checked is None:
+            detail = "; ".join(f"{e['field']}: {e['reason']}" for e in errors)
+            return problem(422, detail, errors)
+        checked = result.checked
+        backup = None
+        if checked.changed:
+            try:
+                backup = write_atomic(path, checked.new_text)
+            except OSError as exc:
+                return problem(500, f"config: cannot write {path}: {exc.strerror or exc}")
+            fields = ", ".join(result.changed)
+            log.warning("config file changed through the API", path=str(path), fields=fields)
+            if self.audit is not None:
+                await self.audit(request, f"config file changed: {fields}")
+        running = self.config() if self.config is not None else None
+        required = checked.config != running if running is not None else checked.changed
+        restarting = body.restart and required
+        if restarting:
+            log.warning("restarting to run the changed config file", path=str(path))
+            self.config_file.restart()
+        return m.ConfigPatchOut(
+            changed=list(result.changed),
+            written=checked.changed,
+            backup=str(backup) if backup is not None else None,
+            restart_required=required,
+            restarting=restarting,
+        )
+
     async def _stream(self, request: web.Request) -> Result:
         return await self._sse(request)
 
@@ -340,6 +413,15 @@ class ApiV1:
         if self._spec is None:
             self._spec = openapi(ROUTES)
         return self._spec
+
+
+def _form_text(value: m.ConfigValue) -> str:
+    """A JSON value as the form's input would hold it (null: the empty field)."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
 
 
 class _NotConfigured(Exception):
@@ -481,9 +563,11 @@ _DESCRIPTIONS = {
     403: "A read-only token, or a session without CSRF token or from another site",
     404: "No such thing here (an unknown id, or the stage is not configured)",
     405: "Method not allowed",
+    409: "The config file on disk is not valid YAML or not a mapping (fix it by hand)",
     413: "Body too large",
     415: "Body is not application/json",
     422: "A field is invalid (each one named in `errors`)",
+    500: "The config file could not be written",
     503: "Unhealthy (health) or too many streams open",
 }
 

@@ -8,9 +8,17 @@ Floats that are unknown are null (NaN never reaches the wire).
 
 from __future__ import annotations
 
-from typing import Any, Literal
+import math
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainValidator,
+    StringConstraints,
+    WithJsonSchema,
+)
 
 from hems.core.assets import EvStrategy
 from hems.core.capabilities import BatteryMode
@@ -338,3 +346,53 @@ class ConfigOut(_Out):
     config: dict[str, Any] = Field(
         description="the validated configuration as it runs; secrets show as **********"
     )
+
+
+def _scalar(value: Any) -> str | int | float | bool | None:
+    if value is None or isinstance(value, str | bool | int):
+        return value
+    if isinstance(value, float) and math.isfinite(value):
+        return value
+    raise ValueError("must be a string, a finite number, true/false or null")
+
+
+# One value of the form: a JSON scalar, one error naming the field when it is not.
+ConfigValue = Annotated[
+    str | int | float | bool | None,
+    PlainValidator(_scalar),
+    WithJsonSchema({"type": ["string", "number", "boolean", "null"]}),
+]
+
+
+class ConfigPatchIn(_In):
+    """Values for fields of the installer's config form, keyed by the field's path in the
+    file as check-config names it (`limits.fuse_a`, `devices[3].ev.target_energy_wh`);
+    null (or an empty string) removes the key, so the default applies. Checked by the
+    same code as the form: each value as its field's type, then the whole file by
+    check-config; nothing is written unless all of it passes. Comments and layout of the
+    rest of the file are kept."""
+
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"changes": {"limits.fuse_a": 63}, "restart": False}]}
+    )
+
+    changes: dict[Annotated[str, StringConstraints(min_length=1, max_length=128)], ConfigValue] = (
+        Field(max_length=200, description="field path -> new value (null: back to the default)")
+    )
+    restart: bool = Field(
+        True,
+        description="restart the daemon now when the file differs from the configuration it "
+        "runs (as the installer's page does); false: the file is written, it applies at the "
+        "next start",
+    )
+
+
+class ConfigPatchOut(_Out):
+    changed: list[str] = Field(description="the fields whose value in the file changed")
+    written: bool = Field(description="false when every value was the file's already")
+    backup: str | None = Field(description="where the previous file was kept (`<file>.bak`)")
+    restart_required: bool = Field(
+        description="the file differs from the configuration the daemon runs; it applies "
+        "only when the daemon starts again (no stage reloads its configuration in place)"
+    )
+    restarting: bool = Field(description="the daemon restarts now to run the file")

@@ -46,6 +46,7 @@ SecurityKind = Literal[
     "token-created",
     "token-revoked",
     "refused",
+    "config-changed",
 ]
 
 

@@ -19,7 +19,15 @@ from annotated_types import Ge, Gt, Le, Lt
 from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 
-from hems.configedit import DELETE, Edit, get_path
+from hems.configedit import (
+    DELETE,
+    Checked,
+    Edit,
+    apply_edits,
+    get_path,
+    load_document,
+    problems_by_field,
+)
 from hems.control.config import ControlConfig
 from hems.core.assets import BatteryFacts, EvNeeds
 from hems.core.site import LimitsConfig, SiteConfig
@@ -121,6 +129,49 @@ def parse(
         except ValueError as exc:
             errors[f.name] = str(exc)
     return edits, errors
+
+
+@dataclass(frozen=True, slots=True)
+class FormCheck:
+    """The outcome of submitting values to the form over a file's text (nothing written).
+
+    `problems` holds each message under its field's name (`limits.fuse_a`; "" when it names
+    no field), empty when the result is valid; `checked` is None when a value was not even
+    of its field's type; `changed` names the fields whose value in the file would change."""
+
+    form: list[FormSection]
+    checked: Checked | None
+    problems: dict[str, list[str]]
+    changed: tuple[str, ...]
+
+    @property
+    def fields(self) -> list[FormField]:
+        return [f for s in self.form for f in s.fields]
+
+    @property
+    def ok(self) -> bool:
+        return self.checked is not None and not self.problems
+
+
+def check_form(text: str, values: Mapping[str, str], source: str = "config") -> FormCheck:
+    """The form's values (as the page posts them) applied to the file's text and checked:
+    `parse` per field, then `hems.config.validate` on the whole file (`apply_edits`), the
+    same for the installer's page and PATCH /api/v1/config. Names that are not fields of
+    the form are ignored (the caller decides). Raises ConfigErrors when the file itself is
+    not a YAML mapping."""
+    form = sections(load_document(text))
+    fields = [f for s in form for f in s.fields]
+    edits, bad = parse(fields, values)
+    if bad:
+        return FormCheck(form, None, {k: [v] for k, v in bad.items()}, ())
+    checked = apply_edits(text, edits, source=source)
+    if not checked.ok:
+        return FormCheck(form, checked, problems_by_field(checked.problems), ())
+    changed: tuple[str, ...] = ()
+    if checked.changed:
+        before, after = load_document(text), load_document(checked.new_text)
+        changed = tuple(f.name for f in fields if get_path(before, f.loc) != get_path(after, f.loc))
+    return FormCheck(form, checked, {}, changed)
 
 
 def _convert(f: FormField, raw: str) -> Edit:

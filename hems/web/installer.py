@@ -13,6 +13,9 @@
                              entries found, each with an "add" that shows the diff first
     POST /installer/devices/add  add a scanned entry to devices[] (diff, then confirm)
 
+PATCH /api/v1/config (hems.web.api) takes the same form values as JSON, through the same
+check (`check_form`), write and restart, without the review step.
+
 All routes sit behind the web server's guard (session or token; CSRF and same origin for the
 POST). Applying restarts the whole daemon: under systemd (`Restart=always`) it comes back
 with the new file; no stage is reloaded in place.
@@ -33,19 +36,12 @@ import structlog
 from aiohttp import web
 
 from hems.config import ConfigErrors
-from hems.configedit import (
-    append_entry,
-    apply_edits,
-    load_document,
-    problems_by_field,
-    unified_diff,
-    write_atomic,
-)
+from hems.configedit import append_entry, load_document, unified_diff, write_atomic
 from hems.core.clock import Clock
 from hems.devices.modbus.scan import format_text, parse_target, suggested_entries
 from hems.errors import ConfigError
 from hems.store.db import Database
-from hems.web.configform import FormSection, parse, sections
+from hems.web.configform import FormSection, check_form, sections
 from hems.web.render import render
 from hems.web.restore import MAX_UPLOAD_BYTES, RestorePages
 from hems.web.scanjobs import ScanBusy, ScanJobs
@@ -69,6 +65,7 @@ def register(
     scans = ScanJobs(clock, timeout_s=scan_timeout_s)
     web_server.add_cleanup(scans.close)
     pages = _Installer(config_path, restart, db, clock, scans)
+    web_server.set_config_file(config_path, restart)  # PATCH /api/v1/config, same restart
     restore = RestorePages(config_path, restart, db, max_upload_bytes)
     web_server.add_route("GET", "/installer/config", pages.config_page)
     web_server.add_route("POST", "/installer/config", pages.config_post)
@@ -107,15 +104,12 @@ class _Installer:
     async def config_post(self, request: web.Request) -> web.Response:
         posted = {k: str(v) for k, v in (await request.post()).items()}
         text = self._path.read_text(encoding="utf-8")
-        form = sections(load_document(text))
-        fields = [f for s in form for f in s.fields]
-        edits, bad = parse(fields, posted)
-        shown = _with_values(form, posted)
-        if bad:
-            return self._form(request, shown, {k: [v] for k, v in bad.items()}, text, 422)
-        checked = apply_edits(text, edits, source=str(self._path))
-        if not checked.ok:
-            return self._form(request, shown, problems_by_field(checked.problems), text, 422)
+        result = check_form(text, posted, source=str(self._path))
+        fields = result.fields
+        shown = _with_values(result.form, posted)
+        if not result.ok or result.checked is None:
+            return self._form(request, shown, result.problems, text, 422)
+        checked = result.checked
         if posted.get("confirm") != "1":
             return _html(
                 render(

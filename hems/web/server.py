@@ -30,6 +30,7 @@ from dataclasses import asdict
 from datetime import timedelta
 from html import escape
 from importlib import resources
+from pathlib import Path
 from typing import Any
 
 import structlog
@@ -44,7 +45,7 @@ from hems.core.state import SiteState
 from hems.errors import ConfigError, HemsError
 from hems.store.timeseries import ReadingStore
 from hems.web.api import PREFIX as V1
-from hems.web.api import ApiV1
+from hems.web.api import ApiV1, ConfigFile
 from hems.web.auth import AuthStore, LoginLimiter, Session, Token, same_origin
 from hems.web.health import HealthCheck, site_reasons
 from hems.web.pages import OwnerPage, SiteView
@@ -107,6 +108,7 @@ class WebServer:
             state, clock, store, site_name, self._json, self._actions, self._health_body,
             self.events.handle,
         )  # fmt: skip
+        self._v1.audit = self._audit_config
         self._watcher: asyncio.Task[None] | None = None
 
     def set_site_view(self, view: SiteView) -> None:
@@ -126,6 +128,16 @@ class WebServer:
     def set_config(self, provider: Callable[[], BaseModel]) -> None:
         """The running configuration, for GET /api/v1/config (secrets are masked there)."""
         self._v1.config = provider
+
+    def set_config_file(self, path: Path, restart: Callable[[], None]) -> None:
+        """The file the daemon started from, for PATCH /api/v1/config (hems.web.installer
+        sets it with the page's own restart)."""
+        self._v1.config_file = ConfigFile(path, restart)
+
+    async def _audit_config(self, request: web.Request, detail: str) -> None:
+        token = request.get(_TOKEN)
+        who = f"token {token.name!r}" if token is not None else "owner session"
+        await self._auth.log("config-changed", _client(request), f"{detail} ({who})")
 
     def add_json(self, name: str, provider: JsonProvider) -> None:
         self._json[name] = provider

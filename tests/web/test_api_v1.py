@@ -3,7 +3,8 @@ Modbus and OCPP), over real HTTP: every read endpoint, the changes going through
 actions, problem+json naming the field for bad input, the live stream after a change, the
 generated OpenAPI document (openapi-spec-validator) and schemathesis against it.
 
-The bare-server test checks what the demo site cannot show (masked secrets in /config)."""
+The bare-server test checks what the demo site cannot show (masked secrets in /config). The
+config write (PATCH /api/v1/config) runs on a daemon started from a file, through its restart."""
 
 from __future__ import annotations
 
@@ -16,20 +17,21 @@ from typing import Any
 
 import httpx
 import pytest
+import yaml
 from hypothesis import HealthCheck, Phase, given, settings
 from openapi_spec_validator import validate as validate_spec
 
 from hems.app import Daemon
-from hems.config import validate
-from hems.core.clock import AcceleratedClock, RealClock
+from hems.config import load_config, validate
+from hems.core.clock import AcceleratedClock, ManualClock, RealClock
 from hems.store.db import Database
 from hems.web.api import PREFIX, ROUTES, openapi
-from hems.web.auth import AuthStore
+from hems.web.auth import AuthStore, SecurityEntry
 from hems.web.server import _PUBLIC
 from tests.daemon.test_daemon_full_stack import demo_config
-from tests.testlib import OWNER_PASSWORD, poll_json, rig_with_car, running
+from tests.testlib import OWNER_PASSWORD, free_port, poll_json, rig_with_car, running
 from tests.web.test_api_stream import sse
-from tests.web.test_web_security import CSP, bare
+from tests.web.test_web_security import CSP, bare, logged_in
 
 PROBLEM = "application/problem+json"
 
@@ -52,9 +54,11 @@ async def demo_daemon(tmp_path: Path) -> AsyncIterator[tuple[Daemon, str, str, s
     clock = AcceleratedClock(10, datetime(2026, 6, 10, 18, 0, tzinfo=UTC))
     rig, _car, ocpp_port, web_port = rig_with_car(clock)
     async with rig:
-        cfg = validate(demo_config(tmp_path, rig.sunspec_port, ocpp_port, web_port))
+        # From a file, as `hems run` starts: PATCH /api/v1/config is live (it edits this).
+        path = write_config(tmp_path, demo_config(tmp_path, rig.sunspec_port, ocpp_port, web_port))
+        cfg = load_config(path)
         rw, ro = await tokens(cfg.storage.path)
-        daemon = Daemon(cfg, clock)
+        daemon = Daemon(cfg, clock, config_path=path)
         async with running(daemon):
             await asyncio.wait_for(daemon.started.wait(), 30)
             base = f"http://127.0.0.1:{web_port}"
@@ -67,6 +71,16 @@ async def demo_daemon(tmp_path: Path) -> AsyncIterator[tuple[Daemon, str, str, s
                 await poll_json(c, "/api/v1/plan", lambda b: b["plan"] is not None, 60)
                 await poll_json(c, "/api/v1/chargers", lambda b: "wallbox" in b["chargers"], 30)
             yield daemon, base, rw, ro
+
+
+def write_config(tmp_path: Path, raw: dict[str, Any]) -> Path:
+    """The config as a hand-edited file: a comment on top, then the YAML."""
+    path = tmp_path / "hems.yaml"
+    path.write_text(COMMENT + yaml.safe_dump(raw, sort_keys=False), encoding="utf-8")
+    return path
+
+
+COMMENT = "# The installer's notes: kept by every change through the API.\n"
 
 
 def bearer(token: str) -> dict[str, str]:
@@ -212,12 +226,14 @@ async def test_openapi_document_is_valid_and_the_daemon_keeps_to_it(tmp_path: Pa
                   response_schema_conformance]  # fmt: skip
         failures: list[str] = []
         calls = [0]
+        config_writes = [0]
 
         def run(operation: Any, mode: GenerationMode) -> None:
             # Health answers a documented 503 whenever the rig's grid meter is late on a busy
             # machine: that is its job, not a server error (its schema is still checked).
             health = operation.label == "GET /api/v1/health"
             wanted = [c for c in checks if not (health and c is not_a_server_error)]
+            config_write = operation.label == "PATCH /api/v1/config"
 
             @given(case=operation.as_strategy(generation_mode=mode))
             @settings(max_examples=8, deadline=None, database=None, derandomize=True,
@@ -225,7 +241,12 @@ async def test_openapi_document_is_valid_and_the_daemon_keeps_to_it(tmp_path: Pa
                       suppress_health_check=list(HealthCheck))  # fmt: skip
             def each(case: Any) -> None:
                 calls[0] += 1
+                if config_write and isinstance(case.body, dict):
+                    # Written, never applied: a restart would end the daemon under test.
+                    case.body = {**case.body, "restart": False}
                 response = case.call(base_url=base, headers=bearer(rw), timeout=15)
+                if config_write and response.status_code == 200:
+                    config_writes[0] += 1
                 case.validate_response(response, checks=wanted)
 
             try:
@@ -244,6 +265,12 @@ async def test_openapi_document_is_valid_and_the_daemon_keeps_to_it(tmp_path: Pa
         # schemathesis calls synchronously (requests); the daemon serves on this loop.
         await asyncio.wait_for(asyncio.to_thread(run_all), 200)
         assert not failures, "\n\n".join(failures)
+        # PATCH /config was live (the daemon runs from a file) and accepted some requests;
+        # the file still passes check-config, and the daemon was not restarted.
+        assert config_writes[0] > 0
+        assert _daemon.config_path is not None
+        load_config(_daemon.config_path)
+        assert not _daemon.restart_requested.is_set()
         assert calls[0] > 3 * len(spec["paths"])  # it really exercised the API
 
 
@@ -271,3 +298,134 @@ def test_the_documented_public_operations_are_the_guards() -> None:
         p for p, item in spec["paths"].items() for op in item.values() if op.get("security") == []
     }
     assert open_ops == documented
+
+
+@pytest.mark.timeout(120)
+async def test_config_patch_writes_the_file_the_daemon_runs_after_its_restart(
+    tmp_path: Path,
+) -> None:
+    """PATCH /api/v1/config on the real daemon started from a file, over real HTTP: who may,
+    422 naming the field with the file byte-identical, a valid change written (comments
+    kept, previous file as .bak, the security log says who changed what), the response
+    saying a restart is needed; the restart ends the daemon, and the daemon started again
+    from the file (as systemd does) reads the new value back."""
+    raw = demo_config(tmp_path, free_port(), free_port(), free_port())
+    path = write_config(tmp_path, raw)
+    original = path.read_bytes()
+    rw, ro = await tokens(Path(raw["storage"]["path"]))
+    base = f"http://127.0.0.1:{raw['web']['port']}"
+    clock = ManualClock(datetime(2026, 6, 10, 12, 0, tzinfo=UTC))
+
+    def unchanged() -> None:
+        assert path.read_bytes() == original
+        assert not path.with_name("hems.yaml.bak").exists()
+
+    daemon = Daemon(load_config(path), clock, config_path=path)
+    run = asyncio.create_task(daemon.run())
+    try:
+        await asyncio.wait_for(daemon.started.wait(), 30)
+        async with httpx.AsyncClient(base_url=base) as anon:
+            change = {"changes": {"limits.fuse_a": 80}}
+            assert_problem(await anon.patch("/api/v1/config", json=change), 401, "auth")
+            r = await anon.patch("/api/v1/config", json=change, headers=bearer(ro))
+            assert_problem(r, 403, "auth")
+            unchanged()
+        async with httpx.AsyncClient(base_url=base, headers=bearer(rw)) as c:
+            # check-config's own message, under the field's path as check-config names it.
+            body = assert_problem(
+                await c.patch("/api/v1/config", json={"changes": {"limits.fuse_a": 0}}),
+                422, "limits.fuse_a",
+            )  # fmt: skip
+            assert body["errors"] == [{"field": "limits.fuse_a", "reason": "must be > 0.0"}]
+            # Not a number (the form's own check), a field the form does not have, and one
+            # good value beside a bad one: nothing is written on any error.
+            r = await c.patch("/api/v1/config", json={"changes": {"limits.fuse_a": "lots"}})
+            assert_problem(r, 422, "limits.fuse_a")
+            r = await c.patch("/api/v1/config", json={"changes": {"limits.fuse": 80}})
+            assert_problem(r, 422, "limits.fuse")
+            r = await c.patch(
+                "/api/v1/config",
+                json={"changes": {"limits.fuse_a": 80, "devices[1].battery.capacity_wh": -5}},
+            )
+            assert_problem(r, 422, "devices[1].battery.capacity_wh")
+            r = await c.patch("/api/v1/config", json={"changes": {"limits.fuse_a": [80]}})
+            assert_problem(r, 422, "changes.limits.fuse_a")  # not a scalar: the body's model
+            unchanged()
+
+            # Valid, written, not applied yet: the running config is still the old one.
+            r = await c.patch(
+                "/api/v1/config", json={"changes": {"limits.fuse_a": 80}, "restart": False}
+            )
+            assert r.status_code == 200, r.text
+            assert r.json() == {
+                "changed": ["limits.fuse_a"],
+                "written": True,
+                "backup": str(path.with_name("hems.yaml.bak")),
+                "restart_required": True,
+                "restarting": False,
+            }
+            text = path.read_text()
+            assert text.startswith(COMMENT) and "  fuse_a: 80\n" in text
+            assert text == original.decode().replace("  fuse_a: 60\n", "  fuse_a: 80\n")
+            assert path.with_name("hems.yaml.bak").read_bytes() == original
+            assert (await c.get("/api/v1/config")).json()["config"]["limits"]["fuse_a"] == 60
+            assert not daemon.restart_requested.is_set()
+            entries = await security_entries(Path(raw["storage"]["path"]))
+            assert ("config-changed", "config file changed: limits.fuse_a (token 'rw')") in [
+                (e.kind, e.detail) for e in entries
+            ]
+            # Nothing new to write, but the file is not what runs: restart now.
+            r = await c.patch("/api/v1/config", json={"changes": {}})
+            assert r.status_code == 200, r.text
+            assert r.json()["written"] is False
+            assert r.json()["restart_required"] is True and r.json()["restarting"] is True
+        await asyncio.wait_for(run, 30)  # the restart ends run() cleanly (systemd starts us)
+        assert run.exception() is None
+    finally:
+        run.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await run
+
+    daemon = Daemon(load_config(path), clock, config_path=path)
+    async with running(daemon):
+        await asyncio.wait_for(daemon.started.wait(), 30)
+        async with httpx.AsyncClient(base_url=base, headers=bearer(rw)) as c:
+            config = (await c.get("/api/v1/config")).json()["config"]
+            assert config["limits"]["fuse_a"] == 80
+            # What runs is the file: no restart needed for a change to the same value.
+            r = await c.patch("/api/v1/config", json={"changes": {"limits.fuse_a": 80.0}})
+            assert r.json() == {"changed": [], "written": False, "backup": None,
+                                "restart_required": False, "restarting": False}  # fmt: skip
+            # null removes the key: the model's default applies.
+            change = {"changes": {"limits.battery_reserve_pct": None}, "restart": False}
+            r = await c.patch("/api/v1/config", json=change)
+            assert r.json()["changed"] == ["limits.battery_reserve_pct"], r.text
+            assert "battery_reserve_pct" not in path.read_text()
+            # A file broken by hand is not touched: 409 until it is fixed.
+            good = path.read_bytes()
+            path.write_text("site: [unclosed\n")
+            r = await c.patch("/api/v1/config", json={"changes": {"limits.fuse_a": 70}})
+            assert_problem(r, 409, "config")
+            assert path.read_text() == "site: [unclosed\n"
+            path.write_bytes(good)
+        # The owner's page session may too, with its CSRF token (not without).
+        async with logged_in(base) as (session, csrf):
+            change = {"changes": {"site.name": "Renamed home"}, "restart": False}
+            r = await session.patch("/api/v1/config", json=change)
+            assert_problem(r, 403, "csrf")
+            r = await session.patch("/api/v1/config", json=change, headers={"X-CSRF-Token": csrf})
+            assert r.status_code == 200 and r.json()["changed"] == ["site.name"], r.text
+        assert "  name: Renamed home\n" in path.read_text()
+        assert not daemon.restart_requested.is_set()
+    entries = await security_entries(Path(raw["storage"]["path"]))
+    assert ("config-changed", "config file changed: site.name (owner session)") in [
+        (e.kind, e.detail) for e in entries
+    ]
+
+
+async def security_entries(db_path: Path) -> list[SecurityEntry]:
+    db = await Database.open(db_path)
+    try:
+        return await AuthStore(db, RealClock()).security_log(50)
+    finally:
+        await db.close()
