@@ -130,6 +130,9 @@ class PlannerService:
         self._load_fc: Forecast | None = None
         self._deviation_slot: datetime | None = None
         self._slot: datetime | None = None  # the slot the loop last saw
+        # Batteries the last problem left out for an unknown SoC: replan once it is known,
+        # not at the next slot boundary (the first plan often comes before the first poll).
+        self._unplanned_batteries: set[str] = set()
         self.plans_made = 0
         # The last solve, for /metrics: when, the plan's status ("infeasible": no plan), seconds.
         self.last_solve: tuple[datetime, str, float | None] | None = None
@@ -235,6 +238,7 @@ class PlannerService:
             self._check_slot_boundary()
             await self._maybe_refresh_tariff()
             self._check_forecast_deviation()
+            self._check_batteries_known()
             if self._reasons and self._debounced():
                 reasons, self._reasons = self._reasons, []
                 await self.plan_once(", ".join(dict.fromkeys(reasons)))
@@ -298,6 +302,16 @@ class PlannerService:
             if self._tariff_version >= 0:
                 self.request_replan("new prices")
             self._tariff_version = self.tariff.version
+
+    def _check_batteries_known(self) -> None:
+        known = {
+            d
+            for d in self._unplanned_batteries
+            if self.state.fresh_value(d, Quantity.SOC_PCT) is not None
+        }
+        if known:
+            self._unplanned_batteries -= known
+            self.request_replan(f"battery {', '.join(sorted(known))} SoC known")
 
     def _check_forecast_deviation(self) -> None:
         """Replan (once per slot) when measured PV or load is far off the forecast."""
@@ -438,6 +452,8 @@ class PlannerService:
         prices = self.tariff.objective_prices(start, n, cfg.step_min)
         # Flexibility: the accepted events still to come become constraints of the problem.
         events = [ev for ev in self._events.values() if ev.end > start]
+        soc = {b.device_id: fresh(b.device_id, Quantity.SOC_PCT) for b in cfg.batteries}
+        self._unplanned_batteries = {d for d, v in soc.items() if v is None}
         inputs = ProblemInputs(
             now=self.clock.now(),
             start=start,
@@ -451,9 +467,7 @@ class PlannerService:
             limits=self.limits,
             zone=self.zone,
             batteries=cfg.batteries,
-            battery_soc_pct={
-                b.device_id: fresh(b.device_id, Quantity.SOC_PCT) for b in cfg.batteries
-            },
+            battery_soc_pct=soc,
             evs=cfg.evs,
             ev_requests=dict(self._evs),
             ev_session_energy_wh={

@@ -65,12 +65,14 @@ async def next_plan(queue: asyncio.Queue[Plan]) -> Plan:
 
 
 @contextlib.asynccontextmanager
-async def planner_running(replay, db, *, ev_plugged: bool):  # type: ignore[no-untyped-def]
-    """A running PlannerService on a manual clock; yields (svc, plans, clock, state)."""
+async def planner_running(replay, db, *, ev_plugged: bool, soc_pct: float | None = 40.0):  # type: ignore[no-untyped-def]
+    """A running PlannerService on a manual clock; yields (svc, plans, clock, state).
+    `soc_pct` None: the battery has not answered yet."""
     clock = ManualClock(NOW)
     state = SiteState(clock, stale_after_s=3600)
     state.register_device("house-battery", Role.BATTERY)
-    state.publish([Reading("house-battery", Quantity.SOC_PCT, 40.0, NOW)])
+    if soc_pct is not None:
+        state.publish([Reading("house-battery", Quantity.SOC_PCT, soc_pct, NOW)])
     limits = LimitsConfig(fuse_a=60, export_limit_w=3680, battery_reserve_pct=10)
     seen: asyncio.Queue[Plan] = asyncio.Queue()
     async with httpx.AsyncClient() as http:
@@ -140,6 +142,32 @@ async def test_rolling_horizon_plans_stores_and_replans(replay, db) -> None:  # 
         await next_plan(seen)
         last = await db.fetchone("SELECT reason FROM plans ORDER BY plan_pk DESC")
         assert last is not None and "pv forecast off by 2500 W" in last[0]
+
+
+async def test_a_battery_read_after_the_first_plan_is_planned_at_once(replay, db) -> None:  # type: ignore[no-untyped-def]
+    """The first plan comes before the battery's first poll: it is left out with a note, and
+    its first SoC brings a replan with it (not the next slot boundary, up to 30 min away)."""
+    async with planner_running(replay, db, ev_plugged=False, soc_pct=None) as (
+        svc,
+        seen,
+        clock,
+        state,
+    ):
+        first = await next_plan(seen)
+        assert "house-battery" not in first.slots[0].soc_pct
+        assert any("house-battery: SoC unknown" in n for n in first.notes)
+        state.publish([Reading("house-battery", Quantity.SOC_PCT, 55.0, clock.now())])
+        await clock.advance(61)
+        await clock.advance(61)  # the loop may have begun its 60 s sleep after the first
+        p = await next_plan(seen)
+        assert p.slots[0].start == first.slots[0].start  # no boundary passed: the SoC did it
+        assert "house-battery" in p.slots[0].soc_pct
+        assert svc.last_problem is not None
+        assert [b.initial_soc_pct for b in svc.last_problem.batteries] == [55.0]
+        last = await db.fetchone("SELECT reason FROM plans ORDER BY plan_pk DESC")
+        assert last is not None and "battery house-battery SoC known" in last[0]
+        await clock.advance(61)
+        assert seen.empty()  # once, not every check
 
 
 async def test_impossible_event_is_left_out_and_named(replay, db) -> None:  # type: ignore[no-untyped-def]

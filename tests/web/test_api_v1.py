@@ -68,7 +68,15 @@ async def demo_daemon(tmp_path: Path) -> AsyncIterator[tuple[Daemon, str, str, s
                 await poll_json(
                     c, "/api/v1/site", lambda b: b["summary"]["grid_power_w"] is not None, 30
                 )
-                await poll_json(c, "/api/v1/plan", lambda b: b["plan"] is not None, 60)
+                # A plan with the battery in it: the first may come before its first poll.
+                await poll_json(
+                    c,
+                    "/api/v1/plan",
+                    lambda b: (
+                        b["plan"] is not None and "battery" in b["plan"]["slots"][0]["soc_pct"]
+                    ),
+                    60,
+                )
                 await poll_json(c, "/api/v1/chargers", lambda b: "wallbox" in b["chargers"], 30)
             yield daemon, base, rw, ro
 
