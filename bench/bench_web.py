@@ -5,6 +5,10 @@ stage on), in headless Chromium under the real CSP.
   uncompressed;
 * time to first render: first-contentful-paint of `/` after login, over --loads reloads
   (p50 / p95 / max), and the server's time to render `/` and one fragment (p50 / p95 / max);
+* the process CPU time spent while each of those server requests was in flight (daemon,
+  HIL rig and client share the process and its event loop): unlike the wall-clock times it
+  hardly moves with the machine's load, so it is the figure to compare across runs on a
+  shared machine; the 1-minute load average before and after the run is printed beside it;
 * the daemon's RSS with the web page served is in bench_daemon.py --full (a separate
   process); this bench runs the daemon in-process with the browser driver beside it.
 
@@ -15,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import statistics
 import sys
 import tempfile
@@ -45,6 +50,7 @@ def pct(values: list[float], q: float) -> float:
 
 
 async def main(loads: int) -> None:
+    load_before = os.getloadavg()[0]
     clock = AcceleratedClock(10, datetime(2026, 6, 10, 18, 0, tzinfo=UTC))
     rig = HilRig(clock, fault_proxy=False)
     ocpp_port, web_port = free_port(), free_port()
@@ -96,11 +102,13 @@ async def main(loads: int) -> None:
                         raw += len(r.content)
                         gz += r.num_bytes_downloaded
                     server_ms: dict[str, list[float]] = {"/": [], "/fragment/live": []}
+                    cpu_ms: dict[str, list[float]] = {"/": [], "/fragment/live": []}
                     for path, samples in server_ms.items():
                         for _ in range(loads):
-                            t0 = time.perf_counter()
+                            c0, t0 = time.process_time(), time.perf_counter()
                             r = await client.get(path)
                             samples.append((time.perf_counter() - t0) * 1000)
+                            cpu_ms[path].append((time.process_time() - c0) * 1000)
                             assert r.status_code == 200, r.status_code
     print(f"hems web page (demo config, every stage on), {loads} loads at 390x844")
     print(f"| first load: page + CSS + script | {raw / 1024:.1f} KiB, {gz / 1024:.1f} KiB as "
@@ -110,6 +118,11 @@ async def main(loads: int) -> None:
     for path, samples in server_ms.items():
         print(f"| server time for {path} (p50 / p95 / max) | {statistics.median(samples):.1f} / "
               f"{pct(samples, 0.95):.1f} / {max(samples):.1f} ms |")  # fmt: skip
+    for path, samples in cpu_ms.items():
+        print(f"| process CPU during {path} (p50 / p95 / max) | {statistics.median(samples):.1f} / "
+              f"{pct(samples, 0.95):.1f} / {max(samples):.1f} ms |")  # fmt: skip
+    print(f"| 1-minute load average before / after ({os.cpu_count()} cores) | "
+          f"{load_before:.1f} / {os.getloadavg()[0]:.1f} |")  # fmt: skip
 
 
 if __name__ == "__main__":
