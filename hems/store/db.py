@@ -58,8 +58,6 @@ def connect(path: Path | str) -> sqlite3.Connection:
     conn.execute("PRAGMA synchronous=NORMAL")
     conn.execute("PRAGMA foreign_keys=ON")
     conn.execute("PRAGMA busy_timeout=5000")
-    # The WAL is cut back to this after a checkpoint instead of staying at its high mark.
-    conn.execute("PRAGMA journal_size_limit=8388608")
     return conn
 
 
