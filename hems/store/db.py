@@ -214,7 +214,13 @@ class Database:
 
     async def close(self) -> None:
         loop = asyncio.get_running_loop()
-        await self.flush_deferred()
+        if self._deferred_timer is not None:
+            self._deferred_timer.cancel()
+            self._deferred_timer = None
+        try:
+            await self.flush_deferred()
+        except (sqlite3.Error, StoreError) as exc:
+            log.error("store: deferred writes lost at close", error=str(exc))
         await loop.run_in_executor(self._executor, self._close_sync)
         self._executor.shutdown(wait=True)
 
@@ -270,7 +276,7 @@ class Database:
     async def _flush_deferred_logged(self) -> None:
         try:
             await self.flush_deferred()
-        except (sqlite3.Error, StoreError) as exc:
+        except Exception as exc:  # a timer's task: nobody awaits it
             log.error("store: deferred writes not committed; kept for the next", error=str(exc))
 
     async def flush_deferred(self) -> None:
