@@ -102,6 +102,8 @@ class Daemon:
         cfg = self.cfg
         async with contextlib.AsyncExitStack() as stack:
             self.db = db = await Database.open(cfg.storage.path)
+            # Deferred journal writes ride on the store's batch; none waits longer than one.
+            db.defer_max_s = cfg.storage.batch_interval_s
             stack.push_async_callback(db.close)
             self.store = ReadingStore(
                 db,

@@ -4,7 +4,8 @@ Guard decisions are recorded as transitions (a rule starting or ending on a devi
 changing its reason), device events (write failed, ignores commands) and limit timings
 (fuse overload, G100 excursion) as single events. Each is logged, kept in a short in-memory
 list for the web page and `hems interventions`, and queued for `control_interventions` in
-SQLite; the queue is written by a task off the cycle so a slow disk never delays control.
+SQLite; the queue is handed to the store's next commit (`Database.defer_many`: a kill -9 loses
+at most one batch) off the cycle, so a slow disk never delays control.
 """
 
 from __future__ import annotations
@@ -135,7 +136,7 @@ class Journal:
     async def _flush(self, rows: list[_Row]) -> None:
         assert self._db is not None
         try:
-            await self._db.executemany(
+            self._db.defer_many(
                 "INSERT INTO control_interventions"
                 "(at_ms, rule, device_id, event, reason, before_json, after_json)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -153,6 +154,11 @@ class Journal:
         if self._db is not None and self._rows:
             rows, self._rows = self._rows, []
             await self._flush(rows)
+        if self._db is not None:
+            try:
+                await self._db.flush_deferred()
+            except Exception as exc:  # kept in the store's queue for its next commit
+                self._problems.report("db", "cannot store interventions", error=str(exc))
 
     async def settle(self, timeout_s: float) -> None:
         """Let a running store write finish (at most `timeout_s`) so no row is lost."""

@@ -2,6 +2,13 @@
 
 All database work runs on a single dedicated thread so the asyncio loop never blocks on the
 SD card and SQLite never sees two writers. Callers use the async methods.
+
+Each commit in WAL mode costs the SD card at least one page per table and index touched (4 KiB
+each, plus a frame header) and later the same pages again at the checkpoint. Writes that may
+wait go through `defer`/`defer_many`: they are queued and committed with the next write
+transaction (the reading store's batch, an outbox append) or, if none comes, `defer_max_s`
+after they were queued. A kill -9 loses at most that span of them; reads through this
+`Database` see them at once.
 """
 
 from __future__ import annotations
@@ -10,6 +17,7 @@ import asyncio
 import os
 import re
 import sqlite3
+from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from importlib import resources
@@ -23,6 +31,9 @@ from hems.errors import StoreError
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
 _MIGRATION_NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
+_MAX_DEFERRED = 20000  # deferred statements queued at most (a failing disk must not grow memory)
+# (sql, rows): one statement run once per row
+_Deferred = tuple[str, list[Sequence[Any]]]
 
 
 def migrations() -> list[tuple[int, str, str]]:
@@ -176,6 +187,13 @@ class Database:
         self._conn = conn
         self._executor = executor
         self.path = path  # the file (None in memory): the installer's restore places it
+        # Real seconds a deferred write waits at most for a commit to take it along.
+        self.defer_max_s = 5.0
+        self._deferred: deque[_Deferred] = deque()
+        self._deferred_timer: asyncio.TimerHandle | None = None
+        self._flush_task: asyncio.Future[None] | None = None
+        self.deferred_written = 0  # rows committed / dropped (failed or queue full)
+        self.deferred_dropped = 0
 
     @classmethod
     async def open(cls, path: Path | str) -> Database:
@@ -196,6 +214,13 @@ class Database:
 
     async def close(self) -> None:
         loop = asyncio.get_running_loop()
+        if self._deferred_timer is not None:
+            self._deferred_timer.cancel()
+            self._deferred_timer = None
+        try:
+            await self.flush_deferred()
+        except (sqlite3.Error, StoreError) as exc:
+            log.error("store: deferred writes lost at close", error=str(exc))
         await loop.run_in_executor(self._executor, self._close_sync)
         self._executor.shutdown(wait=True)
 
@@ -217,22 +242,110 @@ class Database:
             finally:
                 dst.close()
 
+        await self.flush_deferred()
         await asyncio.get_running_loop().run_in_executor(self._executor, run)
+
+    # -- deferred writes ------------------------------------------------------------------
+    def defer(self, sql: str, params: Sequence[Any] = ()) -> None:
+        """Queue one write statement for the next commit (see the module docstring). It must
+        not depend on a result; a statement that fails when committed is logged and dropped."""
+        self.defer_many(sql, [params])
+
+    def defer_many(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
+        rows = list(rows)
+        if not rows:
+            return
+        if len(self._deferred) >= _MAX_DEFERRED:
+            self.deferred_dropped += len(self._deferred.popleft()[1])
+            log.error("store: deferred write queue full, oldest write dropped")
+        self._deferred.append((sql, rows))
+        if self._deferred_timer is None:
+            loop = asyncio.get_running_loop()
+            self._deferred_timer = loop.call_later(self.defer_max_s, self._deferred_due)
+
+    @property
+    def deferred(self) -> int:
+        """Statements waiting for a commit."""
+        return len(self._deferred)
+
+    def _deferred_due(self) -> None:
+        self._deferred_timer = None
+        if self._deferred:
+            self._flush_task = asyncio.ensure_future(self._flush_deferred_logged())
+
+    async def _flush_deferred_logged(self) -> None:
+        try:
+            await self.flush_deferred()
+        except Exception as exc:  # a timer's task: nobody awaits it
+            log.error("store: deferred writes not committed; kept for the next", error=str(exc))
+
+    async def flush_deferred(self) -> None:
+        """Commit the queued writes now (a no-op when none are queued)."""
+        if self._deferred:
+            await self.call(_nothing)
+
+    def _take_deferred(self) -> list[_Deferred]:
+        taken = list(self._deferred)
+        self._deferred.clear()
+        if self._deferred_timer is not None:
+            self._deferred_timer.cancel()
+            self._deferred_timer = None
+        return taken
+
+    def _give_back(self, taken: list[_Deferred]) -> None:
+        # The commit failed: the writes go back in front, in order, within the bound.
+        self._deferred.extendleft(reversed(taken))
+        while len(self._deferred) > _MAX_DEFERRED:
+            self.deferred_dropped += len(self._deferred.popleft()[1])
+        if self._deferred and self._deferred_timer is None:
+            loop = asyncio.get_running_loop()
+            self._deferred_timer = loop.call_later(self.defer_max_s, self._deferred_due)
+
+    def _apply(self, taken: list[_Deferred], replay: bool = False) -> None:
+        """Run deferred statements in the open transaction, each in its own savepoint so a
+        failing one goes alone. `replay`: for a read that is rolled back afterwards."""
+        for sql, rows in taken:
+            self._conn.execute("SAVEPOINT deferred")
+            try:
+                self._conn.executemany(sql, rows)
+            except sqlite3.Error as exc:
+                self._conn.execute("ROLLBACK TO deferred")
+                if not replay:
+                    self.deferred_dropped += len(rows)
+                    log.error("store: deferred write failed, dropped", sql=sql[:80], error=str(exc))
+            else:
+                if not replay:
+                    self.deferred_written += len(rows)
+            self._conn.execute("RELEASE deferred")
 
     async def call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run `fn(conn)` inside one transaction on the database thread."""
 
+        # Queued writes go first, in this transaction: their commit costs nothing more.
+        taken = self._take_deferred()
+        loop = asyncio.get_running_loop()
+
         def run() -> T:
-            self._conn.execute("BEGIN IMMEDIATE")
             try:
-                result = fn(self._conn)
+                self._conn.execute("BEGIN IMMEDIATE")
+                try:
+                    self._apply(taken)
+                    result = fn(self._conn)
+                except BaseException:
+                    self._conn.execute("ROLLBACK")
+                    raise
+                self._conn.execute("COMMIT")
             except BaseException:
-                self._conn.execute("ROLLBACK")
+                if self._conn.in_transaction:
+                    self._conn.execute("ROLLBACK")
+                # Decided here, not by the awaiting task: a cancelled caller does not
+                # stop this thread, so only a rollback gives the queued writes back.
+                if taken:
+                    loop.call_soon_threadsafe(self._give_back, taken)
                 raise
-            self._conn.execute("COMMIT")
             return result
 
-        return await asyncio.get_running_loop().run_in_executor(self._executor, run)
+        return await loop.run_in_executor(self._executor, run)
 
     async def execute(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> int:
         return await self.call(lambda c: c.execute(sql, params).rowcount)
@@ -244,8 +357,19 @@ class Database:
     async def fetchall(
         self, sql: str, params: Sequence[Any] | dict[str, Any] = ()
     ) -> list[sqlite3.Row]:
+        pending = list(self._deferred)
+
         def run() -> list[sqlite3.Row]:
-            return self._conn.execute(sql, params).fetchall()
+            if not pending:
+                return self._conn.execute(sql, params).fetchall()
+            # Queued writes are seen: applied in a transaction that is rolled back (in WAL
+            # mode nothing reaches the disk before a commit).
+            self._conn.execute("BEGIN")
+            try:
+                self._apply(pending, replay=True)
+                return self._conn.execute(sql, params).fetchall()
+            finally:
+                self._conn.execute("ROLLBACK")
 
         return await asyncio.get_running_loop().run_in_executor(self._executor, run)
 
@@ -254,3 +378,7 @@ class Database:
     ) -> sqlite3.Row | None:
         rows = await self.fetchall(sql, params)
         return rows[0] if rows else None
+
+
+def _nothing(_: sqlite3.Connection) -> None:
+    return None

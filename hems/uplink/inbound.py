@@ -158,7 +158,7 @@ class Inbound:
         payload = checked.payload
         if isinstance(payload, Ack):
             await self._on_ack(payload)
-            await self._db.call(lambda c: self.record(c, env))
+            self.record_deferred(env)
             return None
         if isinstance(payload, Event):
             return await self._event(env, payload)
@@ -177,6 +177,23 @@ class Inbound:
         )
         if env.seq > 0:
             set_counter(conn, LAST_PEER_SEQ, max(env.seq, get_counter(conn, LAST_PEER_SEQ, 0)))
+
+    def record_deferred(self, env: envelope.Envelope) -> None:
+        """`record`, committed with the store's next write (`Database.defer`): for acks, which
+        are idempotent, so one replayed after a kill -9 lost this record does no harm."""
+        self._db.defer(
+            "DELETE FROM uplink_seen WHERE expires_at < ?", (envelope.iso(self._clock.now()),)
+        )
+        self._db.defer(
+            "INSERT OR IGNORE INTO uplink_seen(id, expires_at) VALUES (?, ?)",
+            (env.id, envelope.iso(env.expires_at)),
+        )
+        if env.seq > 0:
+            self._db.defer(
+                "INSERT INTO uplink_state(key, value) VALUES (?, ?) "
+                "ON CONFLICT(key) DO UPDATE SET value = MAX(value, excluded.value)",
+                (LAST_PEER_SEQ, env.seq),
+            )
 
     # -- per type ---------------------------------------------------------------------------
     async def _event(self, env: envelope.Envelope, event: Event) -> Response:

@@ -117,17 +117,18 @@ class Outbox:
         return [OutboxRow(r[0], r[1], r[2], r[3].encode()) for r in rows]
 
     async def ack(self, ranges: list[tuple[int, int]]) -> int:
-        """Delete every row whose seq an ack range covers. Returns how many went."""
+        """Delete every row whose seq an ack range covers. Returns how many went.
 
-        def run(conn: sqlite3.Connection) -> int:
-            total = 0
-            for lo, hi in ranges:
-                total += conn.execute(
-                    "DELETE FROM uplink_outbox WHERE seq BETWEEN ? AND ?", (lo, hi)
-                ).rowcount
-            return total
-
-        return await self._db.call(run)
+        The delete is committed with the store's next write (`Database.defer`; reads here
+        see it at once): a kill -9 before then only makes those rows be sent again."""
+        total = 0
+        for lo, hi in ranges:
+            row = await self._db.fetchone(
+                "SELECT COUNT(*) FROM uplink_outbox WHERE seq BETWEEN ? AND ?", (lo, hi)
+            )
+            total += int(row[0]) if row else 0
+            self._db.defer("DELETE FROM uplink_outbox WHERE seq BETWEEN ? AND ?", (lo, hi))
+        return total
 
     async def count(self) -> int:
         row = await self._db.fetchone("SELECT COUNT(*) FROM uplink_outbox")

@@ -8,6 +8,8 @@ the devices, plus the stages through `MetricsSources`, plain callables the daemo
 
 A figure that is unknown or stale is left out of the scrape (missing is never zero).
 /metrics sits behind the web guard like every route: a session or `Authorization: Bearer`.
+prometheus-client is imported at the first scrape, not with the daemon (about 5 MiB of RSS a
+gateway nobody scrapes never needs).
 """
 
 from __future__ import annotations
@@ -15,20 +17,17 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
-from prometheus_client.core import (
-    CounterMetricFamily,
-    GaugeMetricFamily,
-    HistogramMetricFamily,
-    Metric,
-)
-from prometheus_client.registry import Collector
 
 from hems.core.histogram import DurationHistogram
 from hems.core.quantities import SITE_QUANTITIES, SiteQuantity
 from hems.core.state import SiteState
+
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
+    from prometheus_client.core import Metric
 
 PATH = "/metrics"
 
@@ -59,8 +58,9 @@ def metric_name(q: SiteQuantity) -> str:
     return f"hems_{key}"
 
 
-class SiteCollector(Collector):
-    """Reads SiteState and the stages at scrape time."""
+class SiteCollector:
+    """Reads SiteState and the stages at scrape time (a prometheus-client collector: the
+    registry only calls `collect`)."""
 
     def __init__(self, state: SiteState, sources: MetricsSources) -> None:
         self._state = state
@@ -73,6 +73,8 @@ class SiteCollector(Collector):
         yield from self._stages()
 
     def _site(self) -> Iterable[Metric]:
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
         for q in SITE_QUANTITIES:
             value = q.value_fn(self._state)
             if value is None:
@@ -84,6 +86,8 @@ class SiteCollector(Collector):
                 yield GaugeMetricFamily(metric_name(q), doc, value=value)
 
     def _devices(self) -> Iterable[Metric]:
+        from prometheus_client.core import GaugeMetricFamily
+
         up = GaugeMetricFamily(
             "hems_device_up", "1 if the device has fresh readings, 0 if stale or down",
             labels=["device", "role"],
@@ -93,6 +97,12 @@ class SiteCollector(Collector):
         yield up
 
     def _stages(self) -> Iterable[Metric]:
+        from prometheus_client.core import (
+            CounterMetricFamily,
+            GaugeMetricFamily,
+            HistogramMetricFamily,
+        )
+
         s = self._sources
         if s.control_healthy is not None:
             yield GaugeMetricFamily(
@@ -157,17 +167,21 @@ class SiteCollector(Collector):
 def metrics_handler(
     state: SiteState, sources: MetricsSources
 ) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
-    """The GET /metrics handler, with its own registry."""
-    registry = CollectorRegistry(auto_describe=False)
+    """The GET /metrics handler, with its own registry (made at the first scrape)."""
     collector = SiteCollector(state, sources)
-    registry.register(collector)
+    registries: list[CollectorRegistry] = []
 
     async def handler(_: web.Request) -> web.StreamResponse:
+        from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+        if not registries:
+            registries.append(CollectorRegistry(auto_describe=False))
+            registries[0].register(collector)  # type: ignore[arg-type]
         # The one awaited figure first; the rest is read synchronously with no await in
         # between, so concurrent scrapes cannot interleave inside one exposition.
         depth = await sources.outbox_depth() if sources.outbox_depth is not None else None
         collector.outbox_depth = depth
-        body = generate_latest(registry)
+        body = generate_latest(registries[0])
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     return handler

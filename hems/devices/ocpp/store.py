@@ -2,10 +2,15 @@
 
 Works without a database too (tests, `hems charger test`): then everything lives in memory
 only and a daemon restart forgets running transactions.
+
+Chargers and transaction starts and stops are committed at once; the command log, its
+outcomes and a transaction's latest register are deferred to the store's next commit
+(`Database.defer`): a kill -9 loses at most one batch of them.
 """
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from dataclasses import dataclass
 from datetime import datetime
@@ -35,6 +40,9 @@ class Transaction:
 class OcppStore:
     def __init__(self, db: Database | None) -> None:
         self._db = db
+        # The next ocpp_commands key: allocated here, so a deferred insert needs no answer.
+        self._next_command_pk: int | None = None
+        self._pk_lock = asyncio.Lock()
 
     async def _safe(self, what: str, coro: object) -> object:
         # Losing a bookkeeping row must not drop a charger's connection; say so once.
@@ -153,13 +161,10 @@ class OcppStore:
     async def update_meter(self, identity: str, transaction_id: str, register_wh: float) -> None:
         if self._db is None:
             return
-        await self._safe(
-            "transaction meter",
-            self._db.execute(
-                "UPDATE ocpp_transactions SET meter_last_wh = ?"
-                " WHERE identity = ? AND transaction_id = ?",
-                (register_wh, identity, transaction_id),
-            ),
+        self._db.defer(
+            "UPDATE ocpp_transactions SET meter_last_wh = ?"
+            " WHERE identity = ? AND transaction_id = ?",
+            (register_wh, identity, transaction_id),
         )
 
     async def stop_transaction(
@@ -195,25 +200,27 @@ class OcppStore:
         if self._db is None:
             return None
         db = self._db
-
-        def insert(conn: sqlite3.Connection) -> int:
-            cur = conn.execute(
-                "INSERT INTO ocpp_commands(identity, at_ms, current_a, phases, dsr, method,"
-                " status, note) VALUES (?,?,?,?,?,?,?,?)",
-                (identity, to_ms(at), current_a, phases, int(dsr), method, status, note),
-            )
-            return int(cur.lastrowid or 0)
-
-        result = await self._safe("command", db.call(insert))
-        return result if isinstance(result, int) else None
+        async with self._pk_lock:
+            if self._next_command_pk is None:
+                row = await self._safe(
+                    "command", db.fetchone("SELECT MAX(command_pk) FROM ocpp_commands")
+                )
+                if row is None:
+                    return None
+                self._next_command_pk = int(row[0] or 0) + 1  # type: ignore[index]
+            pk = self._next_command_pk
+            self._next_command_pk += 1
+        db.defer(
+            "INSERT INTO ocpp_commands(command_pk, identity, at_ms, current_a, phases, dsr,"
+            " method, status, note) VALUES (?,?,?,?,?,?,?,?,?)",
+            (pk, identity, to_ms(at), current_a, phases, int(dsr), method, status, note),
+        )
+        return pk
 
     async def command_followed(self, command_pk: int, followed: bool) -> None:
         if self._db is None:
             return
-        await self._safe(
-            "command outcome",
-            self._db.execute(
-                "UPDATE ocpp_commands SET followed = ? WHERE command_pk = ?",
-                (int(followed), command_pk),
-            ),
+        self._db.defer(
+            "UPDATE ocpp_commands SET followed = ? WHERE command_pk = ?",
+            (int(followed), command_pk),
         )

@@ -1,0 +1,100 @@
+"""Deferred writes (`Database.defer`): seen by reads at once, committed with the next write
+transaction or after `defer_max_s`, a failing one dropped alone, given back when the commit
+they rode on is rolled back."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from hems.store.db import Database
+
+INSERT = "INSERT INTO app_state(key, value) VALUES (?, ?)"
+
+
+def committed(path: Path) -> dict[str, str]:
+    """What another connection (another process: `hems interventions`, a backup) sees."""
+    conn = sqlite3.connect(str(path))
+    try:
+        return dict(conn.execute("SELECT key, value FROM app_state").fetchall())
+    finally:
+        conn.close()
+
+
+async def test_deferred_writes_are_read_at_once_and_ride_on_the_next_commit(
+    tmp_path: Path,
+) -> None:
+    db = await Database.open(tmp_path / "d.db")
+    db.defer_max_s = 3600.0  # no timer: only the next write commits them
+    try:
+        db.defer(INSERT, ("a", "1"))
+        db.defer_many(INSERT, [("b", "2"), ("c", "3")])
+        assert db.deferred == 2
+        rows = await db.fetchall("SELECT key FROM app_state ORDER BY key")
+        assert [r[0] for r in rows] == ["a", "b", "c"]
+        assert committed(db.path) == {}  # type: ignore[arg-type]
+        assert db.deferred == 2  # a read commits nothing
+        await db.execute(INSERT, ("d", "4"))
+        assert committed(db.path) == {"a": "1", "b": "2", "c": "3", "d": "4"}  # type: ignore[arg-type]
+        assert db.deferred == 0 and db.deferred_written == 3
+    finally:
+        await db.close()
+
+
+async def test_deferred_writes_are_committed_after_defer_max_s_and_on_close(
+    tmp_path: Path,
+) -> None:
+    db = await Database.open(tmp_path / "d.db")
+    db.defer_max_s = 30.0
+    loop = asyncio.get_running_loop()
+    db.defer(INSERT, ("a", "1"))
+    timer = db._deferred_timer
+    assert timer is not None and 29.0 < timer.when() - loop.time() <= 30.0
+    timer.cancel()
+    db._deferred_due()  # what the timer does when it fires, without waiting 30 s
+    assert db._flush_task is not None
+    await db._flush_task
+    assert committed(db.path) == {"a": "1"}  # type: ignore[arg-type]
+    db.defer_max_s = 3600.0
+    db.defer(INSERT, ("b", "2"))
+    await db.close()
+    assert committed(tmp_path / "d.db") == {"a": "1", "b": "2"}
+
+
+async def test_a_failing_deferred_write_is_dropped_alone(tmp_path: Path) -> None:
+    db = await Database.open(tmp_path / "d.db")
+    db.defer_max_s = 3600.0
+    try:
+        db.defer(INSERT, ("a", "1"))
+        db.defer(INSERT, ("a", "again"))  # primary key taken: fails
+        db.defer("INSERT INTO no_such_table VALUES (?)", (1,))
+        db.defer(INSERT, ("b", "2"))
+        await db.execute(INSERT, ("c", "3"))
+        assert committed(db.path) == {"a": "1", "b": "2", "c": "3"}  # type: ignore[arg-type]
+        assert db.deferred_dropped == 2 and db.deferred_written == 2
+    finally:
+        await db.close()
+
+
+async def test_deferred_writes_survive_a_rolled_back_transaction(tmp_path: Path) -> None:
+    db = await Database.open(tmp_path / "d.db")
+    db.defer_max_s = 3600.0
+    try:
+        db.defer(INSERT, ("a", "1"))
+
+        def boom(conn: sqlite3.Connection) -> None:
+            conn.execute(INSERT, ("x", "never"))
+            raise RuntimeError("boom")
+
+        with pytest.raises(RuntimeError):
+            await db.call(boom)
+        assert committed(db.path) == {}  # type: ignore[arg-type]
+        assert db.deferred == 1  # given back, in front
+        db.defer(INSERT, ("b", "2"))
+        await db.flush_deferred()
+        assert committed(db.path) == {"a": "1", "b": "2"}  # type: ignore[arg-type]
+    finally:
+        await db.close()
