@@ -238,6 +238,13 @@ def solve_arrays(
     _pass(h, m, relax=False)
     if start is not None and start.x is not None:
         _set_start(h, start.x)
+        # The incumbent is already good (the neighbourhood's): what is left is proving the
+        # bound, and HiGHS' sub-MIP heuristics only look for better plans. Measured on flat
+        # export (8 instances, the neighbourhood's plan as start, CPU to prove 0.1 %):
+        # 0.26 / 2.35 / 0.48 / 2.44 s on the first four where they are on took 2.54 / 4.97 /
+        # 2.42 / 5.80 s (at 3 nodes, 2.3 s of 2.5 went into sub-MIPs).
+        for option in _SUB_MIP_HEURISTICS:
+            h.setOptionValue(option, False)
     h.run()
     status = h.getModelStatus()
     info = h.getInfo()
