@@ -362,6 +362,39 @@ def add_battery(
             burn.size,
             [(bl, dis[burn], 1.0), (bl, z, b.max_discharge_w)],
         )
+    # Where the binaries forbid charging and discharging at once, a slot's charge fits in
+    # the room left above the last SoC and its discharge in what is left above the floor:
+    # η_c·dt·ch[t] <= hi − soc[t−1], dt·dis[t]/η_d <= soc[t−1] − lo (implied for every
+    # integer solution, not for the relaxation, which cycles within a slot at a full or
+    # empty battery where export pays more than import). Measured on flat export (seeds 1,
+    # 3, 4, 7, CPU to prove 0.1 % from the same start): 17.9 → 13.3 s, seed 7 proven within
+    # 20 s. Only with such slots: elsewhere they only moved the LP to another vertex, and
+    # one rounded plan got worse (agile/agile seed 4: 9 → 58 ms).
+    if (
+        burn.size
+        and b.max_charge_w > 0
+        and b.max_discharge_w > 0
+        and bool(np.any(f.export_price > f.import_price))
+    ):
+        bl = np.arange(burn.size)
+        prev = burn[burn > 0] - 1
+        kp = bl[burn > 0]
+        room_hi = np.full(burn.size, hi)
+        room_lo = np.full(burn.size, -lo)
+        room_hi[burn == 0] -= soc0
+        room_lo[burn == 0] += soc0
+        m.rows(
+            -np.inf,
+            room_hi,
+            burn.size,
+            [(bl, ch[burn], dt * b.charge_efficiency), (kp, soc[prev], 1.0)],
+        )
+        m.rows(
+            -np.inf,
+            room_lo,
+            burn.size,
+            [(bl, dis[burn], dt / b.discharge_efficiency), (kp, soc[prev], -1.0)],
+        )
     return ch, dis, soc
 
 

@@ -14,7 +14,7 @@ import os
 import sys
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import highspy
 import numpy as np
@@ -117,6 +117,8 @@ class _Start:
     objective: float
     bound: float  # the LP relaxation's objective
     lp_x: np.ndarray
+    # x is the neighbourhood's optimum (within the gap), not a plan cut short by its time
+    settled: bool = False
 
 
 def _lp_and_round(
@@ -203,9 +205,11 @@ def _neighbourhood(
     if h.getInfo().primal_solution_status != 2:  # no feasible solution in the neighbourhood
         return start
     value = float(h.getInfo().objective_function_value)
+    settled = h.getModelStatus() == highspy.HighsModelStatus.kOptimal
     if start.x is not None and value >= start.objective:
-        return start
-    return _Start(np.asarray(h.getSolution().col_value, dtype=float), value, start.bound, x)
+        return replace(start, settled=settled)
+    x_best = np.asarray(h.getSolution().col_value, dtype=float)
+    return _Start(x_best, value, start.bound, x, settled)
 
 
 def _set_start(h: highspy.Highs, x: np.ndarray) -> None:
@@ -238,6 +242,15 @@ def solve_arrays(
     _pass(h, m, relax=False)
     if start is not None and start.x is not None:
         _set_start(h, start.x)
+    if start is not None and start.settled:
+        # The incumbent is the neighbourhood's optimum: what is left is mostly proving the
+        # bound, and HiGHS' sub-MIP heuristics only look for better plans. Measured on flat
+        # export (8 instances, the neighbourhood's plan as start, CPU to prove 0.1 %):
+        # 0.26 / 2.35 / 0.48 / 2.44 s on the first four where they are on took 2.54 / 4.97 /
+        # 2.42 / 5.80 s (at 3 nodes, 2.3 s of 2.5 went into sub-MIPs). Not when the
+        # neighbourhood was cut short: its plan was up to 3 % off, and they find better.
+        for option in _SUB_MIP_HEURISTICS:
+            h.setOptionValue(option, False)
     h.run()
     status = h.getModelStatus()
     info = h.getInfo()
