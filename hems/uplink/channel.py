@@ -16,6 +16,7 @@ import json
 import random
 import sqlite3
 import ssl
+import weakref
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -54,7 +55,7 @@ from hems.uplink.outbox import Outbox, OutboxRow
 log = structlog.get_logger(__name__)
 
 _WINDOW = 100  # rows published and not yet acked by the aggregator (the in-flight window)
-_RESEND_BACKOFF_MAX = 8  # a row's resend interval doubles per resend, up to 8 resend_after_s
+_RESEND_BACKOFF_MAX = 8  # the resend interval doubles per resend, up to 8 resend_after_s
 _PUBLISH_TIMEOUT_S = 15.0
 
 
@@ -144,8 +145,13 @@ class Uplink:
         self.outbox = Outbox(db, cfg.outbox_max_rows)
         self._wake = asyncio.Event()
         self._inflight: dict[int, _InFlight] = {}  # by seq, in seq order
+        # incoming message -> local time it arrived; weak: a message dropped unread goes too
+        self._received_at: weakref.WeakKeyDictionary[aiomqtt.Message, datetime] = (
+            weakref.WeakKeyDictionary()
+        )
         self.published = 0  # outbox rows published, first sends and resends
         self._rtt_s = 0.0  # smoothed send-to-ack time of rows acked after one send
+        self._backoff = 1  # resend interval multiplier: doubled per resend, 1 on a fresh ack
         self._client: aiomqtt.Client | None = None
         self._session_tasks: asyncio.TaskGroup | None = None
         self._inbound = Inbound(
@@ -302,7 +308,19 @@ class Uplink:
             timeout=self.cfg.connect_timeout_s,
             tls_context=self._tls,
             max_inflight_messages=_WINDOW,
+            queue_type=self._stamping_queue(),
         )
+
+    def _stamping_queue(self) -> type[asyncio.Queue[aiomqtt.Message]]:
+        """aiomqtt's incoming queue, noting the local time each message came off the wire."""
+        clock, stamps = self._clock, self._received_at
+
+        class StampingQueue(asyncio.Queue[aiomqtt.Message]):
+            def put_nowait(self, item: aiomqtt.Message) -> None:
+                stamps[item] = clock.now()
+                super().put_nowait(item)
+
+        return StampingQueue
 
     async def _connection_loop(self) -> None:
         backoff = Backoff(self.cfg.backoff_min_s, self.cfg.backoff_max_s)
@@ -350,7 +368,10 @@ class Uplink:
                     tg.create_task(self._publisher(client, tg), name="uplink:publish")
                     async for message in client.messages:
                         await self._inbound.handle(
-                            message.topic.value, bytes(message.payload or b""), self._answer
+                            message.topic.value,
+                            bytes(message.payload or b""),
+                            self._answer,
+                            self._received_at.pop(message, None),
                         )
             except asyncio.CancelledError:
                 # Orderly shutdown: say so, since the broker sends the Will only on a drop.
@@ -366,8 +387,9 @@ class Uplink:
 
     async def _publisher(self, client: aiomqtt.Client, tg: asyncio.TaskGroup) -> None:
         # The in-flight window: at most _WINDOW rows published and not yet acked by the
-        # aggregator, the oldest unacked first. Each row has its own resend timer (backing
-        # off per resend), so a pass sends at most _WINDOW rows however slow the acks are.
+        # aggregator, the oldest unacked first. Each row has its own resend timer; a resend
+        # doubles the interval for all rows until an ack of a row sent once (as TCP's RTO),
+        # so a pass sends at most _WINDOW rows however slow the acks are.
         # A (re)connect starts the window again from the oldest unacked row. paho writes
         # publishes in call order, so the wire order is the seq order.
         self._inflight.clear()
@@ -376,10 +398,12 @@ class Uplink:
         def publish(f: _InFlight) -> None:
             f.sends += 1
             f.sent_s = self._clock.monotonic()
+            if f.sends > 1:  # a lapsed timer: every row waits longer, until a fresh ack
+                self._backoff = min(self._backoff * 2, _RESEND_BACKOFF_MAX)
             # Never sooner than a few round trips: a busy aggregator (or a fast clock) must
             # not turn every slow ack into a resend.
             base_s = max(self.cfg.resend_after_s, 4 * self._rtt_s)
-            f.due_s = f.sent_s + base_s * min(2 ** (f.sends - 1), _RESEND_BACKOFF_MAX)
+            f.due_s = f.sent_s + base_s * self._backoff
             self.published += 1
             tg.create_task(self._publish_row(client, f.row))
 
@@ -444,7 +468,8 @@ class Uplink:
         now_s = self._clock.monotonic()
         for seq in acked:
             f = self._inflight.pop(seq)
-            if f.sends == 1:  # a resent row's ack may answer either copy
+            if f.sends == 1:  # a resent row's ack may answer either copy (Karn)
                 self._rtt_s += (now_s - f.sent_s - self._rtt_s) / 8
+                self._backoff = 1
         if acked:
             self._wake.set()  # room in the window
