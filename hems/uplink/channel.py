@@ -12,11 +12,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import random
 import sqlite3
 import ssl
+import weakref
 from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -47,13 +50,31 @@ from hems.uplink.messages import (
     Telemetry,
     topic_for,
 )
-from hems.uplink.outbox import Outbox
+from hems.uplink.outbox import Outbox, OutboxRow
 
 log = structlog.get_logger(__name__)
 
-_INFLIGHT_MAX = 1000  # sent but not yet acked by the aggregator
-_WINDOW = 100  # published but not yet PUBACKed by the broker
+_WINDOW = 100  # rows published and not yet acked by the aggregator (the in-flight window)
+_RESEND_BACKOFF_MAX = 8  # the resend interval doubles per resend, up to 8 resend_after_s
 _PUBLISH_TIMEOUT_S = 15.0
+
+
+@dataclass(slots=True)
+class _InFlight:
+    """One outbox row in the in-flight window."""
+
+    row: OutboxRow
+    sends: int = 0
+    sent_s: float = 0.0  # clock.monotonic() of the last send
+    due_s: float = 0.0  # clock.monotonic() at which it is resent unless acked
+
+
+def _expired(row: OutboxRow, now: datetime) -> bool:
+    try:
+        expires_at = json.loads(row.message)["expires_at"]
+        return bool(datetime.fromisoformat(expires_at) <= now)
+    except (ValueError, KeyError, TypeError):
+        return False
 
 
 class Backoff:
@@ -124,7 +145,14 @@ class Uplink:
         self._version = software_version
         self.outbox = Outbox(db, cfg.outbox_max_rows)
         self._wake = asyncio.Event()
-        self._sent_at: dict[int, float] = {}
+        self._inflight: dict[int, _InFlight] = {}  # by seq, in seq order
+        # incoming message -> local time it arrived; weak: a message dropped unread goes too
+        self._received_at: weakref.WeakKeyDictionary[aiomqtt.Message, datetime] = (
+            weakref.WeakKeyDictionary()
+        )
+        self.published = 0  # outbox rows published, first sends and resends
+        self._rtt_s = 0.0  # smoothed send-to-ack time of rows acked after one send
+        self._backoff = 1  # resend interval multiplier: doubled per resend, 1 on a fresh ack
         self._client: aiomqtt.Client | None = None
         self._session_tasks: asyncio.TaskGroup | None = None
         self._inbound = Inbound(
@@ -302,7 +330,19 @@ class Uplink:
             timeout=self.cfg.connect_timeout_s,
             tls_context=self._tls,
             max_inflight_messages=_WINDOW,
+            queue_type=self._stamping_queue(),
         )
+
+    def _stamping_queue(self) -> type[asyncio.Queue[aiomqtt.Message]]:
+        """aiomqtt's incoming queue, noting the local time each message came off the wire."""
+        clock, stamps = self._clock, self._received_at
+
+        class StampingQueue(asyncio.Queue[aiomqtt.Message]):
+            def put_nowait(self, item: aiomqtt.Message) -> None:
+                stamps[item] = clock.now()
+                super().put_nowait(item)
+
+        return StampingQueue
 
     async def _connection_loop(self) -> None:
         backoff = Backoff(self.cfg.backoff_min_s, self.cfg.backoff_max_s)
@@ -343,7 +383,6 @@ class Uplink:
                 retain=True,
                 timeout=_PUBLISH_TIMEOUT_S,
             )
-            self._sent_at.clear()  # replay everything unacked, in order
             self.connected.set()
             try:
                 async with asyncio.TaskGroup() as tg:
@@ -351,7 +390,10 @@ class Uplink:
                     tg.create_task(self._publisher(client, tg), name="uplink:publish")
                     async for message in client.messages:
                         await self._inbound.handle(
-                            message.topic.value, bytes(message.payload or b""), self._answer
+                            message.topic.value,
+                            bytes(message.payload or b""),
+                            self._answer,
+                            self._received_at.pop(message, None),
                         )
             except asyncio.CancelledError:
                 # Orderly shutdown: say so, since the broker sends the Will only on a drop.
@@ -366,47 +408,66 @@ class Uplink:
                 raise
 
     async def _publisher(self, client: aiomqtt.Client, tg: asyncio.TaskGroup) -> None:
-        # Publishes are pipelined (up to _WINDOW awaiting PUBACK); paho writes them in call
-        # order, so the wire order is the seq order.
-        window = asyncio.Semaphore(_WINDOW)
+        # The in-flight window: at most _WINDOW rows published and not yet acked by the
+        # aggregator, the oldest unacked first. Each row has its own resend timer; a resend
+        # doubles the interval for all rows until an ack of a row sent once (as TCP's RTO),
+        # so a pass sends at most _WINDOW rows however slow the acks are.
+        # A (re)connect starts the window again from the oldest unacked row. paho writes
+        # publishes in call order, so the wire order is the seq order.
+        self._inflight.clear()
+        cursor = 0  # the highest seq taken into the window
 
-        async def one(topic: str, raw: bytes) -> None:
-            try:
-                await client.publish(topic, raw, qos=1, timeout=_PUBLISH_TIMEOUT_S)
-            except aiomqtt.MqttError:
-                pass  # the link is going down; the row stays and is replayed
-            finally:
-                window.release()
+        def publish(f: _InFlight) -> None:
+            f.sends += 1
+            f.sent_s = self._clock.monotonic()
+            if f.sends > 1:  # a lapsed timer: every row waits longer, until a fresh ack
+                self._backoff = min(self._backoff * 2, _RESEND_BACKOFF_MAX)
+            # Never sooner than a few round trips: a busy aggregator (or a fast clock) must
+            # not turn every slow ack into a resend.
+            base_s = max(self.cfg.resend_after_s, 4 * self._rtt_s)
+            f.due_s = f.sent_s + base_s * self._backoff
+            self.published += 1
+            tg.create_task(self._publish_row(client, f.row))
 
         while True:
             raise_if_cancelling()
             self._wake.clear()
             now_s = self._clock.monotonic()
-            after = 0
-            inflight = sum(1 for t in self._sent_at.values() if now_s - t < self.cfg.resend_after_s)
-            scanned: set[int] = set()
-            while inflight < _INFLIGHT_MAX:
-                rows = await self.outbox.pending(after, limit=200)
+            for f in [f for f in self._inflight.values() if f.due_s <= now_s]:
+                publish(f)  # oldest seq first: the dict is in seq order
+            while len(self._inflight) < _WINDOW:
+                rows = await self.outbox.pending(cursor, limit=_WINDOW - len(self._inflight))
                 if not rows:
-                    # A full scan: forget rows that left the outbox (acked or evicted).
-                    self._sent_at = {k: v for k, v in self._sent_at.items() if k in scanned}
                     break
+                now = self._clock.now()
                 for row in rows:
-                    after = row.seq
-                    scanned.add(row.seq)
-                    sent = self._sent_at.get(row.seq)
-                    if sent is not None and now_s - sent < self.cfg.resend_after_s:
-                        continue
-                    await window.acquire()
-                    self._sent_at[row.seq] = self._clock.monotonic()
-                    tg.create_task(one(row.topic, row.message))
-                    inflight += 1
-                    if inflight >= _INFLIGHT_MAX:
-                        break
-            # Poll cadence for resends; a send() or an ack wakes us at once.
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(1.0):
-                    await self._wake.wait()
+                    cursor = row.seq
+                    if _expired(row, now):
+                        continue  # the aggregator would reject it; it stays in the outbox
+                    f = _InFlight(row)
+                    self._inflight[row.seq] = f
+                    publish(f)
+            due = min((f.due_s for f in self._inflight.values()), default=None)
+            await self._wait_for_wake(None if due is None else due - self._clock.monotonic())
+
+    async def _publish_row(self, client: aiomqtt.Client, row: OutboxRow) -> None:
+        try:
+            await client.publish(row.topic, row.message, qos=1, timeout=_PUBLISH_TIMEOUT_S)
+        except aiomqtt.MqttError:
+            pass  # the link is going down; the row stays and is replayed
+
+    async def _wait_for_wake(self, timeout_s: float | None) -> None:
+        """Until a send() or an ack wakes the publisher, or `timeout_s` of the clock pass."""
+        if timeout_s is None:
+            await self._wake.wait()
+            return
+        waiter = asyncio.ensure_future(self._wake.wait())
+        sleeper = asyncio.ensure_future(self._clock.sleep(max(0.0, timeout_s)))
+        try:
+            await asyncio.wait({waiter, sleeper}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            waiter.cancel()
+            sleeper.cancel()
 
     # -- receiving: verification is Inbound's; the channel stores and publishes its answers --
     async def _answer(self, response: Response) -> None:
@@ -424,8 +485,13 @@ class Uplink:
             await self._publish_direct("up_ack", Ack(ranges=[(seq, seq)]))
 
     async def _on_ack(self, ack: Ack) -> None:
-        deleted = await self.outbox.ack(ack.ranges)
-        for seq in [s for s in self._sent_at if ack.covers(s)]:
-            del self._sent_at[seq]
-        if deleted:
-            self._wake.set()
+        await self.outbox.ack(ack.ranges)
+        acked = [seq for seq in self._inflight if ack.covers(seq)]
+        now_s = self._clock.monotonic()
+        for seq in acked:
+            f = self._inflight.pop(seq)
+            if f.sends == 1:  # a resent row's ack may answer either copy (Karn)
+                self._rtt_s += (now_s - f.sent_s - self._rtt_s) / 8
+                self._backoff = 1
+        if acked:
+            self._wake.set()  # room in the window

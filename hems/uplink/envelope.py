@@ -195,6 +195,7 @@ def check(
     max_skew_s: float,
     expected_type: str | None = None,
     check_skew: bool = True,
+    check_expiry: bool = True,
 ) -> Checked:
     """Verify one received message; raise MessageRejected(reason) with a `detail`."""
     verify_signature(message, key)
@@ -219,7 +220,7 @@ def check(
         raise reject("replayed_seq", f"seq: {env.seq} is not above {last_seq}", message)
     if not sequenced and env.seq != 0:
         raise reject("malformed", f"seq: must be 0 for {env.type}", message)
-    if env.expires_at <= now:
+    if check_expiry and env.expires_at <= now:
         raise reject("expired", f"expires_at: {env.expires_at.isoformat()} has passed", message)
     skew_s = abs((env.issued_at - now).total_seconds())
     if check_skew and skew_s > max_skew_s:

@@ -15,6 +15,7 @@ import sqlite3
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Literal
 
 import structlog
@@ -99,11 +100,15 @@ class Inbound:
 
     # -- the channel's entry ----------------------------------------------------------------
     async def handle(
-        self, topic: str, raw: bytes, send: Callable[[Response], Awaitable[None]]
+        self,
+        topic: str,
+        raw: bytes,
+        send: Callable[[Response], Awaitable[None]],
+        received_at: datetime | None = None,
     ) -> None:
         """Receive one message and `send` its response; never raises for a bad message."""
         try:
-            response = await self.receive(topic, raw)
+            response = await self.receive(topic, raw, received_at)
             if response is not None:
                 await send(response)
                 if response.accepts is not None:
@@ -126,8 +131,14 @@ class Inbound:
             self.rejections.append(("handler_failed", f"{type(exc).__name__}: {exc}"[:500]))
             log.exception("uplink message dropped: handler failed", topic=topic)
 
-    async def receive(self, topic: str, raw: bytes) -> Response | None:
+    async def receive(
+        self, topic: str, raw: bytes, received_at: datetime | None = None
+    ) -> Response | None:
         """Verify one message and hand it to its handler. Returns what to send (None: nothing).
+
+        Expiry and clock skew are checked against `received_at` (default: now), the local
+        time the message came off the wire: time it then waited behind others here is not
+        the sender's skew.
 
         Raises sqlite3.Error/StoreError if the database fails (the message is then not
         answered, so the aggregator resends it).
@@ -142,11 +153,16 @@ class Inbound:
                 message,
                 key=self._peer_key,
                 site_id=self._site_id,
-                now=self._clock.now(),
+                now=received_at or self._clock.now(),
                 last_seq=self._last_seq,
                 seen=lambda _id: seen,
                 max_skew_s=self._max_skew_s,
                 expected_type=expected,
+                # An ack only deletes rows whose seqs the aggregator signed it for, and seqs
+                # are never reused, so an old one is harmless; one that waited behind a burst
+                # of others must still drain the outbox.
+                check_skew=expected != "ack",
+                check_expiry=expected != "ack",
             )
             if TYPES[checked.envelope.type][2] != "down":
                 raise envelope.reject(
