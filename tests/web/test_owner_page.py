@@ -10,6 +10,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from playwright.async_api import Browser, ConsoleMessage
+from playwright.async_api import Error as PlaywrightError
 
 from hems.core import ManualClock, Quantity, Reading, Role, SiteState
 from hems.core.plan import Plan, PlanSlot
@@ -141,7 +142,14 @@ async def test_owner_page_on_a_phone_and_a_laptop(tmp_path: Path, browser: Brows
                 assert scroll_w <= inner_w, (scroll_w, inner_w)
             await page.screenshot(path=tmp_path / f"owner-{width}.png", full_page=True)
             for part in ("frag-live", "plan-chart", "history-chart"):
-                await page.locator(f"#{part}").screenshot(path=tmp_path / f"{part}-{width}.png")
+                for attempt in range(3):  # the live refresh may swap the part mid-shot
+                    try:
+                        shot = tmp_path / f"{part}-{width}.png"
+                        await page.locator(f"#{part}").screenshot(path=shot, timeout=5000)
+                        break
+                    except PlaywrightError:
+                        if attempt == 2:
+                            raise
             # Yesterday's history, by a plain link (no script needed).
             await page.click("nav.ranges a:has-text('Yesterday')")
             await page.wait_for_url("**/?history=yesterday*")
