@@ -41,6 +41,7 @@ from hems.core.clock import Clock
 from hems.devices.modbus.scan import format_text, parse_target, suggested_entries
 from hems.errors import ConfigError
 from hems.store.db import Database
+from hems.web.api import Audit
 from hems.web.configform import FormSection, check_form, sections
 from hems.web.render import render
 from hems.web.restore import MAX_UPLOAD_BYTES, RestorePages
@@ -64,9 +65,9 @@ def register(
     upload cap; `scan_timeout_s`: per Modbus request of a scan)."""
     scans = ScanJobs(clock, timeout_s=scan_timeout_s)
     web_server.add_cleanup(scans.close)
-    pages = _Installer(config_path, restart, db, clock, scans)
+    pages = _Installer(config_path, restart, db, clock, scans, web_server.audit_config)
     web_server.set_config_file(config_path, restart)  # PATCH /api/v1/config, same restart
-    restore = RestorePages(config_path, restart, db, max_upload_bytes)
+    restore = RestorePages(config_path, restart, db, max_upload_bytes, web_server.audit_config)
     web_server.add_route("GET", "/installer/config", pages.config_page)
     web_server.add_route("POST", "/installer/config", pages.config_post)
     web_server.add_route("GET", "/installer/backup", pages.backup)
@@ -86,7 +87,9 @@ class _Installer:
         db: Database | None,
         clock: Clock,
         scans: ScanJobs,
+        audit: Audit,
     ) -> None:
+        self._audit = audit
         self._scans = scans
         self._path = path
         self._restart = restart
@@ -133,6 +136,8 @@ class _Installer:
             problems = {"": [f"{self._path}: cannot write: {exc.strerror or exc}"]}
             return self._form(request, shown, problems, text, 500)
         log.warning("config changed from the installer page; restarting", path=str(self._path))
+        changed = ", ".join(result.changed)
+        await self._audit(request, f"config file changed from the page: {changed}")
         self._restart()
         return _html(
             render(
@@ -267,6 +272,7 @@ class _Installer:
                                 title=f"Cannot write {self._path}: {exc.strerror or exc}",
                                 restarted=False), 500)  # fmt: skip
         log.warning("device added from the installer page; restarting", device=entry["id"])
+        await self._audit(request, f"device added from the page: {entry['id']}")
         self._restart()
         return _html(render("installer_done.html", title="Device added; hems restarts",
                             restarted=True, path=str(self._path),

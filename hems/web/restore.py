@@ -36,6 +36,7 @@ from aiohttp import BodyPartReader, MultipartReader, web
 from hems.config import ConfigErrors
 from hems.configedit import apply_edits, unified_diff, write_atomic
 from hems.store.db import RESTORE_SUFFIX, Database, sibling, snapshot_problems
+from hems.web.api import Audit
 from hems.web.render import render
 from hems.web.server import multipart_of, session_of
 
@@ -73,7 +74,9 @@ class RestorePages:
         restart: Callable[[], None],
         db: Database | None,
         max_upload_bytes: int = MAX_UPLOAD_BYTES,
+        audit: Audit | None = None,
     ) -> None:
+        self._audit = audit
         self._path = config_path
         self._restart = restart
         self._db_path = db.path if db is not None else None
@@ -176,6 +179,9 @@ class RestorePages:
             "backup restored from the installer page; restarting",
             config=str(self._path), snapshot=str(target),
         )  # fmt: skip
+        if self._audit is not None:
+            what = "database snapshot staged" + ("" if same else " and config file changed")
+            await self._audit(request, f"backup restored from the page: {what}")
         self._restart()
         return _html(
             render(

@@ -108,7 +108,7 @@ class WebServer:
             state, clock, store, site_name, self._json, self._actions, self._health_body,
             self.events.handle,
         )  # fmt: skip
-        self._v1.audit = self._audit_config
+        self._v1.audit = self.audit_config
         self._watcher: asyncio.Task[None] | None = None
 
     def set_site_view(self, view: SiteView) -> None:
@@ -134,7 +134,9 @@ class WebServer:
         sets it with the page's own restart)."""
         self._v1.config_file = ConfigFile(path, restart)
 
-    async def _audit_config(self, request: web.Request, detail: str) -> None:
+    async def audit_config(self, request: web.Request, detail: str) -> None:
+        """A config or database change to the security log: what changed and who (a token's
+        name or the owner's session), never the values."""
         token = request.get(_TOKEN)
         who = f"token {token.name!r}" if token is not None else "owner session"
         await self._auth.log("config-changed", _client(request), f"{detail} ({who})")

@@ -106,6 +106,15 @@ async def test_edit_with_an_error_then_fix_review_and_apply(
         assert text == CONFIG.replace("fuse_a: 60", "fuse_a: 80")
         assert path.with_name("hems.yaml.bak").read_text() == CONFIG
         assert restarts == ["restart"]
+        # The security log says what changed and who, never the value.
+        entries = [
+            (e.kind, e.detail) for e in await AuthStore(db, ManualClock(T0)).security_log(10)
+        ]
+        assert (
+            "config-changed",
+            "config file changed from the page: limits.fuse_a (owner session)",
+        ) in entries
+        assert not any("80" in detail for _, detail in entries)
     finally:
         await web.stop()
         await db.close()
