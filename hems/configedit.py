@@ -15,6 +15,7 @@ Paths are `hems.yamllines.Loc` tuples, `("devices", 2, "ev", "target_energy_wh")
 from __future__ import annotations
 
 import difflib
+import hashlib
 import io
 import os
 import re
@@ -60,6 +61,12 @@ class Checked:
     @property
     def changed(self) -> bool:
         return self.new_text != self.old_text
+
+
+def text_digest(text: str) -> str:
+    """The SHA-256 of a config file's text: what a reviewer saw, so that a write made after a
+    hand edit can be refused instead of overwriting it."""
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 def _yaml() -> YAML:

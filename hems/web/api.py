@@ -14,6 +14,7 @@ endpoints, enum values in responses); a removal or a change of meaning needs /ap
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import re
 from collections.abc import Awaitable, Callable, Mapping
@@ -28,7 +29,7 @@ from pydantic import BaseModel, ValidationError
 from pydantic.json_schema import models_json_schema
 
 from hems.config import ConfigErrors
-from hems.configedit import write_atomic
+from hems.configedit import text_digest, write_atomic
 from hems.core.clock import Clock
 from hems.core.jsonsafe import JsonTooLarge, loads_bounded
 from hems.core.quantities import site_values
@@ -282,8 +283,12 @@ class ApiV1:
     async def _config(self, _: web.Request) -> Result:
         if self.config is None:
             raise _NotConfigured("config")
+        digest = None
+        if self.config_file is not None:
+            text = await asyncio.to_thread(self.config_file.path.read_text, encoding="utf-8")
+            digest = text_digest(text)
         # mode="json" writes every SecretStr as "**********".
-        return m.ConfigOut(config=self.config().model_dump(mode="json"))
+        return m.ConfigOut(config=self.config().model_dump(mode="json"), file_sha256=digest)
 
     async def _config_patch(self, request: web.Request, body: m.ConfigPatchIn) -> Result:
         """The installer's form, submitted as JSON: the same check (`check_form`), the same
@@ -292,6 +297,11 @@ class ApiV1:
             raise _NotConfigured("config-file")
         path = self.config_file.path
         text = path.read_text(encoding="utf-8")
+        if body.base_sha256 is not None and body.base_sha256 != text_digest(text):
+            reason = "the config file changed since it was read; read it again"
+            return problem(
+                409, f"config: {path}: {reason}", [{"field": "base_sha256", "reason": reason}]
+            )
         try:
             result = check_form(text, {k: _form_text(v) for k, v in body.changes.items()},
                                 source=str(path))  # fmt: skip
@@ -337,6 +347,7 @@ class ApiV1:
             backup=str(backup) if backup is not None else None,
             restart_required=required,
             restarting=restarting,
+            file_sha256=text_digest(checked.new_text if checked.changed else text),
         )
 
     async def _stream(self, request: web.Request) -> Result:
@@ -563,7 +574,8 @@ _DESCRIPTIONS = {
     403: "A read-only token, or a session without CSRF token or from another site",
     404: "No such thing here (an unknown id, or the stage is not configured)",
     405: "Method not allowed",
-    409: "The config file on disk is not valid YAML or not a mapping (fix it by hand)",
+    409: "The config file on disk is not valid YAML or not a mapping (fix it by hand), or it "
+    "changed since `base_sha256`",
     413: "Body too large",
     415: "Body is not application/json",
     422: "A field is invalid (each one named in `errors`)",

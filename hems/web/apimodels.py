@@ -346,6 +346,11 @@ class ConfigOut(_Out):
     config: dict[str, Any] = Field(
         description="the validated configuration as it runs; secrets show as **********"
     )
+    file_sha256: str | None = Field(
+        description="SHA-256 of the config file as it is on disk now (null when the daemon "
+        "runs without a file); send it as `base_sha256` with PATCH so that a hand edit made "
+        "in between is not overwritten"
+    )
 
 
 def _scalar(value: Any) -> str | int | float | bool | None:
@@ -379,6 +384,12 @@ class ConfigPatchIn(_In):
     changes: dict[Annotated[str, StringConstraints(min_length=1, max_length=128)], ConfigValue] = (
         Field(max_length=200, description="field path -> new value (null: back to the default)")
     )
+    base_sha256: str | None = Field(
+        None,
+        pattern=r"^[0-9a-f]{64}$",
+        description="the `file_sha256` the change was made against (from GET /config or the "
+        "last PATCH); when the file on disk differs, nothing is written (409)",
+    )
     restart: bool = Field(
         True,
         description="restart the daemon now when the file differs from the configuration it "
@@ -396,3 +407,4 @@ class ConfigPatchOut(_Out):
         "only when the daemon starts again (no stage reloads its configuration in place)"
     )
     restarting: bool = Field(description="the daemon restarts now to run the file")
+    file_sha256: str = Field(description="SHA-256 of the config file after this request")

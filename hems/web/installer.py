@@ -24,7 +24,6 @@ with the new file; no stage is reloaded in place.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import tempfile
 import zipfile
@@ -36,7 +35,7 @@ import structlog
 from aiohttp import web
 
 from hems.config import ConfigErrors
-from hems.configedit import append_entry, load_document, unified_diff, write_atomic
+from hems.configedit import append_entry, load_document, text_digest, unified_diff, write_atomic
 from hems.core.clock import Clock
 from hems.devices.modbus.scan import format_text, parse_target, suggested_entries
 from hems.errors import ConfigError
@@ -122,10 +121,10 @@ class _Installer:
                     path=str(self._path),
                     diff=unified_diff(text, checked.new_text, self._path.name),
                     values={f.name: posted[f.name] for f in fields if f.name in posted},
-                    base=_digest(text),
+                    base=text_digest(text),
                 )
             )
-        if posted.get("base") != _digest(text):
+        if posted.get("base") != text_digest(text):
             problems = {"": ["the file changed since you reviewed it; review the change again"]}
             return self._form(request, shown, problems, text, 409)
         if not checked.changed:
@@ -260,9 +259,9 @@ class _Installer:
             return _html(render("installer_diff.html", title="Review the new device",
                                 csrf=_csrf(request), path=str(self._path),
                                 diff=unified_diff(text, checked.new_text, self._path.name),
-                                values={"entry": json.dumps(entry)}, base=_digest(text),
+                                values={"entry": json.dumps(entry)}, base=text_digest(text),
                                 action="/installer/devices/add"))  # fmt: skip
-        if posted.get("base") != _digest(text):
+        if posted.get("base") != text_digest(text):
             return _html(render("installer_done.html", title="The file changed; scan again",
                                 restarted=False), 409)  # fmt: skip
         try:
@@ -323,10 +322,6 @@ def _zip(archive: Path, config: Path, snapshot: Path) -> None:
         z.write(config, config.name)
         if snapshot.exists():
             z.write(snapshot, "hems.db")
-
-
-def _digest(text: str) -> str:
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 def _csrf(request: web.Request) -> str:

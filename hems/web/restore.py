@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import os
 import secrets
 import sqlite3
@@ -34,7 +33,7 @@ import structlog
 from aiohttp import BodyPartReader, MultipartReader, web
 
 from hems.config import ConfigErrors
-from hems.configedit import apply_edits, unified_diff, write_atomic
+from hems.configedit import apply_edits, text_digest, unified_diff, write_atomic
 from hems.store.db import RESTORE_SUFFIX, Database, sibling, snapshot_problems
 from hems.web.api import Audit
 from hems.web.render import render
@@ -120,7 +119,7 @@ class RestorePages:
                 diff=unified_diff(text, config_text, self._path.name),
                 summary=summary,
                 token=self._pending.token,
-                base=_digest(text),
+                base=text_digest(text),
             )
         )
 
@@ -159,11 +158,13 @@ class RestorePages:
     async def _confirm(self, request: web.Request, db_path: Path) -> web.Response:
         posted = {k: str(v) for k, v in (await request.post()).items()}
         pending = self._pending
-        if pending is None or not secrets.compare_digest(posted.get("token", ""), pending.token):
+        if pending is None or not secrets.compare_digest(
+            posted.get("token", ""), pending.token
+        ):
             problems = ["restore: nothing to confirm; upload the backup again"]
             return self._form(request, problems, 409)
         text = self._path.read_text(encoding="utf-8")
-        if posted.get("base") != _digest(text):
+        if posted.get("base") != text_digest(text):
             return self._form(
                 request, ["restore: the config file changed since the review; upload again"], 409
             )
@@ -304,10 +305,6 @@ def _newest_reading(path: Path) -> str:
     if row is None or row[0] is None:
         return ""
     return datetime.fromtimestamp(row[0] / 1000, UTC).isoformat(timespec="seconds")
-
-
-def _digest(text: str) -> str:
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 def _csrf(request: web.Request) -> str:

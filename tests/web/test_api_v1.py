@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,6 +25,7 @@ from openapi_spec_validator import validate as validate_spec
 from hems.app import Daemon
 from hems.config import load_config, validate
 from hems.core.clock import AcceleratedClock, ManualClock, RealClock
+from hems.core.readings import Quantity
 from hems.store.db import Database
 from hems.web.api import PREFIX, ROUTES, openapi
 from hems.web.auth import AuthStore, SecurityEntry
@@ -156,7 +158,10 @@ async def test_api_v1_reads_changes_and_errors_on_the_daemon(tmp_path: Path) -> 
                 json={"soc_pct": 30, "target_soc_pct": 80, "departure": "06:00"},
             )
             assert r.status_code == 200, r.text
-            assert r.json()["energy_wh"] == 30_000  # 50 % of the car's 60 kWh
+            # 50 % of the car's 60 kWh, on top of what the session has delivered already (the
+            # demo car is charging; the counter only grows, so read after is an upper bound).
+            delivered_wh = daemon.state.fresh_value("wallbox", Quantity.SESSION_ENERGY_WH) or 0.0
+            assert 30_000 <= r.json()["energy_wh"] <= 30_000 + delivered_wh, delivered_wh
             event = await stream.wait_for(
                 lambda x: [e for e in x.events if e[0] == "plan" and e[2]["created_at"] != before],
                 timeout_s=60,
@@ -371,6 +376,7 @@ async def test_config_patch_writes_the_file_the_daemon_runs_after_its_restart(
                 "backup": str(path.with_name("hems.yaml.bak")),
                 "restart_required": True,
                 "restarting": False,
+                "file_sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
             }
             text = path.read_text()
             assert text.startswith(COMMENT) and "  fuse_a: 80\n" in text
@@ -401,9 +407,22 @@ async def test_config_patch_writes_the_file_the_daemon_runs_after_its_restart(
             config = (await c.get("/api/v1/config")).json()["config"]
             assert config["limits"]["fuse_a"] == 80
             # What runs is the file: no restart needed for a change to the same value.
+            read = (await c.get("/api/v1/config")).json()["file_sha256"]
+            assert read == hashlib.sha256(path.read_bytes()).hexdigest()
             r = await c.patch("/api/v1/config", json={"changes": {"limits.fuse_a": 80.0}})
             assert r.json() == {"changed": [], "written": False, "backup": None,
-                                "restart_required": False, "restarting": False}  # fmt: skip
+                                "restart_required": False, "restarting": False,
+                                "file_sha256": read}  # fmt: skip
+            # Against what was read: a hand edit made since is not overwritten (409).
+            edited = path.read_text().replace("  fuse_a: 80\n", "  fuse_a: 63\n")
+            path.write_text(edited)
+            change = {"changes": {"limits.fuse_a": 70}, "base_sha256": read, "restart": False}
+            assert_problem(await c.patch("/api/v1/config", json=change), 409, "base_sha256")
+            assert path.read_text() == edited
+            change["base_sha256"] = hashlib.sha256(edited.encode()).hexdigest()
+            r = await c.patch("/api/v1/config", json=change)
+            assert r.json()["changed"] == ["limits.fuse_a"], r.text
+            assert "  fuse_a: 70\n" in path.read_text()
             # null removes the key: the model's default applies.
             change = {"changes": {"limits.battery_reserve_pct": None}, "restart": False}
             r = await c.patch("/api/v1/config", json=change)
