@@ -41,11 +41,15 @@ class FlexBookView:
         self._rejections = rejections
         self._plans: deque[Plan] = deque(maxlen=_RECENT_PLANS)
         self._baseline_w: dict[tuple[str, int], float] = {}
+        # Events whose baseline had no history: asked again after the next plan (at least
+        # every slot), not on every view, since each try is a report build over the history.
+        self._no_baseline: set[tuple[str, int]] = set()
         self._expected_kwh: dict[tuple[str, int], float] = {}
 
     def on_plan(self, plan: Plan) -> None:
         """The planner's listener: a new plan (kept to be looked back on)."""
         self._plans.append(plan)
+        self._no_baseline.clear()
 
     async def view(self) -> dict[str, Any]:
         await self._update_expectations()
@@ -94,7 +98,11 @@ class FlexBookView:
         known = self._baseline_w.get(key)
         if known is not None:
             return known
+        if key in self._no_baseline:
+            return math.nan
         baseline_w = await self._flex.live_baseline_w(instruction)
-        if math.isfinite(baseline_w):  # NaN (no history yet) is asked again next time
+        if math.isfinite(baseline_w):
             self._baseline_w[key] = baseline_w
+        else:
+            self._no_baseline.add(key)
         return baseline_w
