@@ -68,7 +68,8 @@ async def test_hil_hybrid_battery_setpoint_through_124(
 ) -> None:
     state = SiteState(clock)
     pool = EndpointPool()
-    kw = {"timeout_s": 1.0, "backoff_max_s": 0.1}
+    # A generous timeout: a busy machine can take seconds to accept the connection.
+    kw = {"timeout_s": 5.0, "backoff_max_s": 0.1}
     port = hybrid_rig.sunspec_port
     pv = sunspec_device(sunspec_cfg(port, "pv", "pv", HYBRID, **kw), pool, state, clock)
     bat = sunspec_device(sunspec_cfg(port, "bat", "battery", HYBRID, **kw), pool, state, clock)
