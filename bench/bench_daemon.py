@@ -7,6 +7,9 @@
 
 Run: .venv/bin/python bench/bench_daemon.py [--minutes 1] [--speed 60] [--full] [--python P]
 
+The daemon's own RSS is the figure; its child processes' RSS (the planner's solver process,
+hems/planning/solver_process.py) is printed beside it.
+
 `--python` runs the daemon under another interpreter, e.g. a venv with only
 requirements.lock (what a Pi installs): the dev venv's extra packages (rich, pulled in by
 import-linter, is imported by structlog when present) add a few MiB to the RSS.
@@ -55,6 +58,18 @@ def rss_mib(pid: int) -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     return float("nan")
+
+
+def children_rss_mib(pid: int) -> float:
+    """RSS of the daemon's child processes (the planner's solver process)."""
+    total = 0.0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        for child in (task / "children").read_text().split():
+            try:
+                total += rss_mib(int(child))
+            except OSError:  # ended meanwhile
+                pass
+    return total
 
 
 def count(db: Path) -> int:
@@ -116,6 +131,7 @@ async def run(minutes: float, speed: float, batch_s: float, full: bool) -> dict[
                 await asyncio.sleep(0.02)
             await asyncio.sleep(max(0.0, minutes * 60 - (time.monotonic() - t0)))
             rss = rss_mib(proc.pid)
+            child_rss = children_rss_mib(proc.pid)
             rows = count(db)
             proc.terminate()
             await proc.wait()
@@ -124,6 +140,7 @@ async def run(minutes: float, speed: float, batch_s: float, full: bool) -> dict[
         "ready_s": ready_s,
         "first_reading_s": first_s,
         "rss_mib": rss,
+        "child_rss_mib": child_rss,
         "readings": rows,
         "simulated_h": minutes * speed / 60,
     }
@@ -153,6 +170,7 @@ def main() -> None:
     print(
         f"| RSS after {r['simulated_h']:.1f} h simulated at {a.speed:g}× | {r['rss_mib']:.1f} MiB |"
     )
+    print(f"| RSS of its child processes (the planner's solver) | {r['child_rss_mib']:.1f} MiB |")
     print(f"| readings stored | {r['readings']} |")
 
 

@@ -46,7 +46,6 @@ from hems.web import actions, installer
 from hems.web.auth import AuthStore, LoginLimiter
 from hems.web.pages import SiteView
 from hems.web.server import WebServer
-from hems.web.tls import ensure_self_signed, server_context
 
 if TYPE_CHECKING:
     from hems.control.loop import ControlLoop
@@ -418,6 +417,9 @@ class Daemon:
         tls = self.cfg.web.tls
         if tls is None:
             return None
+        # cryptography's x509 (0.4 MiB) only when the page is served over TLS.
+        from hems.web.tls import ensure_self_signed, server_context
+
         if tls.cert_path is not None and tls.key_path is not None:
             return server_context(tls.cert_path, tls.key_path)
         folder = self.cfg.storage.path.parent

@@ -36,8 +36,8 @@ from hems.planning.builder import build_problem as _build_problem
 from hems.planning.config import PlannerConfig
 from hems.planning.flex import PRICE_STEP_MIN, constraint_for, price_slots
 from hems.planning.forecast import Forecast, Forecaster, SiteDevices, prune_forecasts
-from hems.planning.optimiser import Result, optimise
 from hems.planning.problem import FlexConstraint, Problem
+from hems.planning.solver_process import optimise_in_child
 from hems.planning.store import prune_plans, save_plan
 from hems.planning.tariffs import Tariff, build_tariff
 from hems.planning.tariffs.fetch import FAR_PAST
@@ -45,6 +45,7 @@ from hems.store.db import Database
 
 if TYPE_CHECKING:
     from hems.core.site import LimitsConfig, SiteConfig
+    from hems.planning.result import Result
 
 __all__ = ["Envelope", "EnvelopeInterval", "PlannerService", "load_window", "slot_floor"]
 
@@ -365,7 +366,8 @@ class PlannerService:
 
     # -- one plan ------------------------------------------------------------------------
     async def plan_once(self, reason: str) -> Plan | None:
-        """Build the problem from the current inputs, solve it in a thread, store, publish."""
+        """Build the problem from the current inputs, solve it (in the solver's child process,
+        waited on in a thread: hems.planning.solver_process), store, publish."""
         self._last_plan_mono = self.clock.monotonic()
         now = self.clock.now()
         start = slot_floor(now, self.cfg.step_min)
@@ -380,7 +382,7 @@ class PlannerService:
         for _attempt in range(4):
             try:
                 result = await asyncio.to_thread(
-                    optimise,
+                    optimise_in_child,
                     problem,
                     time_limit_s=self.cfg.time_limit_s,
                     mip_rel_gap=self.cfg.mip_rel_gap,

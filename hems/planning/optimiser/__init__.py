@@ -7,7 +7,6 @@ explains infeasibility before the solver runs.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime
 
 import numpy as np
@@ -20,18 +19,9 @@ from hems.planning.optimiser.model import Columns, build
 from hems.planning.optimiser.solve import solve_arrays
 from hems.planning.optimiser.warm import plan_hint
 from hems.planning.problem import Problem
+from hems.planning.result import Result  # defined without numpy: see result.py
 
 __all__ = ["Result", "optimise"]
-
-
-@dataclass(frozen=True, slots=True)
-class Result:
-    plan: Plan
-    objective: float  # energy cost + penalties − terminal value [currency]
-    solve_time_s: float
-    n_cols: int
-    n_rows: int
-    n_integer: int
 
 
 def optimise(
@@ -75,7 +65,10 @@ def optimise(
     )
     _, _, _, integer = m.column_arrays()
     n_integer = int(np.count_nonzero(integer))  # binaries and semi-continuous columns
-    return Result(plan, raw.objective, raw.solve_time_s, m.n_cols, m.n_rows, n_integer)
+    # Plain Python numbers: the Result is pickled to the daemon, which has no numpy.
+    return Result(
+        plan, float(raw.objective), float(raw.solve_time_s), int(m.n_cols), int(m.n_rows), n_integer
+    )
 
 
 def _floor_notes(problem: Problem, cols: Columns, x: np.ndarray) -> list[str]:
