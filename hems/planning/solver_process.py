@@ -2,11 +2,11 @@
 
 Measured (bench/bench_daemon.py --full): importing `hems.planning.optimiser` (numpy,
 highspy) and its solves cost the daemon about 20 MiB of RSS it never gives back. The planner
-calls `optimise_in_child`, which hands the problem to one long-lived child
+calls `optimise_in_child`, which hands the problem to one child
 (`python -m hems.planning.solver_process`) over a pipe: length-prefixed pickles, the child's
 own stdout kept free for what HiGHS may print. The child imports only the optimiser, starts at
-the first solve and ends when the daemon closes its stdin (at exit, or when the daemon dies
-and the pipe breaks).
+a solve and ends `IDLE_CLOSE_S` after the last one, or when the daemon closes its stdin (at
+exit, or when the daemon dies and the pipe breaks).
 
 `optimise`'s contract is kept: the same arguments (the time limit is HiGHS' own, in the
 child), the same `Result`, `Infeasible(field, reason)` and `PlanningError`s re-raised as
@@ -63,12 +63,26 @@ def _read(stream: IO[bytes]) -> Any:
     return pickle.loads(data)  # our own child, over our own pipe
 
 
+# The child ends this long after its last solve. Replans come in bursts (a car plugged in,
+# a battery first read, an event) and otherwise once a slot, so the ~60 MiB it holds is
+# given back between slots for about 0.35 s CPU here (more on a Pi) to start it again.
+IDLE_CLOSE_S = 60.0
+
+
 class _Child:
     """One child process and the lock that keeps one request on the pipe at a time."""
 
-    def __init__(self) -> None:
+    def __init__(self, idle_close_s: float = IDLE_CLOSE_S) -> None:
         self._lock = threading.Lock()
         self._proc: subprocess.Popen[bytes] | None = None
+        self._idle_close_s = idle_close_s
+        self._idle: threading.Timer | None = None
+        self._calls = 0  # the idle timer closes only if no call came after it was set
+
+    @property
+    def running(self) -> bool:
+        proc = self._proc
+        return proc is not None and proc.poll() is None
 
     def _start(self) -> subprocess.Popen[bytes]:
         root = str(Path(__file__).resolve().parents[2])  # the directory holding `hems`
@@ -83,6 +97,10 @@ class _Child:
 
     def call(self, request: tuple[Any, ...]) -> Any:
         with self._lock:
+            self._calls += 1
+            if self._idle is not None:
+                self._idle.cancel()
+                self._idle = None
             if self._proc is None or self._proc.poll() is not None:
                 self._proc = self._start()
             proc = self._proc
@@ -93,6 +111,20 @@ class _Child:
             except (EOFError, OSError) as exc:
                 self._stop()
                 raise PlanningError(f"solver process failed: {exc}") from exc
+            finally:
+                self._arm_idle(self._calls)
+
+    def _arm_idle(self, calls: int) -> None:
+        timer = threading.Timer(self._idle_close_s, self._close_if_idle, args=(calls,))
+        timer.daemon = True
+        self._idle = timer
+        timer.start()
+
+    def _close_if_idle(self, calls: int) -> None:
+        with self._lock:
+            if self._calls == calls:  # no solve since this timer was set
+                self._idle = None
+                self._stop()
 
     def _stop(self) -> None:
         proc, self._proc = self._proc, None
@@ -112,6 +144,9 @@ class _Child:
 
     def close(self) -> None:
         with self._lock:
+            if self._idle is not None:
+                self._idle.cancel()
+                self._idle = None
             self._stop()
 
 

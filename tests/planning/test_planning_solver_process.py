@@ -91,3 +91,32 @@ def test_the_parent_never_imports_numpy_or_highspy() -> None:
         [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=120
     )
     assert out.stdout.split() == ["optimal", "False", "False"]
+
+
+def test_the_child_ends_when_idle_and_starts_again_at_the_next_solve() -> None:
+    child = solver_process._Child(idle_close_s=0.2)
+    request = (problem(), 5.0, 0.001, T0, None)
+    try:
+        assert child.call(request)[0] == "ok"
+        assert child.running
+        proc = child._proc
+        assert proc is not None
+        proc.wait(timeout=30)  # the idle timer ends it: the pipe's EOF ends the child's loop
+        assert not child.running
+        assert child.call(request)[0] == "ok"  # a new child for the next solve
+        assert child._proc is not None and child._proc is not proc
+    finally:
+        child.close()
+
+
+def test_a_solve_within_the_idle_time_keeps_the_child() -> None:
+    child = solver_process._Child(idle_close_s=3600.0)
+    request = (problem(), 5.0, 0.001, T0, None)
+    try:
+        child.call(request)
+        first = child._proc
+        child.call(request)
+        assert child._proc is first and child.running
+    finally:
+        child.close()
+    assert not child.running
