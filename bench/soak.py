@@ -2,6 +2,7 @@
 at high speed, with faults on a schedule (hil/soak.py has the schedule and the checks).
 
 Run: .venv/bin/python bench/soak.py [--days 7] [--speed 300] [--json soak.json]
+     .venv/bin/python bench/soak.py --start-day 2.4 --days 0.5   # Wednesday's event only
      .venv/bin/python bench/soak.py --day        # the one-day schedule tests/soak runs
 
 Prints a table and writes the full report (RSS curve included) as JSON. Needs mosquitto;
@@ -36,6 +37,8 @@ def table(r: dict) -> str:
         ("events answered (accepted)", f"{r['all_answered']} ({len(r['events'])} events)"),
         ("reports exactly once / in order", f"{r['reports_exactly_once']} / "
          f"{r['reports_in_order']} (replays deduplicated: {r['report_replays_deduplicated']})"),
+        ("reports missing / not yet due at the end", f"{r['reports_missing'] or 'none'} / "
+         f"{r['reports_not_yet_due'] or 'none'}"),
         ("kills survived (integrity ok)", f"{r['kills_survived']} of {len(r['kills'])}"),
         ("at most one batch lost per kill", str(all(k["at_most_one_batch_lost"]
                                                     for k in r["kills"]))),
@@ -72,6 +75,13 @@ def main() -> None:
     p.add_argument("--day", action="store_true", help="the one-day schedule (tests/soak)")
     p.add_argument("--start", default=None, help="simulated start, ISO 8601 with offset")
     p.add_argument(
+        "--start-day",
+        type=float,
+        default=0.0,
+        help="begin this many simulated days into the schedule (2.45: Wed 15:48); "
+        "--days counts from there",
+    )
+    p.add_argument(
         "--home-reserve-pct",
         type=float,
         default=10.0,
@@ -87,6 +97,7 @@ def main() -> None:
         schedule=day_schedule() if a.day else week_schedule(),
         workdir=Path(a.workdir) if a.workdir else None,
         home_reserve_pct=a.home_reserve_pct,
+        start_day=a.start_day,
     )
     if a.start:
         opts.start = datetime.fromisoformat(a.start)

@@ -194,6 +194,9 @@ class SoakOptions:
     batch_s: float = 1.0  # the store's batch interval (real seconds, as in hems)
     schedule: list[Step] = field(default_factory=week_schedule)
     start: datetime = datetime(2026, 6, 22, 5, 0, tzinfo=LONDON)  # a Monday, 05:00
+    # Where in the schedule the run begins (simulated days after `start`): the schedule's
+    # days stay counted from `start`, steps before this are skipped; `days` runs from here.
+    start_day: float = 0.0
     seed: int = 1
     home_reserve_pct: float = RESERVE_PCT  # the simulated battery's own reserve
     tmpfs: bool | None = None  # database on a tmpfs (needed for the disk-full fault); None: if root
@@ -207,7 +210,7 @@ class Soak:
     def __init__(self, opts: SoakOptions, workdir: Path) -> None:
         self.o = opts
         self.dir = workdir
-        self.clock = AcceleratedClock(opts.speed, opts.start)
+        self.clock = AcceleratedClock(opts.speed, opts.start + timedelta(days=opts.start_day))
         self.anchor_real = time.time()
         self.anchor_sim = self.clock.now()
         self.db_dir = workdir / "db"
@@ -241,6 +244,8 @@ class Soak:
         self.clock_step: dict[str, Any] = {}
         self._expected_exit = False  # set while we kill or stop it ourselves
         self.unexpected_exits: list[dict[str, Any]] = []
+        self.report_wait_s = 0.0  # simulated s after an event's end until its report is due
+        self.ended: datetime | None = None  # the simulated time the run stopped waiting
 
     # -- sim time helpers --
     def sim_h(self) -> float:
@@ -574,11 +579,17 @@ class Soak:
             await action(step.arg)
         await self.sleep_until(end)
 
+    def report_due(self, event: dict[str, Any]) -> datetime:
+        """When the event's delivery report is due: its end, the configured report delay and
+        two flex check intervals (the meter data of the last period come with the next one)."""
+        return event["end"] + timedelta(seconds=self.report_wait_s)
+
     async def wait_reports(self, timeout_s: float) -> None:
         """Every event whose report is due by now: wait (real seconds) until it is in."""
         assert self.aggregator is not None
         rec = self.aggregator.site(SITE)
-        due = {e["event_id"] for e in self.events}
+        now = self.clock.now()
+        due = {e["event_id"] for e in self.events if self.report_due(e) <= now}
 
         def done() -> bool:
             got = {m["payload"].get("event_id") for m in rec.of("delivery_report")}
@@ -615,11 +626,12 @@ class Soak:
         rig.on_step(self.on_step)
         self.broker = MosquittoBroker(mosquitto, self.dir / "mosquitto")
         await self.broker.start()
-        end = o.start + timedelta(days=o.days)
+        end = o.start + timedelta(days=o.start_day + o.days)
         try:
             async with rig:
                 self.write_config(rig.sunspec_port, self.broker.port)
                 cfg = load_config(self.cfg_path)
+                self.report_wait_s = cfg.flex.report_delay_s + 2 * cfg.flex.check_interval_s
                 gateway = load_or_create_key(cfg.uplink.key_path(Path(cfg.storage.path)))
                 await seed_meter_history(self.db, "grid", self.clock.now(), days=60, seed=o.seed)
                 self.aggregator = ReferenceAggregator(
@@ -658,6 +670,7 @@ class Soak:
                     ]
                     await self.run_schedule(end)
                     await self.wait_reports(timeout_s=60)
+                    self.ended = self.clock.now()
                     # The daemon stops first: its last probe and exit are with its peers up.
                     self.record_writes(self.proc.pid if self.proc else -1)
                     final = self.last_probe()
@@ -683,13 +696,22 @@ class Soak:
             responses.setdefault(str(p.get("event_id")), []).append(str(p.get("status")))
         reports = rec.of("delivery_report")
         events = []
+        ended = self.ended or self.clock.now()
         for e in self.events:
             mine = [m for m in reports if m["payload"].get("event_id") == e["event_id"]]
+            due_at = self.report_due(e)
+            # A report due after the run stopped is not yet due, not missing.
+            if mine:
+                report_status = "received"
+            else:
+                report_status = "not yet due" if due_at > ended else "missing"
             events.append(
                 {
                     "event_id": e["event_id"],
                     "answers": responses.get(e["event_id"], []),
                     "reports": len(mine),
+                    "report_due": due_at.isoformat(),
+                    "report_status": report_status,
                     "report_problems": [q for m in mine for q in check_report(m["payload"])],
                 }
             )
@@ -732,7 +754,14 @@ class Soak:
             },
             "events": events,
             "all_answered": all(any(a == "accepted" for a in e["answers"]) for e in events),
-            "reports_exactly_once": all(e["reports"] == 1 for e in events),
+            "reports_exactly_once": all(
+                e["reports"] == 1 for e in events if e["report_status"] != "not yet due"
+            ),
+            "reports_not_yet_due": [
+                e["event_id"] for e in events if e["report_status"] == "not yet due"
+            ],
+            "reports_missing": [e["event_id"] for e in events if e["report_status"] == "missing"],
+            "ended": ended.isoformat(),
             "reports_in_order": in_order,
             "report_replays_deduplicated": rec.duplicates,
             "invalid_gateway_messages": len(rec.invalid),

@@ -40,6 +40,7 @@ async def test_a_simulated_day_with_faults_keeps_every_promise(tmp_path: Path) -
     assert r["all_answered"], r["events"]
     assert r["reports_exactly_once"] and r["reports_in_order"], r["events"]
     assert r["events"][0]["report_problems"] == []
+    assert r["events"][0]["report_status"] == "received" and r["reports_missing"] == []
     assert r["invalid_gateway_messages"] == 0
     # kill -9: the database is sound and at most one batch of readings was lost.
     assert len(r["kills"]) == 1

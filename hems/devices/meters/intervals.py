@@ -14,11 +14,19 @@ at its two boundaries. A boundary value is read from the samples around it:
 
 A period's quality is the worse of its two boundaries. Pure functions first; the
 `IntervalRecorder` at the end keeps samples and upserts rows into `meter_intervals`.
+
+A new process (a restart, a `kill -9`) starts inside a period, with nothing in memory before
+its first sample: without help that period, and the ones the restart took, never got a row,
+and a delivery report waiting on them waited until its give-up time (3 days). So the
+recorder's first flush takes the store's one-minute roll-ups of the registers since the
+newest stored period as samples from before its first own one (`seeded`: their time is only
+known to the minute, so a boundary read from them is at best 'estimated').
 """
 
 from __future__ import annotations
 
 import bisect
+import sqlite3
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
@@ -34,6 +42,7 @@ __all__ = ["Interval", "IntervalRecorder", "Quality", "load_intervals"]
 log = structlog.get_logger(__name__)
 
 PERIOD_MS = 30 * 60 * 1000
+MINUTE_MS = 60 * 1000
 _RANK = {"actual": 0, "estimated": 1, "missing": 2}
 
 
@@ -42,6 +51,7 @@ class Sample:
     at_ms: int  # Unix ms, UTC
     import_wh: float  # cumulative register
     export_wh: float
+    seeded: bool = False  # from a stored one-minute roll-up, not read by this process
 
 
 def to_ms(at: datetime) -> int:
@@ -74,7 +84,7 @@ def boundary_value(
     i = bisect.bisect_left(times, t_ms)
     if i < len(samples) and samples[i].at_ms == t_ms:
         s = samples[i]
-        return s.import_wh, s.export_wh, "actual"
+        return s.import_wh, s.export_wh, "estimated" if s.seeded else "actual"
     if i == 0 or i == len(samples):
         return None
     a, b = samples[i - 1], samples[i]
@@ -86,6 +96,7 @@ def boundary_value(
     imp = a.import_wh + f * (b.import_wh - a.import_wh)
     exp = a.export_wh + f * (b.export_wh - a.export_wh)
     fresh = t_ms - a.at_ms <= fresh_ms and b.at_ms - t_ms <= fresh_ms
+    fresh = fresh and not (a.seeded or b.seeded)
     return imp, exp, "actual" if fresh else "estimated"
 
 
@@ -112,6 +123,18 @@ def derive_intervals(
     ordered = sorted(samples, key=lambda s: s.at_ms)
     return [
         derive_interval(ordered, p, fresh_s, max_gap_s) for p in range(start_ms, end_ms, PERIOD_MS)
+    ]
+
+
+def _pairs(rows: list[sqlite3.Row] | list[tuple[int, str, float]]) -> list[Sample]:
+    """(at_ms, quantity name, value) rows to seeded samples, where both registers are there."""
+    by_ms: dict[int, dict[str, float]] = {}
+    for at_ms, name, value in rows:
+        by_ms.setdefault(int(at_ms), {})[str(name)] = float(value)
+    return [
+        Sample(t, v["energy_import_wh"], v["energy_export_wh"], seeded=True)
+        for t, v in sorted(by_ms.items())
+        if "energy_import_wh" in v and "energy_export_wh" in v
     ]
 
 
@@ -145,6 +168,7 @@ class IntervalRecorder:
         self._samples: list[Sample] = []
         self._next_ms: int | None = None  # first period not yet final
         self._marked_missing: set[int] = set()
+        self._seeded = False  # the first flush has looked for stored history
 
     def add(self, at: datetime, import_wh: float, export_wh: float) -> None:
         t = to_ms(at)
@@ -185,7 +209,61 @@ class IntervalRecorder:
         if keep_from:
             del self._samples[:keep_from]
 
+    def seed(self, history: list[Sample]) -> None:
+        """Put samples from before this process (sorted, `seeded`) in front of its own, and
+        start at the first period they bound. Periods already stored stay as they are (the
+        upsert only improves a row)."""
+        first_ms = self._samples[0].at_ms if self._samples else None
+        older = [h for h in history if first_ms is None or h.at_ms < first_ms]
+        if not older:
+            return
+        self._samples[:0] = older
+        t = older[0].at_ms
+        start = period_floor_ms(t) if t % PERIOD_MS == 0 else period_floor_ms(t) + PERIOD_MS
+        self._next_ms = start if self._next_ms is None else min(self._next_ms, start)
+
+    async def stored_history(self, before_ms: int) -> list[Sample]:
+        """The registers as stored before `before_ms`, from the end of the newest stored
+        period (one minute earlier, so its boundary has a sample before it), at most
+        `max_gap_s` back: the raw readings kept (exact times; with `raw_readings: latest`
+        only the newest) and, before them, the one-minute roll-ups (the bucket's last value,
+        stamped at the bucket's end)."""
+        since_ms = before_ms - int(self._max_gap_s * 1000)
+        names = ("energy_import_wh", "energy_export_wh")
+        joined = "JOIN devices d USING(device_pk) JOIN quantities q USING(quantity_pk) "
+        try:
+            row = await self._db.fetchone(
+                "SELECT max(period_start_ms) FROM meter_intervals "
+                "WHERE device_id=? AND quality != 'missing'",
+                (self.device_id,),
+            )
+            if row is not None and row[0] is not None:
+                since_ms = max(since_ms, int(row[0]) + PERIOD_MS - MINUTE_MS)
+            raw = await self._db.fetchall(
+                "SELECT r.at_ms, q.name, r.value FROM readings r " + joined
+                + "WHERE d.device_id=? AND q.name IN (?, ?) AND r.at_ms>=? AND r.at_ms<? "
+                "ORDER BY r.at_ms",
+                (self.device_id, *names, since_ms, before_ms),
+            )  # fmt: skip
+            minutes = await self._db.fetchall(
+                "SELECT r.start_ms + ? - 1, q.name, r.last FROM rollups r " + joined
+                + "WHERE r.resolution_s=60 AND d.device_id=? AND q.name IN (?, ?) "
+                "AND r.start_ms>=? AND r.start_ms + ? <= ? ORDER BY r.start_ms",
+                (MINUTE_MS, self.device_id, *names, since_ms, MINUTE_MS, before_ms),
+            )  # fmt: skip
+        except sqlite3.OperationalError as exc:  # no store tables (a database of its own)
+            log.info("meter intervals: no stored history", device=self.device_id, error=str(exc))
+            return []
+        exact = _pairs(raw)
+        # A roll-up minute is only used before the first raw reading: the raw one is exact.
+        first_raw_minute = exact[0].at_ms - exact[0].at_ms % MINUTE_MS if exact else before_ms
+        coarse = [s for s in _pairs(minutes) if s.at_ms < first_raw_minute]
+        return coarse + exact
+
     async def flush(self) -> list[Interval]:
+        if not self._seeded and self._samples:
+            self._seeded = True
+            self.seed(await self.stored_history(self._samples[0].at_ms))
         now = self._clock.now()
         rows = self.due(to_ms(now))
         if rows:
