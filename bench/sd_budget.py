@@ -98,7 +98,7 @@ def main() -> None:
 
 
 def print_trace(t: dict, days: float) -> None:
-    """WAL frames (4 KiB page + 24 B header) per simulated day, by caller and by object."""
+    """WAL frames (a page + 24 B header) per simulated day, by caller and by object."""
     print("\n| caller | commits/day | frames/day | frames/commit | top objects (frames/day) |")
     print("|---|---|---|---|---|")
     callers = sorted(t["callers"].items(), key=lambda kv: -kv[1]["frames"])
@@ -110,10 +110,14 @@ def print_trace(t: dict, days: float) -> None:
         print(f"{row} {top} |")
     frames = sum(c["frames"] for c in t["callers"].values())
     cp = sum(t["checkpoint_pages"].values())
-    print(f"\nWAL frames/day {frames / days:.0f} ({frames * 4120 / days / 1e6:.1f} MB); ")
+    frame_b = (t.get("page_size") or 4096) + 24  # a page and its frame header
+    print(f"\nWAL frames/day {frames / days:.0f} ({frames * frame_b / days / 1e6:.1f} MB); ")
     print(f"checkpoints {t['checkpoints']}, pages copied/day {cp / days:.0f}: ", end="")
     top = sorted(t["checkpoint_pages"].items(), key=lambda kv: -kv[1])[:8]
     print(", ".join(f"{o} {n / days:.0f}" for o, n in top))
+    g = t.get("open_generation") or {}
+    if g.get("frames"):
+        print(f"WAL since the last checkpoint: {g['frames']} frames, {g['pages']} distinct pages")
 
 
 if __name__ == "__main__":

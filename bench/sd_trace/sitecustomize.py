@@ -23,13 +23,16 @@ if _OUT:
 
     _FRAME = 24
     _stats: dict = {"callers": {}, "checkpoint_pages": {}, "checkpoints": 0, "commits": 0}
-    _state: dict = {"caller": "?", "page_size": 4096, "names": {}, "gen": set(), "salt": None}
+    _state: dict = {"caller": "?", "page_size": 4096, "names": {}, "gen": set(), "gen_frames": 0}
 
     def _caller(fn: object) -> str:
         name = getattr(fn, "__qualname__", "?")
         return name.replace(".<locals>", "").replace(".<lambda>", "")
 
     def _dump() -> None:
+        # The WAL generation not checkpointed yet: its frames and distinct pages (what its
+        # checkpoint will copy), for runs too short to reach one.
+        _stats["open_generation"] = {"frames": _state["gen_frames"], "pages": len(_state["gen"])}
         with open(_OUT, "w") as f:
             json.dump(_stats, f, indent=1, sort_keys=True)
 
@@ -74,14 +77,17 @@ if _OUT:
                     cp[nm] = cp.get(nm, 0) + 1
                 _stats["checkpoints"] += 1
                 _state["gen"] = set()
+                _state["gen_frames"] = 0
                 first = 1
             pages = []
-            ps = _state["page_size"]
             with open(self._wal, "rb") as f:
+                ps = struct.unpack(">I", f.read(12)[8:12])[0]  # the WAL header's page size
+                _state["page_size"] = _stats["page_size"] = ps
                 for i in range(first, after + 1):
                     f.seek(32 + (i - 1) * (ps + _FRAME))
                     pages.append(struct.unpack(">I", f.read(4))[0])
             _state["gen"].update(pages)
+            _state["gen_frames"] += len(pages)
             c = _stats["callers"].setdefault(
                 _state["caller"], {"commits": 0, "frames": 0, "objects": {}}
             )
