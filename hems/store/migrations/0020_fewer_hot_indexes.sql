@@ -8,6 +8,8 @@
 -- no index on the expiry (the expiry delete scans the small table it keeps small).
 -- readings (one row per series with raw_readings: latest): no index on time; retention
 -- deletes series by series on the primary key.
+-- ocpp_commands (a row per charging command): no index on (identity, at_ms); its rows are
+-- read by key (command_pk) only.
 
 CREATE TABLE uplink_outbox_0020 (
     seq INTEGER PRIMARY KEY,
@@ -36,3 +38,5 @@ DROP TABLE uplink_seen;
 ALTER TABLE uplink_seen_0020 RENAME TO uplink_seen;
 
 DROP INDEX readings_at;
+
+DROP INDEX ocpp_commands_identity;
