@@ -8,12 +8,19 @@ day. Also: the SQLite files' sizes, and the readings stored per simulated second
 telemetry really is 1 s).
 
 Run: .venv/bin/python bench/sd_budget.py [--speed 10] [--minutes 3] [--batch-sim-s 5]
+     [--trace wal.json]
+
+`--trace PATH`: the daemon also counts the WAL frames of each commit by caller and by table
+and index, and the pages each checkpoint copies to the main file (bench/sd_trace/, loaded
+into the daemon through PYTHONPATH); written to PATH as JSON and summarised per day.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
+import os
 import sqlite3
 import sys
 import tempfile
@@ -69,8 +76,15 @@ def main() -> None:
     p.add_argument("--speed", type=float, default=10.0)
     p.add_argument("--minutes", type=float, default=3.0, help="real minutes")
     p.add_argument("--batch-sim-s", type=float, default=5.0)
+    p.add_argument("--trace", type=Path, default=None, help="WAL frames per commit (JSON)")
     a = p.parse_args()
     logs.configure("warning", "console")
+    if a.trace is not None:
+        # Inherited by the daemon's process (hil/soak.py starts it with this environment).
+        repo = Path(__file__).resolve().parents[1]
+        os.environ["PYTHONPATH"] = str(repo / "bench" / "sd_trace")
+        os.environ["HEMS_SD_TRACE"] = str(a.trace.resolve())
+        os.environ["HEMS_SD_TRACE_REPO"] = str(repo)
     r = asyncio.run(measure(a.speed, a.minutes, a.batch_sim_s))
     print("| figure | value |\n|---|---|")
     print(f"| simulated | {r['simulated_h']:.2f} h at {a.speed:g}×, batch {a.batch_sim_s:g} s |")
@@ -79,6 +93,31 @@ def main() -> None:
     print(f"| of which the log file | {r['log_bytes_per_day'] / 1e6:.1f} MB |")
     print(f"| samples rolled up / series | {r['readings']} / {r['series']} |")
     print(f"| readings per series per simulated s | {r['readings_per_series_per_s']:.2f} |")
+    if a.trace is not None and a.trace.exists():
+        print_trace(json.loads(a.trace.read_text()), r["simulated_h"] / 24)
+
+
+def print_trace(t: dict, days: float) -> None:
+    """WAL frames (a page + 24 B header) per simulated day, by caller and by object."""
+    print("\n| caller | commits/day | frames/day | frames/commit | top objects (frames/day) |")
+    print("|---|---|---|---|---|")
+    callers = sorted(t["callers"].items(), key=lambda kv: -kv[1]["frames"])
+    for name, c in callers:
+        objs = sorted(c["objects"].items(), key=lambda kv: -kv[1])[:6]
+        top = ", ".join(f"{o} {n / days:.0f}" for o, n in objs)
+        per = c["frames"] / c["commits"] if c["commits"] else 0.0
+        row = f"| {name} | {c['commits'] / days:.0f} | {c['frames'] / days:.0f} | {per:.1f} |"
+        print(f"{row} {top} |")
+    frames = sum(c["frames"] for c in t["callers"].values())
+    cp = sum(t["checkpoint_pages"].values())
+    frame_b = (t.get("page_size") or 4096) + 24  # a page and its frame header
+    print(f"\nWAL frames/day {frames / days:.0f} ({frames * frame_b / days / 1e6:.1f} MB); ")
+    print(f"checkpoints {t['checkpoints']}, pages copied/day {cp / days:.0f}: ", end="")
+    top = sorted(t["checkpoint_pages"].items(), key=lambda kv: -kv[1])[:8]
+    print(", ".join(f"{o} {n / days:.0f}" for o, n in top))
+    g = t.get("open_generation") or {}
+    if g.get("frames"):
+        print(f"WAL since the last checkpoint: {g['frames']} frames, {g['pages']} distinct pages")
 
 
 if __name__ == "__main__":

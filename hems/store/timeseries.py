@@ -298,7 +298,16 @@ class ReadingStore:
         rollup_cut = to_ms(now - self._rollup_retention)
 
         def run(conn: sqlite3.Connection) -> tuple[int, int]:
-            raw = conn.execute("DELETE FROM readings WHERE at_ms < ?", (raw_cut,)).rowcount
+            # Series by series on the primary key: no index on time (migration 0020: one
+            # less page written per batch).
+            raw = 0
+            for dpk, qpk in conn.execute(
+                "SELECT device_pk, quantity_pk FROM devices, quantities"
+            ).fetchall():
+                raw += conn.execute(
+                    "DELETE FROM readings WHERE device_pk=? AND quantity_pk=? AND at_ms<?",
+                    (dpk, qpk, raw_cut),
+                ).rowcount
             agg = conn.execute(
                 "DELETE FROM rollups WHERE resolution_s IN (60, 1800) AND start_ms < ?",
                 (rollup_cut,),

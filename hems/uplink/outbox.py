@@ -5,6 +5,10 @@ same transaction that stores the row, so a crash (kill -9, power cut) never reus
 a seq the aggregator might have seen. Bounded: when full, the oldest droppable rows
 (telemetry, capabilities, offers) go first; interval data, responses and reports are never
 dropped, even if that means exceeding the bound (logged).
+
+`append_deferred` (telemetry): the row is stored with the store's next commit (`Database.
+defer_call`, at most `storage.batch_interval_s` later) instead of a commit of its own, and
+only then can it be published; a kill -9 before that commit loses it, never its seq.
 """
 
 from __future__ import annotations
@@ -66,27 +70,58 @@ class Outbox:
         `also(conn)` runs in the same transaction (e.g. recording the message answered).
         """
 
-        def run(conn: sqlite3.Connection) -> tuple[int, int]:
-            seq = max(
-                get_counter(conn, NEXT_SEQ, 1),
-                (conn.execute("SELECT MAX(seq) FROM uplink_outbox").fetchone()[0] or 0) + 1,
-            )
-            message = build(seq)
-            conn.execute(
-                "INSERT INTO uplink_outbox(seq, id, topic, kind, message, created) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
-                (seq, message["id"], topic, kind, encode(message).decode(), created),
-            )
-            set_counter(conn, NEXT_SEQ, seq + 1)
-            if also is not None:
-                also(conn)
-            return seq, self._enforce_bound(conn)
+        seq, dropped = await self._db.call(
+            lambda conn: self._store(conn, topic, kind, created, build, also)
+        )
+        self._count_dropped(dropped)
+        return seq
 
-        seq, dropped = await self._db.call(run)
+    def append_deferred(
+        self,
+        topic: str,
+        kind: str,
+        created: str,
+        build: Callable[[int], dict[str, Any]],
+        stored: Callable[[int], None],
+    ) -> None:
+        """`append`, committed with the store's next write rather than in a commit of its own
+        (for low-value rows: telemetry). `stored(seq)` is called once it is committed; until
+        then no read here sees the row, so it cannot be published before it is durable."""
+
+        def done(result: tuple[int, int]) -> None:
+            self._count_dropped(result[1])
+            stored(result[0])
+
+        self._db.defer_call(lambda conn: self._store(conn, topic, kind, created, build), done)
+
+    def _store(
+        self,
+        conn: sqlite3.Connection,
+        topic: str,
+        kind: str,
+        created: str,
+        build: Callable[[int], dict[str, Any]],
+        also: Callable[[sqlite3.Connection], None] | None = None,
+    ) -> tuple[int, int]:
+        seq = max(
+            get_counter(conn, NEXT_SEQ, 1),
+            (conn.execute("SELECT MAX(seq) FROM uplink_outbox").fetchone()[0] or 0) + 1,
+        )
+        message = build(seq)
+        conn.execute(
+            "INSERT INTO uplink_outbox(seq, id, topic, kind, message, created) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            (seq, message["id"], topic, kind, encode(message).decode(), created),
+        )
+        set_counter(conn, NEXT_SEQ, seq + 1)
+        if also is not None:
+            also(conn)
+        return seq, self._enforce_bound(conn)
+
+    def _count_dropped(self, dropped: int) -> None:
         if dropped:
             self.dropped += dropped
             log.warning("uplink outbox full: dropped oldest telemetry", dropped=dropped)
-        return seq
 
     def _enforce_bound(self, conn: sqlite3.Connection) -> int:
         count = conn.execute("SELECT COUNT(*) FROM uplink_outbox").fetchone()[0]

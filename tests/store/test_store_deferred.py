@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from hems.store.db import Database
+from hems.store.db import Database, connect
 
 INSERT = "INSERT INTO app_state(key, value) VALUES (?, ?)"
 
@@ -98,3 +98,41 @@ async def test_deferred_writes_survive_a_rolled_back_transaction(tmp_path: Path)
         assert committed(db.path) == {"a": "1", "b": "2"}  # type: ignore[arg-type]
     finally:
         await db.close()
+
+
+async def test_a_long_deferred_queue_is_committed_before_a_read_not_replayed(
+    tmp_path: Path,
+) -> None:
+    # An outbox drained after an outage queues an ack delete per row; replaying all of them
+    # on every read made the drain slow down as the queue grew.
+    db = await Database.open(tmp_path / "d.db")
+    db.defer_max_s = 3600.0
+    try:
+        for i in range(10):
+            db.defer(INSERT, (f"k{i}", "v"))
+        await db.fetchall("SELECT 1")
+        assert db.deferred == 10 and committed(db.path) == {}  # type: ignore[arg-type]
+        for i in range(10, 100):
+            db.defer(INSERT, (f"k{i}", "v"))
+        rows = await db.fetchall("SELECT count(*) FROM app_state")
+        assert rows[0][0] == 100
+        assert db.deferred == 0 and len(committed(db.path)) == 100  # type: ignore[arg-type]
+    finally:
+        await db.close()
+
+
+def test_a_new_file_has_small_pages_and_an_old_one_keeps_its_own(tmp_path: Path) -> None:
+    conn = connect(tmp_path / "new.db")
+    assert conn.execute("PRAGMA page_size").fetchone()[0] == 1024
+    # About 4 MiB of WAL between automatic checkpoints, whatever the page size.
+    assert conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 4096
+    conn.close()
+    old = sqlite3.connect(str(tmp_path / "old.db"))
+    old.execute("PRAGMA page_size=4096")
+    old.execute("CREATE TABLE t(x)")
+    old.close()
+    conn = connect(tmp_path / "old.db")
+    assert conn.execute("PRAGMA page_size").fetchone()[0] == 4096
+    assert conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 1024
+    assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    conn.close()
