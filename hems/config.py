@@ -356,6 +356,15 @@ def _cross_checks(config: Config) -> list[tuple[Loc, str]]:
                 )
             )
     problems += _profile_validity_problems(config)
+    if config.uplink.enabled and config.uplink.message_ttl_s < config.storage.batch_interval_s:
+        # Telemetry waits for the store's next batch before it is sent.
+        problems.append(
+            (
+                ("uplink", "message_ttl_s"),
+                f"must be at least storage.batch_interval_s ({config.storage.batch_interval_s:g} "
+                "s): telemetry is stored with the next batch before it is sent",
+            )
+        )
     planned = {
         d.id
         for d in config.devices

@@ -36,6 +36,14 @@ def test_config_errors_name_the_field() -> None:
     assert cfg.uplink.prefix("s") == "hems/v1/s/"
     assert cfg.uplink.client_identifier("s") == "hems-s"
     assert cfg.uplink.key_path(Path("/data/hems.db")) == Path("/data/gateway_ed25519.pem")
+    # Telemetry waits for the store's next batch: a shorter lifetime would expire it unsent.
+    with pytest.raises(ConfigErrors) as info:
+        uplink = {"enabled": True, "aggregator_public_key": AGG, "message_ttl_s": 120}
+        validate({"site": {"id": "s"}, "storage": {"batch_interval_s": 300}, "uplink": uplink})
+    assert info.value.problems == [
+        "uplink.message_ttl_s: must be at least storage.batch_interval_s (300 s): telemetry is "
+        "stored with the next batch before it is sent"
+    ]
 
 
 def test_keys_show_generates_once_and_prints_the_same_key(
