@@ -96,7 +96,11 @@ class UplinkConfig(Strict):
     )
     outbox_max_rows: int = Field(default=50_000, ge=10, le=10_000_000)
     message_ttl_s: float = Field(
-        default=30 * 86400, ge=60, le=365 * 86400, description="expires_at of outgoing messages"
+        default=30 * 86400,
+        ge=60,
+        le=365 * 86400,
+        description="expires_at of outgoing messages; at least storage.batch_interval_s "
+        "(telemetry waits for the next store batch)",
     )
     resend_after_s: float = Field(default=60.0, ge=1, le=3600)
     backoff_min_s: float = Field(default=1.0, ge=0.05, le=60)
