@@ -169,6 +169,12 @@ async def worker(args: argparse.Namespace) -> None:
             backoff_max_s=2.0 * args.speed,
             resend_after_s=5.0 * args.speed,
         )
+        if args.telemetry_wall_s is not None:
+            # A real fleet's rate while the event runs at --speed: the interval is in simulated
+            # seconds, so one per N wall s is N * speed, past the config's 60 s bound (which is
+            # for real time); model_copy skips that check on purpose.
+            telemetry_s = args.telemetry_wall_s * args.speed
+            cfg = cfg.model_copy(update={"telemetry_interval_s": telemetry_s})
         box: list[Uplink] = []
 
         async def send_up(type_: str, payload: dict[str, Any], box: list[Uplink] = box) -> int:
@@ -222,12 +228,13 @@ async def worker(args: argparse.Namespace) -> None:
     print(json.dumps({"ready": len(uplinks)}), flush=True)
     await stop.wait()
     left = sum([await u.outbox.count() for u in uplinks])
+    connects = sum(u.connects for u in uplinks)
     for t in runners:
         t.cancel()
     await asyncio.gather(*runners, return_exceptions=True)
     for db in dbs:
         await db.close()
-    print(json.dumps({"outbox_left": left}), flush=True)
+    print(json.dumps({"outbox_left": left, "connects": connects}), flush=True)
 
 
 # -- consumer: one of the aggregator's receiving processes ------------------------------------
@@ -356,6 +363,8 @@ async def _drive(
     common = ["--gateways", str(args.gateways), "--port", str(broker.port), "--tmp", str(tmp)]
     common += ["--tls-dir", str(tls_dir), "--speed", str(args.speed)]
     common += ["--start", args.start, "--anchor", repr(args.anchor)]
+    if args.telemetry_wall_s is not None:
+        common += ["--telemetry-wall-s", str(args.telemetry_wall_s)]
     secret = agg_key.private_bytes_raw().hex()
     for c in range(args.consumers):
         cmd = [sys.executable, __file__, "--consumer", str(c), "--agg-secret", secret, *common]
@@ -418,7 +427,7 @@ async def _drive(
     )
     t_reports = time.monotonic() - t_end
     await asyncio.sleep(3)  # let the last acks reach the gateways' outboxes
-    left = 0
+    left = connects = 0
     for p in workers:
         p.send_signal(signal.SIGTERM)
     for p in workers:
@@ -426,6 +435,7 @@ async def _drive(
         for line in out.decode().splitlines():
             if line.startswith('{"outbox_left"'):
                 left += json.loads(line)["outbox_left"]
+                connects += json.loads(line)["connects"]
     for p in procs[: args.consumers]:
         p.send_signal(signal.SIGTERM)
     counts = await asyncio.gather(*readers)
@@ -480,6 +490,7 @@ async def _drive(
         "gateways": len(sites),
         "gateway processes / aggregator consumers": f"{args.procs} / {args.consumers}",
         "clock speed": args.speed,
+        "telemetry per gateway every (wall s)": args.telemetry_wall_s or round(60 / args.speed, 2),
         "start -> all connected over TLS (s, incl. history)": round(t_connected, 2),
         "dispatch of all events (s)": round(dispatch_s, 2),
         "acked before broker restart": acked_at_restart,
@@ -499,7 +510,24 @@ async def _drive(
         "messages lost": lost,
         "unexpected extra messages": f"{extra} {extra_by_type}" if extra else 0,
         "gateway outbox rows left": left,
+        "gateway connects (incl. reconnects)": connects,
+        "broker log": _broker_log_counts(broker.log),
     }
+
+
+def _broker_log_counts(log: Path) -> dict[str, int]:
+    """Why connections ended, as Mosquitto logged them (both broker runs)."""
+    text = log.read_text(errors="replace")
+    marks = {
+        "connected": "New client connected",
+        "keepalive timeout": "has exceeded timeout",
+        "client-id takeover": "already connected, closing old connection",
+        "closed by client": "closed its connection",
+        "dropped (EOF or socket error)": " disconnected.",
+        "not authorised": "disconnected, not authorised",
+        "connection failed before CONNECT (TLS)": "failed: ",
+    }
+    return {k: text.count(m) for k, m in marks.items()}
 
 
 def _stage(what: str) -> None:
@@ -528,6 +556,13 @@ def main() -> int:
     p.add_argument("--consumers", type=int, default=2)
     p.add_argument("--speed", type=float, default=30.0)
     p.add_argument("--outage-s", type=float, default=2.0)
+    p.add_argument(
+        "--telemetry-wall-s",
+        type=float,
+        default=None,
+        help="telemetry every N wall seconds per gateway (default: every 60 simulated s, "
+        "i.e. --speed times a real fleet's rate)",
+    )
     p.add_argument("--timeout-s", type=float, default=300.0)
     p.add_argument("--worker", type=int, default=None, help=argparse.SUPPRESS)
     p.add_argument("--consumer", type=int, default=None, help=argparse.SUPPRESS)
