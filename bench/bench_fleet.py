@@ -414,17 +414,13 @@ async def _drive(
     await dispatcher.wait_for(lambda: acked() == len(sites), timeout_s=args.timeout_s)
     t_acks = time.monotonic() - t0
     _stage("all acked")
-    await dispatcher.wait_for(
-        lambda: all(r.of("event_response") for r in recs), timeout_s=args.timeout_s
-    )
+    await _wait_all(dispatcher, recs, "event_response", args.timeout_s)
     t_responses = time.monotonic() - t0
     wall_to_end_s = max(0.0, (event_end - clock.now()).total_seconds() / args.speed)
     await asyncio.sleep(wall_to_end_s)
     t_end = time.monotonic()
     _stage("event over; waiting for the reports")
-    await dispatcher.wait_for(
-        lambda: all(r.of("delivery_report") for r in recs), timeout_s=args.timeout_s
-    )
+    await _wait_all(dispatcher, recs, "delivery_report", args.timeout_s)
     t_reports = time.monotonic() - t_end
     await asyncio.sleep(3)  # let the last acks reach the gateways' outboxes
     left = connects = 0
@@ -524,10 +520,21 @@ def _broker_log_counts(log: Path) -> dict[str, int]:
         "client-id takeover": "already connected, closing old connection",
         "closed by client": "closed its connection",
         "dropped (EOF or socket error)": " disconnected.",
+        "protocol error": "disconnected: Protocol error",
         "not authorised": "disconnected, not authorised",
         "connection failed before CONNECT (TLS)": "failed: ",
     }
     return {k: text.count(m) for k, m in marks.items()}
+
+
+async def _wait_all(dispatcher: Any, recs: list[Any], type_: str, timeout_s: float) -> None:
+    """Until every site has sent a `type_`; on timeout, say which sites have not."""
+    try:
+        await dispatcher.wait_for(lambda: all(r.of(type_) for r in recs), timeout_s=timeout_s)
+    except TimeoutError:
+        missing = [s for s, r in dispatcher.sites.items() if r in recs and not r.of(type_)]
+        _stage(f"timed out: {len(missing)} sites without a {type_}: {missing[:20]}")
+        raise
 
 
 def _stage(what: str) -> None:
