@@ -2,6 +2,7 @@
 mutual TLS on one Mosquitto, with the aggregator scaled out by MQTT 5 shared subscriptions.
 
     .venv/bin/python bench/bench_fleet.py [--gateways 300] [--procs 2] [--consumers 2]
+        [--speed 30] [--telemetry-wall-s 60]
 
 Gateways (`--procs` worker processes): each is a `hems.uplink.Uplink` (own SQLite outbox, own
 MQTT 5 session, its own client certificate, signed envelopes) wired to a `hems.flex.FlexService`
@@ -22,7 +23,9 @@ the event the broker is stopped and started again (persistence on, so queued mes
 survive).
 
 Time: all processes share one simulated clock (`--speed`, anchored to one wall-clock instant),
-so the 30-minute event and the report delay pass in `--speed`-times less wall time. Reported
+so the 30-minute event and the report delay pass in `--speed`-times less wall time; so does
+telemetry (every 60 simulated s) unless `--telemetry-wall-s` sets a real fleet's wall-clock
+rate. The gateways' 120 s clock-skew window is simulated time too (4 wall s at 30×). Reported
 in wall seconds: dispatch → all acks, → all responses, event end → all reports; plus
 exactly-once counts, the reports' arithmetic (`hil.aggregator.check_report`) and order.
 """
