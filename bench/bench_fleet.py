@@ -2,6 +2,7 @@
 mutual TLS on one Mosquitto, with the aggregator scaled out by MQTT 5 shared subscriptions.
 
     .venv/bin/python bench/bench_fleet.py [--gateways 300] [--procs 2] [--consumers 2]
+        [--speed 30] [--telemetry-wall-s 60]
 
 Gateways (`--procs` worker processes): each is a `hems.uplink.Uplink` (own SQLite outbox, own
 MQTT 5 session, its own client certificate, signed envelopes) wired to a `hems.flex.FlexService`
@@ -22,7 +23,9 @@ the event the broker is stopped and started again (persistence on, so queued mes
 survive).
 
 Time: all processes share one simulated clock (`--speed`, anchored to one wall-clock instant),
-so the 30-minute event and the report delay pass in `--speed`-times less wall time. Reported
+so the 30-minute event and the report delay pass in `--speed`-times less wall time; so does
+telemetry (every 60 simulated s) unless `--telemetry-wall-s` sets a real fleet's wall-clock
+rate. The gateways' 120 s clock-skew window is simulated time too (4 wall s at 30×). Reported
 in wall seconds: dispatch → all acks, → all responses, event end → all reports; plus
 exactly-once counts, the reports' arithmetic (`hil.aggregator.check_report`) and order.
 """
@@ -169,6 +172,12 @@ async def worker(args: argparse.Namespace) -> None:
             backoff_max_s=2.0 * args.speed,
             resend_after_s=5.0 * args.speed,
         )
+        if args.telemetry_wall_s is not None:
+            # A real fleet's rate while the event runs at --speed: the interval is in simulated
+            # seconds, so one per N wall s is N * speed, past the config's 60 s bound (which is
+            # for real time); model_copy skips that check on purpose.
+            telemetry_s = args.telemetry_wall_s * args.speed
+            cfg = cfg.model_copy(update={"telemetry_interval_s": telemetry_s})
         box: list[Uplink] = []
 
         async def send_up(type_: str, payload: dict[str, Any], box: list[Uplink] = box) -> int:
@@ -222,12 +231,13 @@ async def worker(args: argparse.Namespace) -> None:
     print(json.dumps({"ready": len(uplinks)}), flush=True)
     await stop.wait()
     left = sum([await u.outbox.count() for u in uplinks])
+    connects = sum(u.connects for u in uplinks)
     for t in runners:
         t.cancel()
     await asyncio.gather(*runners, return_exceptions=True)
     for db in dbs:
         await db.close()
-    print(json.dumps({"outbox_left": left}), flush=True)
+    print(json.dumps({"outbox_left": left, "connects": connects}), flush=True)
 
 
 # -- consumer: one of the aggregator's receiving processes ------------------------------------
@@ -356,6 +366,8 @@ async def _drive(
     common = ["--gateways", str(args.gateways), "--port", str(broker.port), "--tmp", str(tmp)]
     common += ["--tls-dir", str(tls_dir), "--speed", str(args.speed)]
     common += ["--start", args.start, "--anchor", repr(args.anchor)]
+    if args.telemetry_wall_s is not None:
+        common += ["--telemetry-wall-s", str(args.telemetry_wall_s)]
     secret = agg_key.private_bytes_raw().hex()
     for c in range(args.consumers):
         cmd = [sys.executable, __file__, "--consumer", str(c), "--agg-secret", secret, *common]
@@ -405,20 +417,16 @@ async def _drive(
     await dispatcher.wait_for(lambda: acked() == len(sites), timeout_s=args.timeout_s)
     t_acks = time.monotonic() - t0
     _stage("all acked")
-    await dispatcher.wait_for(
-        lambda: all(r.of("event_response") for r in recs), timeout_s=args.timeout_s
-    )
+    await _wait_all(dispatcher, recs, "event_response", args.timeout_s)
     t_responses = time.monotonic() - t0
     wall_to_end_s = max(0.0, (event_end - clock.now()).total_seconds() / args.speed)
     await asyncio.sleep(wall_to_end_s)
     t_end = time.monotonic()
     _stage("event over; waiting for the reports")
-    await dispatcher.wait_for(
-        lambda: all(r.of("delivery_report") for r in recs), timeout_s=args.timeout_s
-    )
+    await _wait_all(dispatcher, recs, "delivery_report", args.timeout_s)
     t_reports = time.monotonic() - t_end
     await asyncio.sleep(3)  # let the last acks reach the gateways' outboxes
-    left = 0
+    left = connects = 0
     for p in workers:
         p.send_signal(signal.SIGTERM)
     for p in workers:
@@ -426,6 +434,7 @@ async def _drive(
         for line in out.decode().splitlines():
             if line.startswith('{"outbox_left"'):
                 left += json.loads(line)["outbox_left"]
+                connects += json.loads(line)["connects"]
     for p in procs[: args.consumers]:
         p.send_signal(signal.SIGTERM)
     counts = await asyncio.gather(*readers)
@@ -480,6 +489,7 @@ async def _drive(
         "gateways": len(sites),
         "gateway processes / aggregator consumers": f"{args.procs} / {args.consumers}",
         "clock speed": args.speed,
+        "telemetry per gateway every (wall s)": args.telemetry_wall_s or round(60 / args.speed, 2),
         "start -> all connected over TLS (s, incl. history)": round(t_connected, 2),
         "dispatch of all events (s)": round(dispatch_s, 2),
         "acked before broker restart": acked_at_restart,
@@ -499,7 +509,35 @@ async def _drive(
         "messages lost": lost,
         "unexpected extra messages": f"{extra} {extra_by_type}" if extra else 0,
         "gateway outbox rows left": left,
+        "gateway connects (incl. reconnects)": connects,
+        "broker log": _broker_log_counts(broker.log),
     }
+
+
+def _broker_log_counts(log: Path) -> dict[str, int]:
+    """Why connections ended, as Mosquitto logged them (both broker runs)."""
+    text = log.read_text(errors="replace")
+    marks = {
+        "connected": "New client connected",
+        "keepalive timeout": "has exceeded timeout",
+        "client-id takeover": "already connected, closing old connection",
+        "closed by client": "closed its connection",
+        "dropped (EOF or socket error)": " disconnected.",
+        "protocol error": "disconnected: Protocol error",
+        "not authorised": "disconnected, not authorised",
+        "connection failed before CONNECT (TLS)": "failed: ",
+    }
+    return {k: text.count(m) for k, m in marks.items()}
+
+
+async def _wait_all(dispatcher: Any, recs: list[Any], type_: str, timeout_s: float) -> None:
+    """Until every site has sent a `type_`; on timeout, say which sites have not."""
+    try:
+        await dispatcher.wait_for(lambda: all(r.of(type_) for r in recs), timeout_s=timeout_s)
+    except TimeoutError:
+        missing = [s for s, r in dispatcher.sites.items() if r in recs and not r.of(type_)]
+        _stage(f"timed out: {len(missing)} sites without a {type_}: {missing[:20]}")
+        raise
 
 
 def _stage(what: str) -> None:
@@ -528,6 +566,13 @@ def main() -> int:
     p.add_argument("--consumers", type=int, default=2)
     p.add_argument("--speed", type=float, default=30.0)
     p.add_argument("--outage-s", type=float, default=2.0)
+    p.add_argument(
+        "--telemetry-wall-s",
+        type=float,
+        default=None,
+        help="telemetry every N wall seconds per gateway (default: every 60 simulated s, "
+        "i.e. --speed times a real fleet's rate)",
+    )
     p.add_argument("--timeout-s", type=float, default=300.0)
     p.add_argument("--worker", type=int, default=None, help=argparse.SUPPRESS)
     p.add_argument("--consumer", type=int, default=None, help=argparse.SUPPRESS)

@@ -21,7 +21,7 @@ import pwd
 import shutil
 import socket
 import ssl
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -228,6 +228,9 @@ class ReferenceAggregator:
         while True:
             await asyncio.sleep(min(1.0, self._resend_after_s / 2))
             now_s = self._clock.monotonic()
+            # All of a pass's publishes at once: awaiting each PUBACK in turn made a pass over
+            # 1000 pending events (after a broker restart) take seconds of round trips.
+            sends: list[Coroutine[Any, Any, Any]] = []
             for site_id, rec in list(self.sites.items()):
                 for seq, p in list(rec.pending.items()):
                     sent = self._sent_at.get((site_id, seq))
@@ -237,9 +240,10 @@ class ReferenceAggregator:
                         # Too old for the gateway's clock-skew check: sign it afresh (new id
                         # and seq, same payload); the stale copy is answered as rejected.
                         rec.pending.pop(seq)
-                        await self.send(site_id, p.type, p.payload)
+                        sends.append(self.send(site_id, p.type, p.payload))
                     else:
-                        await self._publish(p.topic, p.raw, (site_id, seq))
+                        sends.append(self._publish(p.topic, p.raw, (site_id, seq)))
+            await asyncio.gather(*sends)
 
     # -- receiving ------------------------------------------------------------------------
     async def _handle(self, topic: str, raw: bytes) -> None:
