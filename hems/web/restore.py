@@ -158,9 +158,7 @@ class RestorePages:
     async def _confirm(self, request: web.Request, db_path: Path) -> web.Response:
         posted = {k: str(v) for k, v in (await request.post()).items()}
         pending = self._pending
-        if pending is None or not secrets.compare_digest(
-            posted.get("token", ""), pending.token
-        ):
+        if pending is None or not secrets.compare_digest(posted.get("token", ""), pending.token):
             problems = ["restore: nothing to confirm; upload the backup again"]
             return self._form(request, problems, 409)
         text = self._path.read_text(encoding="utf-8")
