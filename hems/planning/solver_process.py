@@ -67,12 +67,18 @@ def _read(stream: IO[bytes]) -> Any:
 # a battery first read, an event) and otherwise once a slot, so the ~60 MiB it holds is
 # given back between slots for about 0.35 s CPU here (more on a Pi) to start it again.
 IDLE_CLOSE_S = 60.0
+# A solve that has not answered this long after its own time limit is killed (HiGHS ignoring
+# its limit, a child stopped or swapped out), so the planner reports it instead of hanging.
+OVERRUN_GRACE_S = 60.0
 
 
 class _Child:
     """One child process and the lock that keeps one request on the pipe at a time."""
 
-    def __init__(self, idle_close_s: float = IDLE_CLOSE_S) -> None:
+    def __init__(
+        self, idle_close_s: float = IDLE_CLOSE_S, overrun_grace_s: float = OVERRUN_GRACE_S
+    ) -> None:
+        self._overrun_grace_s = overrun_grace_s
         self._lock = threading.Lock()
         self._proc: subprocess.Popen[bytes] | None = None
         self._idle_close_s = idle_close_s
@@ -105,13 +111,23 @@ class _Child:
                 self._proc = self._start()
             proc = self._proc
             assert proc.stdin is not None and proc.stdout is not None
+            time_limit_s = float(request[1])  # (problem, time_limit_s, ...)
+            overrun = threading.Timer(time_limit_s + self._overrun_grace_s, proc.kill)
+            overrun.daemon = True
+            overrun.start()
             try:
                 _write(proc.stdin, request)
                 return _read(proc.stdout)
             except (EOFError, OSError) as exc:
                 self._stop()
+                if overrun.finished.is_set():
+                    raise PlanningError(
+                        f"solver process did not answer within {time_limit_s:g} s + "
+                        f"{self._overrun_grace_s:g} s; killed"
+                    ) from exc
                 raise PlanningError(f"solver process failed: {exc}") from exc
             finally:
+                overrun.cancel()
                 self._arm_idle(self._calls)
 
     def _arm_idle(self, calls: int) -> None:

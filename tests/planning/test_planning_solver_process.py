@@ -120,3 +120,27 @@ def test_a_solve_within_the_idle_time_keeps_the_child() -> None:
     finally:
         child.close()
     assert not child.running
+
+
+def test_a_child_that_does_not_answer_is_killed_and_replaced() -> None:
+    """A child past its time limit and the grace (here: stopped with SIGSTOP, as a HiGHS
+    ignoring its limit would look) is killed; the planner gets a PlanningError, not a hang,
+    and the next solve gets a new child."""
+    import os
+    import signal
+
+    from hems.errors import PlanningError
+
+    child = solver_process._Child(idle_close_s=3600.0, overrun_grace_s=1.0)
+    try:
+        assert child.call((problem(), 5.0, 0.001, T0, None))[0] == "ok"
+        proc = child._proc
+        assert proc is not None
+        os.kill(proc.pid, signal.SIGSTOP)
+        with pytest.raises(PlanningError, match=r"did not answer within 0\.5 s"):
+            child.call((problem(), 0.5, 0.001, T0, None))
+        assert proc.poll() is not None  # killed
+        assert child.call((problem(), 5.0, 0.001, T0, None))[0] == "ok"
+        assert child._proc is not proc
+    finally:
+        child.close()
