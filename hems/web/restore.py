@@ -72,8 +72,8 @@ class RestorePages:
         config_path: Path,
         restart: Callable[[], None],
         db: Database | None,
-        max_upload_bytes: int = MAX_UPLOAD_BYTES,
-        audit: Audit | None = None,
+        max_upload_bytes: int,
+        audit: Audit,
     ) -> None:
         self._audit = audit
         self._path = config_path
@@ -178,9 +178,8 @@ class RestorePages:
             "backup restored from the installer page; restarting",
             config=str(self._path), snapshot=str(target),
         )  # fmt: skip
-        if self._audit is not None:
-            what = "database snapshot staged" + ("" if same else " and config file changed")
-            await self._audit(request, f"backup restored from the page: {what}")
+        what = "database snapshot staged" + ("" if same else " and config file changed")
+        await self._audit(request, f"backup restored from the page: {what}")
         self._restart()
         return _html(
             render(

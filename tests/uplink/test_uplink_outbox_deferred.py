@@ -9,21 +9,12 @@ import signal
 import sqlite3
 import sys
 import textwrap
-from datetime import UTC, datetime
 from pathlib import Path
-
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from hems.store.db import Database
 from hems.uplink import envelope
 from hems.uplink.outbox import Outbox
-
-KEY = Ed25519PrivateKey.generate()
-NOW = datetime(2026, 11, 27, 17, 0, tzinfo=UTC)
-TELEMETRY = {"at": NOW.isoformat(), "grid_w": 1.0, "pv_w": None, "battery_w": None,
-             "soc_pct": None, "ev_w": None}  # fmt: skip
-INTERVAL = {"period_start": "2026-11-27T16:30:00Z", "period_end": "2026-11-27T17:00:00Z",
-            "import_kwh": 0.5, "export_kwh": 0.0, "quality": "measured"}  # fmt: skip
+from tests.uplink.test_uplink_outbox import INTERVAL, KEY, NOW, TELEMETRY
 
 
 def build(type_: str, payload: dict):  # type: ignore[no-untyped-def]

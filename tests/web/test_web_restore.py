@@ -108,6 +108,14 @@ async def test_round_trip_download_change_upload_confirm_restart_reopen(tmp_path
         assert path.read_text() == CONFIG
         assert path.with_name("hems.yaml.bak").read_text() == changed
         assert sibling(db_path, ".restore").exists()
+        entries = [
+            (e.kind, e.detail) for e in await AuthStore(db, ManualClock(T0)).security_log(10)
+        ]
+        assert (
+            "config-changed",
+            "backup restored from the page: database snapshot staged and config file changed "
+            "(owner session)",
+        ) in entries
         # The same confirmation again has nothing left to place.
         again = await client.post(
             "/installer/restore",
