@@ -271,6 +271,8 @@ class PlannerService:
         return self.clock.monotonic() - self._last_plan_mono >= self.cfg.replan.min_interval_s
 
     async def _sleep_until_due(self) -> None:
+        if self._reasons and self._debounced():
+            return  # asked for while the last plan was made: its wake-up is cleared below
         now = self.clock.now()
         if self._slot is not None and slot_floor(now, self.cfg.step_min) > self._slot:
             return  # time moved past a boundary while we planned: handle it first

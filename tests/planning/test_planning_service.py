@@ -170,6 +170,25 @@ async def test_a_battery_read_after_the_first_plan_is_planned_at_once(replay, db
         assert seen.empty()  # once, not every check
 
 
+async def test_a_replan_asked_for_while_a_plan_is_made_follows_at_once(replay, db) -> None:  # type: ignore[no-untyped-def]
+    """An owner's change that arrives while a solve runs (here: from the plan listener, so
+    during `plan_once`) is planned right after it, not at the next check (60 s later)."""
+    async with planner_running(replay, db, ev_plugged=False) as (svc, seen, _clock, _state):
+        asked: list[str] = []
+
+        def ask_once(_: Plan) -> None:
+            if not asked:
+                asked.append("x")
+                svc.request_replan("owner changed the session")
+
+        svc.subscribe(ask_once)
+        await next_plan(seen)
+        second = await next_plan(seen)  # the clock does not move: only the request can do it
+        assert second is not None
+        last = await db.fetchone("SELECT reason FROM plans ORDER BY plan_pk DESC")
+        assert last is not None and last[0] == "owner changed the session"
+
+
 async def test_impossible_event_is_left_out_and_named(replay, db) -> None:  # type: ignore[no-untyped-def]
     clock = ManualClock(NOW)
     state = SiteState(clock, stale_after_s=3600)  # battery SoC unknown: not planned
