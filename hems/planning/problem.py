@@ -194,6 +194,18 @@ class Problem(_Model):
         description="false: while an EV is plugged in, batteries discharge at most what the "
         "rest of the house takes (control.ev_from_battery)",
     )
+    time_share: bool = Field(
+        default=True,
+        description="where export pays more than import, a slot may be split into an import "
+        "phase then an export phase (GB half-hourly settlement bills each period's import and "
+        "export registers separately); false: each slot imports or exports, not both",
+    )
+    min_phase_s: float = Field(
+        default=60.0,
+        ge=1.0,
+        description="shortest phase of a split slot [s]; shorter shares are rounded to none "
+        "or the whole slot (the control loop runs every 1 s, batteries take time to ramp)",
+    )
 
     @field_validator("start")
     @classmethod

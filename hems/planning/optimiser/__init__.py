@@ -7,6 +7,8 @@ explains infeasibility before the solver runs.
 
 from __future__ import annotations
 
+import time
+from dataclasses import replace
 from datetime import datetime
 
 import numpy as np
@@ -15,8 +17,13 @@ from hems.core.plan import Plan
 from hems.errors import Infeasible
 from hems.planning.optimiser.checks import _hhmm, check
 from hems.planning.optimiser.extract import extract
-from hems.planning.optimiser.model import Columns, build
-from hems.planning.optimiser.solve import solve_arrays
+from hems.planning.optimiser.model import Columns, ModelArrays, build
+from hems.planning.optimiser.solve import _ABS_GAP, RawSolution, solve_arrays, solve_fixed
+from hems.planning.optimiser.timeshare import (
+    add_min_phase_rows,
+    min_phase_start,
+    short_phase_fixes,
+)
 from hems.planning.optimiser.warm import plan_hint
 from hems.planning.problem import Problem
 from hems.planning.result import Result  # defined without numpy: see result.py
@@ -39,17 +46,41 @@ def optimise(
     best possible (|cost − bound| <= gap·|cost|, HiGHS' own test); "feasible" when the time
     limit stopped the search first, with the gap proven in the notes. `warm_start`: the
     previous plan, whose choices are tried first where its slots overlap (warm.py)."""
+    t0 = time.perf_counter()
     notes = check(problem)
-    m, cols, frame = build(problem)
+    elapsed_s = 0.0
+    if created_at is not None:  # a mid-slot replan: slot 0's phases share what is left
+        elapsed_s = min(max((created_at - problem.start).total_seconds(), 0.0), problem.step_s)
+    m, cols, frame = build(problem, elapsed_s)
     hint = None if warm_start is None else plan_hint(problem, cols, m.n_cols, warm_start)
     raw = solve_arrays(m, time_limit_s, mip_rel_gap, hint=hint)
     if raw.status == "infeasible":
         raise _diagnose(problem, time_limit_s, mip_rel_gap)
+    if cols.share is not None:
+        left_s = time_limit_s - (time.perf_counter() - t0)
+        kept = _min_phase(problem, m, cols, raw, left_s, mip_rel_gap, elapsed_s)
+        if kept is None:
+            # No plan with those shares rounded: the whole-slot model (binaries) instead.
+            m, cols, frame = build(problem, elapsed_s, whole=np.arange(problem.n_slots))
+            left_s = time_limit_s - (time.perf_counter() - t0)
+            raw = solve_arrays(m, max(left_s, _MIN_PHASE_GRACE_S), mip_rel_gap)
+            if raw.status == "infeasible":
+                raise _diagnose(problem, time_limit_s, mip_rel_gap)
+            notes.append("solver: phases of a split slot could not be kept to the minimum "
+                         "length; no slot is split")
+        else:
+            raw = kept
+        raw = replace(raw, solve_time_s=time.perf_counter() - t0)
     if raw.status == "relaxed":
         notes.append("solver: no integer solution in time; LP relaxation used (on/off rounded)")
     elif raw.status == "feasible":
+        why = (
+            "time limit hit"
+            if time.perf_counter() - t0 >= 0.95 * time_limit_s
+            else f"phases under {problem.min_phase_s:g} s rounded away"
+        )
         notes.append(
-            f"solver: time limit hit; plan proven within {raw.mip_gap:.2%} of optimal "
+            f"solver: {why}; plan proven within {raw.mip_gap:.2%} of optimal "
             f"(target {mip_rel_gap:.2%})"
         )
     notes += _floor_notes(problem, cols, raw.x)
@@ -69,6 +100,79 @@ def optimise(
     return Result(
         plan, float(raw.objective), float(raw.solve_time_s), int(m.n_cols), int(m.n_rows), n_integer
     )
+
+
+# The LP re-solves that round short phases away may run this long past the time limit
+# (milliseconds each; a plan with phases the loop cannot follow is not an option).
+_MIN_PHASE_GRACE_S = 0.5
+
+
+def _min_phase(
+    p: Problem,
+    m: ModelArrays,
+    cols: Columns,
+    raw: RawSolution,
+    left_s: float,
+    mip_rel_gap: float,
+    elapsed_s: float,
+) -> RawSolution | None:
+    """`raw` with every phase shorter than `p.min_phase_s` rounded away (timeshare.py:
+    each such share bounded to no phase or at least the minimum), the rest re-solved with
+    every integer column fixed (an LP; if that has no plan, a MIP with only the shares
+    bounded), until no phase is short: each round bounds one more share for good, so it
+    ends. If the rounded plan is not within the gap and time is left, the model with the
+    minimum phase exact (timeshare.add_min_phase_rows), started from it, finishes it: the
+    rounding's gap is mostly the first solve's bound, which lets phases be short. The status
+    and gap are against the best bound proven (the first solve's bounds the rounded plans
+    too: the rounding only restricts the model). None when no plan keeps the shares."""
+    assert cols.share is not None
+    share = cols.share
+    fixes: dict[int, tuple[float, float]] = {}
+    x, relaxed = raw.x, raw.status == "relaxed"
+    value = raw.objective
+    t_end = time.perf_counter() + max(left_s, 0.0)
+    grace_end = t_end + _MIN_PHASE_GRACE_S
+    bound = raw.objective - raw.mip_gap * abs(raw.objective)
+
+    def within_gap(v: float, b: float) -> bool:
+        return v - b <= max(mip_rel_gap * abs(v), _ABS_GAP)
+
+    while True:
+        new = {
+            c: b for c, b in short_phase_fixes(share, x, p.min_phase_s).items() if c not in fixes
+        }
+        if not new:
+            break
+        fixes.update(new)
+        left = grace_end - time.perf_counter()
+        solved = solve_fixed(m, x, fixes, left, mip_rel_gap, fix_integers=True, relax=relaxed)
+        if solved is None and not relaxed:
+            left = grace_end - time.perf_counter()
+            solved = solve_fixed(m, x, fixes, left, mip_rel_gap, fix_integers=False)
+        if solved is None:
+            return None
+        x, value = solved.x, solved.objective
+    if not fixes:
+        return raw  # no short phase
+    if relaxed:
+        return replace(raw, x=x, objective=value)
+    left = t_end - time.perf_counter()
+    if not within_gap(value, bound) and left > 0.05:
+        exact_m, exact_cols, _f = build(p, elapsed_s)
+        assert exact_cols.share is not None
+        add_min_phase_rows(exact_m, exact_cols.share, p.min_phase_s)
+        start = np.concatenate([x, min_phase_start(share, x)])
+        done = solve_fixed(exact_m, start, {}, left, mip_rel_gap, fix_integers=False, start=start)
+        if done is not None:
+            y = done.x[: x.size]
+            if not short_phase_fixes(share, y, p.min_phase_s - 1e-6):
+                if done.objective < value:
+                    x, value = y, done.objective
+                bound = max(bound, done.objective - done.mip_gap * abs(done.objective))
+    gap = max(value - bound, 0.0)
+    rel = gap / abs(value) if value else 0.0
+    status = "optimal" if within_gap(value, bound) else "feasible"
+    return replace(raw, status=status, x=x, objective=value, mip_gap=rel)
 
 
 def _floor_notes(problem: Problem, cols: Columns, x: np.ndarray) -> list[str]:

@@ -74,14 +74,18 @@ def _blocks(values: np.ndarray, need: int, min_on: int) -> np.ndarray | None:
     return out
 
 
+def _value(x: np.ndarray, a: np.ndarray, minus: np.ndarray | None) -> np.ndarray:
+    return x[a] if minus is None else x[a] - x[minus]
+
+
 def _apply(rule: Rounding, x: np.ndarray, dual: np.ndarray | None, fixed: np.ndarray) -> bool:
     if rule.kind == "prefer":
         assert rule.a is not None and rule.b is not None
-        fixed[rule.cols] = (x[rule.a] >= x[rule.b]).astype(float)
+        fixed[rule.cols] = _value(x, rule.a, rule.a_minus) >= _value(x, rule.b, rule.b_minus)
     elif rule.kind == "on_if":
         # Any power at all: on (min..max); the re-solve moves energy between on-slots.
         assert rule.a is not None
-        fixed[rule.cols] = (x[rule.a] > 1e-6).astype(float)
+        fixed[rule.cols] = (_value(x, rule.a, rule.a_minus) > 1e-6).astype(float)
     elif rule.kind == "one_of":
         fixed[rule.cols] = 0.0
         if rule.cols.size:

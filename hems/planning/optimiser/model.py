@@ -48,6 +48,10 @@ class Rounding:
     slots: IntArray | None = None  # blocks: the slot of each column
     power_w: float = 0.0  # blocks: the load's power
     rows: IntArray | None = None  # blocks: the balance row of each column (set by build)
+    # prefer / on_if: columns subtracted from a and b (x[a] − x[a_minus]; timeshare.py's
+    # export-phase parts, which are a whole column minus its import-phase part)
+    a_minus: IntArray | None = None
+    b_minus: IntArray | None = None
 
 
 @dataclass(slots=True)
@@ -149,6 +153,22 @@ class Columns:
     floor_short: IntArray = field(default_factory=lambda: np.zeros(0, np.int32))
     # battery id → [(target index or -1 for the end pin, slots, shortfall columns [Wh])]
     soc_short: dict[str, list[tuple[int, IntArray, IntArray]]] = field(default_factory=dict)
+    # the time-shared slots (timeshare.py); None when there are none
+    share: Share | None = None
+
+
+@dataclass(slots=True)
+class Share:
+    """The slots split into an import phase then an export phase (timeshare.py): theta is
+    the import phase's share of the slot's length `length_s` (slot 0 on a mid-slot replan:
+    what is left of it). `parts`: per flow (kind, device id) → (local slot index, the
+    import-phase part's column, the whole slot's column); kinds "pv", "ch", "dis", "ev",
+    "load"."""
+
+    slots: IntArray
+    theta: IntArray
+    length_s: FloatArray
+    parts: dict[tuple[str, str], tuple[IntArray, IntArray, IntArray]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -303,8 +323,13 @@ def battery_terminal_value(b: BatterySpec, f: SlotFrame) -> float:
     return max(0.0, float(np.median(f.import_price))) * b.discharge_efficiency
 
 
+def burn_slots(f: SlotFrame) -> IntArray:
+    """The slots where charging and discharging at once may pay (see add_battery)."""
+    negative = np.flatnonzero((f.import_price < 0) | np.isfinite(f.import_floor_w))
+    return np.arange(negative[-1] + 1, dtype=np.int32) if negative.size else negative
+
 def add_battery(
-    m: ModelArrays, f: SlotFrame, b: BatterySpec
+    m: ModelArrays, f: SlotFrame, b: BatterySpec, shared: IntArray | None = None
 ) -> tuple[IntArray, IntArray, IntArray]:
     """Charge, discharge [W, AC side] and SoC at slot end [Wh].
 
@@ -349,8 +374,11 @@ def add_battery(
     # can take it, lowering both by δ leaves a higher SoC, which only hurts if a later slot
     # pays for taking energy in. So an LP optimum never burns before the last such slot.
     # A turn-up floor (import at least …) rewards extra import like a negative price does.
-    negative = np.flatnonzero((f.import_price < 0) | np.isfinite(f.import_floor_w))
-    burn = np.arange(negative[-1] + 1) if negative.size else negative
+    # A time-shared slot has binaries per phase instead (timeshare.py), and neither room
+    # row below holds there: a phase may discharge (charge) to make room for the other.
+    burn = burn_slots(f)
+    if shared is not None and shared.size:
+        burn = np.setdiff1d(burn, shared).astype(np.int32)
     if burn.size and b.max_charge_w > 0 and b.max_discharge_w > 0:
         z = m.cols(burn.size, 0.0, 1.0, 0.0, integer=True)
         m.rounding.append(Rounding("prefer", z, a=ch[burn], b=dis[burn]))
@@ -450,7 +478,7 @@ def ev_target_wh(e: EvSession) -> float:
 
 
 def add_ev(
-    m: ModelArrays, f: SlotFrame, p: Problem, e: EvSession
+    m: ModelArrays, f: SlotFrame, p: Problem, e: EvSession, shared: IntArray | None = None
 ) -> tuple[IntArray, IntArray, int | None]:
     """EV power in the slots it is plugged in, semi-continuous via binaries, soft target.
 
@@ -473,11 +501,14 @@ def add_ev(
         # p = 0 or min <= p <= max with an on/off binary. The LP relaxation is already the
         # hull of {0} ∪ [min, max], i.e. [0, max]: no tighter big-M exists.
         pw = m.cols(n, 0.0, e.max_power_w, tie)
-        on = m.cols(n, 0.0, 1.0, 0.0, integer=True)
-        m.rounding.append(Rounding("on_if", on, a=pw))
-        loc = np.arange(n)
-        m.rows(-np.inf, 0.0, n, [(loc, pw, 1.0), (loc, on, -e.max_power_w)])
-        m.rows(0.0, np.inf, n, [(loc, pw, 1.0), (loc, on, -e.min_power_w)])
+        # A time-shared slot has the minimum power per phase instead (timeshare.py).
+        whole = ~np.isin(slots, shared) if shared is not None else np.ones(n, bool)
+        loc = np.flatnonzero(whole)
+        on = m.cols(loc.size, 0.0, 1.0, 0.0, integer=True)
+        m.rounding.append(Rounding("on_if", on, a=pw[loc]))
+        kl = np.arange(loc.size)
+        m.rows(-np.inf, 0.0, loc.size, [(kl, pw[loc], 1.0), (kl, on, -e.max_power_w)])
+        m.rows(0.0, np.inf, loc.size, [(kl, pw[loc], 1.0), (kl, on, -e.min_power_w)])
     else:
         pw = m.cols(n, 0.0, e.max_power_w, tie)
     short = int(m.cols(1, 0.0, target, e.shortfall_penalty_per_kwh / 1000.0)[0])
@@ -558,7 +589,9 @@ def _one_block(m: ModelArrays, on: IntArray, need: int) -> None:
     m.rows(0.0, 0.0, n, [(k, on, 1.0), (rows_s, cols_s, -1.0)])
 
 
-def add_grid_exclusivity(m: ModelArrays, f: SlotFrame, cols: Columns) -> None:
+def add_grid_exclusivity(
+    m: ModelArrays, f: SlotFrame, cols: Columns, shared: IntArray | None = None
+) -> None:
     """A binary z per slot forbids importing and exporting at once where that would pay.
 
     Only where export earns more than import costs (at equal prices it is a wash and the
@@ -577,6 +610,8 @@ def add_grid_exclusivity(m: ModelArrays, f: SlotFrame, cols: Columns) -> None:
     imp, exp = cols.grid_import, cols.grid_export
     imp_ub, exp_ub = grid_bounds_w(f)
     both = np.flatnonzero((f.export_price > f.import_price) & (imp_ub > 0) & (exp_ub > 0))
+    if shared is not None and shared.size:
+        both = np.setdiff1d(both, shared)  # time-shared instead (timeshare.py)
     if not both.size:
         return
     nb = both.size
@@ -658,26 +693,35 @@ def add_battery_not_to_ev(m: ModelArrays, f: SlotFrame, cols: Columns) -> None:
     m.rows(-np.inf, f.load_w[ev_slots], ev_slots.size, terms)
 
 
-def build(p: Problem) -> tuple[ModelArrays, Columns, SlotFrame]:
-    """The whole MILP of `p`."""
+def build(
+    p: Problem, elapsed_s: float = 0.0, whole: IntArray | None = None
+) -> tuple[ModelArrays, Columns, SlotFrame]:
+    """The whole MILP of `p`. `elapsed_s`: how far into slot 0 the plan starts (a mid-slot
+    replan lays slot 0's phases out over what is left of it); `whole`: slots that must not
+    be time-shared (timeshare.py falls back to them)."""
+    from hems.planning.optimiser.timeshare import add_time_share, shared_slots
+
     f = slot_frame(p)
+    shared, length_s = shared_slots(p, f, elapsed_s, whole)
     m = ModelArrays()
     imp, exp = add_grid(m, f)
     pv = add_pv(m, f, p.curtailment_cost_per_kwh)
     cols = Columns(grid_import=imp, grid_export=exp, pv_used=pv)
     cols.floor_slots, cols.floor_short = add_import_floor(m, f, imp, exp)
     for b in p.batteries:
-        cols.battery[b.id] = add_battery(m, f, b)
+        cols.battery[b.id] = add_battery(m, f, b, shared)
         cols.soc_short[b.id] = add_soc_targets(m, f, p, b, cols.battery[b.id][2])
     for e in p.evs:
-        slots, pw, short = add_ev(m, f, p, e)
+        slots, pw, short = add_ev(m, f, p, e, shared)
         cols.ev.append((e.id, slots, pw, short))
     for d in p.loads:
         slots, on = add_deferrable_load(m, f, p, d)
         cols.loads.append((d.id, slots, on, d.power_w))
     if not p.battery_to_ev:
         add_battery_not_to_ev(m, f, cols)
-    add_grid_exclusivity(m, f, cols)
+    add_grid_exclusivity(m, f, cols, shared)
+    if shared.size:
+        cols.share = add_time_share(m, f, p, cols, shared, length_s)
     balance = add_balance(m, f, cols)
     # Block roundings may also place a load where the LP's marginal price is lowest.
     m.rounding = [

@@ -293,3 +293,45 @@ def _result(h: highspy.Highs, status: str, t0: float) -> RawSolution:
     return RawSolution(
         status, x, float(info.objective_function_value), time.perf_counter() - t0, gap
     )
+
+
+def solve_fixed(
+    m: ModelArrays,
+    x: np.ndarray,
+    fixes: dict[int, tuple[float, float]],
+    time_limit_s: float,
+    mip_rel_gap: float,
+    *,
+    fix_integers: bool,
+    relax: bool = False,
+    start: np.ndarray | None = None,
+) -> RawSolution | None:
+    """Re-solve with the columns in `fixes` within their (lo, hi); with `fix_integers` every
+    integer column too, at its value in `x` (an LP), else a MIP started from nothing;
+    `relax`: the LP relaxation (the integer columns left free and continuous); `start`: a
+    MIP start (a plan feasible with the fixes).
+    None when that is infeasible or finds no plan in time."""
+    t0 = time.perf_counter()
+    lb, ub, _cost, integer = m.column_arrays()
+    lb2, ub2 = lb.copy(), ub.copy()
+    if fix_integers and not relax:
+        is_int = integer == INTEGER
+        lb2[is_int] = ub2[is_int] = np.clip(np.round(x[is_int]), lb[is_int], ub[is_int])
+        sc = integer == SEMI_CONTINUOUS  # on (lb..ub) or off (0), as x has it
+        on = x[sc] > 1e-6
+        lb2[sc] = np.where(on, lb[sc], 0.0)
+        ub2[sc] = np.where(on, ub[sc], 0.0)
+    for col, (lo, hi) in fixes.items():
+        lb2[col], ub2[col] = lo, hi
+    h = _highs(max(time_limit_s, 0.05), mip_rel_gap)
+    _pass(h, m, relax=fix_integers or relax)
+    h.changeColsBounds(m.n_cols, np.arange(m.n_cols, dtype=np.int32), lb2, ub2)
+    if start is not None:
+        _set_start(h, start)
+    h.run()
+    status = h.getModelStatus()
+    if status == highspy.HighsModelStatus.kOptimal:
+        return _result(h, "optimal", t0)
+    if h.getInfo().primal_solution_status == 2:
+        return _result(h, "feasible", t0)
+    return None
