@@ -40,8 +40,14 @@ from planner_instances import FAMILIES, after_one_slot, family_instance, instanc
 
 from hems.planning.config import PlannerConfig  # noqa: E402
 from hems.planning.optimiser import optimise  # noqa: E402
-from hems.planning.optimiser.model import battery_terminal_value, build, slot_frame  # noqa: E402
+from hems.planning.optimiser.model import (  # noqa: E402
+    ModelArrays,
+    battery_terminal_value,
+    build,
+    slot_frame,
+)
 from hems.planning.optimiser.solve import solve_arrays  # noqa: E402
+from hems.planning.optimiser.timeshare import add_min_phase_rows  # noqa: E402
 from hems.planning.problem import Problem  # noqa: E402
 
 EMHASS_ENV = Path("/work/bench-envs/emhass")
@@ -190,10 +196,26 @@ def run_emhass(seeds: list[int]) -> tuple[dict[int, tuple[float, float, str]], l
     return out, errors
 
 
+def exact_model(p: Problem) -> ModelArrays:
+    """The model with the minimum phase of a split slot exact (two binaries per shared
+    slot: timeshare.add_min_phase_rows); the whole-slot model where nothing is shared."""
+    m, cols, _f = build(p)
+    if cols.share is not None:
+        add_min_phase_rows(m, cols.share, p.min_phase_s)
+    return m
+
+
 def run_families(
-    n: int, gap: float, time_limit_s: float, only: list[str], exact_time_limit_s: float
+    n: int,
+    gap: float,
+    time_limit_s: float,
+    only: list[str],
+    exact_time_limit_s: float,
+    whole_slot: bool = False,
 ) -> int:
-    """Per family: solve time at (gap, time limit) and the cost gap to an exact solve."""
+    """Per family: solve time at (gap, time limit) and the cost gap to an exact solve.
+    `whole_slot`: every slot imports or exports (Problem.time_share false), as before
+    time-sharing."""
     optimise(instance(10_000))  # warm-up: imports, HiGHS banner
     print(f"hems planner per tariff family, {n} instances each, mip_rel_gap {gap:g}, "
           f"time limit {time_limit_s:g} s; gap = (cost − exact) / |exact|")  # fmt: skip
@@ -204,19 +226,26 @@ def run_families(
         if only and family not in only:
             continue
         times, gaps, statuses, replan, cpu = [], [], [], [], []
+        n_split, shortest_s, costs = 0, math.inf, []
         unproven = 0
         for s in range(n):
             p = family_instance(s, family)
+            if whole_slot:
+                p = p.model_copy(update={"time_share": False})
             t0, c0 = time.perf_counter(), time.process_time()
             r = optimise(p, time_limit_s=time_limit_s, mip_rel_gap=gap)
             times.append((time.perf_counter() - t0) * 1000)
             cpu.append((time.process_time() - c0) * 1000)
             statuses.append(r.plan.status)
+            costs.append(r.objective)
+            short = [sl.duration_s for sl in r.plan.slots if sl.duration_s < p.step_s - 1e-6]
+            n_split += len(short) // 2
+            shortest_s = min([shortest_s, *short])
             nxt = after_one_slot(p, r.plan)  # the replan one slot later, from this plan
             t0 = time.perf_counter()
             optimise(nxt, time_limit_s=time_limit_s, mip_rel_gap=gap, warm_start=r.plan)
             replan.append((time.perf_counter() - t0) * 1000)
-            exact = solve_arrays(build(p)[0], exact_time_limit_s, 0.0)
+            exact = solve_arrays(exact_model(p), exact_time_limit_s, 0.0)
             unproven += exact.status != "optimal"
             gaps.append((r.objective - exact.objective) / max(abs(exact.objective), 1e-9))
         worst = max(worst, max(gaps))
@@ -226,7 +255,8 @@ def run_families(
               f"{max(times):8.1f}{max(gaps):9.3%}{sum(g > 0.001 for g in gaps):6d}"
               f"{statistics.median(replan):11.1f}{pct(replan, 0.95):8.1f}"
               f"{statistics.median(cpu):9.1f}{pct(cpu, 0.95):8.1f}"
-              f"  {counts}{note}")  # fmt: skip
+              f"  {counts}{note}; split slots {n_split}, shortest phase {shortest_s:.0f} s; "
+              f"objective sum {sum(costs):.4f}")  # fmt: skip
     print(f"worst gap to exact: {worst:.3%}")
     return 0
 
@@ -242,9 +272,12 @@ def main() -> int:
     ap.add_argument("--gap", type=float, default=defaults.mip_rel_gap)
     ap.add_argument("--time-limit", type=float, default=defaults.time_limit_s)
     ap.add_argument("--exact-time-limit", type=float, default=120.0, help="[s]")
+    ap.add_argument("--whole-slot", action="store_true", help="no time-shared slots")
     args = ap.parse_args()
     if args.families or args.family:
-        return run_families(args.n, args.gap, args.time_limit, args.family, args.exact_time_limit)
+        return run_families(
+            args.n, args.gap, args.time_limit, args.family, args.exact_time_limit, args.whole_slot
+        )
 
     seeds = list(range(args.n))
     hems = run_hems(seeds)

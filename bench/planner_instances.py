@@ -151,17 +151,18 @@ def after_one_slot(p: Problem, plan: Plan) -> Problem:
     """The next replan's problem: one slot later, the battery where the plan left it after
     slot 0, the EV owed what slot 0 did not deliver, the prices and forecasts shifted (the
     last slot repeated)."""
-    first = plan.slots[0]
-    dt_h = p.step_min / 60
+    # Slot 0's PlanSlots: one, or a split slot's import and export phases.
+    first = [s for s in plan.slots if s.end <= p.slot_start(1)]
 
     def shift(values: list[float]) -> list[float]:
         return values[1:] + values[-1:]
 
-    bats = [b.model_copy(update={"initial_soc_pct": first.soc_pct[b.id]}) for b in p.batteries]
+    def delivered_wh(eid: str) -> float:
+        return sum(s.targets_w.get(eid, 0.0) * s.duration_s / 3600 for s in first)
+
+    bats = [b.model_copy(update={"initial_soc_pct": first[-1].soc_pct[b.id]}) for b in p.batteries]
     evs = [
-        e.model_copy(
-            update={"energy_wh": max(0.0, e.energy_wh - first.targets_w.get(e.id, 0.0) * dt_h)}
-        )
+        e.model_copy(update={"energy_wh": max(0.0, e.energy_wh - delivered_wh(e.id))})
         for e in p.evs
     ]
     return p.model_copy(

@@ -69,7 +69,14 @@ def plan_svg(plan: Plan, timezone: str = "UTC") -> str:
     zone = ZoneInfo(timezone)
     n = len(plan.slots)
     span = _W - _LEFT - _RIGHT
-    xs = [_LEFT + span * i / max(n, 1) for i in range(n + 1)]
+    # Each slot at its own width (a split slot's two phases are shorter than a slot).
+    if n:
+        t0, t1 = plan.slots[0].start, plan.slots[-1].end
+        total_s = max((t1 - t0).total_seconds(), 1e-9)
+        edges = [s.start for s in plan.slots] + [t1]
+        xs = [_LEFT + span * (t - t0).total_seconds() / total_s for t in edges]
+    else:
+        xs = [float(_LEFT)]
     height = _TOP + 3 * (_PANEL_H + _GAP) + 20
     out = [
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{_W}" height="{height}" '

@@ -201,8 +201,9 @@ def chart_svg(
     windows: Sequence[tuple[datetime, datetime]] = (),
     label: str = "chart",
 ) -> str:
-    """Panels of step lines on one time axis (slots from `starts`, each `step` long), with
-    the `windows` (flexibility events) shaded in every panel; times 24-hour in `zone`."""
+    """Panels of step lines on one time axis (slot k from `starts[k]` to `starts[k + 1]`,
+    the last `step` long: slots may differ in length), with the `windows` (flexibility
+    events) shaded in every panel; times 24-hour in `zone`."""
     n = len(starts)
     height = _PTOP + len(panels) * (_PH + _PGAP)
     out = [
@@ -362,7 +363,8 @@ def plan_chart_svg(
             ],
         ),
     ]
-    step = timedelta(seconds=slots[0].duration_s)
+    # Each slot at its own width: a split slot's import and export phases are shorter.
+    step = timedelta(seconds=slots[-1].duration_s)
     return chart_svg(panels, [s.start for s in slots], step, zone, windows, label="plan")
 
 

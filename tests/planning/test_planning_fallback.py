@@ -21,6 +21,8 @@ def test_a_plan_cut_short_says_so(limit_s: float) -> None:
     p = family_instance(3, "agile/flat15")
     plan = optimise(p, time_limit_s=limit_s).plan
     assert plan.status in ("feasible", "relaxed")
-    assert len(plan.slots) == p.n_slots
+    # Every slot planned (a time-shared slot as its two phases).
+    assert plan.slots[0].start == p.start and plan.slots[-1].end == p.end
+    assert len(plan.slots) >= p.n_slots
     said = [n for n in plan.notes if n.startswith("solver:")]
     assert said and ("time limit hit" in said[0] or "LP relaxation used" in said[0])

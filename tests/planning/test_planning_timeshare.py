@@ -20,7 +20,7 @@ from hems.planning.optimiser.solve import solve_arrays
 from hems.planning.problem import BatterySpec, DeferrableLoad, EvSession, Problem
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
-from planner_instances import family_instance  # noqa: E402
+from planner_instances import family_instance
 
 T0 = datetime(2026, 6, 1, tzinfo=UTC)
 TOL_W = 1.0  # [W] solver noise and the plan's rounding to 1 mW
@@ -161,15 +161,15 @@ def test_short_shares_are_rounded_and_re_solved(monkeypatch: pytest.MonkeyPatch)
     from hems.planning.optimiser import timeshare
 
     p = family_instance(4, "agile/flat15 no EV/loads")
-    calls: list[dict[int, float]] = []
-    real = timeshare.short_phase_fixes
+    calls: list[dict[int, object]] = []
+    real = timeshare.short_phase_options
 
     def spy(share, x, min_phase_s):  # type: ignore[no-untyped-def]
         out = real(share, x, min_phase_s)
         calls.append(out)
         return out
 
-    monkeypatch.setattr("hems.planning.optimiser.short_phase_fixes", spy)
+    monkeypatch.setattr("hems.planning.optimiser.short_phase_options", spy)
     result = optimise(p)
     assert calls and calls[0], "the unrounded solve has short phases on this instance"
     check_phases(p, result.plan)
@@ -233,9 +233,9 @@ def test_warm_start_reads_split_slots() -> None:
     later = p.model_copy(
         update={
             "start": p.slot_start(1),
-            "import_price_per_kwh": p.import_price_per_kwh[1:] + [0.18],
-            "export_price_per_kwh": p.export_price_per_kwh[1:] + [0.15],
-            "pv_w": p.series("pv_w")[1:] + [0.0],
+            "import_price_per_kwh": [*p.import_price_per_kwh[1:], 0.18],
+            "export_price_per_kwh": [*p.export_price_per_kwh[1:], 0.15],
+            "pv_w": [*p.series("pv_w")[1:], 0.0],
         }
     )
     m, cols, _f = build(later)

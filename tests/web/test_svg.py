@@ -113,3 +113,54 @@ def test_history_breaks_lines_where_unknown_and_adds_the_price_when_known() -> N
     week = [HistoryBucket(T0 + timedelta(minutes=30 * i), import_wh=1.0) for i in range(336)]
     ticks = re.findall(r'class="tick"[^>]*>([^<]+)<', history_svg(week, LONDON))
     assert ticks[:2] == ["Thu 02", "Fri 03"]  # London midnights
+
+
+def split_plan() -> Plan:
+    """24 h of 30-min slots, the first split into a 10-min import phase and a 20-min export
+    phase (a time-shared slot, hems.planning.optimiser.timeshare)."""
+    whole = plan()
+    first, rest = whole.slots[0], whole.slots[1:]
+    imp = PlanSlot(
+        start=T0, duration_s=600, price_import_per_kwh=0.10, price_export_per_kwh=0.15,
+        grid_import_w=6000.0, grid_export_w=0.0, targets_w={"battery": 5000.0},
+        soc_pct={"battery": 30.0},
+    )  # fmt: skip
+    exp = PlanSlot(
+        start=T0 + timedelta(minutes=10), duration_s=1200, price_import_per_kwh=0.10,
+        price_export_per_kwh=0.15, grid_import_w=0.0, grid_export_w=3000.0,
+        targets_w={"battery": -3500.0}, soc_pct={"battery": 20.0},
+    )  # fmt: skip
+    assert first.end == exp.end
+    return Plan(T0, (imp, exp, *rest), cost=1.0, status="optimal")
+
+
+def test_plan_chart_draws_each_slot_at_its_own_width() -> None:
+    # The last hour shaded: it must end at the chart's right edge (48 + 544), whatever the
+    # first slot's length; the split slot's phase boundary 10 min in.
+    window = (T0 + timedelta(hours=23), T0 + timedelta(hours=24))
+    drawn = plan_chart_svg(split_plan(), LONDON, [window])
+    x, width = (
+        float(v)
+        for v in re.findall(
+            r'class="event-window" x="([\d.]+)" y="[\d.]+" width="([\d.]+)"', drawn
+        )[0]
+    )
+    assert abs(x - (48 + 544 * 23 / 24)) < 0.2 and abs(x + width - (48 + 544)) < 0.2
+    grid = re.search(r'data-series="grid" d="([^"]+)"', drawn)
+    assert grid is not None
+    xs = [float(v) for v in re.findall(r"H([\d.]+)", grid.group(1))]
+    assert abs(xs[0] - (48 + 544 * 10 / (24 * 60))) < 0.2  # the import phase: 10 min
+    assert abs(xs[1] - (48 + 544 * 30 / (24 * 60))) < 0.2  # the export phase: to 30 min
+    assert abs(xs[-1] - (48 + 544)) < 0.2
+
+
+def test_plan_svg_draws_each_slot_at_its_own_width() -> None:
+    from hems.planning.chart import plan_svg
+
+    drawn = plan_svg(split_plan(), "Europe/London")
+    paths = re.findall(r'<path d="([^"]+)"', drawn)
+    xs = [float(v) for v in re.findall(r"H([\d.]+)", paths[0])]
+    # 960 wide, 70 left, 20 right: 870 for 24 h.
+    assert abs(xs[0] - (70 + 870 * 10 / (24 * 60))) < 0.2
+    assert abs(xs[1] - (70 + 870 * 30 / (24 * 60))) < 0.2
+    assert abs(xs[-1] - (70 + 870)) < 0.2

@@ -18,11 +18,18 @@ from hems.errors import Infeasible
 from hems.planning.optimiser.checks import _hhmm, check
 from hems.planning.optimiser.extract import extract
 from hems.planning.optimiser.model import Columns, ModelArrays, build
-from hems.planning.optimiser.solve import _ABS_GAP, RawSolution, solve_arrays, solve_fixed
+from hems.planning.optimiser.solve import (
+    _ABS_GAP,
+    FixedLp,
+    RawSolution,
+    solve_arrays,
+    solve_fixed,
+)
 from hems.planning.optimiser.timeshare import (
     add_min_phase_rows,
     min_phase_start,
     short_phase_fixes,
+    short_phase_options,
 )
 from hems.planning.optimiser.warm import plan_hint
 from hems.planning.problem import Problem
@@ -66,8 +73,10 @@ def optimise(
             raw = solve_arrays(m, max(left_s, _MIN_PHASE_GRACE_S), mip_rel_gap)
             if raw.status == "infeasible":
                 raise _diagnose(problem, time_limit_s, mip_rel_gap)
-            notes.append("solver: phases of a split slot could not be kept to the minimum "
-                         "length; no slot is split")
+            notes.append(
+                "solver: phases of a split slot could not be kept to the minimum "
+                "length; no slot is split"
+            )
         else:
             raw = kept
         raw = replace(raw, solve_time_s=time.perf_counter() - t0)
@@ -133,22 +142,32 @@ def _min_phase(
     t_end = time.perf_counter() + max(left_s, 0.0)
     grace_end = t_end + _MIN_PHASE_GRACE_S
     bound = raw.objective - raw.mip_gap * abs(raw.objective)
+    lp = FixedLp(m, x, mip_rel_gap, relax=relaxed)
 
     def within_gap(v: float, b: float) -> bool:
         return v - b <= max(mip_rel_gap * abs(v), _ABS_GAP)
 
     while True:
-        new = {
-            c: b for c, b in short_phase_fixes(share, x, p.min_phase_s).items() if c not in fixes
+        options = {
+            c: o for c, o in short_phase_options(share, x, p.min_phase_s).items() if c not in fixes
         }
-        if not new:
+        if not options:
             break
-        fixes.update(new)
-        left = grace_end - time.perf_counter()
-        solved = solve_fixed(m, x, fixes, left, mip_rel_gap, fix_integers=True, relax=relaxed)
-        if solved is None and not relaxed:
-            left = grace_end - time.perf_counter()
-            solved = solve_fixed(m, x, fixes, left, mip_rel_gap, fix_integers=False)
+        solved = None
+        for choice in (0, 1):  # the nearer bounds; if no plan keeps them, the others
+            trial = fixes | {c: o[choice] for c, o in options.items()}
+            solved = lp.solve(trial, grace_end - time.perf_counter())
+            if solved is None and not relaxed and not lp.timed_out:
+                # No plan with these integer choices: a MIP with only the shares bounded.
+                left = grace_end - time.perf_counter()
+                solved = solve_fixed(m, x, trial, left, mip_rel_gap, fix_integers=False)
+                if solved is not None:
+                    lp = FixedLp(m, solved.x, mip_rel_gap, relax=False)
+            if solved is not None:
+                fixes = trial
+                break
+            if lp.timed_out:
+                return None
         if solved is None:
             return None
         x, value = solved.x, solved.objective
@@ -156,12 +175,12 @@ def _min_phase(
         return raw  # no short phase
     if relaxed:
         return replace(raw, x=x, objective=value)
-    left = t_end - time.perf_counter()
-    if not within_gap(value, bound) and left > 0.05:
+    if not within_gap(value, bound) and t_end - time.perf_counter() > 0.1:
         exact_m, exact_cols, _f = build(p, elapsed_s)
         assert exact_cols.share is not None
         add_min_phase_rows(exact_m, exact_cols.share, p.min_phase_s)
         start = np.concatenate([x, min_phase_start(share, x)])
+        left = t_end - time.perf_counter() - 0.05  # passing the model takes a moment
         done = solve_fixed(exact_m, start, {}, left, mip_rel_gap, fix_integers=False, start=start)
         if done is not None:
             y = done.x[: x.size]

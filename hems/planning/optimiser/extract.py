@@ -128,9 +128,7 @@ def extract(
             first.battery_w[bid] = (ch_i - dis_i) / a
             second.battery_w[bid] = (float(x[ch[t]] - x[dis[t]]) - ch_i + dis_i) / b
             s = spec[bid]
-            prev = (
-                float(x[soc[t - 1]]) if t > 0 else s.initial_soc_pct / 100.0 * s.capacity_wh
-            )
+            prev = float(x[soc[t - 1]]) if t > 0 else s.initial_soc_pct / 100.0 * s.capacity_wh
             first.soc_wh[bid] = prev + f.dt_h * (
                 s.charge_efficiency * ch_i - dis_i / s.discharge_efficiency
             )

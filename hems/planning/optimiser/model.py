@@ -328,6 +328,7 @@ def burn_slots(f: SlotFrame) -> IntArray:
     negative = np.flatnonzero((f.import_price < 0) | np.isfinite(f.import_floor_w))
     return np.arange(negative[-1] + 1, dtype=np.int32) if negative.size else negative
 
+
 def add_battery(
     m: ModelArrays, f: SlotFrame, b: BatterySpec, shared: IntArray | None = None
 ) -> tuple[IntArray, IntArray, IntArray]:

@@ -38,7 +38,6 @@ from hems.planning.optimiser.model import (
 )
 from hems.planning.problem import Problem
 
-
 PHASE_NOISE_S = 1e-3  # a phase shorter than a millisecond is solver noise: no phase
 
 
@@ -191,9 +190,7 @@ def _burn_per_phase(m: ModelArrays, f: SlotFrame, p: Problem, share: Share) -> N
         m.rows(-np.inf, 0.0, k, [(kl, pc[ic], 1.0), (kl, on_i, -cmax)])
         m.rows(-np.inf, dmax, k, [(kl, pd[id_], 1.0), (kl, on_i, dmax)])
         m.rows(-np.inf, 0.0, k, [(kl, cc[ic], 1.0), (kl, pc[ic], -1.0), (kl, on_e, -cmax)])
-        m.rows(
-            -np.inf, dmax, k, [(kl, cd[id_], 1.0), (kl, pd[id_], -1.0), (kl, on_e, dmax)]
-        )
+        m.rows(-np.inf, dmax, k, [(kl, cd[id_], 1.0), (kl, pd[id_], -1.0), (kl, on_e, dmax)])
 
 
 def _ev_min_per_phase(m: ModelArrays, p: Problem, cols: Columns, share: Share) -> None:
@@ -226,9 +223,7 @@ def _ev_min_per_phase(m: ModelArrays, p: Problem, cols: Columns, share: Share) -
         m.rows(-np.inf, 0.0, k, [(kl, c, 1.0), (kl, pi, -1.0), (kl, w_e, -hi)])
 
 
-def _battery_not_to_ev_per_phase(
-    m: ModelArrays, f: SlotFrame, cols: Columns, share: Share
-) -> None:
+def _battery_not_to_ev_per_phase(m: ModelArrays, f: SlotFrame, cols: Columns, share: Share) -> None:
     """model.add_battery_not_to_ev per phase: Σ discharge − deferrable loads <= base load."""
     if not cols.battery or not cols.ev:
         return
@@ -272,18 +267,25 @@ def short_phase_fixes(
     """θ column → its new bounds for each shared slot with a phase shorter than
     `min_phase_s`: under half of it, none (θ fixed at 0 or 1); from half of it, at least
     the minimum (m <= θ <= 1 − m, m = min_phase_s / length), whichever is nearer."""
+    return {col: options[0] for col, options in short_phase_options(share, x, min_phase_s).items()}
+
+
+def short_phase_options(
+    share: Share, x: np.ndarray, min_phase_s: float
+) -> dict[int, tuple[tuple[float, float], tuple[float, float]]]:
+    """`short_phase_fixes`' bounds first, then the other choice (when the nearer one has
+    no plan: a slot that needs some import cannot drop its import phase)."""
     th = x[share.theta]
-    out: dict[int, tuple[float, float]] = {}
+    out: dict[int, tuple[tuple[float, float], tuple[float, float]]] = {}
     for k in range(th.size):
         length = float(share.length_s[k])
         imp_s, exp_s = th[k] * length, (1.0 - th[k]) * length
         m = min_phase_s / length
         if PHASE_NOISE_S < min(imp_s, exp_s) < min_phase_s:
             col = int(share.theta[k])
-            if min(imp_s, exp_s) >= min_phase_s / 2:
-                out[col] = (m, 1.0 - m)
-            else:
-                out[col] = (0.0, 0.0) if imp_s < exp_s else (1.0, 1.0)
+            inner = (m, 1.0 - m)
+            end = (0.0, 0.0) if imp_s < exp_s else (1.0, 1.0)
+            out[col] = (inner, end) if min(imp_s, exp_s) >= min_phase_s / 2 else (end, inner)
     return out
 
 
@@ -313,4 +315,10 @@ def min_phase_start(share: Share, x: np.ndarray) -> np.ndarray:
     )
 
 
-__all__ = ["add_min_phase_rows", "add_time_share", "shared_slots", "short_phase_fixes"]
+__all__ = [
+    "add_min_phase_rows",
+    "add_time_share",
+    "shared_slots",
+    "short_phase_fixes",
+    "short_phase_options",
+]

@@ -61,15 +61,15 @@ def plan_hint(p: Problem, cols: Columns, n_cols: int, previous: Plan) -> np.ndar
         x[cols.grid_import[t]] = _mean(group, lambda s: s.grid_import_w)
         x[cols.grid_export[t]] = _mean(group, lambda s: s.grid_export_w)
         for bid, (ch, dis, _soc) in cols.battery.items():
-            charge = _mean(group, lambda s: _maybe(s.targets_w.get(bid), 1.0))
-            discharge = _mean(group, lambda s: _maybe(s.targets_w.get(bid), -1.0))
+            charge = _mean(group, lambda s, b=bid: _maybe(s.targets_w.get(b), 1.0))
+            discharge = _mean(group, lambda s, b=bid: _maybe(s.targets_w.get(b), -1.0))
             if charge is not None and discharge is not None:
                 x[ch[t]], x[dis[t]] = charge, discharge
     for eid, ev_slots, pw, _short in cols.ev:
         for k, t in enumerate(ev_slots):
             group = slots[int(t)]
             if group:
-                w = _mean(group, lambda s: s.targets_w.get(eid))
+                w = _mean(group, lambda s, e=eid: s.targets_w.get(e))
                 if w is not None:
                     x[pw[k]] = w
     for lid, load_slots, on, _power_w in cols.loads:
