@@ -1,5 +1,7 @@
-"""Probe: the planner's model with import/export time-shared within a slot (NOT what the
-planner runs; a measurement for issue 15 item 2).
+"""Probe: the planner's whole-slot model with import/export time-shared within a slot (a
+measurement for issue 15 item 2; the planner now time-shares by default, in
+hems/planning/optimiser/timeshare.py, with a minimum phase length and per-phase EV and
+battery_to_ev rows this probe does not have; the probe runs on `time_share: false`).
 
     nice -n 10 .venv/bin/python bench/planner_timeshare_probe.py --family "agile/flat15" --n 8
 
@@ -77,7 +79,12 @@ def hull_exclusivity(
 ) -> Callable[[model.ModelArrays, model.SlotFrame, model.Columns], None]:
     """model.add_grid_exclusivity, recording its columns; with `mid_soc` the SoC rows."""
 
-    def add(m: model.ModelArrays, f: model.SlotFrame, cols: model.Columns) -> None:
+    def add(
+        m: model.ModelArrays,
+        f: model.SlotFrame,
+        cols: model.Columns,
+        shared: np.ndarray | None = None,
+    ) -> None:
         imp, exp = cols.grid_import, cols.grid_export
         imp_ub, exp_ub = model.grid_bounds_w(f)
         both = np.flatnonzero((f.export_price > f.import_price) & (imp_ub > 0) & (exp_ub > 0))
@@ -275,7 +282,7 @@ def main() -> int:
     cpu_ms: list[float] = []
     mip_ms: list[float] = []
     for seed in range(1, a.n + 1):
-        p = family_instance(seed, a.family)
+        p = family_instance(seed, a.family).model_copy(update={"time_share": False})
         line = f"{a.family} seed {seed}:"
         if a.mip:
             m0, _c, _f = model.build(p)
