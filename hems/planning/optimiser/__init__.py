@@ -52,7 +52,12 @@ def optimise(
     The plan's status is "optimal" only when its cost is proven within `mip_rel_gap` of the
     best possible (|cost − bound| <= gap·|cost|, HiGHS' own test); "feasible" when the time
     limit stopped the search first, with the gap proven in the notes. `warm_start`: the
-    previous plan, whose choices are tried first where its slots overlap (warm.py)."""
+    previous plan, whose choices are tried first where its slots overlap (warm.py).
+
+    Where export pays more than import a slot may be split into an import phase then an
+    export phase (timeshare.py): two PlanSlots, none shorter than `problem.min_phase_s`.
+    `created_at` inside slot 0 (a mid-slot replan) lays slot 0's phases out over what is
+    left of it, from `created_at`, import first."""
     t0 = time.perf_counter()
     notes = check(problem)
     elapsed_s = 0.0
