@@ -2,7 +2,8 @@
 
 Split in three: `model` (pure builders filling numpy arrays, one per device), `solve`
 (HiGHS low-level API, time limit, MIP gap, LP fallback) and `extract` (→ Plan). `checks`
-explains infeasibility before the solver runs.
+explains infeasibility before the solver runs; `timeshare` splits the slots where export
+pays more than import into an import phase and an export phase; `warm` reads the last plan.
 """
 
 from __future__ import annotations
