@@ -699,7 +699,8 @@ def build(
 ) -> tuple[ModelArrays, Columns, SlotFrame]:
     """The whole MILP of `p`. `elapsed_s`: how far into slot 0 the plan starts (a mid-slot
     replan lays slot 0's phases out over what is left of it); `whole`: slots that must not
-    be time-shared (timeshare.py falls back to them)."""
+    be time-shared (the optimiser's fallback when rounded phases leave no plan)."""
+    # Here, not at the top: timeshare builds on this module's types and builders.
     from hems.planning.optimiser.timeshare import add_time_share, shared_slots
 
     f = slot_frame(p)
