@@ -9,10 +9,12 @@ several meters claiming the grid flow one is used, never their sum.
 
 A PV limit that went up (the guard lifted a curtailment, or the inverter reverted it) is
 reported at its old value until the inverter has had time to follow (`verify_after_s`) and
-its power reading has changed since, or at most G100's `max_excursion_s`: its limit register
-reads back the new value at once, its power only once it has followed, and the guard must
-not count on the PV staying at the old cap (it predicts a PV under a raised limit rising to
-it; issue 16's soak found the battery let discharge into export the cycle after a lift).
+its power reading has changed since (a reading from after it followed): its limit register
+reads back the new value at once, its power only once it has followed and been read again,
+and the guard must not count on the PV staying at the old cap meanwhile (it predicts a PV
+under a raised limit rising to it; issue 16's soak found the battery let discharge into
+export the cycle after a lift). No time bound: a PV whose reading never changes (0 W at
+night) keeps the old limit counted, which only keeps the battery from exporting against it.
 """
 
 from __future__ import annotations
@@ -170,7 +172,7 @@ class Snapshot:
         followed = (
             age_s >= self._cfg.verify_after_s and power_w is not None and power_w != raised.power_w
         )
-        if limit_pct <= raised.from_pct or followed or age_s >= self._cfg.g100.max_excursion_s:
+        if limit_pct <= raised.from_pct or followed:
             del self._pv_raise[device_id]
             return limit_pct
         return raised.from_pct
