@@ -9,12 +9,13 @@ several meters claiming the grid flow one is used, never their sum.
 
 A PV limit that went up (the guard lifted a curtailment, or the inverter reverted it) is
 reported at its old value until the inverter has had time to follow (`verify_after_s`) and
-its power reading has changed since (a reading from after it followed): its limit register
-reads back the new value at once, its power only once it has followed and been read again,
-and the guard must not count on the PV staying at the old cap meanwhile (it predicts a PV
-under a raised limit rising to it; issue 16's soak found the battery let discharge into
-export the cycle after a lift). No time bound: a PV whose reading never changes (0 W at
-night) keeps the old limit counted, which only keeps the battery from exporting against it.
+a reading from after that shows it: the PV's or the grid meter's power has changed since
+the raise. Its limit register reads back the new value at once, its power only once it has
+followed and been read again, and the guard must not count on the PV staying at the old cap
+meanwhile (it predicts a PV under a raised limit rising to it; issue 16's soak found the
+battery let discharge into export the cycle after a lift, the PV still read at the old cap).
+No time bound: on the HIL rig at high speed the registers change only at its physics steps
+(200 simulated s at 400x), and a real meter's reading changes every second.
 """
 
 from __future__ import annotations
@@ -57,6 +58,7 @@ class _PvRaise:
     from_pct: float  # the limit before: what the guard still counts from
     at_s: float  # clock seconds when the raise was seen
     power_w: float | None  # the PV's power reading then
+    grid_w: float | None  # the grid meter's then
 
 
 class Snapshot:
@@ -130,7 +132,7 @@ class Snapshot:
             if limit is None:
                 limit = last.limit_pct if isinstance(last, PvCommand) else 100.0
             power = self._fresh(d, Quantity.POWER_W)
-            pvs[d] = PvImage(power, self._pv_limit_counted(d, limit, power))
+            pvs[d] = PvImage(power, self._pv_limit_counted(d, limit, power, grid.power_w))
         evs = {}
         dsr = self._dsr_active()
         for d in spec.chargers:
@@ -156,7 +158,9 @@ class Snapshot:
             self._clock.now(), self._clock.monotonic(), v, grid, batteries, pvs, evs, loads
         )
 
-    def _pv_limit_counted(self, device_id: str, limit_pct: float, power_w: float | None) -> float:
+    def _pv_limit_counted(
+        self, device_id: str, limit_pct: float, power_w: float | None, grid_w: float | None
+    ) -> float:
         """The limit the guard counts the PV from: the read one, or the one before a raise
         the inverter has not been seen following yet (see the module doc)."""
         now_s = self._clock.monotonic()
@@ -165,13 +169,14 @@ class Snapshot:
         raised = self._pv_raise.get(device_id)
         if prev is not None and limit_pct > prev:
             from_pct = prev if raised is None else min(prev, raised.from_pct)
-            raised = self._pv_raise[device_id] = _PvRaise(from_pct, now_s, power_w)
+            raised = self._pv_raise[device_id] = _PvRaise(from_pct, now_s, power_w, grid_w)
         if raised is None:
             return limit_pct
         age_s = now_s - raised.at_s
-        followed = (
-            age_s >= self._cfg.verify_after_s and power_w is not None and power_w != raised.power_w
+        shown = (power_w is not None and power_w != raised.power_w) or (
+            grid_w is not None and grid_w != raised.grid_w
         )
+        followed = age_s >= self._cfg.verify_after_s and shown
         if limit_pct <= raised.from_pct or followed:
             del self._pv_raise[device_id]
             return limit_pct
