@@ -14,12 +14,16 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+from control_helpers import FakeBattery, FakePv
+
 import hil.home as hil_home
 import hil.sunspec_server as hil_server
 from hems.control.config import ControlConfig, StageBudgets
 from hems.control.devices import ControlledDevices
 from hems.control.loop import ControlLoop
 from hems.core.clock import ManualClock
+from hems.core.readings import Quantity as Q
+from hems.core.readings import Reading, Role
 from hems.core.site import LimitsConfig
 from hems.core.state import SiteState
 from hems.devices.modbus.config import SunSpecDeviceConfig
@@ -100,3 +104,43 @@ async def test_a_lifted_curtailment_is_not_counted_as_staying_down_until_the_pv_
     finally:
         await pool.close()
         await server.stop()
+
+
+async def test_a_raise_is_counted_only_until_a_later_reading_shows_the_pv() -> None:
+    """At night a PV reads 0 W whatever its limit: once `verify_after_s` has passed and the
+    grid meter's reading has changed, the raise is no longer held against the battery."""
+    clock = ManualClock(NOON.replace(hour=23))
+    state = SiteState(clock, stale_after_s=10)
+    bat, pv = FakeBattery(), FakePv()
+    devs = ControlledDevices()
+    devs.add_battery(bat, max_charge_w=5000, max_discharge_w=5000)
+    devs.add_pv(pv, rated_w=6000)
+    for d, role in (("grid", Role.GRID), ("bat", Role.BATTERY), ("pv", Role.PV)):
+        state.register_device(d, role)
+    limits = LimitsConfig(fuse_a=60, phases=1, export_limit_w=3680, battery_reserve_pct=10)
+    loop = ControlLoop(ControlConfig(strategy="self-consumption"), limits, state, devs, clock,
+                       lambda: None)  # fmt: skip
+    loop.set_override("bat", -2000.0, clock.now() + timedelta(hours=1))
+
+    async def cycle(t: int, limit_pct: float) -> float:
+        await clock.advance(1.0)
+        now = clock.now()
+        state.publish(
+            [
+                Reading("grid", Q.POWER_W, -1700.0 - t, now),  # a meter's reading moves
+                Reading("bat", Q.POWER_W, -2000.0, now),
+                Reading("bat", Q.SOC_PCT, 50.0, now),
+                Reading("pv", Q.POWER_W, 0.0, now),
+                Reading("pv", Q.POWER_LIMIT_PCT, limit_pct, now),
+            ]
+        )
+        await loop.step()
+        return bat.calls[-1][1]
+
+    # Curtailed to 0 %: lifting it may bring up to 6 kW back, so the battery absorbs.
+    assert await cycle(0, 0.0) > -2000.0
+    held = [await cycle(t, 100.0) for t in range(1, 4)]  # the inverter reverted to 100 %
+    assert all(w > -2000.0 for w in held), held  # the PV may come back: less discharge
+    for t in range(4, 10):
+        last_w = await cycle(t, 100.0)
+    assert last_w == -2000.0  # verify_after_s passed, the meter moved: the PV stayed at 0
