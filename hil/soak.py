@@ -16,9 +16,10 @@ and said so).
 
 Checked throughout, on what the rig measures: fuse current, export power, battery SoC
 against the configured limits (each step over the export limit is listed with its time, its
-flows and the one before, and its cause: `export_over_cause`); every event answered and every delivery report received once,
-in order; `PRAGMA integrity_check` after each kill and how much was lost; the daemon's task
-count, store buffer and outbox depth over time (from its probe); RSS and bytes written.
+flows and the one before, and its cause: `export_over_cause`); every event answered and
+every delivery report received once, in order; `PRAGMA integrity_check` after each kill and
+how much was lost; the daemon's task count, store buffer and outbox depth over time (from
+its probe); RSS and bytes written.
 """
 
 from __future__ import annotations
