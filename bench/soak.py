@@ -33,6 +33,10 @@ def table(r: dict) -> str:
          f"{r['wall_s']:.0f} s"),
         ("fuse (max A, steps over, longest over)", _limit(inv["fuse"])),
         ("export (max W, steps over, longest over)", _limit(inv["export"])),
+        ("export steps over by the daemon's commands", str(inv["export_steps_over_by_commands"])),
+        ("export steps over (time, W, cause)", "; ".join(
+            f"{e['sim'][5:16]} {e['export_w']} {e['cause']}" for e in inv["export_over"])
+         or "none"),
         ("reserve (min SoC %, steps under, longest under)", _limit(inv["reserve"])),
         ("events answered (accepted)", f"{r['all_answered']} ({len(r['events'])} events)"),
         ("reports exactly once / in order", f"{r['reports_exactly_once']} / "

@@ -15,9 +15,11 @@ behind and is stepped forward, as an NTP step after a boot with a stale clock); 
 and said so).
 
 Checked throughout, on what the rig measures: fuse current, export power, battery SoC
-against the configured limits; every event answered and every delivery report received once,
-in order; `PRAGMA integrity_check` after each kill and how much was lost; the daemon's task
-count, store buffer and outbox depth over time (from its probe); RSS and bytes written.
+against the configured limits (each step over the export limit is listed with its time, its
+flows and the one before, and its cause: `export_over_cause`); every event answered and
+every delivery report received once, in order; `PRAGMA integrity_check` after each kill and
+how much was lost; the daemon's task count, store buffer and outbox depth over time (from
+its probe); RSS and bytes written.
 """
 
 from __future__ import annotations
@@ -64,6 +66,7 @@ SITE = "demo-home"
 FUSE_A = 60.0
 EXPORT_LIMIT_W = 3680.0
 RESERVE_PCT = 10.0
+EXPORT_TOLERANCE_W = 50.0  # a step counts as over the export limit beyond this
 
 
 # -- the schedule -----------------------------------------------------------------------------
@@ -118,6 +121,48 @@ def week_schedule() -> list[Step]:
         Step(6, dtime(2, 2), "kill"),
     ]
     return steps
+
+
+def _flows(state: HomeState | None, rig: HilRig | None) -> dict[str, Any] | None:
+    """One physics step's balance, for the report of a step over a limit."""
+    if state is None:
+        return None
+    out: dict[str, Any] = {
+        "sim": state.at.astimezone(LONDON).isoformat(timespec="seconds"),
+        "export_w": round(-state.grid_w),
+        "pv_available_w": round(state.pv_available_w),
+        "pv_w": round(state.pv_w),
+        "pv_limit_pct": round(state.pv_limit_pct, 1),
+        "load_w": round(state.load_w),
+        "external_w": round(state.external_w),
+        "battery_w": round(state.battery_w),
+        "soc_pct": round(state.soc_pct, 1),
+    }
+    if rig is not None:
+        out["battery_window_w"] = rig.home.battery_window_w
+    return out
+
+
+def export_over_cause(
+    now: HomeState, before: HomeState | None, pv_max_w: float
+) -> tuple[str, float | None]:
+    """Why a physics step was over the export limit, and the export the commands give.
+
+    The devices as the daemon left them at this step (the battery's power, the PV limit, the
+    charger's draw) are put against the previous step's sun and household load: what the
+    daemon saw when it decided (the rig's registers change only at a step). Over the limit
+    with those too: "commands", the daemon's own doing. Else "sun-or-house": the PV's
+    available power rose or the house load fell between two readings, which the loop can
+    only answer at the next reading (a cloud edge is a step in the rig's model). The charger
+    counts as commanded even when the car itself stopped: conservative, never hides a fault.
+    """
+    if before is None:
+        return "commands", None
+    pv_w = min(before.pv_available_w, pv_max_w * now.pv_limit_pct / 100.0)
+    export_w = pv_w - now.battery_w - before.load_w - now.external_w
+    return ("commands" if export_w > EXPORT_LIMIT_W + EXPORT_TOLERANCE_W else "sun-or-house"), (
+        export_w
+    )
 
 
 # -- measuring --------------------------------------------------------------------------------
@@ -238,6 +283,8 @@ class Soak:
         self.fuse = Limit("fuse_a", FUSE_A)
         self.export = Limit("export_w", EXPORT_LIMIT_W)
         self.reserve = Limit("soc_pct", RESERVE_PCT)
+        self.export_over: list[dict[str, Any]] = []  # each step over, with the one before
+        self._prev_state: HomeState | None = None
         self._process_no = 0
         self._started_real = 0.0
         self._step_armed = False
@@ -524,7 +571,22 @@ class Soak:
         amps = max(state.current_phase_a)
         self.fuse.observe(amps, amps > FUSE_A + 0.5, dt, lambda a, b: a > b)
         export_w = -state.grid_w
-        self.export.observe(export_w, export_w > EXPORT_LIMIT_W + 50, dt, lambda a, b: a > b)
+        over = export_w > EXPORT_LIMIT_W + EXPORT_TOLERANCE_W
+        self.export.observe(export_w, over, dt, lambda a, b: a > b)
+        if over:
+            pv_max_w = self.rig.home.config.pv_inverter_max_w if self.rig is not None else 0.0
+            cause, commanded_w = export_over_cause(state, self._prev_state, pv_max_w)
+            self.export_over.append(
+                {
+                    "sim": state.at.astimezone(LONDON).isoformat(timespec="seconds"),
+                    "export_w": round(export_w),
+                    "cause": cause,
+                    "export_by_commands_w": None if commanded_w is None else round(commanded_w),
+                    "now": _flows(state, self.rig),
+                    "before": _flows(self._prev_state, None),
+                }
+            )
+        self._prev_state = state
         self.reserve.observe(state.soc_pct, state.soc_pct < RESERVE_PCT - 1, dt, lambda a, b: a < b)
 
     async def sampler(self) -> None:
@@ -749,6 +811,10 @@ class Soak:
             "invariants": {
                 "fuse": self.fuse.report(),
                 "export": self.export.report(),
+                "export_steps_over_by_commands": sum(
+                    e["cause"] == "commands" for e in self.export_over
+                ),
+                "export_over": self.export_over,
                 "reserve": self.reserve.report(),
                 "physics_step_s": self.rig.step_s if self.rig else None,
             },

@@ -23,7 +23,8 @@ multi-phase site whose grid meter gives no per-phase currents is still guarded p
 worst-case split: all uncontrolled house load on each phase in turn (`worst_case_phase_a`).
 The EV is assumed to take what it is offered (conservative for the fuse); PV is assumed not to rise
 unless its limit is raised, in which case it may rise up to the new limit (conservative for
-export).
+export); a raise counts as such until the inverter is seen following it (the snapshot reports
+the limit before it until then), not only in the cycle that sent it.
 """
 
 from __future__ import annotations

@@ -80,7 +80,9 @@ class BatteryImage:
 @dataclass(frozen=True, slots=True)
 class PvImage:
     power_w: float | None
-    limit_pct: float = 100.0  # last known limit (reading, else last command)
+    # last known limit (reading, else last command); after a raise the inverter has not
+    # been seen following yet, the one before it (hems.control.snapshot)
+    limit_pct: float = 100.0
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,12 +6,23 @@ under the snapshot budget, and a call that misses it keeps its last answer and i
 again next cycle (never started twice). Implausible readings (out of range, or a power jump
 beyond `max_step_w` that the next reading does not confirm) are dropped for the cycle; of
 several meters claiming the grid flow one is used, never their sum.
+
+A PV limit that went up (the guard lifted a curtailment, or the inverter reverted it) is
+reported at its old value until the inverter has had time to follow (`verify_after_s`) and
+a reading from after that shows it: the PV's or the grid meter's power has changed since
+the raise. Its limit register reads back the new value at once, its power only once it has
+followed and been read again, and the guard must not count on the PV staying at the old cap
+meanwhile (it predicts a PV under a raised limit rising to it; issue 16's soak found the
+battery let discharge into export the cycle after a lift, the PV still read at the old cap).
+No time bound: on the HIL rig at high speed the registers change only at its physics steps
+(200 simulated s at 400x), and a real meter's reading changes every second.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from typing import cast
 
 from hems.control.config import ControlConfig
@@ -38,6 +49,16 @@ from hems.core.state import SiteState
 
 PHASE_POWER = (Quantity.POWER_L1_W, Quantity.POWER_L2_W, Quantity.POWER_L3_W)
 _PHASE_CURRENT = (Quantity.CURRENT_L1_A, Quantity.CURRENT_L2_A, Quantity.CURRENT_L3_A)
+
+
+@dataclass(frozen=True, slots=True)
+class _PvRaise:
+    """A PV limit that went up and the inverter has not been seen following yet."""
+
+    from_pct: float  # the limit before: what the guard still counts from
+    at_s: float  # clock seconds when the raise was seen
+    power_w: float | None  # the PV's power reading then
+    grid_w: float | None  # the grid meter's then
 
 
 class Snapshot:
@@ -70,6 +91,8 @@ class Snapshot:
         self._probes: dict[str, asyncio.Task[object]] = {}  # state / is_on calls in flight
         self._accepted: dict[tuple[str, Quantity], float] = {}
         self._suspect: dict[tuple[str, Quantity], float] = {}
+        self._pv_limit: dict[str, float] = {}  # each PV's limit as last read (or written)
+        self._pv_raise: dict[str, _PvRaise] = {}
 
     @property
     def load_on(self) -> Mapping[str, bool | None]:
@@ -108,7 +131,8 @@ class Snapshot:
             limit = self._fresh(d, Quantity.POWER_LIMIT_PCT)
             if limit is None:
                 limit = last.limit_pct if isinstance(last, PvCommand) else 100.0
-            pvs[d] = PvImage(self._fresh(d, Quantity.POWER_W), limit)
+            power = self._fresh(d, Quantity.POWER_W)
+            pvs[d] = PvImage(power, self._pv_limit_counted(d, limit, power, grid.power_w))
         evs = {}
         dsr = self._dsr_active()
         for d in spec.chargers:
@@ -133,6 +157,30 @@ class Snapshot:
         return ProcessImage(
             self._clock.now(), self._clock.monotonic(), v, grid, batteries, pvs, evs, loads
         )
+
+    def _pv_limit_counted(
+        self, device_id: str, limit_pct: float, power_w: float | None, grid_w: float | None
+    ) -> float:
+        """The limit the guard counts the PV from: the read one, or the one before a raise
+        the inverter has not been seen following yet (see the module doc)."""
+        now_s = self._clock.monotonic()
+        prev = self._pv_limit.get(device_id)
+        self._pv_limit[device_id] = limit_pct
+        raised = self._pv_raise.get(device_id)
+        if prev is not None and limit_pct > prev:
+            from_pct = prev if raised is None else min(prev, raised.from_pct)
+            raised = self._pv_raise[device_id] = _PvRaise(from_pct, now_s, power_w, grid_w)
+        if raised is None:
+            return limit_pct
+        age_s = now_s - raised.at_s
+        shown = (power_w is not None and power_w != raised.power_w) or (
+            grid_w is not None and grid_w != raised.grid_w
+        )
+        followed = age_s >= self._cfg.verify_after_s and shown
+        if limit_pct <= raised.from_pct or followed:
+            del self._pv_raise[device_id]
+            return limit_pct
+        return raised.from_pct
 
     async def _refresh_probes(self) -> None:
         """Ask every charger for its state and every switchable load whether it is on,
