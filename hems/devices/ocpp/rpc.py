@@ -40,7 +40,7 @@ from ocpp.messages import Call, CallError, CallResult, MessageType, get_validato
 
 log = structlog.get_logger(__name__)
 
-# A version's enums are imported when a charger speaks it: ocpp.v201 alone is 3 MiB of RSS.
+# A version's enums are imported when a charger speaks it: ocpp.v201's modules are 2.6 MiB RSS.
 _ENUMS = {"1.6": "ocpp.v16.enums", "2.0.1": "ocpp.v201.enums"}
 
 

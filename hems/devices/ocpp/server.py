@@ -49,8 +49,10 @@ FRAMES = logging.getLogger("hems.ocpp.frames")
 SUBPROTOCOLS = ["ocpp2.0.1", "ocpp1.6"]
 # A version's link (and the ocpp package's modules of that version) is imported when the first
 # charger connects with its subprotocol: a site with one 1.6 charger never loads 2.0.1.
-_LINKS = {"ocpp1.6": ("hems.devices.ocpp.v16", "Link16"),
-          "ocpp2.0.1": ("hems.devices.ocpp.v201", "Link201")}  # fmt: skip
+_LINKS = {
+    "ocpp1.6": ("hems.devices.ocpp.v16", "Link16"),
+    "ocpp2.0.1": ("hems.devices.ocpp.v201", "Link201"),
+}
 _VERSION = {"ocpp1.6": "1.6", "ocpp2.0.1": "2.0.1"}
 
 
