@@ -60,6 +60,18 @@ def rss_mib(pid: int) -> float:
     return float("nan")
 
 
+def rollup_mib(pid: int) -> dict[str, float]:
+    """Pss (shared library pages split among the processes mapping them) and the process's own
+    anonymous memory (Private_Dirty) from /proc/PID/smaps_rollup: RSS counts a shared
+    library's resident pages in full."""
+    out: dict[str, float] = {}
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+        key, _, rest = line.partition(":")
+        if key in ("Pss", "Private_Dirty"):
+            out[key] = int(rest.split()[0]) / 1024
+    return out
+
+
 def children_rss_mib(pid: int) -> float:
     """RSS of the daemon's child processes (the planner's solver process)."""
     total = 0.0
@@ -131,6 +143,7 @@ async def run(minutes: float, speed: float, batch_s: float, full: bool) -> dict[
                 await asyncio.sleep(0.02)
             await asyncio.sleep(max(0.0, minutes * 60 - (time.monotonic() - t0)))
             rss = rss_mib(proc.pid)
+            rollup = rollup_mib(proc.pid)
             child_rss = children_rss_mib(proc.pid)
             rows = count(db)
             proc.terminate()
@@ -140,6 +153,8 @@ async def run(minutes: float, speed: float, batch_s: float, full: bool) -> dict[
         "ready_s": ready_s,
         "first_reading_s": first_s,
         "rss_mib": rss,
+        "pss_mib": rollup.get("Pss", float("nan")),
+        "private_dirty_mib": rollup.get("Private_Dirty", float("nan")),
         "child_rss_mib": child_rss,
         "readings": rows,
         "simulated_h": minutes * speed / 60,
@@ -169,6 +184,9 @@ def main() -> None:
     )
     print(
         f"| RSS after {r['simulated_h']:.1f} h simulated at {a.speed:g}× | {r['rss_mib']:.1f} MiB |"
+    )
+    print(
+        f"| the same: Pss / Private_Dirty | {r['pss_mib']:.1f} / {r['private_dirty_mib']:.1f} MiB |"
     )
     print(f"| RSS of its child processes (the planner's solver) | {r['child_rss_mib']:.1f} MiB |")
     print(f"| readings stored | {r['readings']} |")

@@ -13,10 +13,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import UTC, date, datetime, time, timedelta
-from typing import Literal
+from typing import TYPE_CHECKING, Any, Literal
 from zoneinfo import ZoneInfo
 
-import holidays as pyholidays
+if TYPE_CHECKING:
+    from holidays import HolidayBase
 
 HolidaySet = Literal["public", "nerc"]
 
@@ -44,6 +45,19 @@ _NERC_NAMES = (
 # all parts, which is nobody's calendar (GB: no Easter Monday, no summer bank holiday).
 _SUBDIVISION_NEEDED = frozenset({"GB"})
 
+# The package's answer for GB's public holidays, known without asking it: loading one country
+# loads all of them (holidays.countries, 8 MiB of RSS), and the daemon checks the default
+# calendar (GB-ENG) even with flex off. tests/flex/test_flex_calendar.py holds this to the
+# package.
+_GB_SUBDIVISIONS = ("ENG", "NIR", "SCT", "WLS")
+
+
+def _country_holidays(country: str, **kwargs: Any) -> HolidayBase:
+    """holidays.country_holidays, the package imported on first use (a calendar is needed)."""
+    import holidays as pyholidays
+
+    return pyholidays.country_holidays(country, **kwargs)
+
 
 def check_region(
     country: str | None, subdivision: str | None, holiday_set: HolidaySet = "public"
@@ -60,9 +74,16 @@ def check_region(
             raise ValueError("holiday_set: 'nerc' needs country US")
         return None, None
     code = country.strip().upper()
+    if (
+        holiday_set == "public"
+        and code == "GB"
+        and subdivision is not None
+        and subdivision.strip().upper() in _GB_SUBDIVISIONS
+    ):
+        return code, subdivision.strip().upper()
     try:
         # One country's module, not list_supported_countries(): that imports all of them (~2 s).
-        entity = pyholidays.country_holidays(code)
+        entity = _country_holidays(code)
     except NotImplementedError:
         raise ValueError(
             f"country: unknown {country!r}; an ISO 3166-1 alpha-2 code the holidays package "
@@ -101,7 +122,7 @@ def nerc_holidays(year: int) -> dict[date, str]:
     References: NERC Resources Subcommittee, "Additional Off-Peak Days" (NERC holidays);
     PJM Manual 11 §10 leaves these days out of the weekday CBL basis.
     """
-    us = pyholidays.country_holidays("US", years=year, observed=False)
+    us = _country_holidays("US", years=year, observed=False)
     out: dict[date, str] = {}
     for day, name in us.items():
         if name in _NERC_NAMES:
@@ -161,7 +182,7 @@ class WorkingDayCalendar:
                 days = frozenset(nerc_holidays(year))
             else:
                 days = frozenset(
-                    pyholidays.country_holidays(self.country, subdiv=self.subdivision, years=year)
+                    _country_holidays(self.country, subdiv=self.subdivision, years=year)
                 )
             self._years[year] = days
         return days

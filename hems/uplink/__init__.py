@@ -15,20 +15,41 @@ See README.md in this folder for the protocol. One job per module:
 - `config`: `UplinkConfig`, the `uplink:` section.
 - `homeassistant`: MQTT discovery for a local Home Assistant (no aggregator needed).
 - `schema`: `hems schema uplink`.
+
+Names are imported lazily: loading the config (which needs only `hems.uplink.config`) must
+not pull in cryptography, aiomqtt and paho for a site without an uplink.
 """
 
-from hems.uplink.capabilities import describe_site
-from hems.uplink.channel import Uplink
-from hems.uplink.config import UplinkConfig
-from hems.uplink.inbound import Inbound, Response
-from hems.uplink.messages import (
-    Capabilities,
-    Event,
-    EventDecision,
-    OperatingEnvelope,
-    uplink_json_schema,
-)
+from __future__ import annotations
 
+from importlib import import_module
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from hems.uplink.capabilities import describe_site
+    from hems.uplink.channel import Uplink
+    from hems.uplink.config import UplinkConfig
+    from hems.uplink.inbound import Inbound, Response
+    from hems.uplink.messages import (
+        Capabilities,
+        Event,
+        EventDecision,
+        OperatingEnvelope,
+        uplink_json_schema,
+    )
+
+_HOMES = {
+    "Capabilities": "hems.uplink.messages",
+    "Event": "hems.uplink.messages",
+    "EventDecision": "hems.uplink.messages",
+    "Inbound": "hems.uplink.inbound",
+    "OperatingEnvelope": "hems.uplink.messages",
+    "Response": "hems.uplink.inbound",
+    "Uplink": "hems.uplink.channel",
+    "UplinkConfig": "hems.uplink.config",
+    "describe_site": "hems.uplink.capabilities",
+    "uplink_json_schema": "hems.uplink.messages",
+}
 __all__ = [
     "Capabilities",
     "Event",
@@ -41,3 +62,10 @@ __all__ = [
     "describe_site",
     "uplink_json_schema",
 ]
+
+
+def __getattr__(name: str) -> object:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module 'hems.uplink' has no attribute {name!r}")
+    return getattr(import_module(home), name)

@@ -125,3 +125,35 @@ def test_clock_change_days_have_46_and_50_periods() -> None:
     assert len(settlement_periods(date(2024, 10, 27), LONDON)) == 50
     assert len(settlement_periods(date(2024, 6, 1), LONDON)) == 48
     assert at_wall_clock(date(2024, 3, 31), time(1, 30), LONDON) is None  # skipped hour
+
+
+def test_gb_without_the_package_matches_the_package() -> None:
+    # GB's subdivisions are answered without importing holidays (the daemon checks the default
+    # calendar even with flex off); the package must agree.
+    import holidays
+
+    from hems.flex import calendar
+
+    assert tuple(sorted(holidays.country_holidays("GB").subdivisions)) == (
+        calendar._GB_SUBDIVISIONS
+    )
+    for sub in calendar._GB_SUBDIVISIONS:
+        assert calendar.check_region("gb", sub.lower()) == ("GB", sub)
+
+
+def test_the_default_calendar_loads_the_holidays_package_on_first_use() -> None:
+    import subprocess
+    import sys
+
+    script = (
+        "import sys\n"
+        "from hems.flex.config import FlexConfig\n"
+        "cal = FlexConfig().calendar.calendar('dfs')\n"
+        "print('holidays' in sys.modules)\n"
+        "from datetime import date\n"
+        "print(cal.is_working_day(date(2028, 12, 25)), 'holidays' in sys.modules)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert out.stdout.split() == ["False", "False", "True"]

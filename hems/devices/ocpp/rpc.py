@@ -29,21 +29,29 @@ from __future__ import annotations
 import decimal
 import json
 from collections import OrderedDict
+from functools import cache
+from importlib import import_module
 from typing import Any
 
 import structlog
 from jsonschema.exceptions import ValidationError as SchemaError
 from ocpp.exceptions import OCPPError
 from ocpp.messages import Call, CallError, CallResult, MessageType, get_validator
-from ocpp.v16.enums import Action as Action16
-from ocpp.v201.enums import Action as Action201
 
 log = structlog.get_logger(__name__)
 
-_KNOWN = {
-    "1.6": {a.value for a in Action16},
-    "2.0.1": {a.value for a in Action201},
-}
+# A version's enums are imported when a charger speaks it: ocpp.v201's modules are 2.6 MiB RSS.
+_ENUMS = {"1.6": "ocpp.v16.enums", "2.0.1": "ocpp.v201.enums"}
+
+
+@cache
+def _known_actions(version: str) -> frozenset[str]:
+    """The actions OCPP `version` defines (empty for a version we do not speak)."""
+    if version not in _ENUMS:
+        return frozenset()
+    return frozenset(a.value for a in import_module(_ENUMS[version]).Action)
+
+
 _DECIMAL_ACTIONS_16 = {"SetChargingProfile", "RemoteStartTransaction"}
 SEEN_IDS_KEPT = 512
 
@@ -168,7 +176,7 @@ class StrictRouting:
                     self._seen_ids.popitem(last=False)
                 handlers = self.route_map.get(msg.action)  # type: ignore[attr-defined]
                 if handlers is None or "_on_action" not in handlers:
-                    known = msg.action in _KNOWN.get(version, set())
+                    known = msg.action in _known_actions(version)
                     raise FrameError(
                         "NotSupported" if known else "NotImplemented",
                         f"action {msg.action!r} is "

@@ -21,7 +21,8 @@ import re
 import ssl
 from collections import deque
 from http import HTTPStatus
-from typing import Any
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
 import structlog
@@ -35,17 +36,32 @@ from hems.devices.ocpp.config import ChargerConfig, OcppConfig
 from hems.devices.ocpp.events import ChargerListener
 from hems.devices.ocpp.quirks import QuirkProfile, default_profile, load_profile
 from hems.devices.ocpp.store import OcppStore
-from hems.devices.ocpp.v16 import Link16
-from hems.devices.ocpp.v201 import Link201
 from hems.errors import ConfigError
 from hems.store.db import Database
+
+if TYPE_CHECKING:
+    from hems.devices.ocpp.v16 import Link16
+    from hems.devices.ocpp.v201 import Link201
 
 log = structlog.get_logger(__name__)
 # The ocpp package logs every frame at INFO; keep that out of the journal unless asked.
 FRAMES = logging.getLogger("hems.ocpp.frames")
 SUBPROTOCOLS = ["ocpp2.0.1", "ocpp1.6"]
-_LINKS: dict[str, type[Link16] | type[Link201]] = {"ocpp1.6": Link16, "ocpp2.0.1": Link201}
+# A version's link (and the ocpp package's modules of that version) is imported when the first
+# charger connects with its subprotocol: a site with one 1.6 charger never loads 2.0.1.
+_LINKS = {
+    "ocpp1.6": ("hems.devices.ocpp.v16", "Link16"),
+    "ocpp2.0.1": ("hems.devices.ocpp.v201", "Link201"),
+}
 _VERSION = {"ocpp1.6": "1.6", "ocpp2.0.1": "2.0.1"}
+
+
+def _link_class(protocol: str) -> type[Link16] | type[Link201] | None:
+    where = _LINKS.get(protocol)
+    if where is None:
+        return None
+    module, name = where
+    return getattr(import_module(module), name)
 
 
 def identity_from_path(path: str) -> str:
@@ -300,7 +316,7 @@ class OcppCentralSystem:
     async def _handler(self, ws: ServerConnection) -> None:
         identity = identity_from_path(ws.request.path if ws.request else "")
         protocol = ws.subprotocol or ""
-        link_cls = _LINKS.get(protocol)
+        link_cls = _link_class(protocol)
         if link_cls is None:  # unreachable while `subprotocols` is set; be safe anyway
             await ws.close(1002, "unsupported subprotocol")
             return
@@ -384,12 +400,14 @@ def _address(connection: ServerConnection) -> str:
 
 
 async def _trigger_boot(link: Any) -> None:
-    from ocpp.v16 import call as call16
-    from ocpp.v201 import call as call201
-
+    # The link's own version only: importing the other would load it for nothing.
     if link.version == "1.6":
+        from ocpp.v16 import call as call16
+
         await link.call(call16.TriggerMessage(requested_message="BootNotification"), suppress=False)
     else:
+        from ocpp.v201 import call as call201
+
         await link.call(
             call201.TriggerMessage(requested_message="BootNotification"), suppress=False
         )
