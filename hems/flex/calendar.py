@@ -4,6 +4,8 @@ Holidays come from the `holidays` package (python-holidays): the public holidays
 country and, where the country has them, a subdivision (GB: ENG, WLS, SCT, NIR; US: the
 states), with the substitute ("observed") days the package lists. For US wholesale-market
 baselines there is also the NERC holiday set (see `nerc_holidays`).
+The package is asked in a child process (`package_holidays`): it would hold 11-19 MiB of the
+daemon's RSS for a few dates a year.
 
 The settlement periods of a local day come from `hems.store.rollup.settlement_periods`
 (48 half hours, 46/50 on clock changes). All instants here are aware UTC.
@@ -11,13 +13,14 @@ The settlement periods of a local day come from `hems.store.rollup.settlement_pe
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+import threading
 from collections.abc import Iterable
 from datetime import UTC, date, datetime, time, timedelta
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Literal
 from zoneinfo import ZoneInfo
-
-if TYPE_CHECKING:
-    from holidays import HolidayBase
 
 HolidaySet = Literal["public", "nerc"]
 
@@ -52,11 +55,81 @@ _SUBDIVISION_NEEDED = frozenset({"GB"})
 _GB_SUBDIVISIONS = ("ENG", "NIR", "SCT", "WLS")
 
 
-def _country_holidays(country: str, **kwargs: Any) -> HolidayBase:
-    """holidays.country_holidays, the package imported on first use (a calendar is needed)."""
-    import holidays as pyholidays
+# The package is asked in a child process: importing it loads every country's module (147
+# modules and 11 MiB of RSS before one country is asked, 279 and 19 MiB after), and a
+# calendar needs a handful of dates a year. The child prints JSON and exits; each answer is
+# kept for the process's life, so a daemon asks once per calendar and span of years.
+_CHILD = """
+import json, sys
+import holidays
+q = json.loads(sys.argv[1])
+try:
+    if q["ask"] == "country":
+        e = holidays.country_holidays(q["country"])
+        out = {"country": e.country, "subdivisions": list(e.subdivisions)}
+    else:
+        h = holidays.country_holidays(
+            q["country"], subdiv=q["subdivision"], years=q["years"], observed=q["observed"]
+        )
+        out = {"days": {d.isoformat(): n for d, n in h.items()}}
+except NotImplementedError:
+    out = {"unknown": True}
+print(json.dumps(out))
+"""
+_CHILD_TIMEOUT_S = 120.0
+_answers: dict[str, dict[str, object]] = {}
+_answers_lock = threading.Lock()
 
-    return pyholidays.country_holidays(country, **kwargs)
+
+class HolidayLookupError(RuntimeError):
+    """The holidays package could not be asked (its child process failed)."""
+
+
+def _ask_package(query: dict[str, object]) -> dict[str, object]:
+    """The child's answer to `query`, cached; raises HolidayLookupError when it fails."""
+    key = json.dumps(query, sort_keys=True)
+    with _answers_lock:
+        if key in _answers:
+            return _answers[key]
+        try:
+            done = subprocess.run(
+                [sys.executable, "-c", _CHILD, key],
+                capture_output=True,
+                text=True,
+                timeout=_CHILD_TIMEOUT_S,
+                check=False,
+            )
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            raise HolidayLookupError(f"holidays: the package could not be asked: {exc}") from exc
+        if done.returncode != 0:
+            tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
+            raise HolidayLookupError(f"holidays: the package failed ({tail})")
+        answer = json.loads(done.stdout)
+        _answers[key] = answer
+        return answer
+
+
+def package_holidays(
+    country: str, subdivision: str | None, year: int, *, observed: bool = True
+) -> dict[date, str]:
+    """The package's holidays of `year` for a country (and subdivision): date -> name.
+
+    Asks for the years around `year` too (a baseline's look-back crosses at most one new
+    year), so one child answers a daemon's whole report."""
+    span = (year - 1, year, year + 1)
+    answer = _ask_package(
+        {
+            "ask": "days",
+            "country": country,
+            "subdivision": subdivision,
+            "years": list(span),
+            "observed": observed,
+        }
+    )
+    days = answer["days"]
+    assert isinstance(days, dict)
+    out = {date.fromisoformat(k): str(v) for k, v in days.items()}
+    return {d: n for d, n in out.items() if d.year == year}
 
 
 def check_region(
@@ -82,14 +155,15 @@ def check_region(
     ):
         return code, subdivision.strip().upper()
     try:
-        # One country's module, not list_supported_countries(): that imports all of them (~2 s).
-        entity = _country_holidays(code)
-    except NotImplementedError:
+        entity = _ask_package({"ask": "country", "country": code})
+    except HolidayLookupError as exc:
+        raise ValueError(f"country: {exc}") from None
+    if entity.get("unknown"):
         raise ValueError(
             f"country: unknown {country!r}; an ISO 3166-1 alpha-2 code the holidays package "
             "supports, e.g. GB, US, NL, DE"
-        ) from None
-    code = entity.country  # an alias such as UK -> GB
+        )
+    code = str(entity["country"])  # an alias such as UK -> GB
     if holiday_set == "nerc":
         if code != "US":
             raise ValueError(f"holiday_set: 'nerc' needs country US, not {code}")
@@ -98,7 +172,7 @@ def check_region(
                 "subdivision: the NERC holidays are the same in every state; leave it out"
             )
         return code, None
-    subs = tuple(entity.subdivisions)
+    subs = tuple(str(x) for x in entity["subdivisions"])  # type: ignore[attr-defined]
     if subdivision is None:
         if code in _SUBDIVISION_NEEDED:
             raise ValueError(
@@ -122,7 +196,7 @@ def nerc_holidays(year: int) -> dict[date, str]:
     References: NERC Resources Subcommittee, "Additional Off-Peak Days" (NERC holidays);
     PJM Manual 11 §10 leaves these days out of the weekday CBL basis.
     """
-    us = _country_holidays("US", years=year, observed=False)
+    us = package_holidays("US", None, year, observed=False)
     out: dict[date, str] = {}
     for day, name in us.items():
         if name in _NERC_NAMES:
@@ -181,11 +255,15 @@ class WorkingDayCalendar:
             elif self.holiday_set == "nerc":
                 days = frozenset(nerc_holidays(year))
             else:
-                days = frozenset(
-                    _country_holidays(self.country, subdiv=self.subdivision, years=year)
-                )
+                days = frozenset(package_holidays(self.country, self.subdivision, year))
             self._years[year] = days
         return days
+
+    def warm(self, years: Iterable[int]) -> None:
+        """Compute those years now (blocking: call it off the event loop, as the flex service
+        does before a report)."""
+        for year in years:
+            self._known(year)
 
     def is_holiday(self, day: date) -> bool:
         return day in self.extra or day in self._known(day.year)

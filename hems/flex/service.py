@@ -255,6 +255,9 @@ class FlexService:
         )
         data = await self.meter_data(settlement_periods(first_day, self.tz)[0], ev.end)
         event_days = await self.book.event_days(self.tz, before=ev.start)
+        # The calendar's first use per year asks the holidays package in a child process.
+        years = range(first_day.year, ev.end.astimezone(self.tz).year + 1)
+        await asyncio.to_thread(self.calendar.warm, years)
         report = report_for_event(
             data, ev.start, ev.end, self.method, self.calendar, self.tz,
             quantity=self.cfg.quantity, direction=ev.kind, event_days=event_days,

@@ -141,19 +141,39 @@ def test_gb_without_the_package_matches_the_package() -> None:
         assert calendar.check_region("gb", sub.lower()) == ("GB", sub)
 
 
-def test_the_default_calendar_loads_the_holidays_package_on_first_use() -> None:
+def test_calendars_ask_the_holidays_package_in_a_child_process() -> None:
+    # The package loads every country's module (about 19 MiB of RSS): the daemon must never
+    # hold it, whatever calendar it checks or computes.
     import subprocess
     import sys
 
     script = (
         "import sys\n"
-        "from hems.flex.config import FlexConfig\n"
-        "cal = FlexConfig().calendar.calendar('dfs')\n"
-        "print('holidays' in sys.modules)\n"
         "from datetime import date\n"
-        "print(cal.is_working_day(date(2028, 12, 25)), 'holidays' in sys.modules)\n"
+        "from hems.flex.config import FlexConfig\n"
+        "from hems.flex.calendar import WorkingDayCalendar, nerc_holidays\n"
+        "cal = FlexConfig().calendar.calendar('dfs')\n"
+        "us = WorkingDayCalendar('us', 'pa')\n"
+        "print(cal.is_working_day(date(2028, 12, 25)), cal.is_working_day(date(2028, 12, 27)),\n"
+        "      us.is_working_day(date(2028, 7, 4)), date(2028, 11, 23) in nerc_holidays(2028),\n"
+        "      'holidays' in sys.modules)\n"
     )
     out = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=60
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=120
     )
-    assert out.stdout.split() == ["False", "False", "True"]
+    assert out.stdout.split() == ["False", "True", "False", "True", "False"]
+
+
+def test_a_failing_package_is_a_clear_error_not_a_wrong_calendar(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A broken install must not read as "no holidays" (every weekday a working day).
+    from hems.flex import calendar
+
+    monkeypatch.setattr(calendar, "_CHILD", "import sys; sys.exit('no module named holidays')")
+    monkeypatch.setattr(calendar, "_answers", {})
+    cal = WorkingDayCalendar("GB", "ENG")
+    with pytest.raises(calendar.HolidayLookupError, match="no module named holidays"):
+        cal.is_working_day(date(2031, 12, 25))
+    with pytest.raises(ValueError, match="country: holidays: the package failed"):
+        WorkingDayCalendar("NL", None)
