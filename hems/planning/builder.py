@@ -94,6 +94,8 @@ class ProblemInputs:
     envelope: Envelope | None = None
     events: tuple[FlexConstraint, ...] = ()  # the accepted events, as the service keeps them
     battery_to_ev: bool = True
+    time_share: bool = True
+    min_phase_s: float = 60.0
     soc_targets: tuple[SocTargetConfig, ...] = ()  # planner.soc_targets
 
 
@@ -124,6 +126,8 @@ def build_problem(inp: ProblemInputs) -> tuple[Problem, list[str]]:
         events=list(inp.events),
         timezone=str(inp.zone.key),
         battery_to_ev=inp.battery_to_ev,
+        time_share=inp.time_share,
+        min_phase_s=inp.min_phase_s,
     )
     return problem, notes + battery_notes + load_notes + clip_notes
 

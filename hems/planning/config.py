@@ -218,6 +218,19 @@ class PlannerConfig(Strict):
     mip_rel_gap: float = Field(
         default=0.001, ge=0, le=1, description="relative MIP gap: 'optimal' is proven within it"
     )
+    time_share: bool = Field(
+        default=True,
+        description="where export pays more than import, a slot may be split into an import "
+        "phase then an export phase (billed exactly: GB half-hourly settlement meters import "
+        "and export separately); false: each slot imports or exports, not both",
+    )
+    min_phase_s: float = Field(
+        default=60.0,
+        ge=10.0,
+        le=900.0,
+        description="shortest phase of a split slot [s]; shorter ones become none or the whole "
+        "slot (the loop runs every control.cycle_s and a battery takes time to ramp)",
+    )
     tariff: TariffConfig = Field(default_factory=TariffConfig)
     forecast: ForecastConfig = Field(default_factory=ForecastConfig)
     replan: ReplanConfig = Field(default_factory=ReplanConfig)

@@ -482,6 +482,8 @@ class PlannerService:
             envelope=self._envelope,
             events=tuple(events),
             battery_to_ev=self.battery_to_ev,
+            time_share=cfg.time_share,
+            min_phase_s=cfg.min_phase_s,
             soc_targets=tuple(cfg.soc_targets),
         )
         return _build_problem(inputs)

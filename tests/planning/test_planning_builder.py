@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
+from pydantic import ValidationError
 
 from hems.core.site import LimitsConfig
 from hems.planning.builder import (
@@ -19,7 +20,12 @@ from hems.planning.builder import (
     grid_caps,
     without,
 )
-from hems.planning.config import BatteryPlanConfig, DeferrableLoadConfig, EvPlanConfig
+from hems.planning.config import (
+    BatteryPlanConfig,
+    DeferrableLoadConfig,
+    EvPlanConfig,
+    PlannerConfig,
+)
 from hems.planning.problem import FlexConstraint
 
 LONDON = ZoneInfo("Europe/London")
@@ -287,3 +293,11 @@ def test_without_drops_the_named_entry_or_the_whole_group(field: str, left: list
 
     problem, _ = build_problem(inputs(loads=(load("a"), load("b"))))
     assert [ld.id for ld in without(problem, field).loads] == left
+
+
+def test_time_sharing_settings_reach_the_problem_and_are_checked() -> None:
+    problem, _ = build_problem(inputs(time_share=False, min_phase_s=120.0))
+    assert (problem.time_share, problem.min_phase_s) == (False, 120.0)
+    assert build_problem(inputs())[0].time_share is True  # the default: split where it pays
+    with pytest.raises(ValidationError, match="min_phase_s"):
+        PlannerConfig(min_phase_s=5)
