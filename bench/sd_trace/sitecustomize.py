@@ -22,7 +22,13 @@ if _OUT:
     from hems.store import db as _dbmod
 
     _FRAME = 24
-    _stats: dict = {"callers": {}, "checkpoint_pages": {}, "checkpoints": 0, "commits": 0}
+    _stats: dict = {
+        "callers": {}, "checkpoint_pages": {}, "checkpoints": 0, "commits": 0,
+        # The database thread's own write_bytes (/proc/thread-self/io): what the kernel
+        # counts for its commits (4 KiB page-cache pages dirtied: the WAL's, the -shm's
+        # mmap'd ones, the main file's at a checkpoint) and for everything else it runs.
+        "thread_write_bytes_commit": 0, "thread_write_bytes_other": 0, "wal_frame_bytes": 0,
+    }  # fmt: skip
     _state: dict = {"caller": "?", "page_size": 4096, "names": {}, "gen": set(), "gen_frames": 0}
 
     def _caller(fn: object) -> str:
@@ -37,6 +43,16 @@ if _OUT:
             json.dump(_stats, f, indent=1, sort_keys=True)
 
     atexit.register(_dump)
+
+    def _thread_wb() -> int:
+        try:
+            with open("/proc/thread-self/io", "rb") as f:
+                for line in f:
+                    if line.startswith(b"write_bytes:"):
+                        return int(line.split()[1])
+        except OSError:
+            pass
+        return 0
 
     class _Conn:
         def __init__(self, conn, path: str) -> None:
@@ -62,11 +78,24 @@ if _OUT:
                     names[int(p)] = n
             return names.get(page, "freelist/other")
 
+        def executemany(self, sql, *args):
+            wb0 = _thread_wb()
+            try:
+                return self._c.executemany(sql, *args)
+            finally:
+                _stats["thread_write_bytes_other"] += _thread_wb() - wb0
+
         def execute(self, sql, *args):
             if sql != "COMMIT":
-                return self._c.execute(sql, *args)
+                wb0 = _thread_wb()
+                try:
+                    return self._c.execute(sql, *args)
+                finally:
+                    _stats["thread_write_bytes_other"] += _thread_wb() - wb0
             before, salt0 = self._hdr()
+            wb0 = _thread_wb()
             r = self._c.execute(sql, *args)
+            _stats["thread_write_bytes_commit"] += _thread_wb() - wb0
             after, salt = self._hdr()
             first = before + 1
             if salt != salt0 or after < before:
@@ -86,6 +115,7 @@ if _OUT:
                 for i in range(first, after + 1):
                     f.seek(32 + (i - 1) * (ps + _FRAME))
                     pages.append(struct.unpack(">I", f.read(4))[0])
+            _stats["wal_frame_bytes"] += len(pages) * (ps + _FRAME)
             _state["gen"].update(pages)
             _state["gen_frames"] += len(pages)
             c = _stats["callers"].setdefault(

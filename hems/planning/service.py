@@ -51,6 +51,7 @@ __all__ = ["Envelope", "EnvelopeInterval", "PlannerService", "load_window", "slo
 
 
 log = structlog.get_logger(__name__)
+_PRUNE_EVERY = timedelta(hours=1)  # plans and forecasts are kept for days
 
 PlanListener = Callable[[Plan], None]
 
@@ -131,6 +132,7 @@ class PlannerService:
         self._load_fc: Forecast | None = None
         self._deviation_slot: datetime | None = None
         self._slot: datetime | None = None  # the slot the loop last saw
+        self._pruned_at: datetime | None = None  # the plans' and forecasts' last retention
         # Batteries the last problem left out for an unknown SoC: replan once it is known,
         # not at the next slot boundary (the first plan often comes before the first poll).
         self._unplanned_batteries: set[str] = set()
@@ -507,7 +509,11 @@ class PlannerService:
             notes=notes,
         )
         # ~100 plans a day with their inputs: keep the SD card from filling up. Each table's
-        # owner deletes its own rows.
+        # owner deletes its own rows. Once an hour, not at every replan: each delete is a
+        # commit of its own, which would also take the plan just queued along at once.
+        if self._pruned_at is not None and abs(now - self._pruned_at) < _PRUNE_EVERY:
+            return
+        self._pruned_at = now
         before = now - timedelta(days=self.cfg.retention_days)
         await prune_plans(self.db, before)
         await prune_forecasts(self.db, before)

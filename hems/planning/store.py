@@ -4,11 +4,21 @@ Only this module writes, reads or deletes `plans` rows: the service saves each p
 failed attempt) here and asks for the retention; the CLI reads the latest plan here. The
 `forecasts` table is the forecaster's (hems.planning.forecast: `store_forecast`,
 `prune_forecasts`), `tariff_prices` the tariff's (hems.planning.tariffs).
+
+Issue 16 (SD card): a plan with its problem is ~16 KB of JSON, ~17 1-KiB pages a replan.
+`problem_json` and `plan_json` are stored zlib-compressed (a BLOB; `stored_json` reads
+either form, rows from before stay text), and the row rides on the store's next batch
+(`Database.defer`: a kill -9 loses at most one batch of plans; reads see it at once). To
+take a stored problem to `hems optimise`:
+`python -c "import sqlite3, sys; from hems.planning.store import stored_json;
+print(stored_json(sqlite3.connect(sys.argv[1]).execute('SELECT problem_json FROM plans
+ORDER BY plan_pk DESC').fetchone()[0]))" hems.db > problem.json`.
 """
 
 from __future__ import annotations
 
 import json
+import zlib
 from datetime import datetime
 
 from hems.core.plan import Plan
@@ -16,6 +26,19 @@ from hems.planning.planio import plan_from_dict, plan_to_dict
 from hems.planning.problem import Problem
 from hems.store.db import Database
 from hems.store.timeseries import to_ms
+
+
+def packed_json(text: str) -> bytes:
+    """JSON as stored in `plans` (zlib, ~5x smaller than the text)."""
+    return zlib.compress(text.encode("utf-8"), 6)
+
+
+def stored_json(value: str | bytes) -> str:
+    """The JSON text of a `problem_json`/`plan_json` value: compressed (bytes) or text (rows
+    stored before compression)."""
+    if isinstance(value, bytes):
+        return zlib.decompress(value).decode("utf-8")
+    return value
 
 
 async def save_plan(
@@ -30,18 +53,18 @@ async def save_plan(
     notes: list[str] | None,
 ) -> None:
     """Store one planning attempt; `plan` None = none came out (`notes` says why). The
-    notes stored are `notes` if given, else the plan's."""
+    notes stored are `notes` if given, else the plan's. Written with the next commit."""
     row = (
         to_ms(created_at),
         reason,
         status,
         plan.cost if plan else None,
         solve_time_s * 1000 if solve_time_s is not None else None,
-        problem.model_dump_json(),
-        json.dumps(plan_to_dict(plan)) if plan else None,
+        packed_json(problem.model_dump_json()),
+        packed_json(json.dumps(plan_to_dict(plan))) if plan else None,
         json.dumps(notes if notes is not None else list(plan.notes if plan else [])),
     )
-    await db.execute(
+    db.defer(
         "INSERT INTO plans(created_at_ms, reason, status, cost, solve_time_ms,"
         " problem_json, plan_json, notes_json) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
         row,
@@ -61,4 +84,4 @@ async def latest_plan(db: Database) -> tuple[Plan, str] | None:
     )
     if row is None:
         return None
-    return plan_from_dict(json.loads(row[0])), row[1]
+    return plan_from_dict(json.loads(stored_json(row[0]))), row[1]

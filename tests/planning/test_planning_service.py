@@ -26,6 +26,7 @@ from hems.planning.optimiser import optimise
 from hems.planning.planio import plan_from_dict
 from hems.planning.problem import Problem
 from hems.planning.service import PlannerService, load_window
+from hems.planning.store import stored_json
 from hems.store.db import Database
 
 NOW = datetime(2026, 11, 27, 16, 5, tzinfo=UTC)
@@ -116,9 +117,9 @@ async def test_rolling_horizon_plans_stores_and_replans(replay, db) -> None:  # 
             "SELECT reason, problem_json, plan_json FROM plans ORDER BY plan_pk DESC"
         )
         assert row is not None and "start" in row[0]
-        again = optimise(Problem.model_validate_json(row[1]))
+        again = optimise(Problem.model_validate_json(stored_json(row[1])))
         assert again.plan.cost == pytest.approx(plan.cost, abs=1e-3)
-        assert plan_from_dict(__import__("json").loads(row[2])).slots == plan.slots
+        assert plan_from_dict(__import__("json").loads(stored_json(row[2]))).slots == plan.slots
 
         # A slot boundary brings a new plan starting at the new slot.
         await clock.advance(30 * 60)

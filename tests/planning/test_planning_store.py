@@ -10,7 +10,7 @@ from pathlib import Path
 from hems.core.plan import Plan, PlanSlot
 from hems.planning.forecast import Forecast, prune_forecasts, store_forecast
 from hems.planning.problem import Problem
-from hems.planning.store import latest_plan, prune_plans, save_plan
+from hems.planning.store import latest_plan, prune_plans, save_plan, stored_json
 from hems.store.db import Database
 
 T0 = datetime(2026, 11, 27, 16, 0, tzinfo=UTC)
@@ -46,7 +46,7 @@ async def test_plans_are_saved_read_back_and_pruned_by_their_owner(tmp_path: Pat
             "SELECT notes_json, problem_json FROM plans WHERE reason = 'failed'"
         )
         assert row is not None and json.loads(row[0]) == ["events[0]: impossible"]
-        assert Problem.model_validate_json(row[1]) == PROBLEM
+        assert Problem.model_validate_json(stored_json(row[1])) == PROBLEM
 
         fc = Forecast(T0, 30, [100.0], "default")
         await store_forecast(db, "pv", old, fc)
