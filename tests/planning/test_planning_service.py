@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sqlite3
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -209,6 +210,20 @@ async def test_impossible_event_is_left_out_and_named(replay, db) -> None:  # ty
             " VALUES ('pv', 0, 0, 1800, '[]', 'default')"
         )
         plan = await svc.plan_once("test")
+        # Issue 16: the retention runs once an hour, not at every replan (each delete is a
+        # commit that would take the replan's queued plan and forecasts along at once).
+        db.defer_max_s = 3600.0
+        await db.flush_deferred()
+        await clock.advance(600)
+        await svc.plan_once("again")
+        assert db.deferred >= 1
+        other = sqlite3.connect(str(db.path))
+        try:
+            reasons = [r[0] for r in other.execute("SELECT reason FROM plans")]
+        finally:
+            other.close()
+        assert reasons == ["test"]
+        await db.execute("DELETE FROM plans WHERE reason = 'again'")
     assert plan is not None
     # Retention: plans older than retention_days (14) are gone, the new one is stored.
     rows = await db.fetchall("SELECT reason FROM plans")
