@@ -153,6 +153,12 @@ def print_thread_bytes(t: dict, total_b: int, log_b: float) -> None:
     commit_b, other_b = t["thread_write_bytes_commit"], t["thread_write_bytes_other"]
     frames_b = t["wal_frame_bytes"]
     rest_b = total_b - commit_b - other_b - log_b
+    cold_b, cp_b = t.get("cold_commit_bytes", 0), t.get("cold_checkpoint_bytes", 0)
+    print(
+        f"commits at real speed (each one's 4 KiB -wal and -shm pages written afresh):"
+        f" {cold_b:,} B ({cold_b / max(frames_b, 1):.1f}x the WAL frames);"
+        f" checkpoints' 4 KiB blocks of the main file {cp_b:,} B"
+    )
     print(
         f"whole run: write_bytes {total_b:,} B = database thread's commits {commit_b:,}"
         f" (WAL frames {frames_b:,}, so {commit_b - frames_b:,} more: 4 KiB pages dirtied"

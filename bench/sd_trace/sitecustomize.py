@@ -44,6 +44,28 @@ if _OUT:
 
     atexit.register(_dump)
 
+    # The wal-index (-shm) layout (SQLite's wal.c): a 136-byte header, then per block the
+    # frames' page numbers (4 B each; 4062 in the first block, 4096 after) and a hash table of
+    # 8192 two-byte slots (slot = pgno * 383 mod 8192, probed onward when taken).
+    _HDR, _B0, _BN, _SLOTS = 136, 4062, 4096, 8192
+
+    def _shm_pages(frames: list[tuple[int, int]]) -> set[int]:
+        """The 4 KiB pages of the -shm a commit of (frame no., page no.) writes (header,
+        page numbers, hash slots; the slot probing is left out)."""
+        pages = {0}
+        for i, pgno in frames:
+            if i <= _B0:
+                base, j = 0, i - 1
+                pg_off = _HDR + 4 * j
+            else:
+                k = (i - _B0 - 1) // _BN + 1
+                base, j = 32768 * k, (i - _B0 - 1) % _BN
+                pg_off = base + 4 * j
+            hash_off = base + (_HDR + 4 * _B0 if base == 0 else 4 * _BN)
+            pages.add(pg_off // 4096)
+            pages.add((hash_off + 2 * ((pgno * 383) % _SLOTS)) // 4096)
+        return pages
+
     def _thread_wb() -> int:
         try:
             with open("/proc/thread-self/io", "rb") as f:
@@ -100,6 +122,10 @@ if _OUT:
             first = before + 1
             if salt != salt0 or after < before:
                 # The WAL restarted: the previous generation went to the main file.
+                blocks = {(p - 1) * _state["page_size"] // 4096 for p in _state["gen"]}
+                _stats["cold_checkpoint_bytes"] = _stats.get(
+                    "cold_checkpoint_bytes", 0
+                ) + 4096 * len(blocks)
                 for page in _state["gen"]:
                     nm = self._name(page)
                     cp = _stats["checkpoint_pages"]
@@ -116,6 +142,16 @@ if _OUT:
                     f.seek(32 + (i - 1) * (ps + _FRAME))
                     pages.append(struct.unpack(">I", f.read(4))[0])
             _stats["wal_frame_bytes"] += len(pages) * (ps + _FRAME)
+            # What the commit costs when the page cache has written everything back since
+            # the one before (commits more than ~30 s apart, vm.dirty_expire_centisecs): each
+            # 4 KiB page of the -wal and -shm it touches is counted (and written) whole.
+            if pages:
+                lo = 32 + (first - 1) * (ps + _FRAME)
+                hi = 32 + after * (ps + _FRAME)
+                wal_blocks = (hi - 1) // 4096 - lo // 4096 + 1
+                shm = _shm_pages(list(zip(range(first, after + 1), pages, strict=True)))
+                c_cold = 4096 * (wal_blocks + len(shm))
+                _stats["cold_commit_bytes"] = _stats.get("cold_commit_bytes", 0) + c_cold
             _state["gen"].update(pages)
             _state["gen_frames"] += len(pages)
             c = _stats["callers"].setdefault(
