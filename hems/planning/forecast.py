@@ -621,3 +621,8 @@ async def prune_forecasts(db: Database, before: datetime) -> int:
     """Delete the forecasts made before `before` (this module owns the `forecasts` table);
     how many went."""
     return await db.execute("DELETE FROM forecasts WHERE made_at_ms < ?", (to_ms(before),))
+
+
+def queue_prune_forecasts(db: Database, before: datetime) -> None:
+    """`prune_forecasts` with the next commit (the store's batch), like `queue_prune_plans`."""
+    db.defer("DELETE FROM forecasts WHERE made_at_ms < ?", (to_ms(before),))

@@ -35,10 +35,10 @@ from hems.planning.builder import EvRequest as _EvRequest  # the name ev_plugged
 from hems.planning.builder import build_problem as _build_problem
 from hems.planning.config import PlannerConfig
 from hems.planning.flex import PRICE_STEP_MIN, constraint_for, price_slots
-from hems.planning.forecast import Forecast, Forecaster, SiteDevices, prune_forecasts
+from hems.planning.forecast import Forecast, Forecaster, SiteDevices, queue_prune_forecasts
 from hems.planning.problem import FlexConstraint, Problem
 from hems.planning.solver_process import optimise_in_child
-from hems.planning.store import prune_plans, save_plan
+from hems.planning.store import queue_prune_plans, save_plan
 from hems.planning.tariffs import Tariff, build_tariff
 from hems.planning.tariffs.fetch import FAR_PAST
 from hems.store.db import Database
@@ -509,14 +509,14 @@ class PlannerService:
             notes=notes,
         )
         # ~100 plans a day with their inputs: keep the SD card from filling up. Each table's
-        # owner deletes its own rows. Once an hour, not at every replan: each delete is a
-        # commit of its own, which would also take the plan just queued along at once.
+        # owner deletes its own rows, once an hour and with the store's next batch: a delete
+        # committed on its own would take the plan and forecasts just queued along at once.
         if self._pruned_at is not None and abs(now - self._pruned_at) < _PRUNE_EVERY:
             return
         self._pruned_at = now
         before = now - timedelta(days=self.cfg.retention_days)
-        await prune_plans(self.db, before)
-        await prune_forecasts(self.db, before)
+        queue_prune_plans(self.db, before)
+        queue_prune_forecasts(self.db, before)
 
     def _devices_from_state(self) -> SiteDevices:
         roles = self.state.devices

@@ -76,6 +76,12 @@ async def prune_plans(db: Database, before: datetime) -> int:
     return await db.execute("DELETE FROM plans WHERE created_at_ms < ?", (to_ms(before),))
 
 
+def queue_prune_plans(db: Database, before: datetime) -> None:
+    """`prune_plans` with the next commit (the store's batch), for the service's retention:
+    a delete of its own would commit the plan just queued at once."""
+    db.defer("DELETE FROM plans WHERE created_at_ms < ?", (to_ms(before),))
+
+
 async def latest_plan(db: Database) -> tuple[Plan, str] | None:
     """The newest stored plan and the reason it was made, or None."""
     row = await db.fetchone(
