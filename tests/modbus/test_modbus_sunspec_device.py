@@ -476,7 +476,7 @@ async def test_modbus_sunspec_logs_transitions_not_every_failure(serve, fault_pr
 
 
 async def test_modbus_sunspec_control_writes_log_at_debug(serve):
-    """Issue 16: the control loop sends the PV limit and the battery mode every cycle; at info
+    """Issue 16: the control loop re-sends the PV limit and the battery mode all day; at info
     they were most of the log file (~2 MB a day), so they log at debug."""
     from structlog.testing import capture_logs
 

@@ -62,7 +62,7 @@ async def test_charger_without_switching_keeps_its_phases() -> None:
                 await charger.set_limit(14, 1)
             await wait_for(lambda: sim.current_a == 14.0, what="14 A")
             assert sim.phases == 3 and charger.active_phases == 3
-    # Issue 16: an accepted limit (the control loop's refresh, every cycle) logs at debug.
+    # Issue 16: an accepted limit (the control loop's refresh, all day) logs at debug.
     sent = [e for e in logs if e["event"] == "ocpp limit sent"]
     assert sent and all(e["log_level"] == "debug" for e in sent)
 
