@@ -220,7 +220,8 @@ class Database:
         self._conn = conn
         self._executor = executor
         self.path = path  # the file (None in memory): the installer's restore places it
-        # Real seconds a deferred write waits at most for a commit to take it along.
+        # Real seconds a deferred write waits for a commit to take it along (a tenth more, from
+        # the end of the commit running when it was queued; see the module docstring).
         self.defer_max_s = 5.0
         self._deferred: deque[_Deferred] = deque()
         self._deferred_timer: asyncio.TimerHandle | None = None
