@@ -21,6 +21,7 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
 import sqlite3
 import sys
 import tempfile
@@ -33,7 +34,9 @@ from hems import logs
 from hil.soak import LONDON, Soak, SoakOptions
 
 
-async def measure(speed: float, minutes: float, batch_sim_s: float) -> dict[str, float]:
+async def measure(
+    speed: float, minutes: float, batch_sim_s: float, keep_log: Path | None = None
+) -> dict[str, float]:
     days = minutes * 60 * speed / 86400
     opts = SoakOptions(
         days=days,
@@ -55,6 +58,9 @@ async def measure(speed: float, minutes: float, batch_sim_s: float) -> dict[str,
             series = conn.execute(
                 "SELECT count(DISTINCT device_pk * 1000 + quantity_pk) FROM rollups"
             ).fetchone()[0]
+            stored = stored_sizes(conn)
+        if keep_log is not None:
+            shutil.copyfile(soak.daemon_log, keep_log)
     span_s = (rows[2] - rows[1]) / 1000 if rows[0] else 0.0
     per_day = r["writes"]["write_bytes_per_sim_day_steady"] or 0.0
     for name, n in sorted((r["writes"]["commits_by_caller"] or {}).items(), key=lambda x: -x[1]):
@@ -68,7 +74,21 @@ async def measure(speed: float, minutes: float, batch_sim_s: float) -> dict[str,
         "series": series,
         "readings_per_series_per_s": rows[0] / series / span_s if span_s and series else 0.0,
         "rss_mib": r["rss_mib"]["last"] or 0.0,
+        "stored": stored,
     }
+
+
+def stored_sizes(conn: sqlite3.Connection) -> dict[str, tuple[int, float]]:
+    """Rows kept and their mean stored bytes, of the tables written at each replan."""
+    out: dict[str, tuple[int, float]] = {}
+    for table, cols in (
+        ("plans", "problem_json, plan_json, notes_json"),
+        ("forecasts", "values_json, flags_json"),
+    ):
+        total = " + ".join(f"coalesce(length({c}), 0)" for c in cols.split(", "))
+        n, mean = conn.execute(f"SELECT count(*), avg({total}) FROM {table}").fetchone()
+        out[table] = (int(n), float(mean or 0.0))
+    return out
 
 
 def main() -> None:
@@ -77,6 +97,7 @@ def main() -> None:
     p.add_argument("--minutes", type=float, default=3.0, help="real minutes")
     p.add_argument("--batch-sim-s", type=float, default=5.0)
     p.add_argument("--trace", type=Path, default=None, help="WAL frames per commit (JSON)")
+    p.add_argument("--keep-log", type=Path, default=None, help="copy the daemon's log here")
     a = p.parse_args()
     logs.configure("warning", "console")
     if a.trace is not None:
@@ -85,7 +106,7 @@ def main() -> None:
         os.environ["PYTHONPATH"] = str(repo / "bench" / "sd_trace")
         os.environ["HEMS_SD_TRACE"] = str(a.trace.resolve())
         os.environ["HEMS_SD_TRACE_REPO"] = str(repo)
-    r = asyncio.run(measure(a.speed, a.minutes, a.batch_sim_s))
+    r = asyncio.run(measure(a.speed, a.minutes, a.batch_sim_s, a.keep_log))
     print("| figure | value |\n|---|---|")
     print(f"| simulated | {r['simulated_h']:.2f} h at {a.speed:g}×, batch {a.batch_sim_s:g} s |")
     print(f"| write_bytes (daemon, whole run) | {r['write_bytes']:,} B |")
@@ -93,8 +114,12 @@ def main() -> None:
     print(f"| of which the log file | {r['log_bytes_per_day'] / 1e6:.1f} MB |")
     print(f"| samples rolled up / series | {r['readings']} / {r['series']} |")
     print(f"| readings per series per simulated s | {r['readings_per_series_per_s']:.2f} |")
+    for table, (n, mean_b) in r["stored"].items():
+        print(f"| {table} rows kept / mean bytes a row | {n} / {mean_b:.0f} |")
     if a.trace is not None and a.trace.exists():
-        print_trace(json.loads(a.trace.read_text()), r["simulated_h"] / 24)
+        t = json.loads(a.trace.read_text())
+        print_trace(t, r["simulated_h"] / 24)
+        print_thread_bytes(t, r["write_bytes"], r["log_bytes_per_day"] * r["simulated_h"] / 24)
 
 
 def print_trace(t: dict, days: float) -> None:
@@ -118,6 +143,28 @@ def print_trace(t: dict, days: float) -> None:
     g = t.get("open_generation") or {}
     if g.get("frames"):
         print(f"WAL since the last checkpoint: {g['frames']} frames, {g['pages']} distinct pages")
+
+
+def print_thread_bytes(t: dict, total_b: int, log_b: float) -> None:
+    """The whole run's write_bytes split: the database thread's commits (WAL frames and
+    what the page cache adds), its other statements, the log file, the rest."""
+    if "thread_write_bytes_commit" not in t:
+        return
+    commit_b, other_b = t["thread_write_bytes_commit"], t["thread_write_bytes_other"]
+    frames_b = t["wal_frame_bytes"]
+    rest_b = total_b - commit_b - other_b - log_b
+    cold_b, cp_b = t.get("cold_commit_bytes", 0), t.get("cold_checkpoint_bytes", 0)
+    print(
+        f"commits at real speed (each one's 4 KiB -wal and -shm pages written afresh):"
+        f" {cold_b:,} B ({cold_b / max(frames_b, 1):.1f}x the WAL frames);"
+        f" checkpoints' 4 KiB blocks of the main file {cp_b:,} B"
+    )
+    print(
+        f"whole run: write_bytes {total_b:,} B = database thread's commits {commit_b:,}"
+        f" (WAL frames {frames_b:,}, so {commit_b - frames_b:,} more: 4 KiB pages dirtied"
+        f" again, -shm, checkpoints) + its other statements {other_b:,} + log {log_b:,.0f}"
+        f" + rest {rest_b:,.0f}"
+    )
 
 
 if __name__ == "__main__":

@@ -272,6 +272,7 @@ class Forecaster:
         self._accuracy_slot: datetime | None = None
         self._planned: dict[str, dict[datetime, float]] = {}  # kind -> half-hour -> W
         self._planned_until: datetime | None = None  # half-hours before this are in _planned
+        self._stored: dict[str, tuple[int, int, str, str, str]] = {}  # kind -> last row stored
 
     # PV --------------------------------------------------------------------------------
     async def _fetch_array(
@@ -395,7 +396,7 @@ class Forecaster:
                     h = hist_profile[i]
                     values[i] = 0.0 if math.isnan(h) else max(0.0, h)
             fc = Forecast(start, step_min, values, "open-meteo", tuple(flags))
-        await store_forecast(self.db, "pv", now, fc)
+        await self._store("pv", now, fc)
         return fc
 
     def _calibration(self, history: dict[datetime, float], now: datetime) -> PvCalibration:
@@ -492,8 +493,19 @@ class Forecaster:
             t = start + timedelta(minutes=step_min * i)
             values.append(prof[int((t - half_start).total_seconds() // HALF_HOUR_S)])
         fc = Forecast(start, step_min, values, source, tuple(flags))
-        await store_forecast(self.db, "load", now, fc)
+        await self._store("load", now, fc)
         return fc
+
+    async def _store(self, kind: str, now: datetime, fc: Forecast) -> None:
+        """Store `fc` unless it is the one last stored of its kind (a replan within a slot
+        mostly makes the same forecast): an identical row made later would change nothing
+        `in_force` picks, as the earlier one covers the same half-hours with the same
+        values."""
+        form = stored_form(fc)
+        if self._stored.get(kind) == form:
+            return
+        await store_forecast(self.db, kind, now, fc)
+        self._stored[kind] = form
 
     def _base_load_history(
         self, per_device: dict[str, dict[datetime, float]]
@@ -536,20 +548,25 @@ def _sum_devices(
     return out
 
 
-async def store_forecast(db: Database, kind: str, made_at: datetime, fc: Forecast) -> None:
+def stored_form(fc: Forecast) -> tuple[int, int, str, str, str]:
+    """(start_ms, step_s, values_json, source, flags_json): a forecast as a `forecasts` row
+    stores it; two forecasts with the same form are the same row but for `made_at_ms`."""
     values = [None if math.isnan(v) else round(v, 1) for v in fc.values_w]
-    await db.execute(
+    return (
+        to_ms(fc.start),
+        fc.step_min * 60,
+        json.dumps(values),
+        fc.source,
+        json.dumps(list(fc.flags)),
+    )
+
+
+async def store_forecast(db: Database, kind: str, made_at: datetime, fc: Forecast) -> None:
+    """Written with the next commit (`Database.defer`: it rides on the store's batch)."""
+    db.defer(
         "INSERT INTO forecasts(kind, made_at_ms, start_ms, step_s, values_json, source,"
         " flags_json) VALUES (?, ?, ?, ?, ?, ?, ?)",
-        (
-            kind,
-            to_ms(made_at),
-            to_ms(fc.start),
-            fc.step_min * 60,
-            json.dumps(values),
-            fc.source,
-            json.dumps(list(fc.flags)),
-        ),
+        (kind, to_ms(made_at), *stored_form(fc)),
     )
 
 
@@ -596,10 +613,16 @@ async def planned_half_hours(
                 out[t] = v
         return out
 
-    return await db.call(work)
+    # A read: the forecasts just queued are seen without being committed on their own.
+    return await db.read(work)
 
 
 async def prune_forecasts(db: Database, before: datetime) -> int:
     """Delete the forecasts made before `before` (this module owns the `forecasts` table);
     how many went."""
     return await db.execute("DELETE FROM forecasts WHERE made_at_ms < ?", (to_ms(before),))
+
+
+def queue_prune_forecasts(db: Database, before: datetime) -> None:
+    """`prune_forecasts` with the next commit (the store's batch), like `queue_prune_plans`."""
+    db.defer("DELETE FROM forecasts WHERE made_at_ms < ?", (to_ms(before),))

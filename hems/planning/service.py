@@ -35,10 +35,10 @@ from hems.planning.builder import EvRequest as _EvRequest  # the name ev_plugged
 from hems.planning.builder import build_problem as _build_problem
 from hems.planning.config import PlannerConfig
 from hems.planning.flex import PRICE_STEP_MIN, constraint_for, price_slots
-from hems.planning.forecast import Forecast, Forecaster, SiteDevices, prune_forecasts
+from hems.planning.forecast import Forecast, Forecaster, SiteDevices, queue_prune_forecasts
 from hems.planning.problem import FlexConstraint, Problem
 from hems.planning.solver_process import optimise_in_child
-from hems.planning.store import prune_plans, save_plan
+from hems.planning.store import queue_prune_plans, save_plan
 from hems.planning.tariffs import Tariff, build_tariff
 from hems.planning.tariffs.fetch import FAR_PAST
 from hems.store.db import Database
@@ -51,6 +51,7 @@ __all__ = ["Envelope", "EnvelopeInterval", "PlannerService", "load_window", "slo
 
 
 log = structlog.get_logger(__name__)
+_PRUNE_EVERY = timedelta(hours=1)  # plans and forecasts are kept for days
 
 PlanListener = Callable[[Plan], None]
 
@@ -131,6 +132,7 @@ class PlannerService:
         self._load_fc: Forecast | None = None
         self._deviation_slot: datetime | None = None
         self._slot: datetime | None = None  # the slot the loop last saw
+        self._pruned_at: datetime | None = None  # the plans' and forecasts' last retention
         # Batteries the last problem left out for an unknown SoC: replan once it is known,
         # not at the next slot boundary (the first plan often comes before the first poll).
         self._unplanned_batteries: set[str] = set()
@@ -509,10 +511,14 @@ class PlannerService:
             notes=notes,
         )
         # ~100 plans a day with their inputs: keep the SD card from filling up. Each table's
-        # owner deletes its own rows.
+        # owner deletes its own rows, once an hour and with the store's next batch: a delete
+        # committed on its own would take the plan and forecasts just queued along at once.
+        if self._pruned_at is not None and abs(now - self._pruned_at) < _PRUNE_EVERY:
+            return
+        self._pruned_at = now
         before = now - timedelta(days=self.cfg.retention_days)
-        await prune_plans(self.db, before)
-        await prune_forecasts(self.db, before)
+        queue_prune_plans(self.db, before)
+        queue_prune_forecasts(self.db, before)
 
     def _devices_from_state(self) -> SiteDevices:
         roles = self.state.devices

@@ -6,9 +6,11 @@ SD card and SQLite never sees two writers. Callers use the async methods.
 Each commit in WAL mode costs the SD card at least one page per table and index touched (4 KiB
 each, plus a frame header) and later the same pages again at the checkpoint. Writes that may
 wait go through `defer`/`defer_many`: they are queued and committed with the next write
-transaction (the reading store's batch, an outbox append) or, if none comes, `defer_max_s`
-after they were queued. A kill -9 loses at most that span of them; reads through this
-`Database` see them at once.
+transaction (the reading store's batch, an outbox append) or, if none comes, a tenth more
+than `defer_max_s` after they were queued, counted from the end of the commit running then
+(the daemon sets it to the store's batch interval: the batch that starts one interval after
+the last one ended takes them, not a commit of their own). A kill -9 loses at most that span
+of them; reads through this `Database` see them at once.
 """
 
 from __future__ import annotations
@@ -37,6 +39,9 @@ _MAX_DEFERRED = 20000  # deferred statements queued at most (a failing disk must
 _REPLAY_MAX = 64
 PAGE_SIZE_B = 1024  # of a new database file (see `connect`)
 WAL_CHECKPOINT_B = 4 * 1024 * 1024  # WAL written between automatic checkpoints
+# The deferred writes' timer waits this much longer than `defer_max_s`: the store's next batch
+# starts one interval after its last commit ended (plus the loop's lag) and takes them along.
+_DEFER_SLACK = 1.1
 
 
 class _DeferredCall:
@@ -215,11 +220,13 @@ class Database:
         self._conn = conn
         self._executor = executor
         self.path = path  # the file (None in memory): the installer's restore places it
-        # Real seconds a deferred write waits at most for a commit to take it along.
+        # Real seconds a deferred write waits for a commit to take it along (a tenth more, from
+        # the end of the commit running when it was queued; see the module docstring).
         self.defer_max_s = 5.0
         self._deferred: deque[_Deferred] = deque()
         self._deferred_timer: asyncio.TimerHandle | None = None
         self._flush_task: asyncio.Future[None] | None = None
+        self._committing = 0  # calls running: the timer is armed when they end
         self.deferred_written = 0  # rows committed / dropped (failed or queue full)
         self.deferred_dropped = 0
 
@@ -303,9 +310,15 @@ class Database:
             self.deferred_dropped += _rows(self._deferred.popleft())
             log.error("store: deferred write queue full, oldest write dropped")
         self._deferred.append(item)
-        if self._deferred_timer is None:
+        self._arm_timer()
+
+    def _arm_timer(self) -> None:
+        # Not while a commit runs: a write queued during the store's batch waits for the
+        # next batch, which comes one interval after this one ends.
+        if self._deferred_timer is None and self._deferred and not self._committing:
             loop = asyncio.get_running_loop()
-            self._deferred_timer = loop.call_later(self.defer_max_s, self._deferred_due)
+            wait_s = self.defer_max_s * _DEFER_SLACK
+            self._deferred_timer = loop.call_later(wait_s, self._deferred_due)
 
     @property
     def deferred(self) -> int:
@@ -341,9 +354,7 @@ class Database:
         self._deferred.extendleft(reversed(taken))
         while len(self._deferred) > _MAX_DEFERRED:
             self.deferred_dropped += _rows(self._deferred.popleft())
-        if self._deferred and self._deferred_timer is None:
-            loop = asyncio.get_running_loop()
-            self._deferred_timer = loop.call_later(self.defer_max_s, self._deferred_due)
+        self._arm_timer()
 
     def _apply(
         self, taken: list[_Deferred], replay: bool = False
@@ -404,7 +415,32 @@ class Database:
                 loop.call_soon_threadsafe(on_commit, value)
             return result
 
-        return await loop.run_in_executor(self._executor, run)
+        self._committing += 1
+        try:
+            return await loop.run_in_executor(self._executor, run)
+        finally:
+            self._committing -= 1
+            self._arm_timer()
+
+    async def read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run the read-only `fn(conn)` on the database thread, seeing the queued writes
+        like `fetchall` (replayed, then rolled back) without committing them: a read made
+        right after a deferred write must not turn it into a commit of its own."""
+        if len(self._deferred) > _REPLAY_MAX:
+            await self.flush_deferred()
+        pending = list(self._deferred)
+
+        def run() -> T:
+            if not pending:
+                return fn(self._conn)
+            self._conn.execute("BEGIN")
+            try:
+                self._apply(pending, replay=True)
+                return fn(self._conn)
+            finally:
+                self._conn.execute("ROLLBACK")
+
+        return await asyncio.get_running_loop().run_in_executor(self._executor, run)
 
     async def execute(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> int:
         return await self.call(lambda c: c.execute(sql, params).rowcount)
@@ -416,23 +452,9 @@ class Database:
     async def fetchall(
         self, sql: str, params: Sequence[Any] | dict[str, Any] = ()
     ) -> list[sqlite3.Row]:
-        if len(self._deferred) > _REPLAY_MAX:
-            await self.flush_deferred()
-        pending = list(self._deferred)
-
-        def run() -> list[sqlite3.Row]:
-            if not pending:
-                return self._conn.execute(sql, params).fetchall()
-            # Queued writes are seen: applied in a transaction that is rolled back (in WAL
-            # mode nothing reaches the disk before a commit).
-            self._conn.execute("BEGIN")
-            try:
-                self._apply(pending, replay=True)
-                return self._conn.execute(sql, params).fetchall()
-            finally:
-                self._conn.execute("ROLLBACK")
-
-        return await asyncio.get_running_loop().run_in_executor(self._executor, run)
+        # Queued writes are seen: applied in a transaction that is rolled back (in WAL mode
+        # nothing reaches the disk before a commit).
+        return await self.read(lambda c: c.execute(sql, params).fetchall())
 
     async def fetchone(
         self, sql: str, params: Sequence[Any] | dict[str, Any] = ()

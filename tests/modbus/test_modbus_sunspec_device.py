@@ -473,3 +473,23 @@ async def test_modbus_sunspec_logs_transitions_not_every_failure(serve, fault_pr
     events = [e["event"] for e in logs if e["event"].startswith("sunspec")]
     assert events == ["sunspec poll failed", "sunspec device down", "sunspec device recovered"]
     await pool.close()
+
+
+async def test_modbus_sunspec_control_writes_log_at_debug(serve):
+    """Issue 16: the control loop re-sends the PV limit and the battery mode all day; at info
+    they were most of the log file (~2 MB a day), so they log at debug."""
+    from structlog.testing import capture_logs
+
+    srv = await serve(home_images())
+    clock = ManualClock(T0)
+    state = SiteState(clock)
+    pool = EndpointPool()
+    pv = sunspec_device(cfg(srv.port, "pv", "pv", 1), pool, state, clock)
+    bat = sunspec_device(cfg(srv.port, "battery", "battery", 2), pool, state, clock)
+    with capture_logs() as logs:
+        await pv.set_power_limit_pct(60)
+        await bat.set_mode(BatteryMode.POWER_SETPOINT, 1000)
+    levels = {e["event"]: e["log_level"] for e in logs}
+    assert levels["sunspec pv limit set"] == "debug"
+    assert levels["sunspec battery mode set"] == "debug"
+    await pool.close()

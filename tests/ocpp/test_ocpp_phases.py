@@ -52,13 +52,19 @@ async def test_phase_switch_respects_cooldown(version: str, quirks: str) -> None
 
 
 async def test_charger_without_switching_keeps_its_phases() -> None:
+    from structlog.testing import capture_logs
+
     async with central_system(ocpp_config()) as (cs, _state):
         charger = cs.charger("cp1")
         async with charger_sim(cs) as sim:
             await wait_for(lambda: charger.booted and charger.transaction, what="session")
-            await charger.set_limit(14, 1)
+            with capture_logs() as logs:
+                await charger.set_limit(14, 1)
             await wait_for(lambda: sim.current_a == 14.0, what="14 A")
             assert sim.phases == 3 and charger.active_phases == 3
+    # Issue 16: an accepted limit (the control loop's refresh, all day) logs at debug.
+    sent = [e for e in logs if e["event"] == "ocpp limit sent"]
+    assert sent and all(e["log_level"] == "debug" for e in sent)
 
 
 KW = {

@@ -154,3 +154,20 @@ def test_parse_open_meteo_names_the_field() -> None:
         parse_open_meteo({"error": True, "reason": "bad"})
     with pytest.raises(ValueError, match="hourly"):
         parse_open_meteo({"hourly": {"time": ["2026-01-01T00:00"]}})
+
+
+async def test_a_forecast_the_same_as_the_last_stored_is_not_stored_again(db) -> None:  # type: ignore[no-untyped-def]
+    """Issue 16: a replan within a slot makes the same load forecast; a second identical row
+    would only cost the SD card (forecast accuracy picks the same values from the first)."""
+    now = datetime(2026, 11, 27, 0, 0, tzinfo=UTC)
+    await put_history(db, "grid", {now - timedelta(days=7) + timedelta(hours=18): 1000.0})
+    clock = AutoClock(now)
+    f = forecaster(ForecastConfig(), db, clock, None, SiteDevices(grid=["grid"]))
+    start = now + timedelta(hours=17, minutes=30)
+    await f.load(start, 4, 15)
+    await clock.advance(300)
+    await f.load(start, 4, 15)  # same start, same history: the same forecast
+    await clock.advance(300)
+    await f.load(start + timedelta(minutes=15), 4, 15)  # a new slot: a new forecast
+    rows = await db.fetchall("SELECT made_at_ms, start_ms FROM forecasts ORDER BY made_at_ms")
+    assert len(rows) == 2 and rows[0][1] != rows[1][1]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sqlite3
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -26,6 +27,7 @@ from hems.planning.optimiser import optimise
 from hems.planning.planio import plan_from_dict
 from hems.planning.problem import Problem
 from hems.planning.service import PlannerService, load_window
+from hems.planning.store import stored_json
 from hems.store.db import Database
 
 NOW = datetime(2026, 11, 27, 16, 5, tzinfo=UTC)
@@ -116,9 +118,9 @@ async def test_rolling_horizon_plans_stores_and_replans(replay, db) -> None:  # 
             "SELECT reason, problem_json, plan_json FROM plans ORDER BY plan_pk DESC"
         )
         assert row is not None and "start" in row[0]
-        again = optimise(Problem.model_validate_json(row[1]))
+        again = optimise(Problem.model_validate_json(stored_json(row[1])))
         assert again.plan.cost == pytest.approx(plan.cost, abs=1e-3)
-        assert plan_from_dict(__import__("json").loads(row[2])).slots == plan.slots
+        assert plan_from_dict(__import__("json").loads(stored_json(row[2]))).slots == plan.slots
 
         # A slot boundary brings a new plan starting at the new slot.
         await clock.advance(30 * 60)
@@ -208,6 +210,20 @@ async def test_impossible_event_is_left_out_and_named(replay, db) -> None:  # ty
             " VALUES ('pv', 0, 0, 1800, '[]', 'default')"
         )
         plan = await svc.plan_once("test")
+        # Issue 16: the retention runs once an hour, not at every replan (each delete is a
+        # commit that would take the replan's queued plan and forecasts along at once).
+        db.defer_max_s = 3600.0
+        await db.flush_deferred()
+        await clock.advance(600)
+        await svc.plan_once("again")
+        assert db.deferred >= 1
+        other = sqlite3.connect(str(db.path))
+        try:
+            reasons = [r[0] for r in other.execute("SELECT reason FROM plans")]
+        finally:
+            other.close()
+        assert reasons == ["test"]
+        await db.execute("DELETE FROM plans WHERE reason = 'again'")
     assert plan is not None
     # Retention: plans older than retention_days (14) are gone, the new one is stored.
     rows = await db.fetchall("SELECT reason FROM plans")

@@ -4,13 +4,15 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from hems.core.plan import Plan, PlanSlot
 from hems.planning.forecast import Forecast, prune_forecasts, store_forecast
+from hems.planning.planio import plan_to_dict
 from hems.planning.problem import Problem
-from hems.planning.store import latest_plan, prune_plans, save_plan
+from hems.planning.store import latest_plan, prune_plans, save_plan, stored_json
 from hems.store.db import Database
 
 T0 = datetime(2026, 11, 27, 16, 0, tzinfo=UTC)
@@ -46,7 +48,7 @@ async def test_plans_are_saved_read_back_and_pruned_by_their_owner(tmp_path: Pat
             "SELECT notes_json, problem_json FROM plans WHERE reason = 'failed'"
         )
         assert row is not None and json.loads(row[0]) == ["events[0]: impossible"]
-        assert Problem.model_validate_json(row[1]) == PROBLEM
+        assert Problem.model_validate_json(stored_json(row[1])) == PROBLEM
 
         fc = Forecast(T0, 30, [100.0], "default")
         await store_forecast(db, "pv", old, fc)
@@ -59,5 +61,42 @@ async def test_plans_are_saved_read_back_and_pruned_by_their_owner(tmp_path: Pat
         assert len(await db.fetchall("SELECT 1 FROM forecasts")) == 2
         assert await prune_forecasts(db, cutoff) == 1
         assert [r[0] for r in await db.fetchall("SELECT kind FROM forecasts")] == ["load"]
+    finally:
+        await db.close()
+
+
+async def test_plans_are_stored_compressed_with_the_next_commit_and_old_rows_still_read(
+    tmp_path: Path,
+) -> None:
+    """Issue 16: a plan's problem and plan JSON are ~16 KB a replan; stored compressed and
+    riding on the next commit (the store's batch). Rows stored as text before still read."""
+    path = tmp_path / "hems.db"
+    db = await Database.open(path)
+    db.defer_max_s = 3600.0  # only the next commit takes the plan along
+    try:
+        await db.execute(
+            "INSERT INTO plans(created_at_ms, reason, status, cost, problem_json, plan_json)"
+            " VALUES (0, 'text row', 'optimal', 1.0, ?, ?)",
+            (PROBLEM.model_dump_json(), json.dumps(plan_to_dict(plan(T0, 1.0)))),
+        )
+        found = await latest_plan(db)
+        assert found is not None and found[1] == "text row" and found[0].cost == 1.0
+        big = Problem(start=T0, import_price_per_kwh=[0.2123456] * 96,
+                      export_price_per_kwh=[0.1] * 96)  # fmt: skip
+        await save_plan(db, created_at=T0, reason="new", status="optimal", problem=big,
+                        plan=plan(T0, 2.0), solve_time_s=0.01, notes=None)  # fmt: skip
+        other = sqlite3.connect(str(path))
+        try:
+            assert other.execute("SELECT count(*) FROM plans").fetchone()[0] == 1
+            found = await latest_plan(db)  # seen before it is committed
+            assert found is not None and found[1] == "new" and found[0].cost == 2.0
+            await db.execute("DELETE FROM plans WHERE reason = 'nothing'")  # the next commit
+            stored, size = other.execute(
+                "SELECT problem_json, length(problem_json) FROM plans WHERE reason = 'new'"
+            ).fetchone()
+        finally:
+            other.close()
+        assert isinstance(stored, bytes) and size < len(big.model_dump_json()) / 4
+        assert Problem.model_validate_json(stored_json(stored)) == big
     finally:
         await db.close()

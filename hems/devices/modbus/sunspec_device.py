@@ -368,7 +368,8 @@ class SunSpecInverter(SunSpecDevice):
                     writes.append(("WMaxLimPctRvrtTms", revert))
                 writes.append(("WMaxLimPctEna", 0.0 if release else 1.0))
             await self._write_points(data, writes)
-            log.info("sunspec pv limit set", device=self.device_id, limit_pct=limit_pct)
+            # Debug: the control loop re-sends it all day (most of the log file at info).
+            log.debug("sunspec pv limit set", device=self.device_id, limit_pct=limit_pct)
 
 
 class SunSpecBattery(SunSpecDevice):
@@ -406,7 +407,7 @@ class SunSpecBattery(SunSpecDevice):
         async with self._control_lock:
             data = await self._fresh_model(124)
             await self._write_points(data, self._plan_124(data, mode, float(power_w)))
-            log.info(
+            log.debug(  # re-sent all day: debug (a failed write is logged as a fault)
                 "sunspec battery mode set", device=self.device_id, mode=str(mode), power_w=power_w
             )
 

@@ -127,7 +127,8 @@ class Limits:
             now_s + response_delay_s(cfg, quirks, dsr),
         )
         cmd.command_pk = await self._record(decision, dsr, method, status)
-        log.info(
+        # Accepted: the control loop's refresh, kept in ocpp_commands; debug in the log.
+        (log.debug if status == "Accepted" else log.info)(
             "ocpp limit sent",
             charger=cfg.id,
             current_a=decision.current_a,
