@@ -372,7 +372,8 @@ async def _drive(
     broker: Broker,
     procs: list[asyncio.subprocess.Process],
 ) -> dict[str, Any]:
-    from hil.aggregator import ReferenceAggregator, check_report, report_window
+    from bench.fleet_dispatcher import Dispatcher
+    from hil.aggregator import check_report, report_window
 
     # aiomqtt leaves "Future exception was never retrieved" noise on dropped links (LIBRARIES §4).
     asyncio.get_running_loop().set_exception_handler(lambda _loop, _ctx: None)
@@ -383,20 +384,12 @@ async def _drive(
     agg_key = Ed25519PrivateKey.generate()
     sites = site_ids(args.gateways)
     keys = {s: site_key(s).public_key() for s in sites}
-    dispatcher = ReferenceAggregator(
+    dispatcher = Dispatcher(
         "127.0.0.1", broker.port, key=agg_key, gateway_keys=keys, clock=clock,
         tls=tls_context(tls_dir, "aggregator"), client_id="agg-dispatcher", subscription=None,
-        resend_after_s=5.0 * args.speed, reissue_after_s=90.0,
+        resend_after_s=5.0 * args.speed, resend_max_s=30.0 * args.speed, reissue_after_s=90.0,
     )  # fmt: skip
-    sends: dict[str, list[float]] = {}  # site -> wall times the dispatcher sent it the event
-    publish = dispatcher._publish
-
-    async def traced_publish(topic: str, raw: bytes, key: tuple[str, int] | None) -> None:
-        if key is not None and dispatcher._client is not None:
-            sends.setdefault(key[0], []).append(time.time())
-        await publish(topic, raw, key)
-
-    dispatcher._publish = traced_publish  # type: ignore[method-assign]
+    sends = dispatcher.sends  # site -> wall times the dispatcher sent it the event
     agg_task = asyncio.create_task(dispatcher.run())
     await asyncio.wait_for(dispatcher.connected.wait(), 10)
     common = ["--gateways", str(args.gateways), "--port", str(broker.port), "--tmp", str(tmp)]
@@ -466,6 +459,16 @@ async def _drive(
     outage_s = time.monotonic() - t_down
     try:
         await dispatcher.wait_for(lambda: acked() == len(sites), timeout_s=args.timeout_s)
+        t_acks = time.monotonic() - t0
+        _stage("all acked")
+        await _wait_all(dispatcher, recs, "event_response", args.timeout_s)
+        t_responses = time.monotonic() - t0
+        wall_to_end_s = max(0.0, (event_end - clock.now()).total_seconds() / args.speed)
+        await asyncio.sleep(wall_to_end_s)
+        t_end = time.monotonic()
+        _stage("event over; waiting for the reports")
+        await _wait_all(dispatcher, recs, "delivery_report", args.timeout_s)
+        t_reports = time.monotonic() - t_end
     except TimeoutError:
         # Say where the time went before giving up: the gateways' traces of the late sites.
         _, _, traces = await _stop_workers(workers)
@@ -476,17 +479,8 @@ async def _drive(
             marks = [(what, round(t - started_wall, 2)) for what, t in traces.get(s, [])]
             sent = [round(t - started_wall, 2) for t in sends.get(s, [])]
             _stage(f"not acked {s}: gateway {marks}; dispatcher sent at {sent}")
+        _stage(f"broker log: {_broker_log_counts(broker.log)}")
         raise
-    t_acks = time.monotonic() - t0
-    _stage("all acked")
-    await _wait_all(dispatcher, recs, "event_response", args.timeout_s)
-    t_responses = time.monotonic() - t0
-    wall_to_end_s = max(0.0, (event_end - clock.now()).total_seconds() / args.speed)
-    await asyncio.sleep(wall_to_end_s)
-    t_end = time.monotonic()
-    _stage("event over; waiting for the reports")
-    await _wait_all(dispatcher, recs, "delivery_report", args.timeout_s)
-    t_reports = time.monotonic() - t_end
     await asyncio.sleep(3)  # let the last acks reach the gateways' outboxes
     left, connects, traces = await _stop_workers(workers)
     ack_watch.cancel()
@@ -555,6 +549,7 @@ async def _drive(
         "responses accepted": accepted,
         "answers incl. to resent / re-signed copies": answers,
         "answers to copies by reason": copies_by_reason,
+        "copies signed afresh after a too-old one was rejected": dispatcher.fresh_copies,
         "reports received / failing check_report or window": f"{len(reports)} / {bad_reports}",
         "report before its response": out_of_order,
         "delivered kWh per home (mean)": round(sum(delivered) / max(1, len(delivered)), 3),
