@@ -10,7 +10,9 @@ reconnect storm. Here:
 
 - a copy the broker acknowledged (PUBACK) is not resent on reconnect: it is in the gateway's
   session; one the broker never acknowledged is resent at once;
-- timer resends back off (doubling from `resend_after_s` up to `resend_max_s`);
+- timer resends count from the later of the last send and the gateway's last `online` status
+  (a copy waiting for a gateway that is not back yet is in its session: resending it only
+  adds a copy to answer), and back off (doubling from `resend_after_s` up to `resend_max_s`);
 - a copy the gateway rejected as too old (`clock_skew`, `expired`: queued too long at the
   broker) is signed afresh and sent at once, i.e. right when the gateway's session is back,
   rather than on the next timer.
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import time
 from collections.abc import Coroutine
 from typing import Any
@@ -42,6 +45,7 @@ class Dispatcher(ReferenceAggregator):
         self.sends: dict[str, list[float]] = {}  # site -> wall times an event copy was sent
         self.fresh_copies = 0  # signed afresh after a stale rejection
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._online_at: dict[str, float] = {}  # site -> clock.monotonic() of its last online
 
     async def send(self, site_id: str, type_: str, payload: dict[str, Any]) -> dict[str, Any]:
         message = await super().send(site_id, type_, payload)
@@ -49,6 +53,11 @@ class Dispatcher(ReferenceAggregator):
         if p is not None:
             self._sent_ids[p.id] = (site_id, p)
         return message
+
+    async def ingest(self, site_id: str, type_: str, message: dict[str, Any]) -> None:
+        if type_ == "status" and message.get("payload", {}).get("state") == "online":
+            self._online_at[site_id] = self._clock.monotonic()
+        await super().ingest(site_id, type_, message)
 
     async def _publish(self, topic: str, raw: bytes, key: tuple[str, int] | None) -> None:
         client = self._client
@@ -63,11 +72,15 @@ class Dispatcher(ReferenceAggregator):
                 self._accepted.add(key)
 
     async def _resend_loop(self) -> None:
+        client: Any = None
+        connected_s = 0.0  # clock.monotonic() of this dispatcher's last (re)connect
         while True:
             await asyncio.sleep(0.2)
             if self._client is None:
                 continue
             now_s = self._clock.monotonic()
+            if self._client is not client:
+                client, connected_s = self._client, now_s
             sends: list[Coroutine[Any, Any, Any]] = []
             for site_id, rec in list(self.sites.items()):
                 for seq, p in list(rec.pending.items()):
@@ -79,8 +92,14 @@ class Dispatcher(ReferenceAggregator):
                         continue
                     n = self._resends.get(key, 0)
                     wait_s = min(self._resend_after_s * 2**n, self._resend_max_s)
-                    if sent is not None and now_s - sent < wait_s:
+                    online_s = self._online_at.get(site_id, -math.inf)
+                    if sent is not None and now_s - max(sent, online_s) < wait_s:
                         continue
+                    if key in self._accepted and online_s < connected_s:
+                        # Not back since the outage: the broker holds the copy for it (but
+                        # resend after resend_max_s, should the broker have lost it).
+                        if sent is not None and now_s - sent < self._resend_max_s:
+                            continue
                     self._resends[key] = n + 1
                     if now_s - p.signed_at_s > self._reissue_after_s:
                         rec.pending.pop(seq)
