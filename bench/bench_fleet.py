@@ -27,7 +27,10 @@ so the 30-minute event and the report delay pass in `--speed`-times less wall ti
 telemetry (every 60 simulated s) unless `--telemetry-wall-s` sets a real fleet's wall-clock
 rate. The gateways' 120 s clock-skew window is simulated time too (4 wall s at 30×). Reported
 in wall seconds: dispatch → all acks, → all responses, event end → all reports; plus
-exactly-once counts, the reports' arithmetic (`hil.aggregator.check_report`) and order.
+exactly-once counts, the reports' arithmetic (`hil.aggregator.check_report`) and order; and,
+for the gateways not yet acked when the broker stopped, where the time after its restart went
+(session attempts, CONNACK, session back, the dispatcher's sends, the ack's arrival; median /
+p95 / max). The dispatcher's resend policy is in `bench/fleet_dispatcher.py`.
 """
 
 from __future__ import annotations
