@@ -295,6 +295,10 @@ async def consumer(args: argparse.Namespace) -> None:
         tls=tls_context(Path(args.tls_dir), "aggregator"),
         client_id=f"agg-consumer-{args.consumer}",
         subscription=f"$share/{SHARED_GROUP}/hems/v1/+/up/#",
+        # Mosquitto 2.0.11 does not keep a shared subscription over its restart: what gateways
+        # publish before a consumer has subscribed again is dropped (they resend it after
+        # resend_after_s). So the consumers come back first: few clients, short backoff.
+        backoff_max_s=0.1,
         on_message=forward, on_status=status,
     )  # fmt: skip
     task = asyncio.create_task(agg.run())
@@ -610,6 +614,7 @@ def _timeline(
     late = [s for s, t in acked_at.items() if t > stopped]
     back, sessions, event, first_send, ack, ack_after_back = [], [], [], [], [], []
     attempts, connack = [], []
+    slow: list[str] = []  # acked more than 3 s after its session was back
     for s in late:
         ups = [t for what, t in traces.get(s, []) if what == "up" and t > stopped]
         tries = [t for what, t in traces.get(s, []) if what == "attempt" and t > stopped]
@@ -628,6 +633,8 @@ def _timeline(
         if sent:
             first_send.append(sent[0] - started)
         ack.append(acked_at[s] - started)
+        if ups and acked_at[s] - ups[0] > 3.0:
+            slow.append(s)
     down = [
         min(t for what, t in tr if what == "down" and t > stopped) - stopped
         for tr in traces.values()
@@ -644,6 +651,7 @@ def _timeline(
         "restart: broker start -> gateway decides": _spread(event),
         "restart: broker start -> ack at dispatcher": _spread(ack),
         "restart: session back -> ack at dispatcher": _spread(ack_after_back),
+        "restart: acked > 3 s after the session was back": f"{len(slow)} {slow[:5]}",
     }
 
 
