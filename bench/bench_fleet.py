@@ -27,7 +27,10 @@ so the 30-minute event and the report delay pass in `--speed`-times less wall ti
 telemetry (every 60 simulated s) unless `--telemetry-wall-s` sets a real fleet's wall-clock
 rate. The gateways' 120 s clock-skew window is simulated time too (4 wall s at 30×). Reported
 in wall seconds: dispatch → all acks, → all responses, event end → all reports; plus
-exactly-once counts, the reports' arithmetic (`hil.aggregator.check_report`) and order.
+exactly-once counts, the reports' arithmetic (`hil.aggregator.check_report`) and order; and,
+for the gateways not yet acked when the broker stopped, where the time after its restart went
+(session attempts, CONNACK, session back, the dispatcher's sends, the ack's arrival; median /
+p95 / max). The dispatcher's resend policy is in `bench/fleet_dispatcher.py`.
 """
 
 from __future__ import annotations
@@ -139,6 +142,9 @@ async def worker(args: argparse.Namespace) -> None:
     services: list[FlexService] = []
     dbs: list[Database] = []
     windows: dict[str, tuple[datetime, datetime, float]] = {}  # site -> accepted event
+    # site -> [(what, wall time.time())]: "attempt" (a session begins), "connack", "up" (its
+    # subscriptions and status done) / "down", "event" (the gateway decided)
+    trace: dict[str, list[tuple[str, float]]] = {site: [] for _, site in mine}
     # Simulating 21 days of a home takes seconds: a few homes are simulated per process and
     # each gateway starts from a copy of one of them (its own file from then on).
     templates: list[Path] = []
@@ -189,12 +195,20 @@ async def worker(args: argparse.Namespace) -> None:
         )  # fmt: skip
 
         async def on_event(ev: Event, flex: FlexService = flex, site: str = site) -> EventDecision:
+            trace[site].append(("event", time.time()))
             decision = await answer_event(flex, ev)
             if decision.status == "accepted":
                 windows[site] = (ev.start, ev.end, CAP_W)
             return decision
 
         up = Uplink(cfg, site, SiteState(clock), db, clock, on_event, key=site_key(site))
+        make_client = up._client_for_session
+
+        def traced_client(make_client: Any = make_client, site: str = site) -> Any:
+            trace[site].append(("attempt", time.time()))  # a session attempt begins
+            return make_client()
+
+        up._client_for_session = traced_client  # type: ignore[method-assign]
         box.append(up)
         uplinks.append(up)
         services.append(flex)
@@ -222,10 +236,26 @@ async def worker(args: argparse.Namespace) -> None:
                 )
                 done.add(site)
 
+    async def watch() -> None:
+        """Each session's ups and downs, as the gateway sees them (polled every 20 ms)."""
+        up = {u.site_id: False for u in uplinks}
+        connacks = {u.site_id: 0 for u in uplinks}
+        while True:
+            now_s = time.time()
+            for u in uplinks:
+                if u.connects != connacks[u.site_id]:
+                    connacks[u.site_id] = u.connects
+                    trace[u.site_id].append(("connack", now_s))
+                if u.connected.is_set() != up[u.site_id]:
+                    up[u.site_id] = not up[u.site_id]
+                    trace[u.site_id].append(("up" if up[u.site_id] else "down", now_s))
+            await asyncio.sleep(0.02)
+
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     runners = [asyncio.create_task(u.run()) for u in uplinks]
+    runners.append(asyncio.create_task(watch()))
     runners += [asyncio.create_task(f.run()) for f in services]
     runners.append(asyncio.create_task(meter()))
     print(json.dumps({"ready": len(uplinks)}), flush=True)
@@ -237,7 +267,7 @@ async def worker(args: argparse.Namespace) -> None:
     await asyncio.gather(*runners, return_exceptions=True)
     for db in dbs:
         await db.close()
-    print(json.dumps({"outbox_left": left, "connects": connects}), flush=True)
+    print(json.dumps({"outbox_left": left, "connects": connects, "trace": trace}), flush=True)
 
 
 # -- consumer: one of the aggregator's receiving processes ------------------------------------
@@ -265,6 +295,10 @@ async def consumer(args: argparse.Namespace) -> None:
         tls=tls_context(Path(args.tls_dir), "aggregator"),
         client_id=f"agg-consumer-{args.consumer}",
         subscription=f"$share/{SHARED_GROUP}/hems/v1/+/up/#",
+        # Mosquitto 2.0.11 does not keep a shared subscription over its restart: what gateways
+        # publish before a consumer has subscribed again is dropped (they resend it after
+        # resend_after_s). So the consumers come back first: few clients, short backoff.
+        backoff_max_s=0.1,
         on_message=forward, on_status=status,
     )  # fmt: skip
     task = asyncio.create_task(agg.run())
@@ -345,7 +379,8 @@ async def _drive(
     broker: Broker,
     procs: list[asyncio.subprocess.Process],
 ) -> dict[str, Any]:
-    from hil.aggregator import ReferenceAggregator, check_report, report_window
+    from bench.fleet_dispatcher import Dispatcher
+    from hil.aggregator import check_report, report_window
 
     # aiomqtt leaves "Future exception was never retrieved" noise on dropped links (LIBRARIES §4).
     asyncio.get_running_loop().set_exception_handler(lambda _loop, _ctx: None)
@@ -356,11 +391,12 @@ async def _drive(
     agg_key = Ed25519PrivateKey.generate()
     sites = site_ids(args.gateways)
     keys = {s: site_key(s).public_key() for s in sites}
-    dispatcher = ReferenceAggregator(
+    dispatcher = Dispatcher(
         "127.0.0.1", broker.port, key=agg_key, gateway_keys=keys, clock=clock,
         tls=tls_context(tls_dir, "aggregator"), client_id="agg-dispatcher", subscription=None,
-        resend_after_s=5.0 * args.speed, reissue_after_s=90.0,
+        resend_after_s=5.0 * args.speed, resend_max_s=30.0 * args.speed, reissue_after_s=90.0,
     )  # fmt: skip
+    sends = dispatcher.sends  # site -> wall times the dispatcher sent it the event
     agg_task = asyncio.create_task(dispatcher.run())
     await asyncio.wait_for(dispatcher.connected.wait(), 10)
     common = ["--gateways", str(args.gateways), "--port", str(broker.port), "--tmp", str(tmp)]
@@ -398,7 +434,19 @@ async def _drive(
         "end": event_end.isoformat(),
         "import_cap_w": CAP_W,
     }
+    acked_at: dict[str, float] = {}  # site -> wall time its ack or answer reached the dispatcher
+
+    async def watch_acks() -> None:
+        while len(acked_at) < len(sites):
+            now_s = time.time()
+            for s, r in zip(sites, recs, strict=True):
+                if s not in acked_at and (r.acked_down or r.of("event_response")):
+                    acked_at[s] = now_s
+            await asyncio.sleep(0.02)
+
+    ack_watch = asyncio.create_task(watch_acks())
     t0 = time.monotonic()
+    t0_wall = time.time()
     await asyncio.gather(*(dispatcher.send_event(s, payload) for s in sites))
     dispatch_s = time.monotonic() - t0
 
@@ -409,32 +457,40 @@ async def _drive(
     await dispatcher.wait_for(lambda: acked() >= len(sites) // 2, timeout_s=args.timeout_s)
     acked_at_restart = acked()
     _stage(f"{acked_at_restart} acked; restarting the broker")
+    stopped_wall = time.time()
     broker.stop()
     t_down = time.monotonic()
     await asyncio.sleep(args.outage_s)
     broker.start()
+    started_wall = time.time()
     outage_s = time.monotonic() - t_down
-    await dispatcher.wait_for(lambda: acked() == len(sites), timeout_s=args.timeout_s)
-    t_acks = time.monotonic() - t0
-    _stage("all acked")
-    await _wait_all(dispatcher, recs, "event_response", args.timeout_s)
-    t_responses = time.monotonic() - t0
-    wall_to_end_s = max(0.0, (event_end - clock.now()).total_seconds() / args.speed)
-    await asyncio.sleep(wall_to_end_s)
-    t_end = time.monotonic()
-    _stage("event over; waiting for the reports")
-    await _wait_all(dispatcher, recs, "delivery_report", args.timeout_s)
-    t_reports = time.monotonic() - t_end
+    try:
+        await dispatcher.wait_for(lambda: acked() == len(sites), timeout_s=args.timeout_s)
+        t_acks = time.monotonic() - t0
+        _stage("all acked")
+        await _wait_all(dispatcher, recs, "event_response", args.timeout_s)
+        t_responses = time.monotonic() - t0
+        wall_to_end_s = max(0.0, (event_end - clock.now()).total_seconds() / args.speed)
+        await asyncio.sleep(wall_to_end_s)
+        t_end = time.monotonic()
+        _stage("event over; waiting for the reports")
+        await _wait_all(dispatcher, recs, "delivery_report", args.timeout_s)
+        t_reports = time.monotonic() - t_end
+    except TimeoutError:
+        # Say where the time went before giving up: the gateways' traces of the late sites.
+        _, _, traces = await _stop_workers(workers)
+        timeline = _timeline(t0_wall, stopped_wall, started_wall, traces, sends, acked_at)
+        for k, v in timeline.items():
+            _stage(f"{k}: {v}")
+        for s in [s for s in sites if s not in acked_at][:10]:
+            marks = [(what, round(t - started_wall, 2)) for what, t in traces.get(s, [])]
+            sent = [round(t - started_wall, 2) for t in sends.get(s, [])]
+            _stage(f"not acked {s}: gateway {marks}; dispatcher sent at {sent}")
+        _stage(f"broker log: {_broker_log_counts(broker.log)}")
+        raise
     await asyncio.sleep(3)  # let the last acks reach the gateways' outboxes
-    left = connects = 0
-    for p in workers:
-        p.send_signal(signal.SIGTERM)
-    for p in workers:
-        out, _ = await p.communicate()
-        for line in out.decode().splitlines():
-            if line.startswith('{"outbox_left"'):
-                left += json.loads(line)["outbox_left"]
-                connects += json.loads(line)["connects"]
+    left, connects, traces = await _stop_workers(workers)
+    ack_watch.cancel()
     for p in procs[: args.consumers]:
         p.send_signal(signal.SIGTERM)
     counts = await asyncio.gather(*readers)
@@ -500,6 +556,7 @@ async def _drive(
         "responses accepted": accepted,
         "answers incl. to resent / re-signed copies": answers,
         "answers to copies by reason": copies_by_reason,
+        "copies signed afresh after a too-old one was rejected": dispatcher.fresh_copies,
         "reports received / failing check_report or window": f"{len(reports)} / {bad_reports}",
         "report before its response": out_of_order,
         "delivered kWh per home (mean)": round(sum(delivered) / max(1, len(delivered)), 3),
@@ -511,6 +568,90 @@ async def _drive(
         "gateway outbox rows left": left,
         "gateway connects (incl. reconnects)": connects,
         "broker log": _broker_log_counts(broker.log),
+        **_timeline(t0_wall, stopped_wall, started_wall, traces, sends, acked_at),
+    }
+
+
+async def _stop_workers(
+    workers: list[asyncio.subprocess.Process],
+) -> tuple[int, int, dict[str, list[tuple[str, float]]]]:
+    """SIGTERM the gateway processes; their outbox rows left, connects and traces."""
+    left = connects = 0
+    traces: dict[str, list[tuple[str, float]]] = {}
+    for p in workers:
+        p.send_signal(signal.SIGTERM)
+    for p in workers:
+        out, _ = await p.communicate()
+        for line in out.decode().splitlines():
+            if line.startswith('{"outbox_left"'):
+                item = json.loads(line)
+                left += item["outbox_left"]
+                connects += item["connects"]
+                traces.update(item["trace"])
+    return left, connects, traces
+
+
+def _spread(values: list[float]) -> str:
+    """median / p95 / max of wall seconds, and how many."""
+    if not values:
+        return "none"
+    v = sorted(values)
+    p95 = v[min(len(v) - 1, round(0.95 * (len(v) - 1)))]
+    return f"{v[len(v) // 2]:.2f} / {p95:.2f} / {v[-1]:.2f} (n={len(v)})"
+
+
+def _timeline(
+    t0: float,
+    stopped: float,
+    started: float,
+    traces: dict[str, list[tuple[str, float]]],
+    sends: dict[str, list[float]],
+    acked_at: dict[str, float],
+) -> dict[str, str]:
+    """Where the time after the broker restart went, per gateway not acked before it (wall s
+    from the broker's start, median / p95 / max): the gateway's session back, its decision
+    (the event's copy it took), the dispatcher's first send after the restart, its ack."""
+    late = [s for s, t in acked_at.items() if t > stopped]
+    back, sessions, event, first_send, ack, ack_after_back = [], [], [], [], [], []
+    attempts, connack = [], []
+    slow: list[str] = []  # acked more than 3 s after its session was back
+    for s in late:
+        ups = [t for what, t in traces.get(s, []) if what == "up" and t > stopped]
+        tries = [t for what, t in traces.get(s, []) if what == "attempt" and t > stopped]
+        acks = [t for what, t in traces.get(s, []) if what == "connack" and t > stopped]
+        attempts.append(float(len(tries)))
+        if acks:
+            connack.append(acks[0] - started)
+        evs = [t for what, t in traces.get(s, []) if what == "event" and t > t0]
+        sent = [t for t in sends.get(s, []) if t > started]
+        sessions.append(float(len(ups)))
+        if ups:
+            back.append(ups[0] - started)
+            ack_after_back.append(acked_at[s] - ups[0])
+        if evs:
+            event.append(evs[0] - started)
+        if sent:
+            first_send.append(sent[0] - started)
+        ack.append(acked_at[s] - started)
+        if ups and acked_at[s] - ups[0] > 3.0:
+            slow.append(s)
+    down = [
+        min(t for what, t in tr if what == "down" and t > stopped) - stopped
+        for tr in traces.values()
+        if any(what == "down" and t > stopped for what, t in tr)
+    ]
+    return {
+        "restart: gateways acked after it": str(len(late)),
+        "restart: broker stop -> gateway sees its session down": _spread(down),
+        "restart: session attempts per late site": _spread(attempts),
+        "restart: broker start -> CONNACK (late sites)": _spread(connack),
+        "restart: broker start -> session back (late sites)": _spread(back),
+        "restart: sessions after it per late site": _spread(sessions),
+        "restart: broker start -> dispatcher's first send": _spread(first_send),
+        "restart: broker start -> gateway decides": _spread(event),
+        "restart: broker start -> ack at dispatcher": _spread(ack),
+        "restart: session back -> ack at dispatcher": _spread(ack_after_back),
+        "restart: acked > 3 s after the session was back": f"{len(slow)} {slow[:5]}",
     }
 
 

@@ -108,6 +108,15 @@ def tls_context(cfg: UplinkConfig) -> ssl.SSLContext | None:
     return ctx
 
 
+def _drop_socket(client: aiomqtt.Client) -> None:
+    """Close a session's socket at once, if it is still open (no DISCONNECT, so the broker
+    sends the Will). aiomqtt 2.5 has no call for it: paho's own close also unregisters the
+    socket from the event loop (aiomqtt's on_socket_close)."""
+    paho = client._client
+    if paho.socket() is not None:
+        paho._sock_close()
+
+
 class Uplink:
     """The gateway's side of the aggregator channel.
 
@@ -377,45 +386,62 @@ class Uplink:
 
     async def _session(self, backoff: Backoff) -> None:
         client = self._client_for_session()
-        async with client:
-            self._client = client
-            self.connects += 1
-            backoff.reset()
-            log.info("uplink connected", broker=f"{self.cfg.broker_host}:{self.cfg.broker_port}")
-            p = self._prefix
-            await client.subscribe(
-                [(p + "down/event", 1), (p + "down/envelope", 1), (p + "down/ack", 1)]
-            )
-            await client.publish(
-                self.topic("status"),
-                self._unsequenced("status", Status(state="online", software_version=self._version)),
-                qos=1,
-                retain=True,
-                timeout=_PUBLISH_TIMEOUT_S,
-            )
-            self.connected.set()
-            try:
-                async with asyncio.TaskGroup() as tg:
-                    self._session_tasks = tg
-                    tg.create_task(self._publisher(client, tg), name="uplink:publish")
-                    async for message in client.messages:
-                        await self._inbound.handle(
-                            message.topic.value,
-                            bytes(message.payload or b""),
-                            self._answer,
-                            self._received_at.pop(message, None),
-                        )
-            except asyncio.CancelledError:
-                # Orderly shutdown: say so, since the broker sends the Will only on a drop.
-                with contextlib.suppress(Exception):
-                    async with asyncio.timeout(2):
-                        await client.publish(
-                            self.topic("status"),
-                            self._unsequenced("status", Status(state="offline")),
-                            qos=1,
-                            retain=True,
-                        )
-                raise
+        try:
+            async with client:
+                try:
+                    await self._serve(client, backoff)
+                except asyncio.CancelledError:
+                    raise  # orderly: aiomqtt's exit sends DISCONNECT (no Will)
+                except BaseException:
+                    # A failed session is dropped, not closed politely: on a dead or swamped
+                    # link the DISCONNECT would hold the reconnect up to connect_timeout_s.
+                    _drop_socket(client)
+                    raise
+        finally:
+            # A CONNACK that timed out leaves aiomqtt's socket open: it would connect later
+            # under this client id, take the session over (and PUBACK its queued messages
+            # into a queue nobody reads) until paho's keepalive closes it.
+            _drop_socket(client)
+
+    async def _serve(self, client: aiomqtt.Client, backoff: Backoff) -> None:
+        self._client = client
+        self.connects += 1
+        backoff.reset()
+        log.info("uplink connected", broker=f"{self.cfg.broker_host}:{self.cfg.broker_port}")
+        p = self._prefix
+        await client.subscribe(
+            [(p + "down/event", 1), (p + "down/envelope", 1), (p + "down/ack", 1)]
+        )
+        await client.publish(
+            self.topic("status"),
+            self._unsequenced("status", Status(state="online", software_version=self._version)),
+            qos=1,
+            retain=True,
+            timeout=_PUBLISH_TIMEOUT_S,
+        )
+        self.connected.set()
+        try:
+            async with asyncio.TaskGroup() as tg:
+                self._session_tasks = tg
+                tg.create_task(self._publisher(client, tg), name="uplink:publish")
+                async for message in client.messages:
+                    await self._inbound.handle(
+                        message.topic.value,
+                        bytes(message.payload or b""),
+                        self._answer,
+                        self._received_at.pop(message, None),
+                    )
+        except asyncio.CancelledError:
+            # Orderly shutdown: say so, since the broker sends the Will only on a drop.
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(2):
+                    await client.publish(
+                        self.topic("status"),
+                        self._unsequenced("status", Status(state="offline")),
+                        qos=1,
+                        retain=True,
+                    )
+            raise
 
     async def _publisher(self, client: aiomqtt.Client, tg: asyncio.TaskGroup) -> None:
         # The in-flight window: at most _WINDOW rows published and not yet acked by the

@@ -403,3 +403,53 @@ async def test_gateway_killed_with_sigkill_replays_its_outbox(
     assert seqs == [s for s, k in before if k == "report"]  # the very rows stored before
     assert rec.invalid == []
     assert json.loads(cfg_path.read_text())["broker_port"] == broker.port
+
+
+def _sockets_to(port: int) -> int:
+    """This process's established TCP connections to 127.0.0.1:`port` (from /proc)."""
+    inodes = set()
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if int(fields[2].split(":")[1], 16) == port and fields[3] == "01":  # ESTABLISHED
+            inodes.add(f"socket:[{fields[9]}]")
+    fds = Path("/proc/self/fd")
+    count = 0
+    for fd in fds.iterdir():
+        try:
+            count += os.readlink(fd) in inodes
+        except OSError:
+            continue  # closed meanwhile
+    return count
+
+
+async def test_connect_attempts_that_time_out_leave_no_socket_behind(
+    tmp_path: Path, broker: MosquittoBroker, aggregator_key: Ed25519PrivateKey
+) -> None:
+    # A stopped broker completes TCP connections (the kernel queues them) but never sends
+    # CONNACK: each attempt times out after connect_timeout_s, as with a swamped broker after
+    # a restart. aiomqtt leaves such a socket open; left open, each would connect later under
+    # the gateway's client id and take its session over.
+    cfg = config(broker, aggregator_key, connect_timeout_s=1, backoff_max_s=0.1)
+    gw = Gateway(tmp_path, cfg)
+    uplink = await gw.open()
+    attempts: list[int] = []
+    make_client = uplink._client_for_session
+
+    def counted() -> aiomqtt.Client:
+        attempts.append(_sockets_to(broker.port))  # sockets open as the next attempt begins
+        return make_client()
+
+    uplink._client_for_session = counted  # type: ignore[method-assign]
+    assert broker._proc is not None
+    os.kill(broker._proc.pid, signal.SIGSTOP)
+    try:
+        async with running(uplink):
+            await wait_until(lambda: len(attempts) >= 4, timeout_s=20, what="4 attempts")
+            assert attempts[1:4] == [0, 0, 0]
+            os.kill(broker._proc.pid, signal.SIGCONT)
+            async with asyncio.timeout(10):
+                await uplink.connected.wait()
+            assert _sockets_to(broker.port) == 1
+    finally:
+        os.kill(broker._proc.pid, signal.SIGCONT)
+    await gw.close()
