@@ -14,11 +14,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
 from planner_instances import family_instance
 
 
-@pytest.mark.parametrize("limit_s", [1e-6, 0.05])
-def test_a_plan_cut_short_says_so(limit_s: float) -> None:
-    # Flat export above Agile import: the root bound is 5 % below the optimum here, so no
-    # plan is provably within 0.1 % this early.
-    p = family_instance(3, "agile/flat15")
+@pytest.mark.parametrize(("limit_s", "time_share"), [(1e-6, True), (1e-6, False), (0.05, False)])
+def test_a_plan_cut_short_says_so(limit_s: float, time_share: bool) -> None:
+    # Flat export above Agile import, slots whole: the root bound is 5 % below the optimum
+    # here, so no plan is provably within 0.1 % in 50 ms. Time-shared, the same instance may
+    # be proven that fast on a quiet machine, so only the limit that stops any solve is used.
+    p = family_instance(3, "agile/flat15").model_copy(update={"time_share": time_share})
     plan = optimise(p, time_limit_s=limit_s).plan
     assert plan.status in ("feasible", "relaxed")
     # Every slot planned (a time-shared slot as its two phases).
