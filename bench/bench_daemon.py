@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import socket
 import sqlite3
@@ -92,8 +93,12 @@ def count(db: Path) -> int:
         return 0
 
 
-def full_config(port: int, db: Path, web: int, batch_s: float) -> str:
-    """config/demo.yaml with every stage on (planner, control, OCPP), on this rig's ports."""
+def full_config(
+    port: int, db: Path, web: int, batch_s: float, uplink: dict[str, object] | None = None
+) -> str:
+    """config/demo.yaml with every stage on (planner, control, OCPP), on this rig's ports;
+    with `uplink` (broker_port, aggregator_public_key) also config/demo-aggregator.yaml's
+    uplink and flex sections, as hil/soak.py does."""
     import yaml
 
     cfg = yaml.safe_load((REPO / "config" / "demo.yaml").read_text())
@@ -105,13 +110,87 @@ def full_config(port: int, db: Path, web: int, batch_s: float) -> str:
     cfg["ocpp"]["port"] = free_port()
     cfg["planner"]["forecast"]["base_url"] = "http://127.0.0.1:9"  # offline
     cfg["logging"] = {"level": "warning", "format": "json"}
+    if uplink is not None:
+        overlay = yaml.safe_load((REPO / "config" / "demo-aggregator.yaml").read_text())
+        overlay["uplink"].update(uplink)
+        cfg.update(overlay)
     return yaml.safe_dump(cfg)
 
 
-async def run(minutes: float, speed: float, batch_s: float, full: bool) -> dict[str, float]:
+async def run(
+    minutes: float, speed: float, batch_s: float, full: bool, aggregator: bool = False
+) -> dict[str, float]:
     start = datetime(2026, 6, 21, 9, 0, tzinfo=UTC)
     clock = AcceleratedClock(speed, start)
     with tempfile.TemporaryDirectory() as tmp:
+        if aggregator:
+            async with AggregatorSide(clock, Path(tmp)) as side:
+                return await _run(minutes, speed, batch_s, full, clock, Path(tmp), side)
+        return await _run(minutes, speed, batch_s, full, clock, Path(tmp), None)
+
+
+class AggregatorSide:
+    """A Mosquitto on a free port and the reference aggregator (hil/aggregator.py) with its
+    own key, as `hil/demo.py --aggregator` runs them; 60 days of simulated meter history
+    seeded for the flex baseline (hil/demo.py's seed_meter_history)."""
+
+    def __init__(self, clock: AcceleratedClock, tmp: Path) -> None:
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+        from hil.aggregator import MosquittoBroker, find_mosquitto
+
+        binary = find_mosquitto()
+        if binary is None:
+            raise SystemExit("--aggregator needs mosquitto on PATH")
+        self.clock, self.tmp = clock, tmp
+        self.key = Ed25519PrivateKey.generate()
+        self.broker = MosquittoBroker(binary, tmp / "mosquitto")
+        self.task: asyncio.Task[None] | None = None
+
+    def uplink(self) -> dict[str, object]:
+        from hems.uplink import envelope
+
+        return {
+            "broker_port": self.broker.port,
+            "aggregator_public_key": envelope.public_key_text(self.key.public_key()),
+        }
+
+    async def start_aggregator(self, cfg_path: Path) -> None:
+        """After the config is written: the gateway key exists then (made next to storage)."""
+        from hems.config import load_config
+        from hems.uplink.keys import load_or_create_key
+        from hil.aggregator import ReferenceAggregator
+        from hil.demo import seed_meter_history
+
+        cfg = load_config(cfg_path)
+        storage = Path(cfg.storage.path)
+        gateway = load_or_create_key(cfg.uplink.key_path(storage))
+        await seed_meter_history(storage, "grid", self.clock.now(), days=60)
+        agg = ReferenceAggregator(
+            "127.0.0.1", self.broker.port, key=self.key,
+            gateway_keys={cfg.site.id: gateway.public_key()}, clock=self.clock,
+            client_id=f"bench-aggregator-{self.broker.port}",
+        )  # fmt: skip
+        self.task = asyncio.create_task(agg.run())
+
+    async def __aenter__(self) -> AggregatorSide:
+        await self.broker.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self.task is not None:
+            self.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.task
+        await self.broker.stop()
+
+
+async def _run(
+    minutes: float, speed: float, batch_s: float, full: bool,
+    clock: AcceleratedClock, tmp_dir: Path, side: AggregatorSide | None,
+) -> dict[str, float]:  # fmt: skip
+    if True:
+        tmp = str(tmp_dir)
         db = Path(tmp) / "hems.db"
         notify_path = Path(tmp) / "notify.sock"
         notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
@@ -120,10 +199,14 @@ async def run(minutes: float, speed: float, batch_s: float, full: bool) -> dict[
         async with HilRig(clock, fault_proxy=False) as rig:
             cfg = Path(tmp) / "hems.yaml"
             cfg.write_text(
-                full_config(rig.sunspec_port, db, free_port(), batch_s)
+                full_config(
+                    rig.sunspec_port, db, free_port(), batch_s, side.uplink() if side else None
+                )
                 if full
                 else CONFIG.format(port=rig.sunspec_port, db=db, web=free_port(), batch=batch_s)
             )
+            if side is not None:
+                await side.start_aggregator(cfg)
             t0 = time.monotonic()
             proc = await asyncio.create_subprocess_exec(
                 PYTHON, "-m", "hems.cli", "run", "-c", str(cfg),
@@ -170,12 +253,23 @@ def main() -> None:
     p.add_argument(
         "--full", action="store_true", help="every stage on (config/demo.yaml: planner, control)"
     )
+    p.add_argument(
+        "--aggregator",
+        action="store_true",
+        help="with --full: also the uplink and flex (config/demo-aggregator.yaml), a Mosquitto "
+        "on a free port and the reference aggregator (hil/aggregator.py)",
+    )
     a = p.parse_args()
+    if a.aggregator and not a.full:
+        p.error("--aggregator needs --full")
     if a.python:
         global PYTHON
         PYTHON = a.python
-    r = asyncio.run(run(a.minutes, a.speed, a.batch_s, a.full))
-    print(f"configuration: {'config/demo.yaml, every stage' if a.full else '3 SunSpec units'}")
+    r = asyncio.run(run(a.minutes, a.speed, a.batch_s, a.full, a.aggregator))
+    label = "config/demo.yaml, every stage" if a.full else "3 SunSpec units"
+    if a.aggregator:
+        label += " + uplink and flex (config/demo-aggregator.yaml)"
+    print(f"configuration: {label}")
     print("| figure | value |\n|---|---|")
     print(f"| start → READY=1 | {r['ready_s']:.2f} s |")
     print(
