@@ -34,6 +34,8 @@ def table(r: dict) -> str:
         ("fuse (max A, steps over, longest over)", _limit(inv["fuse"])),
         ("export (max W, steps over, longest over)", _limit(inv["export"])),
         ("export steps over by the daemon's commands", str(inv["export_steps_over_by_commands"])),
+        ("export steps over with the daemon behind the rig",
+         str(inv["export_steps_over_daemon_behind"])),
         ("export steps over (time, W, cause)", "; ".join(
             f"{e['sim'][5:16]} {e['export_w']} {e['cause']}" for e in inv["export_over"])
          or "none"),

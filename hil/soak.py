@@ -37,7 +37,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from datetime import time as dtime
@@ -144,25 +145,40 @@ def _flows(state: HomeState | None, rig: HilRig | None) -> dict[str, Any] | None
 
 
 def export_over_cause(
-    now: HomeState, before: HomeState | None, pv_max_w: float
+    now: HomeState,
+    before: HomeState | None,
+    pv_max_w: float,
+    seen_late: Sequence[HomeState] = (),
 ) -> tuple[str, float | None]:
     """Why a physics step was over the export limit, and the export the commands give.
 
     The devices as the daemon left them at this step (the battery's power, the PV limit, the
     charger's draw) are put against the previous step's sun and household load: what the
-    daemon saw when it decided (the rig's registers change only at a step). Over the limit
-    with those too: "commands", the daemon's own doing. Else "sun-or-house": the PV's
-    available power rose or the house load fell between two readings, which the loop can
-    only answer at the next reading (a cloud edge is a step in the rig's model). The charger
-    counts as commanded even when the car itself stopped: conservative, never hides a fault.
+    daemon saw when it decided, if it kept up (the rig's registers change only at a step).
+    Within the limit with those: "sun-or-house", the PV's available power rose or the house
+    load fell between two readings, which the loop can only answer at the next reading (a
+    cloud edge is a step in the rig's model). Over with those too, but within it against an
+    older step the daemon is shown to have acted on (`seen_late`: the meter registers it had
+    last read when this step came, or those it had read before a battery or PV write since
+    the previous step): "daemon-behind", its decision was right for what it had read, and a
+    loaded machine kept it a step or more behind the accelerated rig. Over against all of
+    them: "commands", the daemon's own doing. The charger counts as commanded even when the
+    car itself stopped: conservative, never hides a fault.
     """
     if before is None:
         return "commands", None
-    pv_w = min(before.pv_available_w, pv_max_w * now.pv_limit_pct / 100.0)
-    export_w = pv_w - now.battery_w - before.load_w - now.external_w
-    return ("commands" if export_w > EXPORT_LIMIT_W + EXPORT_TOLERANCE_W else "sun-or-house"), (
-        export_w
-    )
+
+    def commanded_w(seen: HomeState) -> float:
+        pv_w = min(seen.pv_available_w, pv_max_w * now.pv_limit_pct / 100.0)
+        return pv_w - now.battery_w - seen.load_w - now.external_w
+
+    over_w = EXPORT_LIMIT_W + EXPORT_TOLERANCE_W
+    export_w = commanded_w(before)
+    if export_w <= over_w:
+        return "sun-or-house", export_w
+    if any(commanded_w(s) <= over_w for s in seen_late):
+        return "daemon-behind", export_w
+    return "commands", export_w
 
 
 # -- measuring --------------------------------------------------------------------------------
@@ -285,6 +301,7 @@ class Soak:
         self.reserve = Limit("soc_pct", RESERVE_PCT)
         self.export_over: list[dict[str, Any]] = []  # each step over, with the one before
         self._prev_state: HomeState | None = None
+        self._recent_states: deque[HomeState] = deque(maxlen=30)  # for `_seen_late`
         self._process_no = 0
         self._started_real = 0.0
         self._step_armed = False
@@ -575,7 +592,8 @@ class Soak:
         self.export.observe(export_w, over, dt, lambda a, b: a > b)
         if over:
             pv_max_w = self.rig.home.config.pv_inverter_max_w if self.rig is not None else 0.0
-            cause, commanded_w = export_over_cause(state, self._prev_state, pv_max_w)
+            seen_late = self._seen_late(self._prev_state)
+            cause, commanded_w = export_over_cause(state, self._prev_state, pv_max_w, seen_late)
             self.export_over.append(
                 {
                     "sim": state.at.astimezone(LONDON).isoformat(timespec="seconds"),
@@ -584,10 +602,30 @@ class Soak:
                     "export_by_commands_w": None if commanded_w is None else round(commanded_w),
                     "now": _flows(state, self.rig),
                     "before": _flows(self._prev_state, None),
+                    "seen_late": [_flows(s, None) for s in seen_late],
                 }
             )
         self._prev_state = state
+        self._recent_states.append(state)
         self.reserve.observe(state.soc_pct, state.soc_pct < RESERVE_PCT - 1, dt, lambda a, b: a < b)
+
+    def _seen_late(self, before: HomeState | None) -> list[HomeState]:
+        """Steps older than `before` that the daemon is shown to have been acting on when the
+        step after `before` came: the meter registers it had read last, and those it had read
+        before each battery or PV write since `before` (the rig's SunSpec server records both)."""
+        if self.rig is None or before is None:
+            return []
+        server = self.rig.sunspec
+        ids = server.unit_ids
+        times: set[datetime] = set()
+        last_read = server.read_state_at.get(ids.meter)
+        if last_read is not None:
+            times.add(last_read)
+        for uid in (ids.pv, ids.battery):
+            written = server.write_basis.get(uid)
+            if written is not None and written[0] == before.at and written[1] is not None:
+                times.add(written[1])
+        return [s for s in self._recent_states if s.at in times and s.at < before.at]
 
     async def sampler(self) -> None:
         while True:
@@ -813,6 +851,9 @@ class Soak:
                 "export": self.export.report(),
                 "export_steps_over_by_commands": sum(
                     e["cause"] == "commands" for e in self.export_over
+                ),
+                "export_steps_over_daemon_behind": sum(
+                    e["cause"] == "daemon-behind" for e in self.export_over
                 ),
                 "export_over": self.export_over,
                 "reserve": self.reserve.report(),

@@ -667,6 +667,12 @@ class SunSpecServer(SimTcpServer):
             )
         self.unit_ids = ids
         self.requests = 0
+        # What a client last saw, for telling a control fault from a client behind the
+        # physics (the soak's export check): per unit, the physics time of the registers its
+        # last read got; per written unit, (the physics time when the write came, the time of
+        # the meter registers the client had read last before it).
+        self.read_state_at: dict[int, datetime] = {}
+        self.write_basis: dict[int, tuple[datetime, datetime | None]] = {}
         self.refresh()
 
     @property
@@ -738,6 +744,14 @@ class SunSpecServer(SimTcpServer):
         self.requests += 1
         now = self.clock.now()
         unit.check_reverts(now)
+        state_at = self.home.state.at
+        if set_values is None or func_code not in _WRITE_FCS:
+            self.read_state_at[unit.unit_id] = state_at
+        else:
+            self.write_basis[unit.unit_id] = (
+                state_at,
+                self.read_state_at.get(self.unit_ids.meter),
+            )
         if set_values is not None and func_code in _WRITE_FCS:
             values = [int(v) for v in set_values]
             try:

@@ -18,10 +18,13 @@ Rules, in order (each later rule sees the result of the earlier ones):
            (a charger slower than the G100 correction time is not counted on either).
 6. ev-min  an EV is never offered less than its minimum current while charging: pause instead.
 
-Predictions are linear: measured grid + (predicted - measured) per device, per phase. A
+Predictions are linear: measured grid + (predicted - measured) per device, per phase, where
+"measured" is the device's power as the grid reading has it (the grid meter may lag: a
+reading every 10 s, or the HIL rig's steps; hems.control.snapshot tracks it). A
 multi-phase site whose grid meter gives no per-phase currents is still guarded per phase, on a
 worst-case split: all uncontrolled house load on each phase in turn (`worst_case_phase_a`).
-The EV is assumed to take what it is offered (conservative for the fuse); PV is assumed not to rise
+The EV is assumed to take what it is offered (conservative for the fuse; for export too,
+unless it declines to draw or its draw fell since the grid reading); PV is assumed not to rise
 unless its limit is raised, in which case it may rise up to the new limit (conservative for
 export); a raise counts as such until the inverter is seen following it (the snapshot reports
 the limit before it until then), not only in the cycle that sent it.
@@ -141,12 +144,12 @@ class _Work:
     def measured_devices(self) -> Iterable[tuple[float, tuple[float, ...]]]:
         """Each controlled device's measured grid import [W] (PV negative) and its shares."""
         for dev_id, b in self.spec.batteries.items():
-            yield self.image.battery(dev_id).power_w or 0.0, self.shares(b.phase)
+            yield self.battery_pred_w(dev_id)[0], self.shares(b.phase)
         for dev_id, c in self.spec.chargers.items():
             img = self.image.ev(dev_id)
-            yield img.power_w or 0.0, self.ev_shares(c, img.phases)
+            yield self.ev_pred_w(dev_id)[0], self.ev_shares(c, img.phases)
         for dev_id, p in self.spec.pvs.items():
-            yield -(self.image.pv(dev_id).power_w or 0.0), self.shares(p.phase)
+            yield -self.pv_pred_w(dev_id, False)[0], self.shares(p.phase)
         for dev_id, ld in self.spec.loads.items():
             meas, _pred = self.load_pred_w(dev_id)
             yield meas, self.shares(ld.phase)
@@ -155,12 +158,16 @@ class _Work:
         return self.shares(None if phases > 1 else spec.phase)
 
     # -- predictions ---------------------------------------------------------------------
+    # Each returns (the device's power as the grid reading has it, its predicted power): the
+    # prediction starts from its own latest reading, the difference is counted from the
+    # power the grid reading already holds (they differ while the grid meter lags the device).
     def battery_pred_w(self, dev_id: str) -> tuple[float, float]:
         img = self.image.battery(dev_id)
         meas = img.power_w or 0.0
+        basis = _basis_w(meas, img.at_grid_w)
         cmd = self.cmds.get(dev_id)
         if not isinstance(cmd, BatteryCommand):
-            return meas, meas
+            return basis, meas
         mode = cmd.mode
         if mode is BatteryMode.POWER_SETPOINT:
             pred = cmd.power_w
@@ -179,41 +186,50 @@ class _Work:
             pred = min(pred, max(meas, 0.0))
         if img.soc_pct is not None and img.soc_pct <= _EMPTY_SOC_PCT:
             pred = max(pred, min(meas, 0.0))
-        return meas, pred
+        return basis, pred
 
-    def ev_pred_w(self, dev_id: str) -> tuple[float, float]:
+    def ev_pred_w(self, dev_id: str, for_export: bool = False) -> tuple[float, float]:
+        """For the fuse the car takes what it is offered. For export too, unless it declines
+        to draw (SuspendedEV) or its draw fell since the grid reading (it stopped or tapered
+        by itself, and the grid meter has not shown it yet): then no more than it draws now."""
         img = self.image.ev(dev_id)
         meas = img.power_w or 0.0
+        basis = _basis_w(meas, img.at_grid_w)
         cmd = self.cmds.get(dev_id)
         if not isinstance(cmd, EvCommand):
-            return meas, meas
+            return basis, meas
         if cmd.current_a <= 0:
-            return meas, 0.0
+            return basis, 0.0
         if img.state in (EvState.AVAILABLE, EvState.FAULTED):
-            return meas, 0.0
-        return meas, cmd.current_a * self.v * cmd.phases
+            return basis, 0.0
+        offered_w = cmd.current_a * self.v * cmd.phases
+        if for_export and (img.state is EvState.SUSPENDED_EV or meas < basis):
+            return basis, min(offered_w, meas)
+        return basis, offered_w
 
     def pv_pred_w(self, dev_id: str, for_export: bool) -> tuple[float, float]:
         spec = self.spec.pvs[dev_id]
         img = self.image.pv(dev_id)
         meas = img.power_w or 0.0
+        basis = _basis_w(meas, img.at_grid_w)
         cmd = self.cmds.get(dev_id)
         if not isinstance(cmd, PvCommand):
-            return meas, meas
+            return basis, meas
         cap_w = spec.rated_w * cmd.limit_pct / 100.0
         if for_export and cmd.limit_pct > img.limit_pct:
             raised_w = spec.rated_w * (cmd.limit_pct - img.limit_pct) / 100.0
-            return meas, min(cap_w, meas + raised_w)
-        return meas, min(meas, cap_w)
+            return basis, min(cap_w, meas + raised_w)
+        return basis, min(meas, cap_w)
 
     def load_pred_w(self, dev_id: str) -> tuple[float, float]:
         spec = self.spec.loads[dev_id]
         img = self.image.load(dev_id)
         meas = img.power_w if img.power_w is not None else (spec.power_w if img.on else 0.0)
+        basis = _basis_w(meas, img.at_grid_w)
         cmd = self.cmds.get(dev_id)
         if not isinstance(cmd, LoadCommand):
-            return meas, meas
-        return meas, (spec.power_w if cmd.on else 0.0)
+            return basis, meas
+        return basis, (spec.power_w if cmd.on else 0.0)
 
     def deltas(self, for_export: bool) -> Iterable[tuple[float, tuple[float, ...]]]:
         """(predicted - measured) grid import [W] of every device with its phase shares."""
@@ -221,7 +237,7 @@ class _Work:
             meas, pred = self.battery_pred_w(dev_id)
             yield self._credit(dev_id, pred - meas, for_export), self.shares(b.phase)
         for dev_id, c in self.spec.chargers.items():
-            meas, pred = self.ev_pred_w(dev_id)
+            meas, pred = self.ev_pred_w(dev_id, for_export)
             cmd = self.cmds.get(dev_id)
             phases = cmd.phases if isinstance(cmd, EvCommand) else 1
             yield self._credit(dev_id, pred - meas, for_export), self.ev_shares(c, phases)
@@ -308,6 +324,10 @@ def apply_guard(
         w.grid_pred_w() if grid_ok else None,
         w.phase_pred_a() if grid_ok else None,
     )
+
+
+def _basis_w(measured_w: float, at_grid_w: float | None) -> float:
+    return measured_w if at_grid_w is None else at_grid_w
 
 
 def charger_delay_s(image: ProcessImage, spec: ChargerSpec) -> float:

@@ -75,6 +75,10 @@ class GridImage:
 class BatteryImage:
     power_w: float | None
     soc_pct: float | None
+    # Each device's power as the grid reading has it, where that differs from its own latest
+    # reading (the grid meter's value has not changed since the device's did: a meter that
+    # updates every 10 s, the HIL rig's steps); None: the same (hems.control.snapshot).
+    at_grid_w: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +87,7 @@ class PvImage:
     # last known limit (reading, else last command); after a raise the inverter has not
     # been seen following yet, the one before it (hems.control.snapshot)
     limit_pct: float = 100.0
+    at_grid_w: float | None = None  # see BatteryImage
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +97,7 @@ class EvImage:
     offered_a: float = 0.0  # last command
     phases: int = 1  # phases of the last command
     response_delay_s: float | None = None  # how long a new limit may take now; None: spec's
+    at_grid_w: float | None = None  # see BatteryImage
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +105,7 @@ class LoadImage:
     power_w: float | None
     on: bool | None  # last command or reading; None unknown
     stale: bool = False
+    at_grid_w: float | None = None  # see BatteryImage
 
 
 @dataclass(frozen=True, slots=True)

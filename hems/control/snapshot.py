@@ -93,6 +93,8 @@ class Snapshot:
         self._suspect: dict[tuple[str, Quantity], float] = {}
         self._pv_limit: dict[str, float] = {}  # each PV's limit as last read (or written)
         self._pv_raise: dict[str, _PvRaise] = {}
+        self._grid_seen_w: float | None = None  # the grid value the devices' below go with
+        self._seen_with_grid: dict[str, float] = {}  # each device's power when it came
 
     @property
     def load_on(self) -> Mapping[str, bool | None]:
@@ -121,8 +123,13 @@ class Snapshot:
         registered = self._state.devices
         for d in self._stale:
             self._stale[d] = d in registered and self._state.is_stale(d)
+        powers = {
+            d: self._fresh(d, Quantity.POWER_W)
+            for d in (*spec.batteries, *spec.pvs, *spec.chargers, *spec.loads)
+        }
+        at_grid = self._at_grid(grid.power_w, powers)
         batteries = {
-            d: BatteryImage(self._fresh(d, Quantity.POWER_W), self._fresh(d, Quantity.SOC_PCT))
+            d: BatteryImage(powers[d], self._fresh(d, Quantity.SOC_PCT), at_grid.get(d))
             for d in spec.batteries
         }
         pvs = {}
@@ -131,8 +138,9 @@ class Snapshot:
             limit = self._fresh(d, Quantity.POWER_LIMIT_PCT)
             if limit is None:
                 limit = last.limit_pct if isinstance(last, PvCommand) else 100.0
-            power = self._fresh(d, Quantity.POWER_W)
-            pvs[d] = PvImage(power, self._pv_limit_counted(d, limit, power, grid.power_w))
+            power = powers[d]
+            counted_pct = self._pv_limit_counted(d, limit, power, grid.power_w)
+            pvs[d] = PvImage(power, counted_pct, at_grid.get(d))
         evs = {}
         dsr = self._dsr_active()
         for d in spec.chargers:
@@ -141,11 +149,12 @@ class Snapshot:
                 (last.current_a, last.phases) if isinstance(last, EvCommand) else (0.0, 1)
             )
             ev_state = self._ev_state.get(d)
-            power = self._fresh(d, Quantity.POWER_W)
+            power = powers[d]
             if ev_state is EvState.OFFLINE:
                 power = None
             delay_s = response_delay_s(self._devices.control(d), dsr)
-            evs[d] = EvImage(power, ev_state, offered, phases, delay_s)
+            ev_at_grid = at_grid.get(d) if power is not None else None
+            evs[d] = EvImage(power, ev_state, offered, phases, delay_s, ev_at_grid)
         loads = {}
         for d in spec.loads:
             last = self._last_written(d)
@@ -153,10 +162,40 @@ class Snapshot:
             on = self._load_on.get(d)
             if on is None and isinstance(last, LoadCommand):
                 on = last.on
-            loads[d] = LoadImage(self._fresh(d, Quantity.POWER_W), on, stale=self._stale[d])
+            loads[d] = LoadImage(powers[d], on, self._stale[d], at_grid.get(d))
         return ProcessImage(
             self._clock.now(), self._clock.monotonic(), v, grid, batteries, pvs, evs, loads
         )
+
+    def _at_grid(
+        self, grid_w: float | None, powers: Mapping[str, float | None]
+    ) -> dict[str, float]:
+        """Each device's power as the grid reading has it, where that differs from its own
+        latest reading.
+
+        A new grid value is taken to hold every device's power as read in the same cycle. While
+        the grid value stays the same, a device whose reading has changed since is counted
+        from its power then: the grid meter has not seen the change yet (a meter that updates
+        every 10 s, a CAD; the HIL rig's registers change only at its steps). Issue 16's soak
+        found a car's stop, read from the charger before the grid meter showed it, let the
+        battery discharge into export for the grid reading's import that was no longer there.
+        """
+        if grid_w is None:
+            self._grid_seen_w = None
+            self._seen_with_grid.clear()
+            return {}
+        if grid_w != self._grid_seen_w:
+            self._grid_seen_w = grid_w
+            self._seen_with_grid = {d: p for d, p in powers.items() if p is not None}
+            return {}
+        out: dict[str, float] = {}
+        for d, power_w in powers.items():
+            if power_w is None:
+                continue
+            seen_w = self._seen_with_grid.setdefault(d, power_w)
+            if seen_w != power_w:
+                out[d] = seen_w
+        return out
 
     def _pv_limit_counted(
         self, device_id: str, limit_pct: float, power_w: float | None, grid_w: float | None

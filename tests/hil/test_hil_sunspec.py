@@ -204,3 +204,23 @@ async def test_hil_meter_flags_over_current(
     rig.tick()
     meter = (await read_sunspec(client, 3))[203][1]
     assert not meter.points["Evt"].value & (1 << 5)
+
+
+async def test_hil_records_what_a_client_had_read_when_it_wrote(
+    rig: HilRig, client: AsyncModbusTcpClient, clock: ManualClock
+) -> None:
+    """The soak tells a control fault from a daemon behind the rig by these (hil/soak.py)."""
+    server = rig.sunspec
+    b = server.battery
+    first = rig.tick().at
+    await read_regs(client, server.meter.address_of(203, "W"), 1, 3)
+    assert server.read_state_at[3] == first
+    await clock.advance(200.0)
+    second = rig.tick().at
+    # A write after the second step, decided on the meter as read before it.
+    await _write(client, b.address_of(124, "InWRte"), -4000, 2)
+    assert server.write_basis[2] == (second, first)
+    await read_regs(client, server.meter.address_of(203, "W"), 1, 3)
+    await _write(client, b.address_of(124, "InWRte"), -3000, 2)
+    assert server.write_basis[2] == (second, second)
+    assert server.read_state_at[3] == second

@@ -32,9 +32,11 @@ async def test_a_simulated_day_with_faults_keeps_every_promise(tmp_path: Path) -
     # a real second at 400×): the fuse never over; reserve never under for two steps running
     # (a busy machine may lag one step behind). Export: never over by the daemon's own
     # commands (the battery, PV limit and charger as it left them, against the sun and house
-    # load it last saw); over only for one step after the sun rose or the house load fell
-    # between two readings (a cloud edge while the battery exports at the limit's margin),
-    # which the loop answers at its next reading; never two steps running.
+    # load it had read: the previous step's, or an older one the rig shows it was acting on);
+    # over only for one step after the sun rose or the house load fell between two readings
+    # (a cloud edge while the battery exports at the limit's margin), which the loop answers
+    # at its next reading, or while a loaded machine kept the daemon a step behind the rig;
+    # never two steps running.
     step_s = inv["physics_step_s"]
     assert inv["fuse"]["steps_over"] == 0, inv["fuse"]
     # The whole entry of each step by commands (pytest would cut a long repr to "..."): its

@@ -1,0 +1,72 @@
+"""A grid meter that lags the devices (issue 16's soak): a car stops, the charger says so at
+once, the grid meter's reading does not change yet (a meter read every 10 s, a CAD; the HIL
+rig's steps). The grid reading still holds the car's draw: the guard counts the battery's
+discharge against the house as it is now, not as the stale reading has it."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from control_helpers import FakeBattery, FakeCharger
+
+from hems.control.config import ControlConfig
+from hems.control.devices import ControlledDevices
+from hems.control.loop import ControlLoop
+from hems.core.capabilities import EvState
+from hems.core.clock import ManualClock
+from hems.core.readings import Quantity as Q
+from hems.core.readings import Reading, Role
+from hems.core.site import LimitsConfig
+from hems.core.state import SiteState
+
+EVENING = datetime(2026, 6, 22, 17, 0, tzinfo=UTC)
+HOUSE_W = 1000.0
+EV_W = 3680.0  # 16 A at 230 V
+EXPORT_LIMIT_W = 3680.0
+MARGIN_W = ControlConfig().g100.margin_w
+
+
+@pytest.mark.parametrize("car_says", [EvState.CHARGING, EvState.SUSPENDED_EV])
+async def test_a_car_that_stops_before_the_grid_meter_shows_it(car_says: EvState) -> None:
+    clock = ManualClock(EVENING)
+    state = SiteState(clock, stale_after_s=30)
+    bat, ev = FakeBattery(), FakeCharger()
+    devs = ControlledDevices()
+    devs.add_battery(bat, max_charge_w=5000, max_discharge_w=5000)
+    devs.add_charger(ev, min_current_a=6, max_current_a=16)
+    for d, role in (("grid", Role.GRID), ("bat", Role.BATTERY), ("ev", Role.EV)):
+        state.register_device(d, role)
+    limits = LimitsConfig(fuse_a=60, phases=1, export_limit_w=EXPORT_LIMIT_W,
+                          battery_reserve_pct=10)  # fmt: skip
+    cfg = ControlConfig(strategy="self-consumption", ev_from_battery=True)
+    loop = ControlLoop(cfg, limits, state, devs, clock, lambda: None)
+    until = clock.now() + timedelta(hours=1)
+    loop.set_override("bat", -5000.0, until)  # the owner: discharge at full power
+    loop.set_override("ev", EV_W, until)  # and charge the car at 16 A
+
+    async def cycle(grid_w: float | None, bat_w: float, ev_w: float) -> float:
+        await clock.advance(1.0)
+        now = clock.now()
+        readings = [
+            Reading("bat", Q.POWER_W, bat_w, now),
+            Reading("bat", Q.SOC_PCT, 60.0, now),
+            Reading("ev", Q.POWER_W, ev_w, now),
+        ]
+        if grid_w is not None:  # None: the grid meter's value has not changed
+            readings.append(Reading("grid", Q.POWER_W, grid_w, now))
+        state.publish(readings)
+        await loop.step()
+        return bat.calls[-1][1]
+
+    # The house, the car and the battery: 1000 + 3680 - 4680 W = 0 at the grid. The battery
+    # may give no more than the house and the car take plus the export margin.
+    first_w = await cycle(HOUSE_W + EV_W - 4680.0, -4680.0, EV_W)
+    assert first_w <= -4680.0
+    steady_w = await cycle(HOUSE_W + EV_W + first_w, first_w, EV_W)
+    # The car stops by itself; its charger says so, the grid meter reads as before.
+    ev.ev_state = car_says
+    lagged_w = await cycle(None, steady_w, 0.0)
+    # The battery's discharge now feeds the house alone: export must stay within the limit.
+    export_w = -(HOUSE_W + lagged_w)
+    assert export_w <= EXPORT_LIMIT_W - MARGIN_W + 1, (steady_w, lagged_w)
