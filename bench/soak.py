@@ -112,6 +112,10 @@ def main() -> None:
     Path(a.json).write_text(json.dumps(r, indent=1, default=str))
     print(table(r))
     print(f"report: {a.json}")
+    if not r["daemon_ran"]:
+        # The rig ran alone: its invariants say nothing about the daemon.
+        print("NOT A SOAK: the daemon never wrote its probe (see its log in the workdir)")
+        sys.exit(1)
 
 
 if __name__ == "__main__":

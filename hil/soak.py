@@ -840,7 +840,12 @@ class Soak:
         steady = slope_per_day(longest)
         sim_days = o.days
         db_end = self.db_sizes[-1] if self.db_sizes else (0, 0, 0)
+        probes = self.probes()
         return {
+            # A run whose daemon never came up (a config it refused, an import error) still
+            # has invariants: the rig's physics alone. These say whether it is a soak at all.
+            "daemon_ran": bool(probes),
+            "daemon_probes": len(probes),
             "simulated_days": sim_days,
             "speed": o.speed,
             "wall_s": round(wall_s, 1),

@@ -27,6 +27,7 @@ async def test_a_simulated_day_with_faults_keeps_every_promise(tmp_path: Path) -
         SoakOptions(days=0.6, speed=400, schedule=day_schedule(), tmpfs=False, workdir=tmp_path)
     )
     (tmp_path / "report.json").write_text(json.dumps(r, indent=1, default=str))  # for a failure
+    assert r["daemon_ran"], "the daemon never wrote its probe: the rig ran alone"
     inv = r["invariants"]
     # Hard limits, on the rig's own measurements, every physics step (200 simulated s, half
     # a real second at 400×): the fuse never over; reserve never under for two steps running
