@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import cast
 
 from hems.control.config import ControlConfig
@@ -211,6 +211,16 @@ class Snapshot:
             raised = self._pv_raise[device_id] = _PvRaise(from_pct, now_s, power_w, grid_w)
         if raised is None:
             return limit_pct
+        if (raised.power_w is None and power_w is not None) or (
+            raised.grid_w is None and grid_w is not None
+        ):
+            # Seen while a reading was missing (a jump held back until confirmed, a stale
+            # meter): the first reading since is the reference, not a sign of following.
+            raised = self._pv_raise[device_id] = replace(
+                raised,
+                power_w=power_w if raised.power_w is None else raised.power_w,
+                grid_w=grid_w if raised.grid_w is None else raised.grid_w,
+            )
         age_s = now_s - raised.at_s
         shown = (power_w is not None and power_w != raised.power_w) or (
             grid_w is not None and grid_w != raised.grid_w
