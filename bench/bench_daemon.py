@@ -13,6 +13,12 @@ hems/planning/solver_process.py) is printed beside it.
 `--python` runs the daemon under another interpreter, e.g. a venv with only
 requirements.lock (what a Pi installs): the dev venv's extra packages (rich, pulled in by
 import-linter, is imported by structlog when present) add a few MiB to the RSS.
+
+`--probe DIR` runs the daemon under bench/daemon_probe.py and has it write its sys.modules and
+/proc/self/smaps (with `--tracemalloc` also a tracemalloc snapshot) into DIR after the first
+reading and at the end, after the RSS is read: two runs' `end.smaps` compared mapping by
+mapping say which library or heap the MiB between two configurations are in (README,
+Benchmarks). Under `--tracemalloc` the daemon is several times slower and larger.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ import argparse
 import asyncio
 import contextlib
 import os
+import signal
 import socket
 import sqlite3
 import sys
@@ -117,6 +124,21 @@ def full_config(
     return yaml.safe_dump(cfg)
 
 
+PROBE: Path | None = None  # --probe: bench/daemon_probe.py dumps into this folder
+PROBE_TRACEMALLOC = False
+
+
+async def probe(proc: asyncio.subprocess.Process, name: str) -> None:
+    """Ask bench/daemon_probe.py for its sys.modules, smaps (and tracemalloc snapshot)."""
+    assert PROBE is not None
+    (PROBE / "name").write_text(name)
+    proc.send_signal(signal.SIGUSR1)
+    for _ in range(3000):  # a snapshot of a traced daemon takes a few seconds
+        if (PROBE / f"{name}.done").exists():
+            return
+        await asyncio.sleep(0.01)
+
+
 async def run(
     minutes: float, speed: float, batch_s: float, full: bool, aggregator: bool = False
 ) -> dict[str, float]:
@@ -207,11 +229,17 @@ async def _run(
             )
             if side is not None:
                 await side.start_aggregator(cfg)
+            env = dict(os.environ, NOTIFY_SOCKET=str(notify_path))
+            entry = ["-m", "hems.cli"]
+            if PROBE is not None:
+                entry = [str(REPO / "bench" / "daemon_probe.py")]
+                env["HEMS_PROBE_DIR"] = str(PROBE)
+                env["HEMS_PROBE_TRACEMALLOC"] = "1" if PROBE_TRACEMALLOC else "0"
             t0 = time.monotonic()
             proc = await asyncio.create_subprocess_exec(
-                PYTHON, "-m", "hems.cli", "run", "-c", str(cfg),
+                PYTHON, *entry, "run", "-c", str(cfg),
                 "--speed", str(speed), "--start", clock.now().isoformat(),
-                env=dict(os.environ, NOTIFY_SOCKET=str(notify_path)),
+                env=env,
                 stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
             )  # fmt: skip
             ready_s = first_s = float("nan")
@@ -224,11 +252,15 @@ async def _run(
                 if count(db) > 0:
                     first_s = time.monotonic() - t0
                 await asyncio.sleep(0.02)
+            if PROBE is not None:
+                await probe(proc, "first")
             await asyncio.sleep(max(0.0, minutes * 60 - (time.monotonic() - t0)))
             rss = rss_mib(proc.pid)
             rollup = rollup_mib(proc.pid)
             child_rss = children_rss_mib(proc.pid)
             rows = count(db)
+            if PROBE is not None:
+                await probe(proc, "end")
             proc.terminate()
             await proc.wait()
             notify.close()
@@ -259,7 +291,21 @@ def main() -> None:
         help="with --full: also the uplink and flex (config/demo-aggregator.yaml), a Mosquitto "
         "on a free port and the reference aggregator (hil/aggregator.py)",
     )
+    p.add_argument(
+        "--probe",
+        type=Path,
+        default=None,
+        help="folder: run the daemon under bench/daemon_probe.py and dump its sys.modules and "
+        "smaps after the first reading and at the end (after the RSS is read)",
+    )
+    p.add_argument(
+        "--tracemalloc", action="store_true", help="with --probe: tracemalloc snapshots too"
+    )
     a = p.parse_args()
+    global PROBE, PROBE_TRACEMALLOC
+    PROBE, PROBE_TRACEMALLOC = a.probe, a.tracemalloc
+    if PROBE is not None:
+        PROBE.mkdir(parents=True, exist_ok=True)
     if a.aggregator and not a.full:
         p.error("--aggregator needs --full")
     if a.python:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import timedelta
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import structlog
 
@@ -22,12 +22,14 @@ from hems.core.tasks import raise_if_cancelling
 from hems.devices.ocpp.events import ChargerBooted
 from hems.errors import HemsError
 from hems.flex.events import EventError, FlexEvent
-from hems.flex.service import FlexService
 from hems.planning.builder import Envelope, EnvelopeInterval
 from hems.store.db import Database
 from hems.store.intervals import intervals_updated_after
 from hems.store.timeseries import from_ms
 from hems.uplink.messages import Event, EventDecision, OperatingEnvelope
+
+if TYPE_CHECKING:  # the service (reports, meter data) loads only with flex on
+    from hems.flex.service import FlexService
 
 log = structlog.get_logger(__name__)
 

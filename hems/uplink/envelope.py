@@ -20,7 +20,6 @@ from typing import Any
 
 import rfc8785
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from pydantic import BaseModel, ValidationError
 
@@ -55,14 +54,17 @@ def canonical(message: dict[str, Any]) -> bytes:
 
 def public_key_text(key: Ed25519PublicKey) -> str:
     """The raw 32-byte public key as base64url: what `hems keys show` prints."""
-    raw = key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-    return b64url(raw)
+    return b64url(key.public_bytes_raw())
 
 
 def load_public_key(text: str) -> Ed25519PublicKey:
     """Parse an Ed25519 public key given as base64url (32 raw bytes) or PEM."""
     text = text.strip()
     if text.startswith("-----BEGIN"):
+        # Only here: the serialization package loads every algorithm's module (RSA, DSA, EC,
+        # DH, ciphers, SSH keys; 21 modules, 0.7 MiB), a daemon given a raw key needs none.
+        from cryptography.hazmat.primitives import serialization
+
         try:
             key = serialization.load_pem_public_key(text.encode())
         except ValueError as exc:
