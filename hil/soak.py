@@ -277,6 +277,7 @@ class Soak:
         self.db_dir = workdir / "db"
         self.db = self.db_dir / "hems.db"
         self.probe_path = Path(tempfile.mkdtemp(prefix="hems-soak-", dir="/dev/shm")) / "p.jsonl"
+        self.guard_trace_path = self.probe_path.with_name("guard.jsonl")  # hil.soak_daemon
         self.cfg_path = workdir / "hems.yaml"
         self.daemon_log = workdir / "daemon.log"
         self.proc: asyncio.subprocess.Process | None = None
@@ -368,6 +369,7 @@ class Soak:
             self.o.python, "-m", "hil.soak_daemon", "-c", str(self.cfg_path),
             "--speed", str(self.o.speed), "--start", now_sim.isoformat(),
             "--anchor", repr(time.time()), "--probe", str(self.probe_path),
+            "--guard-trace", str(self.guard_trace_path),
         ]  # fmt: skip
         if step_s:
             args += ["--step-on-usr2", str(step_s)]
@@ -605,9 +607,26 @@ class Soak:
                     "seen_late": [_flows(s, None) for s in seen_late],
                 }
             )
+            if cause == "commands" and self._prev_state is not None:
+                # What the daemon saw and sent between the two steps: tells a fault apart.
+                self.export_over[-1]["daemon_cycles"] = self._guard_cycles(
+                    self._prev_state.at, state.at
+                )
         self._prev_state = state
         self._recent_states.append(state)
         self.reserve.observe(state.soc_pct, state.soc_pct < RESERVE_PCT - 1, dt, lambda a, b: a < b)
+
+    def _guard_cycles(self, since: datetime, until: datetime, most: int = 40) -> list[Any]:
+        """The daemon's control cycles (hil.soak_daemon --guard-trace) from `since` to `until`,
+        the last `most` of them."""
+        out: list[Any] = []
+        with contextlib.suppress(OSError):
+            for line in self.guard_trace_path.read_text().splitlines():
+                with contextlib.suppress(ValueError, KeyError):
+                    cycle = json.loads(line)
+                    if since <= datetime.fromisoformat(cycle["sim"]) <= until:
+                        out.append(cycle)
+        return out[-most:]
 
     def _seen_late(self, before: HomeState | None) -> list[HomeState]:
         """Steps older than `before` that the daemon is shown to have been acting on when the

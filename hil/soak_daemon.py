@@ -88,6 +88,39 @@ async def probe(daemon: Daemon, clock: SteppableClock, path: Path, every_s: floa
             await asyncio.sleep(every_s)
 
 
+def trace_guard(path: Path, clock: SteppableClock) -> None:
+    """One JSON line per control cycle: what the guard was given and what it returned (the
+    soak puts the cycles before a step over the export limit in its report). On a tmpfs."""
+    import hems.control.loop as control_loop
+
+    original = control_loop.apply_guard
+    out = path.open("a", buffering=1)
+
+    def _cmd(c: Any) -> Any:
+        return c.values() if c is not None else None
+
+    def apply_guard(image: Any, spec: Any, limits: Any, cfg: Any, proposed: Any, *a: Any) -> Any:
+        result = original(image, spec, limits, cfg, proposed, *a)
+        line = {
+            "sim": clock.now().isoformat(timespec="seconds"),
+            "grid_w": image.grid.power_w,
+            "bat": {d: [b.power_w, b.soc_pct, b.at_grid_w] for d, b in image.batteries.items()},
+            "pv": {d: [v.power_w, v.limit_pct, v.at_grid_w] for d, v in image.pvs.items()},
+            "ev": {
+                d: [e.power_w, str(e.state), e.offered_a, e.at_grid_w] for d, e in image.evs.items()
+            },
+            "proposed": {d: _cmd(c) for d, c in proposed.items()},
+            "guarded": {d: _cmd(c) for d, c in result.commands.items()},
+            "grid_pred_w": result.grid_pred_w,
+            "rules": sorted({i.rule for i in result.interventions}),
+            "distrust": sorted(a[1]) if len(a) > 1 else [],
+        }
+        out.write(json.dumps(line, default=str) + "\n")
+        return result
+
+    control_loop.apply_guard = apply_guard  # type: ignore[assignment]
+
+
 async def main_async(args: argparse.Namespace) -> int:
     count_commits()
     cfg = load_config(args.config)
@@ -98,6 +131,8 @@ async def main_async(args: argparse.Namespace) -> int:
     if args.anchor is not None:
         start += timedelta(seconds=(time.time() - args.anchor) * args.speed)
     clock = SteppableClock(args.speed, start)
+    if args.guard_trace:
+        trace_guard(Path(args.guard_trace), clock)
     daemon = Daemon(cfg, clock, config_path=Path(args.config))
     task = asyncio.current_task()
     assert task is not None
@@ -137,6 +172,7 @@ def main() -> int:
     p.add_argument("--probe", default=None)
     p.add_argument("--probe-every-s", type=float, default=1.0)
     p.add_argument("--step-on-usr2", type=float, default=0.0)
+    p.add_argument("--guard-trace", default=None, help="a JSON line per control cycle (tmpfs)")
     return asyncio.run(main_async(p.parse_args()))
 
 
