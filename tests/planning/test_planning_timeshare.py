@@ -357,3 +357,32 @@ def test_a_proven_optimal_plan_is_never_beaten_by_an_exact_solve(p: Problem) -> 
     # ... nor by the whole-slot model's exact optimum (a restriction of the same model).
     whole = p.model_copy(update={"time_share": False})
     assert result.objective <= solve_arrays(build(whole)[0], 120.0, 0.0).objective + slack
+
+
+def test_the_exact_minimum_phase_solve_first_models_only_the_rounded_slots(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Flat export, an instance whose rounded phases are not proven within the gap (the
+    exact minimum-phase model runs): its first solve has the two binaries only in the slots
+    whose phases were rounded, and the plan keeps every phase at least the minimum."""
+    import hems.planning.optimiser as optimiser
+
+    p = family_instance(7, "agile/flat15")
+    m, cols, _f = build(p)
+    assert cols.share is not None
+    n_integer = int(np.count_nonzero(m.column_arrays()[3]))
+    seen: list[int] = []
+    real = optimiser.solve_fixed
+
+    def spy(m2, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if kwargs.get("sub_mip") is False:  # the exact minimum-phase solve
+            seen.append(int(np.count_nonzero(m2.column_arrays()[3])))
+        return real(m2, *args, **kwargs)
+
+    monkeypatch.setattr(optimiser, "solve_fixed", spy)
+    result = optimise(p, time_limit_s=30.0, mip_rel_gap=0.001)
+    assert seen, "the exact minimum-phase model did not run"
+    # two binaries per rounded slot, far fewer than two per shared slot
+    assert n_integer < seen[0] < n_integer + cols.share.slots.size
+    assert result.plan.status == "optimal"
+    assert min(s.duration_s for s in result.plan.slots) >= p.min_phase_s - 1e-6

@@ -656,6 +656,74 @@ def add_grid_exclusivity(
     m.rows(0.0, 0.0, nb, balance)
 
 
+def add_load_hull(m: ModelArrays, f: SlotFrame, cols: Columns, where: dict[int, IntArray]) -> int:
+    """Deferrable load j's slot hull of "on" and "off" in the slots `where[j]` (local
+    indices into its window), as add_grid_exclusivity does for import and export: every
+    other power x of the slot (import, export, PV used, battery charge and discharge, EV,
+    the other loads) is split into its load-on part x_on <= ub·on and the rest,
+    x − x_on <= ub·(1 − on), and the load-on parts balance the slot with the load running:
+    import_on + PV_on + discharge_on = (base load + power)·on + export_on + charge_on +
+    EV_on + Σ other loads_on (the load-off balance follows from the slot's own). Returns
+    the number of slots.
+
+    Valid for every integer plan (on = 1: the parts are the slot's powers; on = 0: none),
+    so it may be added where the LP relaxation runs a fraction of a load: there it soaks up
+    surplus PV (or a cap's slack) exactly, which a whole slot at full power cannot, and
+    that is most of the root gap on whole slots (the EV's and the battery's binaries close
+    none of it). Added only where the LP is fractional: everywhere it makes the LP several
+    times larger."""
+    imp_ub, exp_ub = grid_bounds_w(f)
+    _lb, ub_all, _c, _i = m.column_arrays()
+    allslots = np.arange(f.n, dtype=np.int32)
+    nan = np.full(f.n, np.nan)
+    base: list[tuple[IntArray, IntArray, FloatArray, float]] = [
+        (allslots, cols.grid_import, imp_ub, -1.0),
+        (allslots, cols.grid_export, exp_ub, 1.0),
+        (allslots, cols.pv_used, f.pv_w, -1.0),
+    ]
+    for ch, dis, _soc in cols.battery.values():
+        base.append((allslots, ch, nan, 1.0))
+        base.append((allslots, dis, nan, -1.0))
+    for _id, slots, pw, _short in cols.ev:
+        base.append((slots, pw, np.full(slots.size, np.nan), 1.0))
+    total = 0
+    for j, local in where.items():
+        _lid, lslots, lon, power_w = cols.loads[j]
+        local = np.asarray(local, dtype=np.int32)
+        n = local.size
+        if n == 0:
+            continue
+        total += n
+        sl = lslots[local]
+        index = np.full(f.n, -1, dtype=np.int32)
+        index[sl] = np.arange(n, dtype=np.int32)
+        loc = np.arange(n)
+        flows = list(base)
+        for k, (_o, oslots, oon, opower) in enumerate(cols.loads):
+            if k != j:
+                flows.append((oslots, oon, np.ones(oslots.size), opower))
+        balance: list[tuple[IntArray, IntArray, float | FloatArray]] = [
+            (loc, lon[local], f.load_w[sl] + power_w),
+        ]
+        for slots, col, ub, unit in flows:
+            inside = index[slots] >= 0
+            if not inside.any():
+                continue
+            r = index[slots[inside]]
+            c = col[inside]
+            u = np.where(np.isnan(ub[inside]), ub_all[c], ub[inside])
+            k = int(inside.sum())
+            part = m.cols(k, 0.0, u)
+            kl = np.arange(k)
+            z = lon[local][r]
+            m.rows(-np.inf, 0.0, k, [(kl, part, 1.0), (kl, z, -u)])
+            m.rows(-np.inf, u, k, [(kl, c, 1.0), (kl, part, -1.0), (kl, z, u)])
+            m.rows(0.0, np.inf, k, [(kl, c, 1.0), (kl, part, -1.0)])
+            balance.append((r, part, unit))
+        m.rows(0.0, 0.0, n, balance)
+    return total
+
+
 def add_balance(m: ModelArrays, f: SlotFrame, cols: Columns) -> IntArray:
     """Per slot: PV + import + discharge = base load + export + charge + EV + loads."""
     loc = np.arange(f.n)
