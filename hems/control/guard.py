@@ -19,8 +19,10 @@ Rules, in order (each later rule sees the result of the earlier ones):
 6. ev-min  an EV is never offered less than its minimum current while charging: pause instead.
 
 Predictions are linear: measured grid + (predicted - measured) per device, per phase, where
-"measured" is the device's power as the grid reading has it (the grid meter may lag: a
-reading every 10 s, or the HIL rig's steps; hems.control.snapshot tracks it). A
+"measured" is the device's power as the grid reading has it: while the grid meter's value
+has not changed since a device's reading did (a meter read every 10 s, the HIL rig's steps;
+hems.control.snapshot tracks it), either the device's reading or the one before, whichever
+is worse for the rule (`_basis_w`). A
 multi-phase site whose grid meter gives no per-phase currents is still guarded per phase, on a
 worst-case split: all uncontrolled house load on each phase in turn (`worst_case_phase_a`).
 The EV is assumed to take what it is offered (conservative for the fuse; for export too,
@@ -144,14 +146,14 @@ class _Work:
     def measured_devices(self) -> Iterable[tuple[float, tuple[float, ...]]]:
         """Each controlled device's measured grid import [W] (PV negative) and its shares."""
         for dev_id, b in self.spec.batteries.items():
-            yield self.battery_pred_w(dev_id)[0], self.shares(b.phase)
+            yield self.battery_pred_w(dev_id, False)[0], self.shares(b.phase)
         for dev_id, c in self.spec.chargers.items():
             img = self.image.ev(dev_id)
-            yield self.ev_pred_w(dev_id)[0], self.ev_shares(c, img.phases)
+            yield self.ev_pred_w(dev_id, False)[0], self.ev_shares(c, img.phases)
         for dev_id, p in self.spec.pvs.items():
             yield -self.pv_pred_w(dev_id, False)[0], self.shares(p.phase)
         for dev_id, ld in self.spec.loads.items():
-            meas, _pred = self.load_pred_w(dev_id)
+            meas, _pred = self.load_pred_w(dev_id, False)
             yield meas, self.shares(ld.phase)
 
     def ev_shares(self, spec: ChargerSpec, phases: int) -> tuple[float, ...]:
@@ -161,10 +163,10 @@ class _Work:
     # Each returns (the device's power as the grid reading has it, its predicted power): the
     # prediction starts from its own latest reading, the difference is counted from the
     # power the grid reading already holds (they differ while the grid meter lags the device).
-    def battery_pred_w(self, dev_id: str) -> tuple[float, float]:
+    def battery_pred_w(self, dev_id: str, for_export: bool = False) -> tuple[float, float]:
         img = self.image.battery(dev_id)
         meas = img.power_w or 0.0
-        basis = _basis_w(meas, img.at_grid_w)
+        basis = _basis_w(meas, img.at_grid_w, high=for_export)
         cmd = self.cmds.get(dev_id)
         if not isinstance(cmd, BatteryCommand):
             return basis, meas
@@ -194,7 +196,7 @@ class _Work:
         by itself, and the grid meter has not shown it yet): then no more than it draws now."""
         img = self.image.ev(dev_id)
         meas = img.power_w or 0.0
-        basis = _basis_w(meas, img.at_grid_w)
+        basis = _basis_w(meas, img.at_grid_w, high=for_export)
         cmd = self.cmds.get(dev_id)
         if not isinstance(cmd, EvCommand):
             return basis, meas
@@ -211,7 +213,7 @@ class _Work:
         spec = self.spec.pvs[dev_id]
         img = self.image.pv(dev_id)
         meas = img.power_w or 0.0
-        basis = _basis_w(meas, img.at_grid_w)
+        basis = _basis_w(meas, img.at_grid_w, high=not for_export)  # PV lowers import
         cmd = self.cmds.get(dev_id)
         if not isinstance(cmd, PvCommand):
             return basis, meas
@@ -221,11 +223,11 @@ class _Work:
             return basis, min(cap_w, meas + raised_w)
         return basis, min(meas, cap_w)
 
-    def load_pred_w(self, dev_id: str) -> tuple[float, float]:
+    def load_pred_w(self, dev_id: str, for_export: bool = False) -> tuple[float, float]:
         spec = self.spec.loads[dev_id]
         img = self.image.load(dev_id)
         meas = img.power_w if img.power_w is not None else (spec.power_w if img.on else 0.0)
-        basis = _basis_w(meas, img.at_grid_w)
+        basis = _basis_w(meas, img.at_grid_w, high=for_export)
         cmd = self.cmds.get(dev_id)
         if not isinstance(cmd, LoadCommand):
             return basis, meas
@@ -234,7 +236,7 @@ class _Work:
     def deltas(self, for_export: bool) -> Iterable[tuple[float, tuple[float, ...]]]:
         """(predicted - measured) grid import [W] of every device with its phase shares."""
         for dev_id, b in self.spec.batteries.items():
-            meas, pred = self.battery_pred_w(dev_id)
+            meas, pred = self.battery_pred_w(dev_id, for_export)
             yield self._credit(dev_id, pred - meas, for_export), self.shares(b.phase)
         for dev_id, c in self.spec.chargers.items():
             meas, pred = self.ev_pred_w(dev_id, for_export)
@@ -246,7 +248,7 @@ class _Work:
             # more PV = less import
             yield self._credit(dev_id, -(pred - meas), for_export), self.shares(p.phase)
         for dev_id, ld in self.spec.loads.items():
-            meas, pred = self.load_pred_w(dev_id)
+            meas, pred = self.load_pred_w(dev_id, for_export)
             yield self._credit(dev_id, pred - meas, for_export), self.shares(ld.phase)
 
     def _credit(self, dev_id: str, delta_w: float, for_export: bool) -> float:
@@ -326,8 +328,16 @@ def apply_guard(
     )
 
 
-def _basis_w(measured_w: float, at_grid_w: float | None) -> float:
-    return measured_w if at_grid_w is None else at_grid_w
+def _basis_w(measured_w: float, at_grid_w: float | None, *, high: bool) -> float:
+    """The device's power as the grid reading holds it: its own reading, or, while the grid
+    meter's value has not changed since the device's did, possibly the one from before. Which
+    of the two the grid reading holds is not known (a poll can read the meter before or after
+    a device around a change), so the worse for the rule at hand: `high` the larger (for a
+    consumer, more export predicted; for PV, more import), else the smaller. Never less
+    conservative than counting from the device's own reading."""
+    if at_grid_w is None:
+        return measured_w
+    return max(measured_w, at_grid_w) if high else min(measured_w, at_grid_w)
 
 
 def charger_delay_s(image: ProcessImage, spec: ChargerSpec) -> float:

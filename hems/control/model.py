@@ -75,9 +75,9 @@ class GridImage:
 class BatteryImage:
     power_w: float | None
     soc_pct: float | None
-    # Each device's power as the grid reading has it, where that differs from its own latest
-    # reading (the grid meter's value has not changed since the device's did: a meter that
-    # updates every 10 s, the HIL rig's steps); None: the same (hems.control.snapshot).
+    # Each device's power when the grid meter's value last changed, where that differs from
+    # its own latest reading (the grid value may still hold it: a meter that updates every
+    # 10 s, the HIL rig's steps); None: the same (hems.control.snapshot, guard `_basis_w`).
     at_grid_w: float | None = None
 
 

@@ -173,12 +173,16 @@ class Snapshot:
         """Each device's power as the grid reading has it, where that differs from its own
         latest reading.
 
-        A new grid value is taken to hold every device's power as read in the same cycle. While
-        the grid value stays the same, a device whose reading has changed since is counted
-        from its power then: the grid meter has not seen the change yet (a meter that updates
-        every 10 s, a CAD; the HIL rig's registers change only at its steps). Issue 16's soak
-        found a car's stop, read from the charger before the grid meter showed it, let the
-        battery discharge into export for the grid reading's import that was no longer there.
+        While the grid value stays the same, a device whose reading has changed since the grid
+        value last changed may be a change the grid meter has not seen yet (a meter that
+        updates every 10 s, a CAD; the HIL rig's registers change only at its steps): its power
+        then is given beside its reading. It may also be that the meter was read after the
+        device around the change, and the grid value already holds it; the guard does not
+        know which and takes the worse for each rule (hems.control.guard `_basis_w`). Issue 16's
+        soak found a car's stop, read from the charger before the grid meter showed it, let the
+        battery discharge into export for the grid reading's import that was no longer there;
+        taking the older power as certain instead let a battery read after the meter discharge
+        into export the other way round.
         """
         if grid_w is None:
             self._grid_seen_w = None

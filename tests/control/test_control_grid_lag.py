@@ -70,3 +70,42 @@ async def test_a_car_that_stops_before_the_grid_meter_shows_it(car_says: EvState
     # The battery's discharge now feeds the house alone: export must stay within the limit.
     export_w = -(HOUSE_W + lagged_w)
     assert export_w <= EXPORT_LIMIT_W - MARGIN_W + 1, (steady_w, lagged_w)
+
+
+async def test_a_battery_read_after_the_meter_around_a_change() -> None:
+    """The other way round (issue 16's soak, a poll round across one of the rig's steps): the
+    grid meter's new value already holds the battery's new power, and the battery's reading
+    of it comes a cycle later. Counting from the battery's older power as if the grid value
+    still held it predicted import where a discharge would export; the guard takes the worse."""
+    clock = ManualClock(EVENING)
+    state = SiteState(clock, stale_after_s=30)
+    bat = FakeBattery()
+    devs = ControlledDevices()
+    devs.add_battery(bat, max_charge_w=5000, max_discharge_w=5000)
+    for d, role in (("grid", Role.GRID), ("bat", Role.BATTERY)):
+        state.register_device(d, role)
+    limits = LimitsConfig(fuse_a=60, phases=1, export_limit_w=EXPORT_LIMIT_W,
+                          battery_reserve_pct=10)  # fmt: skip
+    loop = ControlLoop(ControlConfig(strategy="self-consumption"), limits, state, devs, clock,
+                       lambda: None)  # fmt: skip
+    house_w = 378.0
+    loop.set_override("bat", -4058.0, clock.now() + timedelta(hours=1))
+
+    async def cycle(grid_w: float, bat_w: float) -> float:
+        await clock.advance(1.0)
+        now = clock.now()
+        state.publish(
+            [
+                Reading("grid", Q.POWER_W, grid_w, now),
+                Reading("bat", Q.POWER_W, bat_w, now),
+                Reading("bat", Q.SOC_PCT, 60.0, now),
+            ]
+        )
+        await loop.step()
+        return bat.calls[-1][1]
+
+    await cycle(house_w - 3183.0, -3183.0)  # the battery discharging, as both read
+    await cycle(house_w + 4805.0, -3183.0)  # it now charges: the meter shows it first
+    last_w = await cycle(house_w + 4805.0, 4805.0)  # then its own reading
+    export_w = -(house_w + last_w)
+    assert export_w <= EXPORT_LIMIT_W - MARGIN_W + 1, last_w
