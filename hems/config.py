@@ -45,10 +45,10 @@ class StorageConfig(Strict):
         default=300.0,
         gt=0,
         le=600,
-        description="readings and deferred writes are committed together at each multiple of "
-        "this (wall clock), so every half-hour period is on disk at its end; a power cut "
-        "loses at most one batch. Uplink telemetry does not wait for it while the channel "
-        "is up",
+        description="readings and deferred writes are committed together 2 s after each "
+        "wall-clock multiple of this (one that divides 1800, as 300 does, puts every half-hour "
+        "period on disk at its end) and at shutdown; a power cut loses at most one batch. "
+        "Uplink telemetry does not wait for it while the channel is up",
     )
     raw_retention_h: float = Field(
         default=48.0, gt=0, description="raw_readings: all only (how long raw rows are kept)"
