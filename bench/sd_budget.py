@@ -3,11 +3,11 @@
 
 The soak's setup (hil/soak.py: rig, charger, Mosquitto, aggregator) without faults, at a low
 speed, with the store's batch interval scaled so that one batch covers the configured
-simulated seconds (default 5, the shipped `storage.batch_interval_s`), then extrapolated to a
+simulated seconds (default 300, the shipped `storage.batch_interval_s`), then extrapolated to a
 day. Also: the SQLite files' sizes, and the readings stored per simulated second (the
 telemetry really is 1 s).
 
-Run: .venv/bin/python bench/sd_budget.py [--speed 10] [--minutes 3] [--batch-sim-s 5]
+Run: .venv/bin/python bench/sd_budget.py [--speed 10] [--minutes 3] [--batch-sim-s 300]
      [--trace wal.json]
 
 `--trace PATH`: the daemon also counts the WAL frames of each commit by caller and by table
@@ -95,7 +95,7 @@ def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--speed", type=float, default=10.0)
     p.add_argument("--minutes", type=float, default=3.0, help="real minutes")
-    p.add_argument("--batch-sim-s", type=float, default=5.0)
+    p.add_argument("--batch-sim-s", type=float, default=300.0)
     p.add_argument("--trace", type=Path, default=None, help="WAL frames per commit (JSON)")
     p.add_argument("--keep-log", type=Path, default=None, help="copy the daemon's log here")
     a = p.parse_args()

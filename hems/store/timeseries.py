@@ -1,8 +1,10 @@
 """Readings to SQLite: batched writes, 1-min and 30-min roll-ups, retention.
 
 SD cards wear with every write, so readings are buffered in memory and written in one
-transaction every `batch_interval_s`. A failed write (disk full, I/O error) keeps the batch in
-memory and retries; the buffer is bounded and reports what it had to drop.
+transaction every `batch_interval_s`, at its multiples of the wall clock (so each half-hour
+settlement period is durable at its end), and once more at shutdown. A failed write (disk
+full, I/O error) keeps the batch in memory and retries; the buffer is bounded and reports
+what it had to drop.
 
 `raw="latest"` (the daemon's default, `storage.raw_readings`): raw samples are not stored one
 row each (at 1 s telemetry that alone is ~50 MB a day); the roll-ups are computed from the
@@ -16,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sqlite3
+import time
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -43,6 +46,21 @@ _INTEGRATED = {q for q in Quantity if q.value.endswith("_w")}
 # newest of its series by more than this is not rolled up (a late arrival; nothing sends one
 # that late today), and a bucket is only recomputed from where the window starts.
 RECENT_WINDOW_MS = 15 * 60_000
+
+
+# Batches are committed this long after each multiple of the interval (at most a tenth of
+# it): the readings polled in the last second of a half-hour period are in the batch
+# committed at its end.
+_ALIGN_LAG_S = 2.0
+
+
+def until_next_batch_s(now_s: float, interval_s: float) -> float:
+    """Seconds from `now_s` (Unix, wall clock) to the next batch: a multiple of `interval_s`
+    plus the lag. With 300 s batches every half-hour settlement period is durable at its
+    boundary, and a restart does not shift the phase."""
+    lag_s = min(_ALIGN_LAG_S, interval_s / 10)
+    wait_s = (lag_s - now_s) % interval_s
+    return wait_s if wait_s > 0 else interval_s
 
 
 def to_ms(at: datetime) -> int:
@@ -127,7 +145,7 @@ class ReadingStore:
             while True:
                 # Real seconds on purpose: this paces writes to the SD card, whatever the
                 # simulated clock's speed.
-                await asyncio.sleep(self._interval_s)
+                await asyncio.sleep(until_next_batch_s(time.time(), self._interval_s))
                 await self.flush()
         finally:
             # SIGTERM or shutdown: the last batch is written before we go, even if we are

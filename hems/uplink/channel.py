@@ -3,7 +3,9 @@
 `Uplink.run()` keeps one persistent session (fixed client id, clean_start False,
 SessionExpiryInterval), a retained `up/status` with a Last Will of offline, and reconnects
 with capped, jittered backoff (aiomqtt 2.x has no reconnect of its own). Everything outgoing
-goes through the outbox first and is replayed in seq order after every reconnect; incoming
+goes through the outbox first and is replayed in seq order after every reconnect, except
+telemetry while the channel is up: it is sent at once under a reserved seq and stored only if
+it cannot be (the channel went down before its ack came; see `send_telemetry`); incoming
 messages are verified and handled by `Inbound` (hems/uplink/inbound.py), whose answers and
 rejections this channel stores and sends on `up/event/response`.
 """
@@ -67,6 +69,10 @@ class _InFlight:
     sends: int = 0
     sent_s: float = 0.0  # clock.monotonic() of the last send
     due_s: float = 0.0  # clock.monotonic() at which it is resent unless acked
+    # Live telemetry, not in the outbox: stored (with these) if the channel goes down first.
+    stored: bool = True
+    message_id: str = ""
+    created: str = ""
 
 
 def _expired(row: OutboxRow, now: datetime) -> bool:
@@ -158,6 +164,10 @@ class Uplink:
         self.outbox = Outbox(db, cfg.outbox_max_rows)
         self._wake = asyncio.Event()
         self._inflight: dict[int, _InFlight] = {}  # by seq, in seq order
+        self._live: deque[_InFlight] = deque()  # live telemetry the publisher has not taken
+        self._cursor = 0  # the publisher's: the highest outbox seq taken into the window
+        self.live_sent = 0  # telemetry rows sent without being stored
+        self.live_kept = 0  # live rows stored for replay (channel down before their ack)
         # incoming message -> local time it arrived; weak: a message dropped unread goes too
         self._received_at: weakref.WeakKeyDictionary[aiomqtt.Message, datetime] = (
             weakref.WeakKeyDictionary()
@@ -268,6 +278,8 @@ class Uplink:
     # -- running --------------------------------------------------------------------------
     async def run(self) -> None:
         await self._inbound.load()
+        # Seqs for live telemetry, reserved in the capabilities' commit just below.
+        self.outbox.refill()
         await self._send("capabilities", self.capabilities())
         async with asyncio.TaskGroup() as tg:
             tg.create_task(self._connection_loop(), name="uplink:mqtt")
@@ -302,21 +314,47 @@ class Uplink:
         while True:
             await self._clock.sleep(self.cfg.telemetry_interval_s)
             raise_if_cancelling()
-            self.send_deferred("telemetry", self.telemetry())
+            self.send_telemetry("telemetry", self.telemetry())
 
-    def send_deferred(self, type_: str, payload: BaseModel) -> None:
-        """`send` for low-value rows (telemetry): stored with the store's next commit, not in
-        a commit of its own (an SD-card page per table and index touched, written twice),
-        and published once stored. A kill -9 may lose it (at most one store batch); a
-        failed write is logged by the store and the row dropped."""
+    def send_telemetry(self, type_: str, payload: BaseModel) -> None:
+        """`send` for droppable rows made often (telemetry), without a commit of its own (an
+        SD-card page per table and index touched, written twice).
+
+        Channel up: signed with a seq reserved beforehand (`Outbox.reserve_live`) and
+        published at once, never stored; if the channel goes down before the aggregator's
+        ack, the row is stored for replay. Channel down (or no reserved seq left): stored
+        with the store's next commit and published once stored, as after an outage. A kill
+        -9 may lose unstored rows (at most one store batch of them), never reuse a seq."""
         now = self._clock.now()
-        self.outbox.append_deferred(
-            self.topic(type_),
-            self._kind(type_),
-            envelope.iso(now),
-            lambda seq: self._sign(type_, payload, seq, now),
-            lambda seq: self._wake.set(),
-        )
+        topic, kind, created = self.topic(type_), self._kind(type_), envelope.iso(now)
+        seq = self.outbox.reserve_live() if self.connected.is_set() else None
+        if seq is None:
+            self.outbox.append_deferred(
+                topic,
+                kind,
+                created,
+                lambda seq: self._sign(type_, payload, seq, now),
+                self._row_stored,
+            )
+            return
+        message = self._sign(type_, payload, seq, now)
+        row = OutboxRow(seq, topic, kind, envelope.encode(message))
+        self._live.append(_InFlight(row, stored=False, message_id=message["id"], created=created))
+        self._wake.set()
+
+    def _row_stored(self, seq: int) -> None:
+        # A row stored late (kept live telemetry) may sit below the publisher's cursor.
+        self._cursor = min(self._cursor, seq - 1)
+        self._wake.set()
+
+    def _keep_unsent(self) -> None:
+        """Store the live rows not acked (the channel is going down) for replay."""
+        kept = [f for f in self._inflight.values() if not f.stored] + list(self._live)
+        self._live.clear()
+        for f in kept:
+            self._inflight.pop(f.row.seq, None)
+            self.outbox.store_deferred(f.row, f.message_id, f.created, self._row_stored)
+        self.live_kept += len(kept)
 
     def _kind(self, type_: str) -> str:
         spec = TYPES.get(type_)
@@ -385,6 +423,7 @@ class Uplink:
                 self._client = None
                 self._session_tasks = None
                 self.connected.clear()
+                self._keep_unsent()  # live rows made while the session ended
             await self._clock.sleep(backoff.next_s())
 
     async def _session(self, backoff: Backoff) -> None:
@@ -454,7 +493,7 @@ class Uplink:
         # A (re)connect starts the window again from the oldest unacked row. paho writes
         # publishes in call order, so the wire order is the seq order.
         self._inflight.clear()
-        cursor = 0  # the highest seq taken into the window
+        self._cursor = 0
 
         def publish(f: _InFlight) -> None:
             f.sends += 1
@@ -468,26 +507,38 @@ class Uplink:
             self.published += 1
             tg.create_task(self._publish_row(client, f.row))
 
-        while True:
-            raise_if_cancelling()
-            self._wake.clear()
-            now_s = self._clock.monotonic()
-            for f in [f for f in self._inflight.values() if f.due_s <= now_s]:
-                publish(f)  # oldest seq first: the dict is in seq order
-            while len(self._inflight) < _WINDOW:
-                rows = await self.outbox.pending(cursor, limit=_WINDOW - len(self._inflight))
-                if not rows:
-                    break
-                now = self._clock.now()
-                for row in rows:
-                    cursor = row.seq
-                    if _expired(row, now):
-                        continue  # the aggregator would reject it; it stays in the outbox
-                    f = _InFlight(row)
-                    self._inflight[row.seq] = f
+        try:
+            while True:
+                raise_if_cancelling()
+                self._wake.clear()
+                now_s = self._clock.monotonic()
+                for f in [f for f in self._inflight.values() if f.due_s <= now_s]:
+                    publish(f)  # oldest seq first: the dict is in seq order
+                while self._live:  # live telemetry: at once, outside the window's bound
+                    f = self._live.popleft()
+                    self._inflight[f.row.seq] = f
+                    self.live_sent += 1
                     publish(f)
-            due = min((f.due_s for f in self._inflight.values()), default=None)
-            await self._wait_for_wake(None if due is None else due - self._clock.monotonic())
+                while len(self._inflight) < _WINDOW:
+                    rows = await self.outbox.pending(
+                        self._cursor, limit=_WINDOW - len(self._inflight)
+                    )
+                    if not rows:
+                        break
+                    now = self._clock.now()
+                    for row in rows:
+                        self._cursor = max(self._cursor, row.seq)
+                        if row.seq in self._inflight:
+                            continue  # taken before a late row moved the cursor back
+                        if _expired(row, now):
+                            continue  # the aggregator would reject it; it stays in the outbox
+                        f = _InFlight(row)
+                        self._inflight[row.seq] = f
+                        publish(f)
+                due = min((f.due_s for f in self._inflight.values()), default=None)
+                await self._wait_for_wake(None if due is None else due - self._clock.monotonic())
+        finally:
+            self._keep_unsent()
 
     async def _publish_row(self, client: aiomqtt.Client, row: OutboxRow) -> None:
         try:

@@ -99,8 +99,8 @@ class UplinkConfig(Strict):
         default=30 * 86400,
         ge=60,
         le=365 * 86400,
-        description="expires_at of outgoing messages; at least storage.batch_interval_s "
-        "(telemetry waits for the next store batch)",
+        description="expires_at of outgoing messages: a row still in the outbox after an "
+        "outage longer than this is not sent",
     )
     resend_after_s: float = Field(default=60.0, ge=1, le=3600)
     backoff_min_s: float = Field(default=1.0, ge=0.05, le=60)

@@ -42,7 +42,7 @@ def test_good_file_loads_with_defaults(tmp_path: Path) -> None:
     assert [d.id for d in cfg.devices] == ["inv", "meter"]
     assert cfg.devices[1].port == 1502 and cfg.devices[0].port == 502
     assert cfg.limits.import_limit_w == 80 * 230
-    assert cfg.storage.batch_interval_s == 60
+    assert cfg.storage.batch_interval_s == 300  # issue 16: the SD-card budget
     assert cfg.storage.raw_readings == "latest"
     assert cfg.web.port == 8080
 

@@ -12,7 +12,7 @@ import pytest
 from hems.core import ManualClock, Quantity, Reading
 from hems.store.db import Database, migrations
 from hems.store.rollup import MINUTE_MS, bucket_samples, merge_buckets, settlement_periods
-from hems.store.timeseries import ReadingStore
+from hems.store.timeseries import ReadingStore, until_next_batch_s
 
 T0 = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
 LONDON = ZoneInfo("Europe/London")
@@ -233,3 +233,15 @@ async def test_last_flush_survives_a_second_cancel(tmp_path: Path) -> None:
     row = await db.fetchone("SELECT count(*) FROM readings")
     assert row is not None and row[0] == 20_000
     await db.close()
+
+
+def test_batches_fall_on_multiples_of_the_interval_of_the_wall_clock() -> None:
+    # 300 s batches: committed 2 s after :00, :05, ... (so a half-hour period's last
+    # readings are in the batch at its end); a restart keeps the phase.
+    half_hour_s = 1_796_000_400.0  # Unix seconds, a multiple of 1800: a half-hour boundary
+    assert until_next_batch_s(half_hour_s - 100.0, 300) == 102.0
+    assert until_next_batch_s(half_hour_s + 2.0, 300) == 300.0  # just flushed: a full one
+    assert until_next_batch_s(half_hour_s + 1.0, 300) == 1.0
+    assert until_next_batch_s(half_hour_s + 3.0, 300) == 299.0
+    # Short intervals (tests): the lag is a tenth of the interval at most.
+    assert abs(until_next_batch_s(10.0, 0.3) - 0.23) < 1e-9  # 10.2 + 0.03

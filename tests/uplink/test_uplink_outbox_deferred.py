@@ -191,3 +191,42 @@ async def test_kill_9_keeps_every_durable_row_and_every_reported_telemetry_row(
         assert seq > max(max(rows), *durable, *telemetry)
     finally:
         await db.close()
+
+
+async def test_live_seqs_come_from_a_committed_reservation_and_are_never_reused(
+    tmp_path: Path,
+) -> None:
+    db = await Database.open(tmp_path / "hems.db")
+    db.defer_max_s = 3600.0
+    box = Outbox(db, max_rows=100)
+    try:
+        # Nothing reserved yet: the caller must store the row first; a refill is queued.
+        assert box.reserve_live() is None
+        assert db.deferred == 1 and committed_seqs(db.path) == []  # type: ignore[arg-type]
+        first = await box.append(
+            "i", "interval", NOW.isoformat(), build("meter_interval", INTERVAL)
+        )  # the refill rides this commit
+        await asyncio.sleep(0)
+        live = [box.reserve_live() for _ in range(3)]
+        assert live == [first + 1, first + 2, first + 3]
+        after = await box.append(
+            "i", "interval", NOW.isoformat(), build("meter_interval", INTERVAL)
+        )
+        assert after == first + 4  # one counter: seqs follow the order they were made in
+    finally:
+        await db.close()
+    conn = sqlite3.connect(tmp_path / "hems.db")
+    try:
+        stored_next = conn.execute("SELECT value FROM uplink_state WHERE key='next_seq'").fetchone()
+    finally:
+        conn.close()
+    assert stored_next[0] > after  # the durable append did not lower the reservation
+    # A restart (a kill -9 as well: the reservation was committed before any live seq was
+    # handed out) starts above every seq published, stored or not.
+    db = await Database.open(tmp_path / "hems.db")
+    try:
+        box = Outbox(db, max_rows=100)
+        seq = await box.append("i", "interval", NOW.isoformat(), build("meter_interval", INTERVAL))
+        assert seq >= stored_next[0] > max(live)  # type: ignore[type-var]
+    finally:
+        await db.close()
