@@ -104,10 +104,11 @@ def trace_guard(path: Path, clock: SteppableClock) -> None:
         line = {
             "sim": clock.now().isoformat(timespec="seconds"),
             "grid_w": image.grid.power_w,
-            "bat": {d: [b.power_w, b.soc_pct, b.at_grid_w] for d, b in image.batteries.items()},
-            "pv": {d: [v.power_w, v.limit_pct, v.at_grid_w] for d, v in image.pvs.items()},
+            "bat": {d: [b.power_w, b.soc_pct, b.grid_span_w] for d, b in image.batteries.items()},
+            "pv": {d: [v.power_w, v.limit_pct, v.grid_span_w] for d, v in image.pvs.items()},
             "ev": {
-                d: [e.power_w, str(e.state), e.offered_a, e.at_grid_w] for d, e in image.evs.items()
+                d: [e.power_w, str(e.state), e.offered_a, e.grid_span_w]
+                for d, e in image.evs.items()
             },
             "proposed": {d: _cmd(c) for d, c in proposed.items()},
             "guarded": {d: _cmd(c) for d, c in result.commands.items()},

@@ -19,10 +19,10 @@ Rules, in order (each later rule sees the result of the earlier ones):
 6. ev-min  an EV is never offered less than its minimum current while charging: pause instead.
 
 Predictions are linear: measured grid + (predicted - measured) per device, per phase, where
-"measured" is the device's power as the grid reading has it: while the grid meter's value
-has not changed since a device's reading did (a meter read every 10 s, the HIL rig's steps;
-hems.control.snapshot tracks it), either the device's reading or the one before, whichever
-is worse for the rule (`_basis_w`). A
+"measured" is the device's power as the grid reading has it: the grid value may hold any
+of a device's readings since the value changed the time before last (a meter read every
+10 s, the HIL rig's steps; hems.control.snapshot tracks the range), so whichever is worse
+for the rule (`_basis_w`). A
 multi-phase site whose grid meter gives no per-phase currents is still guarded per phase, on a
 worst-case split: all uncontrolled house load on each phase in turn (`worst_case_phase_a`).
 The EV is assumed to take what it is offered (conservative for the fuse; for export too,
@@ -166,7 +166,7 @@ class _Work:
     def battery_pred_w(self, dev_id: str, for_export: bool = False) -> tuple[float, float]:
         img = self.image.battery(dev_id)
         meas = img.power_w or 0.0
-        basis = _basis_w(meas, img.at_grid_w, high=for_export)
+        basis = _basis_w(meas, img.grid_span_w, high=for_export)
         cmd = self.cmds.get(dev_id)
         if not isinstance(cmd, BatteryCommand):
             return basis, meas
@@ -196,7 +196,7 @@ class _Work:
         by itself, and the grid meter has not shown it yet): then no more than it draws now."""
         img = self.image.ev(dev_id)
         meas = img.power_w or 0.0
-        basis = _basis_w(meas, img.at_grid_w, high=for_export)
+        basis = _basis_w(meas, img.grid_span_w, high=for_export)
         cmd = self.cmds.get(dev_id)
         if not isinstance(cmd, EvCommand):
             return basis, meas
@@ -213,7 +213,7 @@ class _Work:
         spec = self.spec.pvs[dev_id]
         img = self.image.pv(dev_id)
         meas = img.power_w or 0.0
-        basis = _basis_w(meas, img.at_grid_w, high=not for_export)  # PV lowers import
+        basis = _basis_w(meas, img.grid_span_w, high=not for_export)  # PV lowers import
         cmd = self.cmds.get(dev_id)
         if not isinstance(cmd, PvCommand):
             return basis, meas
@@ -227,7 +227,7 @@ class _Work:
         spec = self.spec.loads[dev_id]
         img = self.image.load(dev_id)
         meas = img.power_w if img.power_w is not None else (spec.power_w if img.on else 0.0)
-        basis = _basis_w(meas, img.at_grid_w, high=for_export)
+        basis = _basis_w(meas, img.grid_span_w, high=for_export)
         cmd = self.cmds.get(dev_id)
         if not isinstance(cmd, LoadCommand):
             return basis, meas
@@ -328,16 +328,16 @@ def apply_guard(
     )
 
 
-def _basis_w(measured_w: float, at_grid_w: float | None, *, high: bool) -> float:
+def _basis_w(measured_w: float, span_w: tuple[float, float] | None, *, high: bool) -> float:
     """The device's power as the grid reading holds it: its own reading, or, while the grid
-    meter's value has not changed since the device's did, possibly the one from before. Which
-    of the two the grid reading holds is not known (a poll can read the meter before or after
-    a device around a change), so the worse for the rule at hand: `high` the larger (for a
-    consumer, more export predicted; for PV, more import), else the smaller. Never less
-    conservative than counting from the device's own reading."""
-    if at_grid_w is None:
+    meter lags, any of its readings since the grid value changed the time before last. Which
+    the grid value holds is not known (a poll can read the meter before or after a device
+    around a change, and a meter may update every 10 s), so the worse for the rule at hand:
+    `high` the largest (for a consumer, more export predicted; for PV, more import), else the
+    smallest. Never less conservative than counting from the device's own reading."""
+    if span_w is None:
         return measured_w
-    return max(measured_w, at_grid_w) if high else min(measured_w, at_grid_w)
+    return max(measured_w, span_w[1]) if high else min(measured_w, span_w[0])
 
 
 def charger_delay_s(image: ProcessImage, spec: ChargerSpec) -> float:

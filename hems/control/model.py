@@ -75,10 +75,11 @@ class GridImage:
 class BatteryImage:
     power_w: float | None
     soc_pct: float | None
-    # Each device's power when the grid meter's value last changed, where that differs from
-    # its own latest reading (the grid value may still hold it: a meter that updates every
-    # 10 s, the HIL rig's steps); None: the same (hems.control.snapshot, guard `_basis_w`).
-    at_grid_w: float | None = None
+    # The range (low, high) of the device's readings since the grid meter's value changed the
+    # time before last, where it differs from its own latest reading: the powers the grid
+    # value may hold (a meter that updates every 10 s, the HIL rig's steps); None: only its
+    # reading (hems.control.snapshot `_grid_spans`, guard `_basis_w`).
+    grid_span_w: tuple[float, float] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,7 +88,7 @@ class PvImage:
     # last known limit (reading, else last command); after a raise the inverter has not
     # been seen following yet, the one before it (hems.control.snapshot)
     limit_pct: float = 100.0
-    at_grid_w: float | None = None  # see BatteryImage
+    grid_span_w: tuple[float, float] | None = None  # see BatteryImage
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,7 +98,7 @@ class EvImage:
     offered_a: float = 0.0  # last command
     phases: int = 1  # phases of the last command
     response_delay_s: float | None = None  # how long a new limit may take now; None: spec's
-    at_grid_w: float | None = None  # see BatteryImage
+    grid_span_w: tuple[float, float] | None = None  # see BatteryImage
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,7 +106,7 @@ class LoadImage:
     power_w: float | None
     on: bool | None  # last command or reading; None unknown
     stale: bool = False
-    at_grid_w: float | None = None  # see BatteryImage
+    grid_span_w: tuple[float, float] | None = None  # see BatteryImage
 
 
 @dataclass(frozen=True, slots=True)

@@ -93,8 +93,11 @@ class Snapshot:
         self._suspect: dict[tuple[str, Quantity], float] = {}
         self._pv_limit: dict[str, float] = {}  # each PV's limit as last read (or written)
         self._pv_raise: dict[str, _PvRaise] = {}
-        self._grid_seen_w: float | None = None  # the grid value the devices' below go with
-        self._seen_with_grid: dict[str, float] = {}  # each device's power when it came
+        self._grid_seen_w: float | None = None  # the grid value the spans below go with
+        # Each device's (min, max) reading since the grid value last changed, and in the span
+        # of the value before (`_grid_spans`).
+        self._span_now: dict[str, tuple[float, float]] = {}
+        self._span_before: dict[str, tuple[float, float]] = {}
 
     @property
     def load_on(self) -> Mapping[str, bool | None]:
@@ -127,9 +130,9 @@ class Snapshot:
             d: self._fresh(d, Quantity.POWER_W)
             for d in (*spec.batteries, *spec.pvs, *spec.chargers, *spec.loads)
         }
-        at_grid = self._at_grid(grid.power_w, powers)
+        spans = self._grid_spans(grid.power_w, powers)
         batteries = {
-            d: BatteryImage(powers[d], self._fresh(d, Quantity.SOC_PCT), at_grid.get(d))
+            d: BatteryImage(powers[d], self._fresh(d, Quantity.SOC_PCT), spans.get(d))
             for d in spec.batteries
         }
         pvs = {}
@@ -140,7 +143,7 @@ class Snapshot:
                 limit = last.limit_pct if isinstance(last, PvCommand) else 100.0
             power = powers[d]
             counted_pct = self._pv_limit_counted(d, limit, power, grid.power_w)
-            pvs[d] = PvImage(power, counted_pct, at_grid.get(d))
+            pvs[d] = PvImage(power, counted_pct, spans.get(d))
         evs = {}
         dsr = self._dsr_active()
         for d in spec.chargers:
@@ -153,8 +156,8 @@ class Snapshot:
             if ev_state is EvState.OFFLINE:
                 power = None
             delay_s = response_delay_s(self._devices.control(d), dsr)
-            ev_at_grid = at_grid.get(d) if power is not None else None
-            evs[d] = EvImage(power, ev_state, offered, phases, delay_s, ev_at_grid)
+            ev_span = spans.get(d) if power is not None else None
+            evs[d] = EvImage(power, ev_state, offered, phases, delay_s, ev_span)
         loads = {}
         for d in spec.loads:
             last = self._last_written(d)
@@ -162,43 +165,45 @@ class Snapshot:
             on = self._load_on.get(d)
             if on is None and isinstance(last, LoadCommand):
                 on = last.on
-            loads[d] = LoadImage(powers[d], on, self._stale[d], at_grid.get(d))
+            loads[d] = LoadImage(powers[d], on, self._stale[d], spans.get(d))
         return ProcessImage(
             self._clock.now(), self._clock.monotonic(), v, grid, batteries, pvs, evs, loads
         )
 
-    def _at_grid(
+    def _grid_spans(
         self, grid_w: float | None, powers: Mapping[str, float | None]
-    ) -> dict[str, float]:
-        """Each device's power as the grid reading has it, where that differs from its own
-        latest reading.
+    ) -> dict[str, tuple[float, float]]:
+        """Per device, the range of its readings since the grid meter's value changed the time
+        before last, where that range is more than its latest reading: the powers the grid
+        value may hold.
 
-        While the grid value stays the same, a device whose reading has changed since the grid
-        value last changed may be a change the grid meter has not seen yet (a meter that
-        updates every 10 s, a CAD; the HIL rig's registers change only at its steps): its power
-        then is given beside its reading. It may also be that the meter was read after the
-        device around the change, and the grid value already holds it; the guard does not
-        know which and takes the worse for each rule (hems.control.guard `_basis_w`). Issue 16's
-        soak found a car's stop, read from the charger before the grid meter showed it, let the
-        battery discharge into export for the grid reading's import that was no longer there;
-        taking the older power as certain instead let a battery read after the meter discharge
-        into export the other way round.
+        A grid value may be older than the device readings beside it (a meter that updates
+        every 10 s, a CAD; the HIL rig's registers change only at its steps, while a charger
+        reports at once) or newer (a poll round reading the meter before a device around a
+        change); the guard takes the worse for each rule (hems.control.guard `_basis_w`).
+        Issue 16's soak found both: a car's stop read from the charger before the meter showed
+        it let the battery discharge into export for import no longer there, and taking the
+        older power as certain let a battery read after the meter discharge the other way.
         """
         if grid_w is None:
             self._grid_seen_w = None
-            self._seen_with_grid.clear()
+            self._span_now.clear()
+            self._span_before.clear()
             return {}
         if grid_w != self._grid_seen_w:
             self._grid_seen_w = grid_w
-            self._seen_with_grid = {d: p for d, p in powers.items() if p is not None}
-            return {}
-        out: dict[str, float] = {}
+            self._span_before, self._span_now = self._span_now, {}
+        out: dict[str, tuple[float, float]] = {}
         for d, power_w in powers.items():
             if power_w is None:
                 continue
-            seen_w = self._seen_with_grid.setdefault(d, power_w)
-            if seen_w != power_w:
-                out[d] = seen_w
+            lo, hi = self._span_now.get(d, (power_w, power_w))
+            self._span_now[d] = lo, hi = min(lo, power_w), max(hi, power_w)
+            if d in self._span_before:
+                b_lo, b_hi = self._span_before[d]
+                lo, hi = min(lo, b_lo), max(hi, b_hi)
+            if lo != power_w or hi != power_w:
+                out[d] = (lo, hi)
         return out
 
     def _pv_limit_counted(

@@ -72,6 +72,49 @@ async def test_a_car_that_stops_before_the_grid_meter_shows_it(car_says: EvState
     assert export_w <= EXPORT_LIMIT_W - MARGIN_W + 1, (steady_w, lagged_w)
 
 
+@pytest.mark.parametrize("car_says", [EvState.CHARGING, EvState.SUSPENDED_EV])
+async def test_a_new_grid_value_that_still_holds_the_cars_draw(car_says: EvState) -> None:
+    """The grid value changes in the same cycle as the charger reports the car's stop, but it
+    is the meter's older reading (the HIL rig's step before the stop; a meter that updates
+    every 10 s): it still holds the car's draw (issue 16's week soak, Sun 18:04)."""
+    clock = ManualClock(EVENING)
+    state = SiteState(clock, stale_after_s=30)
+    bat, ev = FakeBattery(), FakeCharger()
+    devs = ControlledDevices()
+    devs.add_battery(bat, max_charge_w=5000, max_discharge_w=5000)
+    devs.add_charger(ev, min_current_a=6, max_current_a=16)
+    for d, role in (("grid", Role.GRID), ("bat", Role.BATTERY), ("ev", Role.EV)):
+        state.register_device(d, role)
+    limits = LimitsConfig(fuse_a=60, phases=1, export_limit_w=EXPORT_LIMIT_W,
+                          battery_reserve_pct=10)  # fmt: skip
+    cfg = ControlConfig(strategy="self-consumption", ev_from_battery=True)
+    loop = ControlLoop(cfg, limits, state, devs, clock, lambda: None)
+    until = clock.now() + timedelta(hours=1)
+    loop.set_override("bat", -5000.0, until)
+    loop.set_override("ev", EV_W, until)
+
+    async def cycle(grid_w: float, bat_w: float, ev_w: float) -> float:
+        await clock.advance(1.0)
+        now = clock.now()
+        state.publish(
+            [
+                Reading("grid", Q.POWER_W, grid_w, now),
+                Reading("bat", Q.POWER_W, bat_w, now),
+                Reading("bat", Q.SOC_PCT, 60.0, now),
+                Reading("ev", Q.POWER_W, ev_w, now),
+            ]
+        )
+        await loop.step()
+        return bat.calls[-1][1]
+
+    first_w = await cycle(HOUSE_W + EV_W - 4680.0, -4680.0, EV_W)
+    house_w = HOUSE_W + 100.0  # the house moved, so the meter's value changes ...
+    ev.ev_state = car_says
+    last_w = await cycle(house_w + EV_W + first_w, first_w, 0.0)  # ... and still holds the car
+    export_w = -(house_w + last_w)
+    assert export_w <= EXPORT_LIMIT_W - MARGIN_W + 1, (first_w, last_w)
+
+
 async def test_a_battery_read_after_the_meter_around_a_change() -> None:
     """The other way round (issue 16's soak, a poll round across one of the rig's steps): the
     grid meter's new value already holds the battery's new power, and the battery's reading
