@@ -269,6 +269,7 @@ class SimChargePoint:
         self.status = "Available"
         self.booted = asyncio.Event()
         self.connected = asyncio.Event()
+        self.dropped = asyncio.Event()  # set once a connection has ended, until the next
         self.registration = ""
         self.connects = 0
         self.boot_refusals: list[int] = []  # HTTP status of refused handshakes
@@ -376,6 +377,7 @@ class SimChargePoint:
                 self._ws = None
                 self.connected.clear()
                 self.booted.clear()
+                self.dropped.set()
             if not self.cfg.reconnect:
                 return
             await asyncio.sleep(self.cfg.reconnect_delay_s)
@@ -387,6 +389,7 @@ class SimChargePoint:
         link.sim = self
         self._link = link
         self._jobs = asyncio.Queue()
+        self.dropped.clear()
         self.connected.set()
         receiver = asyncio.create_task(self._receive(link))
         worker = asyncio.create_task(self._work())

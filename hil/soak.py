@@ -536,15 +536,19 @@ class Soak:
 
     async def act_charger_storm(self, n: int) -> None:
         assert self.charger is not None
-        before = self.charger.connects
+        charger = self.charger
+        before = charger.connects
         t0 = time.monotonic()
         for _ in range(n):
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.charger.connected.wait(), 20)
-            await self.charger.disconnect()
-            await asyncio.sleep(0.01)
+                await asyncio.wait_for(charger.connected.wait(), 20)
+            await charger.disconnect()
+            # `connected` clears only when the charger's session has unwound: wait for that,
+            # or the next wait sees the connection just dropped as still up.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(charger.dropped.wait(), 20)
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.charger.connected.wait(), 20)
+            await asyncio.wait_for(charger.connected.wait(), 20)
         self.storm = {
             "disconnects": n,
             "reconnected": self.charger.connects - before,
