@@ -27,45 +27,58 @@ EXPORT_LIMIT_W = 3680.0
 MARGIN_W = ControlConfig().g100.margin_w
 
 
-@pytest.mark.parametrize("car_says", [EvState.CHARGING, EvState.SUSPENDED_EV])
-async def test_a_car_that_stops_before_the_grid_meter_shows_it(car_says: EvState) -> None:
-    clock = ManualClock(EVENING)
-    state = SiteState(clock, stale_after_s=30)
-    bat, ev = FakeBattery(), FakeCharger()
-    devs = ControlledDevices()
-    devs.add_battery(bat, max_charge_w=5000, max_discharge_w=5000)
-    devs.add_charger(ev, min_current_a=6, max_current_a=16)
-    for d, role in (("grid", Role.GRID), ("bat", Role.BATTERY), ("ev", Role.EV)):
-        state.register_device(d, role)
-    limits = LimitsConfig(fuse_a=60, phases=1, export_limit_w=EXPORT_LIMIT_W,
-                          battery_reserve_pct=10)  # fmt: skip
-    cfg = ControlConfig(strategy="self-consumption", ev_from_battery=True)
-    loop = ControlLoop(cfg, limits, state, devs, clock, lambda: None)
-    until = clock.now() + timedelta(hours=1)
-    loop.set_override("bat", -5000.0, until)  # the owner: discharge at full power
-    loop.set_override("ev", EV_W, until)  # and charge the car at 16 A
+class Site:
+    """A battery (and a charger) under the control loop on a manual clock; `cycle` publishes
+    one cycle's readings (grid None: the meter's value has not changed) and steps the loop."""
 
-    async def cycle(grid_w: float | None, bat_w: float, ev_w: float) -> float:
-        await clock.advance(1.0)
-        now = clock.now()
+    def __init__(self, *, with_ev: bool, battery_w: float, ev_w: float | None = None) -> None:
+        self.clock = ManualClock(EVENING)
+        self.state = SiteState(self.clock, stale_after_s=30)
+        self.bat, self.ev = FakeBattery(), FakeCharger()
+        devs = ControlledDevices()
+        devs.add_battery(self.bat, max_charge_w=5000, max_discharge_w=5000)
+        roles = [("grid", Role.GRID), ("bat", Role.BATTERY)]
+        if with_ev:
+            devs.add_charger(self.ev, min_current_a=6, max_current_a=16)
+            roles.append(("ev", Role.EV))
+        for d, role in roles:
+            self.state.register_device(d, role)
+        limits = LimitsConfig(fuse_a=60, phases=1, export_limit_w=EXPORT_LIMIT_W,
+                              battery_reserve_pct=10)  # fmt: skip
+        cfg = ControlConfig(strategy="self-consumption", ev_from_battery=with_ev)
+        self.loop = ControlLoop(cfg, limits, self.state, devs, self.clock, lambda: None)
+        until = self.clock.now() + timedelta(hours=1)
+        self.loop.set_override("bat", battery_w, until)  # the owner: discharge
+        if ev_w is not None:
+            self.loop.set_override("ev", ev_w, until)  # and charge the car
+
+    async def cycle(self, grid_w: float | None, bat_w: float, ev_w: float | None = None) -> float:
+        await self.clock.advance(1.0)
+        now = self.clock.now()
         readings = [
             Reading("bat", Q.POWER_W, bat_w, now),
             Reading("bat", Q.SOC_PCT, 60.0, now),
-            Reading("ev", Q.POWER_W, ev_w, now),
         ]
-        if grid_w is not None:  # None: the grid meter's value has not changed
+        if ev_w is not None:
+            readings.append(Reading("ev", Q.POWER_W, ev_w, now))
+        if grid_w is not None:
             readings.append(Reading("grid", Q.POWER_W, grid_w, now))
-        state.publish(readings)
-        await loop.step()
-        return bat.calls[-1][1]
+        self.state.publish(readings)
+        await self.loop.step()
+        return self.bat.calls[-1][1]
 
+
+@pytest.mark.parametrize("car_says", [EvState.CHARGING, EvState.SUSPENDED_EV])
+async def test_a_car_that_stops_before_the_grid_meter_shows_it(car_says: EvState) -> None:
+    site = Site(with_ev=True, battery_w=-5000.0, ev_w=EV_W)
+    cycle = site.cycle
     # The house, the car and the battery: 1000 + 3680 - 4680 W = 0 at the grid. The battery
     # may give no more than the house and the car take plus the export margin.
     first_w = await cycle(HOUSE_W + EV_W - 4680.0, -4680.0, EV_W)
     assert first_w <= -4680.0
     steady_w = await cycle(HOUSE_W + EV_W + first_w, first_w, EV_W)
     # The car stops by itself; its charger says so, the grid meter reads as before.
-    ev.ev_state = car_says
+    site.ev.ev_state = car_says
     lagged_w = await cycle(None, steady_w, 0.0)
     # The battery's discharge now feeds the house alone: export must stay within the limit.
     export_w = -(HOUSE_W + lagged_w)
@@ -77,40 +90,11 @@ async def test_a_new_grid_value_that_still_holds_the_cars_draw(car_says: EvState
     """The grid value changes in the same cycle as the charger reports the car's stop, but it
     is the meter's older reading (the HIL rig's step before the stop; a meter that updates
     every 10 s): it still holds the car's draw (issue 16's week soak, Sun 18:04)."""
-    clock = ManualClock(EVENING)
-    state = SiteState(clock, stale_after_s=30)
-    bat, ev = FakeBattery(), FakeCharger()
-    devs = ControlledDevices()
-    devs.add_battery(bat, max_charge_w=5000, max_discharge_w=5000)
-    devs.add_charger(ev, min_current_a=6, max_current_a=16)
-    for d, role in (("grid", Role.GRID), ("bat", Role.BATTERY), ("ev", Role.EV)):
-        state.register_device(d, role)
-    limits = LimitsConfig(fuse_a=60, phases=1, export_limit_w=EXPORT_LIMIT_W,
-                          battery_reserve_pct=10)  # fmt: skip
-    cfg = ControlConfig(strategy="self-consumption", ev_from_battery=True)
-    loop = ControlLoop(cfg, limits, state, devs, clock, lambda: None)
-    until = clock.now() + timedelta(hours=1)
-    loop.set_override("bat", -5000.0, until)
-    loop.set_override("ev", EV_W, until)
-
-    async def cycle(grid_w: float, bat_w: float, ev_w: float) -> float:
-        await clock.advance(1.0)
-        now = clock.now()
-        state.publish(
-            [
-                Reading("grid", Q.POWER_W, grid_w, now),
-                Reading("bat", Q.POWER_W, bat_w, now),
-                Reading("bat", Q.SOC_PCT, 60.0, now),
-                Reading("ev", Q.POWER_W, ev_w, now),
-            ]
-        )
-        await loop.step()
-        return bat.calls[-1][1]
-
-    first_w = await cycle(HOUSE_W + EV_W - 4680.0, -4680.0, EV_W)
+    site = Site(with_ev=True, battery_w=-5000.0, ev_w=EV_W)
+    first_w = await site.cycle(HOUSE_W + EV_W - 4680.0, -4680.0, EV_W)
     house_w = HOUSE_W + 100.0  # the house moved, so the meter's value changes ...
-    ev.ev_state = car_says
-    last_w = await cycle(house_w + EV_W + first_w, first_w, 0.0)  # ... and still holds the car
+    site.ev.ev_state = car_says
+    last_w = await site.cycle(house_w + EV_W + first_w, first_w, 0.0)  # ... still with the car
     export_w = -(house_w + last_w)
     assert export_w <= EXPORT_LIMIT_W - MARGIN_W + 1, (first_w, last_w)
 
@@ -120,35 +104,10 @@ async def test_a_battery_read_after_the_meter_around_a_change() -> None:
     grid meter's new value already holds the battery's new power, and the battery's reading
     of it comes a cycle later. Counting from the battery's older power as if the grid value
     still held it predicted import where a discharge would export; the guard takes the worse."""
-    clock = ManualClock(EVENING)
-    state = SiteState(clock, stale_after_s=30)
-    bat = FakeBattery()
-    devs = ControlledDevices()
-    devs.add_battery(bat, max_charge_w=5000, max_discharge_w=5000)
-    for d, role in (("grid", Role.GRID), ("bat", Role.BATTERY)):
-        state.register_device(d, role)
-    limits = LimitsConfig(fuse_a=60, phases=1, export_limit_w=EXPORT_LIMIT_W,
-                          battery_reserve_pct=10)  # fmt: skip
-    loop = ControlLoop(ControlConfig(strategy="self-consumption"), limits, state, devs, clock,
-                       lambda: None)  # fmt: skip
+    site = Site(with_ev=False, battery_w=-4058.0)
     house_w = 378.0
-    loop.set_override("bat", -4058.0, clock.now() + timedelta(hours=1))
-
-    async def cycle(grid_w: float, bat_w: float) -> float:
-        await clock.advance(1.0)
-        now = clock.now()
-        state.publish(
-            [
-                Reading("grid", Q.POWER_W, grid_w, now),
-                Reading("bat", Q.POWER_W, bat_w, now),
-                Reading("bat", Q.SOC_PCT, 60.0, now),
-            ]
-        )
-        await loop.step()
-        return bat.calls[-1][1]
-
-    await cycle(house_w - 3183.0, -3183.0)  # the battery discharging, as both read
-    await cycle(house_w + 4805.0, -3183.0)  # it now charges: the meter shows it first
-    last_w = await cycle(house_w + 4805.0, 4805.0)  # then its own reading
+    await site.cycle(house_w - 3183.0, -3183.0)  # the battery discharging, as both read
+    await site.cycle(house_w + 4805.0, -3183.0)  # it now charges: the meter shows it first
+    last_w = await site.cycle(house_w + 4805.0, 4805.0)  # then its own reading
     export_w = -(house_w + last_w)
     assert export_w <= EXPORT_LIMIT_W - MARGIN_W + 1, last_w
