@@ -106,10 +106,10 @@ async def test_a_lifted_curtailment_is_not_counted_as_staying_down_until_the_pv_
         await server.stop()
 
 
-async def test_a_raise_is_counted_only_until_a_later_reading_shows_the_pv() -> None:
-    """At night a PV reads 0 W whatever its limit: once `verify_after_s` has passed and the
-    grid meter's reading has changed, the raise is no longer held against the battery."""
-    clock = ManualClock(NOON.replace(hour=23))
+def _battery_and_pv(
+    clock: ManualClock, cfg: ControlConfig
+) -> tuple[SiteState, FakeBattery, ControlLoop]:
+    """A fake battery held at a 2000 W discharge and a fake 6 kW PV under the loop."""
     state = SiteState(clock, stale_after_s=10)
     bat, pv = FakeBattery(), FakePv()
     devs = ControlledDevices()
@@ -118,9 +118,16 @@ async def test_a_raise_is_counted_only_until_a_later_reading_shows_the_pv() -> N
     for d, role in (("grid", Role.GRID), ("bat", Role.BATTERY), ("pv", Role.PV)):
         state.register_device(d, role)
     limits = LimitsConfig(fuse_a=60, phases=1, export_limit_w=3680, battery_reserve_pct=10)
-    loop = ControlLoop(ControlConfig(strategy="self-consumption"), limits, state, devs, clock,
-                       lambda: None)  # fmt: skip
+    loop = ControlLoop(cfg, limits, state, devs, clock, lambda: None)
     loop.set_override("bat", -2000.0, clock.now() + timedelta(hours=1))
+    return state, bat, loop
+
+
+async def test_a_raise_is_counted_only_until_a_later_reading_shows_the_pv() -> None:
+    """At night a PV reads 0 W whatever its limit: once `verify_after_s` has passed and the
+    grid meter's reading has changed, the raise is no longer held against the battery."""
+    clock = ManualClock(NOON.replace(hour=23))
+    state, bat, loop = _battery_and_pv(clock, ControlConfig(strategy="self-consumption"))
 
     async def cycle(t: int, limit_pct: float) -> float:
         await clock.advance(1.0)
@@ -151,17 +158,8 @@ async def test_a_raise_seen_while_the_pv_reading_is_held_back_is_still_counted()
     reading confirms it; issue 16's soak, at a plan slot's edge) must not take the first
     reading after as the PV following: the battery stays held back until it really moves."""
     clock = ManualClock(NOON)
-    state = SiteState(clock, stale_after_s=10)
-    bat, pv = FakeBattery(), FakePv()
-    devs = ControlledDevices()
-    devs.add_battery(bat, max_charge_w=5000, max_discharge_w=5000)
-    devs.add_pv(pv, rated_w=6000)
-    for d, role in (("grid", Role.GRID), ("bat", Role.BATTERY), ("pv", Role.PV)):
-        state.register_device(d, role)
-    limits = LimitsConfig(fuse_a=60, phases=1, export_limit_w=3680, battery_reserve_pct=10)
     cfg = ControlConfig(strategy="self-consumption", max_step_w=1000.0)
-    loop = ControlLoop(cfg, limits, state, devs, clock, lambda: None)
-    loop.set_override("bat", -2000.0, clock.now() + timedelta(hours=1))
+    state, bat, loop = _battery_and_pv(clock, cfg)
 
     async def cycle(pv_w: float, limit_pct: float, grid_w: float) -> float:
         await clock.advance(1.0)
