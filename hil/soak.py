@@ -863,7 +863,6 @@ class Soak:
         steady = slope_per_day(longest)
         sim_days = o.days
         db_end = self.db_sizes[-1] if self.db_sizes else (0, 0, 0)
-        probes = self.probes()
         return {
             # A run whose daemon never came up (a config it refused, an import error) still
             # has invariants: the rig's physics alone. These say whether it is a soak at all.
