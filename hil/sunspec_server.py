@@ -748,11 +748,8 @@ class SunSpecServer(SimTcpServer):
         if set_values is None or func_code not in _WRITE_FCS:
             self.read_state_at[unit.unit_id] = state_at
         else:
-            self.write_basis[unit.unit_id] = (
-                state_at,
-                self.read_state_at.get(self.unit_ids.meter),
-            )
-        if set_values is not None and func_code in _WRITE_FCS:
+            meter_read_at = self.read_state_at.get(self.unit_ids.meter)
+            self.write_basis[unit.unit_id] = (state_at, meter_read_at)
             values = [int(v) for v in set_values]
             try:
                 writes = unit.decode_write(address, values)
